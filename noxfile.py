@@ -1,0 +1,46 @@
+"""Developer entry points: `nox -s up` (the local platform) and `nox -s tests` (everything)."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.sessions = ["lint", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Unit tests, then integration and end-to-end tests against the real local control plane.
+
+    The first run builds the control-plane binaries from Go modules (minutes); later runs reuse
+    them from ~/.cache/devserver.
+    """
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "devserver.testing.build")
+    session.run("pytest", *(session.posargs or ["tests"]))
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff, mypy --strict on src, and the import-linter layering contracts."""
+    session.install("-e", ".[lint]")
+    session.run("ruff", "check", "src", "tests", "noxfile.py")
+    session.run("ruff", "format", "--check", "src", "tests", "noxfile.py")
+    session.run("mypy", "src")
+    session.run("lint-imports")
+
+
+@nox.session
+def up(session: nox.Session) -> None:
+    """The whole platform locally, in the foreground; Ctrl-C stops it."""
+    session.install("-e", ".[testing]")
+    session.run("python", "-m", "devserver.testing.up", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks, each side by side with its baseline in the same run (filled by later issues)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "tests/bench", "-p", "no:cacheprovider", *session.posargs,
+                success_codes=[0, 5])  # fmt: skip

@@ -1,0 +1,1 @@
+"""Pydantic models of the devservers.io resources; the single source of truth for the CRDs."""

@@ -1,0 +1,1 @@
+"""The SSH bastion: keys from DevUsers, account sync, per-user kubeconfigs, audit."""

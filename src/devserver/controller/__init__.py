@@ -1,0 +1,1 @@
+"""The controller loop: workers, reconcile outcomes, owner mapping, predicates."""

@@ -1,0 +1,1 @@
+"""Informers: reflectors on raw watch streams, the shared cache and its indexers."""

@@ -1,0 +1,1 @@
+"""Logging (structlog) and Prometheus metrics, usable from every layer."""

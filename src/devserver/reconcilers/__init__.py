@@ -1,0 +1,1 @@
+"""Reconcilers, one module per concern: devserver, distributed, flavor, user, expiry."""

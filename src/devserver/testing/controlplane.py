@@ -1,0 +1,358 @@
+"""`LocalControlPlane`: a real Kubernetes control plane as local processes on loopback.
+
+etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok (playing the kubelets of
+EKS-like node groups) and a test-only volume provisioner (standing in for the EBS CSI driver).
+Its methods are synchronous and safe to call from a worker thread; they also expose the bad days
+later tests need: apiserver restarts, etcd outages and compaction, nodes coming and going, and
+kubeconfigs for ServiceAccount tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from devserver.testing import components
+from devserver.testing.binaries import cache_root, ensure_binaries
+from devserver.testing.kubeconfig import write_kubeconfig
+from devserver.testing.nodes import NodeSpec, default_node_pool
+from devserver.testing.pki import create_pki
+from devserver.testing.process import ManagedProcess, reap_stale_runs, wait_until
+from devserver.testing.provisioner import PROVISIONER_NAME
+
+DEFAULT_STORAGE_CLASS = "gp3"
+
+
+@dataclass
+class ControlPlaneOptions:
+    nodes: list[NodeSpec] = field(default_factory=default_node_pool)
+    apiserver_extra_args: tuple[str, ...] = ()
+    start_timeout: float = 60.0
+    keep_state: bool = False  # leave logs and etcd data behind after stop (for debugging)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LocalControlPlane:
+    def __init__(self, options: ControlPlaneOptions | None = None) -> None:
+        self.options = options or ControlPlaneOptions()
+        self._processes: dict[str, ManagedProcess] = {}
+        self._started = False
+        self.start_seconds = 0.0
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start(self) -> LocalControlPlane:
+        started = time.monotonic()
+        bin_dir = ensure_binaries()  # may build for a long while on a cold machine
+        runs = cache_root() / "run"
+        reap_stale_runs(runs)
+        runs.mkdir(parents=True, exist_ok=True)
+        state = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=runs))
+        (state / "owner.pid").write_text(str(os.getpid()))
+        ports = components.Ports(*(free_port() for _ in range(6)))
+        pki = create_pki(state / "pki", service_ip=components.SERVICE_IP)
+        self.layout = layout = components.Layout(bin_dir, state, pki, ports)
+        layout.logs.mkdir()
+        layout.exec_dir.mkdir()
+        layout.audit_policy.write_text(components.AUDIT_POLICY)
+        layout.kwok_config.write_text(components.kwok_config(layout))
+        layout.container_log.write_text(
+            f"{time.strftime('%Y-%m-%dT%H:%M:%S.000000000Z', time.gmtime())} stdout F "
+            "devserver-local: container started\n"
+        )
+        for who, pair in (
+            ("admin", pki.admin),
+            ("controller-manager", pki.controller_manager),
+            ("scheduler", pki.scheduler),
+        ):
+            write_kubeconfig(
+                layout.kubeconfig(who),
+                server=layout.apiserver_url,
+                ca_file=pki.ca.cert,
+                user=who,
+                client_cert=pair.cert,
+                client_key=pair.key,
+            )
+        self._started = True
+        try:
+            self._boot()
+        except BaseException:
+            self.stop()
+            raise
+        self.start_seconds = time.monotonic() - started
+        return self
+
+    def _process(self, name: str, argv: Sequence[str]) -> ManagedProcess:
+        proc = ManagedProcess(
+            name, argv, log_dir=self.layout.logs, registry=self.layout.state_dir / "children"
+        )
+        self._processes[name] = proc
+        return proc
+
+    def _boot(self) -> None:
+        layout, timeout = self.layout, self.options.start_timeout
+        etcd = self._process("etcd", components.etcd_argv(layout))
+        etcd.start()
+        self._wait_etcd(timeout)
+        apiserver = self._process(
+            "kube-apiserver", components.apiserver_argv(layout, self.options.apiserver_extra_args)
+        )
+        apiserver.start()
+        self._wait_apiserver(timeout)
+        rest = [
+            self._process("kube-controller-manager", components.controller_manager_argv(layout)),
+            self._process("kube-scheduler", components.scheduler_argv(layout)),
+            self._process("kwok", components.kwok_argv(layout)),
+            self._process(
+                "provisioner",
+                [
+                    sys.executable,
+                    "-m",
+                    "devserver.testing.provisioner",
+                    f"--kubeconfig={layout.kubeconfig('admin')}",
+                ],
+            ),
+        ]
+        for proc in rest:
+            proc.start()
+        self.apply(self._storage_class(), *(spec.manifest() for spec in self.options.nodes))
+        everything = list(self._processes.values())
+        wait_until(
+            "the controller manager to create the default ServiceAccount",
+            lambda: self._get("/api/v1/namespaces/default/serviceaccounts/default") is not None,
+            timeout=timeout,
+            processes=everything,
+        )
+        wait_until(
+            "the scheduler to be healthy",
+            lambda: self._probe(f"https://127.0.0.1:{layout.ports.scheduler}/healthz"),
+            timeout=timeout,
+            processes=everything,
+        )
+        names = [spec.name for spec in self.options.nodes]
+        wait_until(
+            f"nodes {names} to be Ready",
+            lambda: self._nodes_ready(names),
+            timeout=timeout,
+            processes=everything,
+        )
+
+    def stop(self) -> None:
+        """Stop every process, newest first; remove the state unless asked to keep it."""
+        for proc in reversed(list(self._processes.values())):
+            proc.stop()
+        self._processes.clear()
+        if self._started and not self.options.keep_state:
+            shutil.rmtree(self.layout.state_dir, ignore_errors=True)
+        self._started = False
+
+    def __enter__(self) -> LocalControlPlane:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ----------------------------------------------------------------- what tests use
+
+    @property
+    def kubeconfig(self) -> Path:
+        """Admin kubeconfig (client certificate in `system:masters`)."""
+        return self.layout.kubeconfig("admin")
+
+    @property
+    def server(self) -> str:
+        return self.layout.apiserver_url
+
+    @property
+    def audit_log(self) -> Path:
+        return self.layout.audit_log
+
+    def process(self, name: str) -> ManagedProcess:
+        return self._processes[name]
+
+    def kubectl(
+        self,
+        *args: str,
+        input_text: str | None = None,
+        check: bool = True,
+        kubeconfig: Path | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [self.layout.binary("kubectl"), f"--kubeconfig={kubeconfig or self.kubeconfig}", *args],
+            input=input_text,
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=60,
+        )
+
+    def apply(self, *objects: dict[str, Any]) -> None:
+        document = {"apiVersion": "v1", "kind": "List", "items": list(objects)}
+        self.kubectl(
+            "apply",
+            "--server-side",
+            "--field-manager=devserver-harness",
+            "--force-conflicts",
+            "-f",
+            "-",
+            input_text=json.dumps(document),
+        )
+
+    def add_nodes(self, *specs: NodeSpec, wait: bool = True) -> None:
+        self.apply(*(spec.manifest() for spec in specs))
+        if wait:
+            names = [spec.name for spec in specs]
+            wait_until(
+                f"nodes {names} to be Ready",
+                lambda: self._nodes_ready(names),
+                timeout=30,
+                processes=[self.process("kwok")],
+            )
+
+    def remove_nodes(self, *names: str) -> None:
+        self.kubectl("delete", "node", "--wait=true", *names)
+
+    def restart_apiserver(self, downtime: float = 0.0) -> None:
+        """Stop kube-apiserver (graceful), optionally stay down a while, start it again."""
+        apiserver = self.process("kube-apiserver")
+        apiserver.stop()
+        time.sleep(downtime)
+        apiserver.start()
+        self._wait_apiserver(self.options.start_timeout)
+
+    def stop_etcd(self) -> None:
+        self.process("etcd").stop()
+
+    def start_etcd(self) -> None:
+        self.process("etcd").start()
+        self._wait_etcd(self.options.start_timeout)
+
+    def compact_etcd(self) -> int:
+        """Compact etcd up to its current revision; return that revision."""
+        status = self._etcd_call("/v3/maintenance/status", {})
+        revision = int(status["header"]["revision"])
+        self._etcd_call("/v3/kv/compaction", {"revision": str(revision), "physical": True})
+        return revision
+
+    def service_account_kubeconfig(
+        self, namespace: str, name: str, *, duration: str = "1h", path: Path | None = None
+    ) -> Path:
+        """Kubeconfig authenticating as a ServiceAccount with a TokenRequest-issued token."""
+        token = self.kubectl(
+            "create", "token", name, "-n", namespace, f"--duration={duration}"
+        ).stdout.strip()
+        target = path or self.layout.state_dir / f"sa-{namespace}-{name}.kubeconfig"
+        return write_kubeconfig(
+            target,
+            server=self.server,
+            ca_file=self.layout.pki.ca.cert,
+            user=f"system:serviceaccount:{namespace}:{name}",
+            token=token,
+            namespace=namespace,
+        )
+
+    def check_running(self) -> None:
+        for proc in self._processes.values():
+            proc.check_running()
+
+    # ----------------------------------------------------------------- internals
+
+    def _storage_class(self) -> dict[str, Any]:
+        return {
+            "apiVersion": "storage.k8s.io/v1",
+            "kind": "StorageClass",
+            "metadata": {
+                "name": DEFAULT_STORAGE_CLASS,
+                "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+            },
+            "provisioner": PROVISIONER_NAME,
+            "reclaimPolicy": "Delete",
+            "volumeBindingMode": "WaitForFirstConsumer",
+            "allowVolumeExpansion": True,
+            "parameters": {"type": "gp3"},
+        }
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        pki = self.layout.pki
+        context = ssl.create_default_context(cafile=str(pki.ca.cert))
+        context.load_cert_chain(str(pki.admin.cert), str(pki.admin.key))
+        return context
+
+    def _probe(self, url: str) -> bool:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # component health ports use self-signed certs
+        with urllib.request.urlopen(url, timeout=2, context=context) as response:  # noqa: S310
+            return bool(response.status == 200)
+
+    def _get(self, path: str) -> dict[str, Any] | None:
+        try:
+            with urllib.request.urlopen(  # noqa: S310
+                self.server + path, timeout=5, context=self._ssl_context()
+            ) as response:
+                result: dict[str, Any] = json.load(response)
+                return result
+        except urllib.error.HTTPError as error:
+            if error.code == 404:
+                return None
+            raise
+
+    def _wait_apiserver(self, timeout: float) -> None:
+        def ready() -> bool:
+            with urllib.request.urlopen(  # noqa: S310
+                self.server + "/readyz", timeout=2, context=self._ssl_context()
+            ) as response:
+                return bool(response.status == 200)
+
+        wait_until(
+            "kube-apiserver /readyz",
+            ready,
+            timeout=timeout,
+            processes=[self.process("etcd"), self.process("kube-apiserver")],
+        )
+
+    def _wait_etcd(self, timeout: float) -> None:
+        def healthy() -> bool:
+            with urllib.request.urlopen(self.layout.etcd_url + "/health", timeout=2) as r:  # noqa: S310
+                return bool(json.load(r).get("health") == "true")
+
+        wait_until("etcd /health", healthy, timeout=timeout, processes=[self.process("etcd")])
+
+    def _etcd_call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        request = urllib.request.Request(  # noqa: S310
+            self.layout.etcd_url + path,
+            data=json.dumps(body).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            result: dict[str, Any] = json.load(response)
+            return result
+
+    def _nodes_ready(self, names: Iterable[str]) -> bool:
+        for name in names:
+            node = self._get(f"/api/v1/nodes/{name}")
+            if node is None:
+                return False
+            conditions = node.get("status", {}).get("conditions", [])
+            if not any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
+                return False
+        return True

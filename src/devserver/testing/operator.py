@@ -1,0 +1,95 @@
+"""Run devserver-operator against a test cluster: as a subprocess or inside the test's loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from devserver.manager import Settings, run
+from devserver.testing.controlplane import free_port
+from devserver.testing.process import wait_until
+
+
+class OperatorProcess:
+    """`python -m devserver.manager` with its own log file; ready when /readyz says so."""
+
+    def __init__(self, kubeconfig: Path, extra_args: tuple[str, ...] = ()) -> None:
+        self.kubeconfig = kubeconfig
+        self.port = free_port()
+        self.extra_args = extra_args
+        self._log = Path(tempfile.mkstemp(prefix="devserver-operator-", suffix=".log")[1])
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30) -> None:
+        with self._log.open("ab") as log:
+            self._proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "devserver.manager",
+                    f"--kubeconfig={self.kubeconfig}",
+                    "--http-host=127.0.0.1",
+                    f"--http-port={self.port}",
+                    *self.extra_args,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+
+        def ready() -> bool:
+            if self._proc is not None and self._proc.poll() is not None:
+                raise RuntimeError(f"operator exited early:\n{self.output()}")
+            with urllib.request.urlopen(self.url + "/readyz", timeout=2) as response:  # noqa: S310
+                return bool(response.status == 200)
+
+        try:
+            wait_until("operator /readyz", ready, timeout=timeout)
+        except TimeoutError as error:
+            raise TimeoutError(f"{error}\n{self.output()}") from None
+
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM and wait; return the exit code (killed: negative)."""
+        proc = self._proc
+        if proc is None:
+            return 0
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            started = time.monotonic()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            self.stop_seconds = time.monotonic() - started
+        return proc.returncode
+
+    def output(self) -> str:
+        return self._log.read_text(errors="replace")
+
+
+@contextlib.asynccontextmanager
+async def operator_in_process(kubeconfig: Path) -> AsyncIterator[Settings]:
+    """Run the manager as a task of the current loop; stop it on exit and surface its errors."""
+    settings = Settings(kubeconfig=str(kubeconfig), http_host="127.0.0.1", http_port=free_port())
+    stop = asyncio.Event()
+    task = asyncio.create_task(run(settings, stop), name="devserver-operator")
+    try:
+        yield settings
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)

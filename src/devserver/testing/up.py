@@ -1,0 +1,70 @@
+"""`nox -s up`: the local platform in the foreground until Ctrl-C.
+
+Today: the control plane with EKS-like node groups. Later issues add the CRDs, the default
+flavors and the operator here. Ctrl-C (or SIGTERM) stops every process it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from types import FrameType
+
+from devserver.testing.controlplane import LocalControlPlane
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)  # noqa: T201
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--keep-state", action="store_true", help="keep logs and etcd data")
+    parser.parse_args(argv)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    cluster = LocalControlPlane()
+    try:
+        cluster.start()
+    except KeyboardInterrupt:
+        cluster.stop()
+        return 130
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        kubectl = cluster.layout.binary("kubectl")
+        _say(
+            f"""
+devserver local platform is up ({cluster.start_seconds:.1f} s): {cluster.server}
+
+  export KUBECONFIG={cluster.kubeconfig}
+  export PATH={cluster.layout.bin_dir}:$PATH     # kubectl {kubectl}
+
+Try:
+  kubectl get nodes -L node.kubernetes.io/instance-type,topology.kubernetes.io/zone
+  kubectl create deployment hello --image=busybox && kubectl get pods -w
+  kubectl describe node gpu-a100-1 | grep -A8 Capacity
+
+Logs: {cluster.layout.logs}   Audit log: {cluster.audit_log}
+Ctrl-C stops everything.
+"""
+        )
+        while not stop.wait(1):
+            cluster.check_running()
+    except RuntimeError as error:  # a component died: say which, with its log tail
+        _say(f"error: {error}")
+        return 1
+    finally:
+        _say("stopping the local platform ...")
+        cluster.stop()
+        _say("stopped; no process left behind.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

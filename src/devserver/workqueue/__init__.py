@@ -1,0 +1,1 @@
+"""Work queues: plain, delaying and rate-limited, with an injectable clock."""

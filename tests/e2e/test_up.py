@@ -1,0 +1,66 @@
+"""`nox -s up` as a user runs it: one command up, Ctrl-C down, nothing left behind."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie still answers kill(0); it is dead for our purpose
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_up_serves_a_cluster_and_ctrl_c_stops_every_process() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "devserver.testing.up"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stdout is not None
+    output: list[str] = []
+    kubeconfig = path_dir = None
+    deadline = time.monotonic() + 120
+    for line in proc.stdout:
+        output.append(line)
+        if match := re.search(r"export KUBECONFIG=(\S+)", line):
+            kubeconfig = match.group(1)
+        if match := re.search(r"export PATH=(\S+):\$PATH", line):
+            path_dir = match.group(1)
+        if "Ctrl-C stops everything" in line or time.monotonic() > deadline:
+            break
+    assert kubeconfig and path_dir, "".join(output)
+
+    state_dir = Path(kubeconfig).parent
+    children = [int(line.split()[0]) for line in (state_dir / "children").read_text().splitlines()]
+    assert len(children) == 6  # etcd, apiserver, controller-manager, scheduler, kwok, provisioner
+    nodes = subprocess.run(
+        [f"{path_dir}/kubectl", f"--kubeconfig={kubeconfig}", "get", "nodes", "-o", "name"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert "node/gpu-a100-1" in nodes
+
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, "".join(output) + rest
+    assert "no process left behind" in rest
+    assert [pid for pid in children if _alive(pid)] == []
+    assert not state_dir.exists()

@@ -1,0 +1,99 @@
+"""RBAC for ServiceAccount tokens, exec and logs through the API server, the audit trail."""
+
+from __future__ import annotations
+
+import json
+
+import anyio
+import pytest
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.api_client import ApiClient
+
+from devserver.testing.controlplane import LocalControlPlane
+from tests.integration.test_cluster_basics import pod, running_pod
+
+pytestmark = pytest.mark.integration
+
+
+async def test_service_account_token_gets_what_rbac_allows_and_403_otherwise(
+    admin_api: ApiClient, control_plane: LocalControlPlane, namespace: str
+) -> None:
+    core, rbac = client.CoreV1Api(admin_api), client.RbacAuthorizationV1Api(admin_api)
+    await core.create_namespaced_service_account(
+        namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="alice"))
+    )
+    await rbac.create_namespaced_role(
+        namespace,
+        client.V1Role(
+            metadata=client.V1ObjectMeta(name="pod-reader"),
+            rules=[
+                client.V1PolicyRule(
+                    api_groups=[""], resources=["pods"], verbs=["get", "list", "watch"]
+                )
+            ],
+        ),
+    )
+    await rbac.create_namespaced_role_binding(
+        namespace,
+        client.V1RoleBinding(
+            metadata=client.V1ObjectMeta(name="alice-reads-pods"),
+            role_ref=client.V1RoleRef(
+                api_group="rbac.authorization.k8s.io", kind="Role", name="pod-reader"
+            ),
+            subjects=[
+                client.RbacV1Subject(kind="ServiceAccount", name="alice", namespace=namespace)
+            ],
+        ),
+    )
+    kubeconfig = await anyio.to_thread.run_sync(
+        lambda: control_plane.service_account_kubeconfig(namespace, "alice", duration="10m")
+    )
+    assert json.loads(kubeconfig.read_text())["users"][0]["user"]["token"]
+
+    async with await config.new_client_from_config(config_file=str(kubeconfig)) as alice_api:
+        alice = client.CoreV1Api(alice_api)
+        assert (await alice.list_namespaced_pod(namespace)).items == []  # allowed
+        for denied in (
+            alice.list_namespaced_secret(namespace),  # other resource
+            alice.create_namespaced_pod(namespace, pod("sneaky")),  # other verb
+            alice.list_namespaced_pod("default"),  # other namespace
+        ):
+            with pytest.raises(client.ApiException) as forbidden:
+                await denied
+            assert forbidden.value.status == 403
+            assert f"system:serviceaccount:{namespace}:alice" in forbidden.value.body
+    assert not (await core.list_namespaced_pod(namespace)).items, "the denied create made nothing"
+
+    user = f"system:serviceaccount:{namespace}:alice"
+    entries = [json.loads(line) for line in control_plane.audit_log.read_text().splitlines()]
+    mine = [e for e in entries if e["user"]["username"] == user]
+    verdicts = {
+        (e["verb"], e["objectRef"].get("resource"), e["responseStatus"]["code"]) for e in mine
+    }
+    assert ("list", "pods", 200) in verdicts
+    assert ("list", "secrets", 403) in verdicts
+
+
+async def test_exec_and_logs_round_trip_through_the_api_server(
+    admin_api: ApiClient, control_plane: LocalControlPlane, namespace: str
+) -> None:
+    core = client.CoreV1Api(admin_api)
+    await core.create_namespaced_pod(namespace, pod("shell"))
+    await running_pod(core, namespace, "shell")
+
+    result = await anyio.to_thread.run_sync(
+        lambda: control_plane.kubectl(
+            "exec", "-n", namespace, "shell", "--", "sh", "-c", "echo hello from $((6 * 7))"
+        )
+    )
+    assert result.stdout.strip() == "hello from 42"
+
+    failed = await anyio.to_thread.run_sync(
+        lambda: control_plane.kubectl(
+            "exec", "-n", namespace, "shell", "--", "sh", "-c", "exit 3", check=False
+        )
+    )
+    assert failed.returncode == 3, failed.stderr
+
+    logs = await core.read_namespaced_pod_log("shell", namespace)
+    assert "container started" in logs

@@ -1,0 +1,125 @@
+"""Pure parts of the harness: versions, certificates, node models, command lines, volumes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from devserver.testing.binaries import ldflags, read_versions, tools_dir
+from devserver.testing.components import SERVICE_IP, Layout, Ports, apiserver_argv
+from devserver.testing.nodes import GPU_RESOURCE, NodeSpec, default_node_pool
+from devserver.testing.pki import create_pki
+from devserver.testing.provisioner import desired_volume
+
+
+def test_versions_come_from_the_one_go_mod() -> None:
+    versions = read_versions((tools_dir() / "go.mod").read_text())
+    assert versions.kubernetes.startswith("v1.36.")
+    assert versions.etcd.startswith("v3.6.")
+    assert versions.kwok.startswith("v0.8.")
+    assert f"gitVersion={versions.kubernetes}" in ldflags(versions)
+    assert "gitMinor=36" in ldflags(versions)
+
+
+def test_staging_replacements_match_the_kubernetes_version() -> None:
+    go_mod = (tools_dir() / "go.mod").read_text()
+    patch = read_versions(go_mod).kubernetes.replace("v1.", "v0.")
+    replaced = [line for line in go_mod.splitlines() if "=> k8s.io/" in line]
+    assert len(replaced) >= 30
+    assert all(line.rstrip().endswith(patch) for line in replaced), replaced
+
+
+def _load(path: Path) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(path.read_bytes())
+
+
+def test_pki_issues_chained_certificates_with_the_right_identities(tmp_path: Path) -> None:
+    pki = create_pki(tmp_path, service_ip=SERVICE_IP)
+    ca = _load(pki.ca.cert)
+    serving = _load(pki.apiserver.cert)
+    serving.verify_directly_issued_by(ca)
+    names = serving.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "kubernetes.default.svc" in names.get_values_for_type(x509.DNSName)
+    assert {str(ip) for ip in names.get_values_for_type(x509.IPAddress)} == {
+        "127.0.0.1",
+        SERVICE_IP,
+    }
+    admin = _load(pki.admin.cert)
+    admin.verify_directly_issued_by(ca)
+    assert admin.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == (
+        "system:masters"
+    )
+    usages = admin.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert ExtendedKeyUsageOID.CLIENT_AUTH in usages
+    assert ExtendedKeyUsageOID.SERVER_AUTH not in usages
+    scheduler = _load(pki.scheduler.cert)
+    assert scheduler.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == (
+        "system:kube-scheduler"
+    )
+    assert pki.ca.key.stat().st_mode & 0o077 == 0, "private keys are not world-readable"
+    assert isinstance(_load(pki.kubelet_serving.cert).public_key(), ec.EllipticCurvePublicKey)
+
+
+def test_gpu_nodes_are_tainted_and_carry_gpu_capacity() -> None:
+    manifest = NodeSpec("g", "p4d.24xlarge", "gpu-large").manifest()
+    assert manifest["status"]["capacity"][GPU_RESOURCE] == "8"
+    assert manifest["status"]["allocatable"][GPU_RESOURCE] == "8"
+    assert manifest["spec"]["taints"] == [
+        {"key": GPU_RESOURCE, "value": "present", "effect": "NoSchedule"}
+    ]
+    assert manifest["metadata"]["annotations"]["kwok.x-k8s.io/node"] == "fake"
+    cpu = NodeSpec("c", "m5.2xlarge", "cpu", "us-east-1b").manifest()
+    assert GPU_RESOURCE not in cpu["status"]["capacity"]
+    assert cpu["spec"]["taints"] == []
+    assert cpu["metadata"]["labels"]["topology.kubernetes.io/zone"] == "us-east-1b"
+    assert cpu["metadata"]["labels"]["topology.kubernetes.io/region"] == "us-east-1"
+
+
+def test_default_pool_has_cpu_and_both_gpu_groups() -> None:
+    types = {spec.instance_type for spec in default_node_pool()}
+    assert types == {"m5.2xlarge", "g4dn.xlarge", "p4d.24xlarge"}
+    assert len({spec.name for spec in default_node_pool()}) == len(default_node_pool())
+
+
+def test_apiserver_runs_with_real_cluster_security(tmp_path: Path) -> None:
+    pki = create_pki(tmp_path / "pki", service_ip=SERVICE_IP)
+    layout = Layout(tmp_path / "bin", tmp_path, pki, Ports(1, 2, 3, 4, 5, 6))
+    argv = apiserver_argv(layout, ("--v=2",))
+    flags = dict(arg.split("=", 1) for arg in argv[1:])
+    assert flags["--authorization-mode"] == "Node,RBAC"
+    plugins = flags["--enable-admission-plugins"].split(",")
+    for plugin in (
+        "PodSecurity",
+        "ResourceQuota",
+        "LimitRanger",
+        "ServiceAccount",
+        "DefaultStorageClass",
+        "NamespaceLifecycle",
+    ):
+        assert plugin in plugins
+    assert flags["--bind-address"] == "127.0.0.1"
+    assert "--audit-log-path" in flags
+    assert argv[-1] == "--v=2"
+
+
+def test_provisioned_volume_follows_the_claim_and_the_zone() -> None:
+    claim = SimpleNamespace(
+        metadata=SimpleNamespace(uid="u1", namespace="dev-alice", name="home"),
+        spec=SimpleNamespace(
+            resources=SimpleNamespace(requests={"storage": "50Gi"}),
+            access_modes=["ReadWriteOnce"],
+            volume_mode=None,
+        ),
+    )
+    storage_class = SimpleNamespace(metadata=SimpleNamespace(name="gp3"), reclaim_policy="Retain")
+    volume = desired_volume(claim, storage_class, "us-east-1b")
+    assert volume.metadata.name == "pvc-u1"
+    assert volume.spec.capacity == {"storage": "50Gi"}
+    assert volume.spec.persistent_volume_reclaim_policy == "Retain"
+    assert (volume.spec.claim_ref.namespace, volume.spec.claim_ref.name) == ("dev-alice", "home")
+    term = volume.spec.node_affinity.required.node_selector_terms[0].match_expressions[0]
+    assert term.values == ["us-east-1b"]
