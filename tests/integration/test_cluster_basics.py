@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -205,7 +206,9 @@ async def test_pod_security_baseline_rejects_privileged_pods(
     with pytest.raises(client.ApiException) as rejected:
         await core.create_namespaced_pod(namespace, privileged)
     assert rejected.value.status == 403
-    assert 'violates PodSecurity "baseline:latest"' in rejected.value.body
+    message = json.loads(rejected.value.body)["message"]
+    assert 'violates PodSecurity "baseline:latest"' in message
+    assert "privileged" in message
     assert not (await core.list_namespaced_pod(namespace)).items
 
     host_path = pod("host-root")

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import urllib.request
-
 import anyio
 import pytest
 
 from devserver.testing.controlplane import LocalControlPlane
+from devserver.testing.http import fetch
 from devserver.testing.operator import OperatorProcess, operator_in_process
 
 pytestmark = pytest.mark.integration
 
 
 def _get(url: str) -> tuple[int, str]:
-    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310
-        return response.status, response.read().decode()
+    status, body = fetch(url, timeout=5)
+    return status, body.decode()
 
 
 def test_operator_subprocess_is_ready_serves_metrics_and_exits_0_on_sigterm(

@@ -18,7 +18,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from typing import Any
 
 from devserver.testing import components
 from devserver.testing.binaries import cache_root, ensure_binaries
+from devserver.testing.http import fetch
 from devserver.testing.kubeconfig import write_kubeconfig
 from devserver.testing.nodes import NodeSpec, default_node_pool
 from devserver.testing.pki import create_pki
@@ -195,14 +195,19 @@ class LocalControlPlane:
         check: bool = True,
         kubeconfig: Path | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
+        result = subprocess.run(
             [self.layout.binary("kubectl"), f"--kubeconfig={kubeconfig or self.kubeconfig}", *args],
             input=input_text,
             capture_output=True,
             text=True,
-            check=check,
+            check=False,
             timeout=60,
         )
+        if check and result.returncode != 0:
+            raise RuntimeError(
+                f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}"
+            )
+        return result
 
     def apply(self, *objects: dict[str, Any]) -> None:
         document = {"apiVersion": "v1", "kind": "List", "items": list(objects)}
@@ -300,39 +305,31 @@ class LocalControlPlane:
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE  # component health ports use self-signed certs
-        with urllib.request.urlopen(url, timeout=2, context=context) as response:  # noqa: S310
-            return bool(response.status == 200)
+        return fetch(url, timeout=2, context=context)[0] == 200
 
     def _get(self, path: str) -> dict[str, Any] | None:
-        try:
-            with urllib.request.urlopen(  # noqa: S310
-                self.server + path, timeout=5, context=self._ssl_context()
-            ) as response:
-                result: dict[str, Any] = json.load(response)
-                return result
-        except urllib.error.HTTPError as error:
-            if error.code == 404:
-                return None
-            raise
+        status, body = fetch(self.server + path, timeout=5, context=self._ssl_context())
+        if status == 404:
+            return None
+        if status != 200:
+            raise RuntimeError(f"GET {path}: {status} {body[:200]!r}")
+        result: dict[str, Any] = json.loads(body)
+        return result
 
     def _wait_apiserver(self, timeout: float) -> None:
-        def ready() -> bool:
-            with urllib.request.urlopen(  # noqa: S310
-                self.server + "/readyz", timeout=2, context=self._ssl_context()
-            ) as response:
-                return bool(response.status == 200)
-
         wait_until(
             "kube-apiserver /readyz",
-            ready,
+            lambda: (
+                fetch(self.server + "/readyz", timeout=2, context=self._ssl_context())[0] == 200
+            ),
             timeout=timeout,
             processes=[self.process("etcd"), self.process("kube-apiserver")],
         )
 
     def _wait_etcd(self, timeout: float) -> None:
         def healthy() -> bool:
-            with urllib.request.urlopen(self.layout.etcd_url + "/health", timeout=2) as r:  # noqa: S310
-                return bool(json.load(r).get("health") == "true")
+            status, body = fetch(self.layout.etcd_url + "/health", timeout=2)
+            return status == 200 and json.loads(body).get("health") == "true"
 
         wait_until("etcd /health", healthy, timeout=timeout, processes=[self.process("etcd")])
 
@@ -343,9 +340,11 @@ class LocalControlPlane:
             method="POST",
             headers={"Content-Type": "application/json"},
         )
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
-            result: dict[str, Any] = json.load(response)
-            return result
+        status, answer = fetch(request, timeout=10)
+        if status != 200:
+            raise RuntimeError(f"etcd {path}: {status} {answer[:200]!r}")
+        result: dict[str, Any] = json.loads(answer)
+        return result
 
     def _nodes_ready(self, names: Iterable[str]) -> bool:
         for name in names:

@@ -116,14 +116,6 @@ class NodeSpec:
             "status": {
                 "capacity": itype.capacity(),
                 "allocatable": itype.allocatable(),
-                "nodeInfo": {
-                    "architecture": "amd64",
-                    "operatingSystem": "linux",
-                    "kubeletVersion": "fake",
-                    "kubeProxyVersion": "fake",
-                    "osImage": "Amazon Linux 2023 (kwok)",
-                    "containerRuntimeVersion": "kwok",
-                },
             },
         }
 

@@ -10,12 +10,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from devserver.manager import Settings, run
 from devserver.testing.controlplane import free_port
+from devserver.testing.http import fetch
 from devserver.testing.process import wait_until
 
 
@@ -54,8 +54,7 @@ class OperatorProcess:
         def ready() -> bool:
             if self._proc is not None and self._proc.poll() is not None:
                 raise RuntimeError(f"operator exited early:\n{self.output()}")
-            with urllib.request.urlopen(self.url + "/readyz", timeout=2) as response:  # noqa: S310
-                return bool(response.status == 200)
+            return fetch(self.url + "/readyz", timeout=2)[0] == 200
 
         try:
             wait_until("operator /readyz", ready, timeout=timeout)
