@@ -178,6 +178,6 @@ async def _create_ok(core: client.CoreV1Api, namespace: str, obj: client.V1Confi
         await core.create_namespaced_config_map(namespace, obj)
     except client.ApiException as error:
         return bool(error.status == 409)
-    except Exception:
+    except Exception:  # noqa: BLE001 - refused while the server comes back
         return False
     return True
