@@ -18,7 +18,7 @@ def tests(session: nox.Session) -> None:
     """
     session.install("-e", ".[test]")
     session.run("python", "-m", "devserver.testing.build")
-    session.run("pytest", *(session.posargs or ["tests"]))
+    session.run("pytest", *(session.posargs or ["tests/unit", "tests/integration", "tests/e2e"]))
 
 
 @nox.session
@@ -42,5 +42,5 @@ def up(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks, each side by side with its baseline in the same run (filled by later issues)."""
     session.install("-e", ".[test]")
-    session.run("pytest", "tests/bench", "-p", "no:cacheprovider", *session.posargs,
+    session.run("pytest", "tests/bench", "-s", "-p", "no:cacheprovider", *session.posargs,
                 success_codes=[0, 5])  # fmt: skip

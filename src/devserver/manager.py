@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import click
 import structlog
 
-from devserver.client import connect
+from devserver.client import new_client
 from devserver.observability.http import HealthEndpoints
 from devserver.observability.logging import configure_logging
 
@@ -36,12 +36,15 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     )
     server = await endpoints.serve(settings.http_host, settings.http_port)
     try:
-        async with await connect(settings.kubeconfig) as connection:
-            version = await connection.server_version()
+        kube = await new_client(settings.kubeconfig)
+        try:
+            version = await kube.server_version()
             ready = True
             log.info("connected", server_version=version, http_port=settings.http_port)
             await stop.wait()
             log.info("stopping")
+        finally:
+            await kube.close()
     finally:
         server.close()
         await server.wait_closed()

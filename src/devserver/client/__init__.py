@@ -1,10 +1,11 @@
 """The client layer: the only code that imports kubernetes_asyncio.
 
 Everything above it (informers, controllers, reconcilers, the CLI) talks to the API server
-through the typed helpers here, so transport details (auth, TLS, retries, raw watch streams)
-stay in one place.
+through `KubeClient`: typed reads, raw watch streams with an idle bound, server-side apply, and
+one error type. Transport details (auth, TLS, token refresh) stay here.
 """
 
-from devserver.client.connection import Connection, connect
+from devserver.client.errors import ApiError, WatchStalled
+from devserver.client.kube import KubeClient, PatchType, WatchEvent, new_client
 
-__all__ = ["Connection", "connect"]
+__all__ = ["ApiError", "KubeClient", "PatchType", "WatchEvent", "WatchStalled", "new_client"]

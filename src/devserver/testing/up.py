@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         _say(
             f"""
 devserver local platform is up ({cluster.start_seconds:.1f} s): {cluster.server}
+  ({", ".join(f"{name} {seconds:.1f} s" for name, seconds in cluster.timings.items())})
 
   export KUBECONFIG={cluster.kubeconfig}
   export PATH={cluster.layout.bin_dir}:$PATH     # kubectl {kubectl}

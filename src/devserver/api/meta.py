@@ -1,0 +1,107 @@
+"""Typed views of Kubernetes objects: metadata, owner references, lists, watch events, keys.
+
+Raw JSON becomes these models at the client boundary (pydantic parses the bytes directly, in one
+pass). Only what controllers read is typed; the rest of an object (spec, status, data …) is kept
+as extra fields and written back untouched. `managedFields` is dropped on purpose: it is most of
+the bytes of a typical cached object and no controller reads it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Generic, NamedTuple, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ObjectKey(NamedTuple):
+    """Where an object lives: `namespace` is "" for cluster-scoped objects."""
+
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}" if self.namespace else self.name
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, frozen=True, extra="ignore")
+
+
+class OwnerReference(_Model):
+    api_version: str = Field(alias="apiVersion")
+    kind: str
+    name: str
+    uid: str
+    controller: bool | None = None
+    block_owner_deletion: bool | None = Field(default=None, alias="blockOwnerDeletion")
+
+    @property
+    def group(self) -> str:
+        return self.api_version.rpartition("/")[0]
+
+
+class ObjectMeta(_Model):
+    name: str = ""
+    namespace: str = ""
+    uid: str = ""
+    resource_version: str = Field(default="", alias="resourceVersion")
+    generation: int = 0
+    creation_timestamp: datetime | None = Field(default=None, alias="creationTimestamp")
+    deletion_timestamp: datetime | None = Field(default=None, alias="deletionTimestamp")
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    owner_references: tuple[OwnerReference, ...] = Field(default=(), alias="ownerReferences")
+    finalizers: tuple[str, ...] = ()
+
+
+class KubeObject(_Model):
+    """Any Kubernetes object; fields other than these stay available as extras (`.extra`)."""
+
+    model_config = ConfigDict(populate_by_name=True, frozen=True, extra="allow")
+
+    api_version: str = Field(default="", alias="apiVersion")
+    kind: str = ""
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+
+    @property
+    def key(self) -> ObjectKey:
+        return ObjectKey(self.metadata.namespace, self.metadata.name)
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        return self.__pydantic_extra__ or {}
+
+
+ObjectT = TypeVar("ObjectT", bound=KubeObject)
+
+
+class ListMeta(_Model):
+    resource_version: str = Field(default="", alias="resourceVersion")
+    continue_: str = Field(default="", alias="continue")
+    remaining_item_count: int | None = Field(default=None, alias="remainingItemCount")
+
+
+class ObjectList(_Model, Generic[ObjectT]):
+    metadata: ListMeta = Field(default_factory=ListMeta)
+    items: list[ObjectT] = Field(default_factory=list)
+
+
+class EventType(StrEnum):
+    ADDED = "ADDED"
+    MODIFIED = "MODIFIED"
+    DELETED = "DELETED"
+    BOOKMARK = "BOOKMARK"
+    ERROR = "ERROR"
+
+
+class Status(_Model):
+    """The API server's error body (and a watch ERROR event's object)."""
+
+    code: int = 0
+    reason: str = ""
+    message: str = ""
+
+
+INITIAL_EVENTS_END = "k8s.io/initial-events-end"

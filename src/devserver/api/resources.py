@@ -1,0 +1,53 @@
+"""What the client needs to address a resource: group, version, plural, scope and model type."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Generic
+
+from devserver.api.meta import KubeObject, ObjectT
+
+
+@dataclass(frozen=True)
+class Resource(Generic[ObjectT]):
+    group: str
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool
+    model: type[ObjectT]
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def path(self, namespace: str = "", name: str = "", subresource: str = "") -> str:
+        """URL path; an empty namespace on a namespaced resource means all namespaces."""
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        parts = [base]
+        if self.namespaced and namespace:
+            parts.append(f"namespaces/{namespace}")
+        parts.append(self.plural)
+        if name:
+            parts.append(name)
+            if subresource:
+                parts.append(subresource)
+        return "/".join(parts)
+
+    def __str__(self) -> str:
+        return f"{self.plural}.{self.group}" if self.group else self.plural
+
+
+CONFIGMAPS = Resource("", "v1", "configmaps", "ConfigMap", True, KubeObject)
+SECRETS = Resource("", "v1", "secrets", "Secret", True, KubeObject)
+PODS = Resource("", "v1", "pods", "Pod", True, KubeObject)
+SERVICES = Resource("", "v1", "services", "Service", True, KubeObject)
+NAMESPACES = Resource("", "v1", "namespaces", "Namespace", False, KubeObject)
+NODES = Resource("", "v1", "nodes", "Node", False, KubeObject)
+PERSISTENT_VOLUME_CLAIMS = Resource(
+    "", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", True, KubeObject
+)
+EVENTS = Resource("", "v1", "events", "Event", True, KubeObject)
+DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment", True, KubeObject)
+STATEFULSETS = Resource("apps", "v1", "statefulsets", "StatefulSet", True, KubeObject)
+LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease", True, KubeObject)

@@ -1,0 +1,288 @@
+"""`KubeClient`: typed requests and raw watch streams over kubernetes_asyncio's transport.
+
+kubernetes_asyncio supplies configuration (kubeconfig, in-cluster, token refresh) and its aiohttp
+session; everything above that is ours: URLs from `Resource`, JSON parsed by pydantic straight
+from bytes, errors as `ApiError`, and watch streams read chunk by chunk (no line-length limit)
+with a client-side idle bound that catches connections which stay open but deliver nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from enum import StrEnum
+from typing import Any, Generic
+
+import aiohttp
+from kubernetes_asyncio import client as k8s
+from kubernetes_asyncio import config as k8s_config
+from kubernetes_asyncio.client.api_client import ApiClient
+from pydantic import BaseModel
+
+from devserver import __version__
+from devserver.api.meta import EventType, ObjectList, ObjectT
+from devserver.api.resources import Resource
+from devserver.client.errors import ApiError, WatchStalled
+
+Query = Sequence[tuple[str, str]]
+# Connections are HTTP/1.1: every open watch holds one, so the pool must exceed the watch count.
+POOL_SIZE = 64
+
+
+class PatchType(StrEnum):
+    APPLY = "application/apply-patch+yaml"
+    MERGE = "application/merge-patch+json"
+    JSON = "application/json-patch+json"
+    STRATEGIC = "application/strategic-merge-patch+json"
+
+
+class WatchEvent(BaseModel, Generic[ObjectT]):
+    type: EventType
+    object: ObjectT
+
+
+class KubeClient:
+    def __init__(self, api: ApiClient) -> None:
+        self.api = api
+        self.host = str(api.configuration.host)
+        self.requests_sent = 0  # every request, watches included (tests count API traffic)
+
+    # ------------------------------------------------------------------ plumbing
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Query = (),
+        body: Any = None,
+        content_type: str = "application/json",
+        timeout: aiohttp.ClientTimeout,
+    ) -> aiohttp.ClientResponse:
+        headers = {
+            "Accept": "application/json",
+            "Content-Type": content_type,
+            "User-Agent": f"devserver/{__version__}",
+        }
+        params = list(query)
+        await self.api.update_params_for_auth(headers, params, ["BearerToken"])
+        self.requests_sent += 1
+        try:
+            rest: Any = self.api.rest_client  # stubs say dict; urlencode takes pairs too
+            response: aiohttp.ClientResponse = await rest.request(
+                method,
+                self.host + path,
+                query_params=params,
+                headers=headers,
+                body=body,
+                _preload_content=False,
+                _request_timeout=timeout,
+            )
+        except (aiohttp.ClientError, OSError, TimeoutError) as error:
+            raise ApiError(0, "ConnectionFailed", str(error) or type(error).__name__) from error
+        return response
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Query = (),
+        body: Any = None,
+        content_type: str = "application/json",
+        timeout: float = 60,
+    ) -> bytes:
+        response = await self._send(
+            method, path, query=query, body=body, content_type=content_type,
+            timeout=aiohttp.ClientTimeout(total=timeout),
+        )  # fmt: skip
+        async with response:
+            try:
+                data = await response.read()
+            except (aiohttp.ClientError, OSError, TimeoutError) as error:
+                raise ApiError(0, "ConnectionFailed", str(error)) from error
+            if not 200 <= response.status < 300:
+                raise ApiError.from_body(response.status, data)
+            return data
+
+    # ------------------------------------------------------------------ reads
+
+    async def list_page(
+        self,
+        resource: Resource[ObjectT],
+        namespace: str = "",
+        *,
+        limit: int = 500,
+        continue_token: str = "",
+        resource_version: str | None = None,
+        resource_version_match: str = "",
+        label_selector: str = "",
+        field_selector: str = "",
+    ) -> ObjectList[ObjectT]:
+        query: list[tuple[str, str]] = [("limit", str(limit))]
+        if continue_token:
+            query.append(("continue", continue_token))
+        elif resource_version is not None:
+            query.append(("resourceVersion", resource_version))
+            if resource_version_match:
+                query.append(("resourceVersionMatch", resource_version_match))
+        query += _selectors(label_selector, field_selector)
+        data = await self.request("GET", resource.path(namespace), query=query)
+        return ObjectList[resource.model].model_validate_json(data)  # type: ignore[name-defined]
+
+    async def get(self, resource: Resource[ObjectT], name: str, namespace: str = "") -> ObjectT:
+        data = await self.request("GET", resource.path(namespace, name))
+        return resource.model.model_validate_json(data)
+
+    @asynccontextmanager
+    async def watch(
+        self,
+        resource: Resource[ObjectT],
+        namespace: str = "",
+        *,
+        resource_version: str,
+        timeout_seconds: int,
+        idle_timeout: float,
+        label_selector: str = "",
+        field_selector: str = "",
+        send_initial_events: bool = False,
+    ) -> AsyncIterator[AsyncIterator[WatchEvent[ObjectT]]]:
+        """Open a watch; iterate the yielded stream for events until it ends or fails.
+
+        Raises `ApiError` for a refused watch (e.g. 410 as an HTTP status), `WatchStalled` when
+        nothing arrives for `idle_timeout` seconds, `ApiError(0)` when the connection breaks.
+        """
+        query: list[tuple[str, str]] = [
+            ("watch", "true"),
+            ("allowWatchBookmarks", "true"),
+            ("timeoutSeconds", str(timeout_seconds)),
+            ("resourceVersion", resource_version),
+        ]
+        if send_initial_events:
+            query += [("sendInitialEvents", "true"), ("resourceVersionMatch", "NotOlderThan")]
+        query += _selectors(label_selector, field_selector)
+        response = await self._send(
+            "GET", resource.path(namespace), query=query,
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=None),
+        )  # fmt: skip
+        async with response:
+            if response.status != 200:
+                raise ApiError.from_body(response.status, await response.read())
+            model = WatchEvent[resource.model]  # type: ignore[name-defined]
+            yield _events(response, model, idle_timeout)
+
+    # ------------------------------------------------------------------ writes
+
+    async def create(
+        self, resource: Resource[ObjectT], body: Mapping[str, Any], namespace: str = ""
+    ) -> ObjectT:
+        data = await self.request("POST", resource.path(namespace), body=dict(body))
+        return resource.model.model_validate_json(data)
+
+    async def apply(
+        self,
+        resource: Resource[ObjectT],
+        body: Mapping[str, Any],
+        *,
+        field_manager: str,
+        force: bool = True,
+        subresource: str = "",
+    ) -> ObjectT:
+        """Server-side apply `body` (the full intent of `field_manager` for this object)."""
+        meta = body["metadata"]
+        path = resource.path(meta.get("namespace", ""), meta["name"], subresource)
+        query = [("fieldManager", field_manager), ("force", "true" if force else "false")]
+        data = await self.request(
+            "PATCH", path, query=query, body=dict(body), content_type=PatchType.APPLY
+        )
+        return resource.model.model_validate_json(data)
+
+    async def patch(
+        self,
+        resource: Resource[ObjectT],
+        name: str,
+        patch: Any,
+        namespace: str = "",
+        *,
+        patch_type: PatchType = PatchType.MERGE,
+        subresource: str = "",
+    ) -> ObjectT:
+        data = await self.request(
+            "PATCH", resource.path(namespace, name, subresource), body=patch,
+            content_type=patch_type,
+        )  # fmt: skip
+        return resource.model.model_validate_json(data)
+
+    async def replace(
+        self, resource: Resource[ObjectT], body: Mapping[str, Any], *, subresource: str = ""
+    ) -> ObjectT:
+        meta = body["metadata"]
+        path = resource.path(meta.get("namespace", ""), meta["name"], subresource)
+        data = await self.request("PUT", path, body=dict(body))
+        return resource.model.model_validate_json(data)
+
+    async def delete(
+        self,
+        resource: Resource[Any],
+        name: str,
+        namespace: str = "",
+        *,
+        propagation: str = "Background",
+    ) -> None:
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation}
+        await self.request("DELETE", resource.path(namespace, name), body=body)
+
+    async def server_version(self) -> str:
+        return str(json.loads(await self.request("GET", "/version"))["gitVersion"])
+
+    async def close(self) -> None:
+        await self.api.close()
+
+
+def _selectors(label_selector: str, field_selector: str) -> list[tuple[str, str]]:
+    query = []
+    if label_selector:
+        query.append(("labelSelector", label_selector))
+    if field_selector:
+        query.append(("fieldSelector", field_selector))
+    return query
+
+
+async def _events(
+    response: aiohttp.ClientResponse, model: type[WatchEvent[Any]], idle_timeout: float
+) -> AsyncIterator[WatchEvent[Any]]:
+    """Split the chunked body into JSON lines of any length; bound the silence between chunks."""
+    buffer = b""
+    while True:
+        try:
+            async with asyncio.timeout(idle_timeout):
+                chunk = await response.content.readany()
+        except TimeoutError:
+            raise WatchStalled(f"no data for {idle_timeout:.0f} s") from None
+        except (aiohttp.ClientError, OSError) as error:
+            raise ApiError(0, "ConnectionFailed", str(error) or type(error).__name__) from error
+        if not chunk:  # server closed the stream (timeoutSeconds, shutdown)
+            return
+        buffer += chunk
+        while (newline := buffer.find(b"\n")) >= 0:
+            line, buffer = buffer[:newline], buffer[newline + 1 :]
+            if line.strip():
+                yield model.model_validate_json(line)
+
+
+async def new_client(kubeconfig: str | None = None) -> KubeClient:
+    """From `kubeconfig` (or $KUBECONFIG); inside a pod with neither, the ServiceAccount."""
+    configuration = k8s.Configuration()
+    path = kubeconfig or os.environ.get("KUBECONFIG")
+    if path is None and "KUBERNETES_SERVICE_HOST" in os.environ:
+        load_incluster: Any = k8s_config.load_incluster_config  # untyped upstream
+        load_incluster(client_configuration=configuration)
+    else:
+        await k8s_config.load_kube_config(
+            config_file=path, client_configuration=configuration, persist_config=False
+        )
+    configuration.connection_pool_maxsize = POOL_SIZE
+    return KubeClient(ApiClient(configuration))
