@@ -5,7 +5,7 @@ through `KubeClient`: typed reads, raw watch streams with an idle bound, server-
 one error type. Transport details (auth, TLS, token refresh) stay here.
 """
 
-from devserver.client.errors import ApiError, WatchStalled
+from devserver.client.errors import ApiError, WatchStalledError
 from devserver.client.kube import KubeClient, PatchType, WatchEvent, new_client
 
-__all__ = ["ApiError", "KubeClient", "PatchType", "WatchEvent", "WatchStalled", "new_client"]
+__all__ = ["ApiError", "KubeClient", "PatchType", "WatchEvent", "WatchStalledError", "new_client"]

@@ -40,5 +40,5 @@ class ApiError(Exception):
         return self.status in (429, 500, 502, 503, 504) or self.status == 0
 
 
-class WatchStalled(Exception):
+class WatchStalledError(Exception):
     """No bytes (not even a bookmark) arrived within the idle bound."""

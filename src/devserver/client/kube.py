@@ -25,7 +25,7 @@ from pydantic import BaseModel
 from devserver import __version__
 from devserver.api.meta import EventType, ObjectList, ObjectT
 from devserver.api.resources import Resource
-from devserver.client.errors import ApiError, WatchStalled
+from devserver.client.errors import ApiError, WatchStalledError
 
 Query = Sequence[tuple[str, str]]
 # Connections are HTTP/1.1: every open watch holds one, so the pool must exceed the watch count.
@@ -152,7 +152,7 @@ class KubeClient:
     ) -> AsyncIterator[AsyncIterator[WatchEvent[ObjectT]]]:
         """Open a watch; iterate the yielded stream for events until it ends or fails.
 
-        Raises `ApiError` for a refused watch (e.g. 410 as an HTTP status), `WatchStalled` when
+        Raises `ApiError` for a refused watch (e.g. 410 as an HTTP status), `WatchStalledError` when
         nothing arrives for `idle_timeout` seconds, `ApiError(0)` when the connection breaks.
         """
         query: list[tuple[str, str]] = [
@@ -261,7 +261,7 @@ async def _events(
             async with asyncio.timeout(idle_timeout):
                 chunk = await response.content.readany()
         except TimeoutError:
-            raise WatchStalled(f"no data for {idle_timeout:.0f} s") from None
+            raise WatchStalledError(f"no data for {idle_timeout:.0f} s") from None
         except (aiohttp.ClientError, OSError) as error:
             raise ApiError(0, "ConnectionFailed", str(error) or type(error).__name__) from error
         if not chunk:  # server closed the stream (timeoutSeconds, shutdown)
