@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import anyio
 import pytest
 
-from devserver.testing.controlplane import LocalControlPlane
+from devserver.testing.controlplane import OPERATOR_NAMESPACE, LocalControlPlane
 from devserver.testing.http import fetch
 from devserver.testing.operator import OperatorProcess, operator_in_process
 
@@ -17,14 +19,27 @@ def _get(url: str) -> tuple[int, str]:
     return status, body.decode()
 
 
-def test_operator_subprocess_is_ready_serves_metrics_and_exits_0_on_sigterm(
-    operator_process: OperatorProcess,
+def test_operator_subprocess_leads_serves_metrics_and_hands_back_its_lease_on_sigterm(
+    operator_process: OperatorProcess, control_plane: LocalControlPlane
 ) -> None:
-    assert _get(operator_process.url + "/readyz") == (200, "ok\n")
+    assert _get(operator_process.url + "/readyz") == (200, "ok (leader)\n")
+    assert _get(operator_process.url + "/healthz")[0] == 200
     status, metrics = _get(operator_process.url + "/metrics")
-    assert status == 200 and "python_info" in metrics
+    assert status == 200
+    assert "python_info" in metrics
+
+    def holder() -> str:
+        lease = json.loads(
+            control_plane.kubectl(
+                "get", "lease", "-n", OPERATOR_NAMESPACE, "devserver-operator", "-o", "json"
+            ).stdout
+        )
+        return str(lease["spec"].get("holderIdentity") or "")
+
+    assert holder(), "the leader holds the Lease"
     assert operator_process.stop() == 0
     assert '"server_version": "v1.36' in operator_process.output()
+    assert holder() == "", "a clean stop releases the Lease for the standby"
 
 
 async def test_operator_in_process_connects_and_stops(control_plane: LocalControlPlane) -> None:

@@ -96,9 +96,13 @@ class KubeClient:
         timeout: float = 60,
     ) -> bytes:
         response = await self._send(
-            method, path, query=query, body=body, content_type=content_type,
+            method,
+            path,
+            query=query,
+            body=body,
+            content_type=content_type,
             timeout=aiohttp.ClientTimeout(total=timeout),
-        )  # fmt: skip
+        )
         async with response:
             try:
                 data = await response.read()
@@ -165,9 +169,11 @@ class KubeClient:
             query += [("sendInitialEvents", "true"), ("resourceVersionMatch", "NotOlderThan")]
         query += _selectors(label_selector, field_selector)
         response = await self._send(
-            "GET", resource.path(namespace), query=query,
+            "GET",
+            resource.path(namespace),
+            query=query,
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=None),
-        )  # fmt: skip
+        )
         async with response:
             if response.status != 200:
                 raise ApiError.from_body(response.status, await response.read())
@@ -211,9 +217,11 @@ class KubeClient:
         subresource: str = "",
     ) -> ObjectT:
         data = await self.request(
-            "PATCH", resource.path(namespace, name, subresource), body=patch,
+            "PATCH",
+            resource.path(namespace, name, subresource),
+            body=patch,
             content_type=patch_type,
-        )  # fmt: skip
+        )
         return resource.model.model_validate_json(data)
 
     async def replace(

@@ -1,1 +1,10 @@
-"""The controller loop: workers, reconcile outcomes, owner mapping, predicates."""
+"""The controller loop: informers feed keys to a rate-limited queue, workers reconcile them.
+
+`outcome` holds the Reconciler protocol, `Result` and `TerminalError`; `owners` maps child
+objects to their owners' keys; `predicates` filters notifications; `controller` runs it all.
+"""
+
+from devserver.controller.controller import CacheSyncTimeoutError, Controller
+from devserver.controller.outcome import Reconciler, Result, TerminalError
+
+__all__ = ["CacheSyncTimeoutError", "Controller", "Reconciler", "Result", "TerminalError"]

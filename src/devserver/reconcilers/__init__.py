@@ -1,1 +1,23 @@
-"""Reconcilers, one module per concern: devserver, distributed, flavor, user, expiry."""
+"""Reconcilers, one module per concern: devserver, distributed, flavor, user, expiry.
+
+`register_all` is the one place the manager learns which controllers exist; each later issue
+adds its reconciler's setup function to `SETUPS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from devserver.client import KubeClient
+from devserver.controller import Controller
+from devserver.informers import InformerFactory
+
+Setup = Callable[[InformerFactory, KubeClient], Controller]
+SETUPS: list[Setup] = []
+
+
+def register_all(
+    informers: InformerFactory, client: KubeClient, add: Callable[[Controller], None]
+) -> None:
+    for setup in SETUPS:
+        add(setup(informers, client))

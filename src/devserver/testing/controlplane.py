@@ -34,6 +34,7 @@ from devserver.testing.process import ManagedProcess, reap_stale_runs, wait_unti
 from devserver.testing.provisioner import PROVISIONER_NAME
 
 DEFAULT_STORAGE_CLASS = "gp3"
+OPERATOR_NAMESPACE = "devserver-system"
 
 
 @dataclass
@@ -141,7 +142,12 @@ class LocalControlPlane:
         ]
         for proc in rest:
             proc.start()
-        self.apply(self._storage_class(), *(spec.manifest() for spec in self.options.nodes))
+        self.apply(
+            self._storage_class(),
+            # where the operator runs (its Lease lives there), as the Helm chart would create it
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NAMESPACE}},
+            *(spec.manifest() for spec in self.options.nodes),
+        )
         everything = list(self._processes.values())
         wait_until(
             "the controller manager to create the default ServiceAccount",

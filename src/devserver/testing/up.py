@@ -12,6 +12,7 @@ import sys
 import threading
 from types import FrameType
 
+from devserver.testing.binaries import read_versions, tools_dir
 from devserver.testing.controlplane import LocalControlPlane
 
 
@@ -37,14 +38,14 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     signal.signal(signal.SIGINT, on_signal)
     try:
-        kubectl = cluster.layout.binary("kubectl")
+        version = read_versions((tools_dir() / "go.mod").read_text()).kubernetes
         _say(
             f"""
 devserver local platform is up ({cluster.start_seconds:.1f} s): {cluster.server}
   ({", ".join(f"{name} {seconds:.1f} s" for name, seconds in cluster.timings.items())})
 
   export KUBECONFIG={cluster.kubeconfig}
-  export PATH={cluster.layout.bin_dir}:$PATH     # kubectl {kubectl}
+  export PATH={cluster.layout.bin_dir}:$PATH   # kubectl {version} for this cluster
 
 Try:
   kubectl get nodes -L node.kubernetes.io/instance-type,topology.kubernetes.io/zone

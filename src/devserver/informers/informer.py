@@ -1,0 +1,180 @@
+"""A shared informer: one reflector, one store, any number of handlers.
+
+Each handler gets its own queue of notifications and its own task, so a slow handler delays only
+itself; its backlog is a metric. Notifications carry the objects themselves (immutable models),
+including the last known state of deleted ones. Resync re-delivers the cached objects as updates
+(old is new) without asking the API server anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Generic
+
+import structlog
+
+from devserver.api.meta import ObjectT
+from devserver.api.resources import Resource
+from devserver.client import KubeClient
+from devserver.informers.reflector import Reflector, ReflectorOptions
+from devserver.informers.store import IndexFunc, Store
+from devserver.observability import metrics
+
+log = structlog.get_logger("devserver.informer")
+
+
+class Change(StrEnum):
+    ADDED = "added"
+    UPDATED = "updated"
+    DELETED = "deleted"
+
+
+@dataclass(frozen=True)
+class Notification(Generic[ObjectT]):
+    change: Change
+    obj: ObjectT
+    old: ObjectT | None = None  # for updates; for a resync, old is obj
+
+
+Handler = Callable[[Notification[ObjectT]], Awaitable[None] | None]
+
+
+class _HandlerRunner(Generic[ObjectT]):
+    def __init__(self, name: str, handler: Handler[ObjectT], gauge: metrics.Backlog) -> None:
+        self.name, self.handler, self.gauge = name, handler, gauge
+        self.queue: asyncio.Queue[Notification[ObjectT]] = asyncio.Queue()
+        self.task: asyncio.Task[None] | None = None
+
+    def push(self, note: Notification[ObjectT]) -> None:
+        self.queue.put_nowait(note)
+        self.gauge.set(self.queue.qsize())
+
+    async def run(self) -> None:
+        while True:
+            note = await self.queue.get()
+            self.gauge.set(self.queue.qsize())
+            try:
+                result = self.handler(note)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("event handler failed", handler=self.name, key=str(note.obj.key))
+
+
+class Informer(Generic[ObjectT]):
+    def __init__(
+        self,
+        client: KubeClient,
+        resource: Resource[ObjectT],
+        *,
+        namespace: str = "",
+        label_selector: str = "",
+        field_selector: str = "",
+        indexers: Mapping[str, IndexFunc[ObjectT]] | None = None,
+        resync_period: float | None = None,
+        options: ReflectorOptions | None = None,
+    ) -> None:
+        self.resource = resource
+        self.store: Store[ObjectT] = Store(indexers)
+        self.reflector = Reflector(
+            client,
+            resource,
+            self,
+            namespace=namespace,
+            label_selector=label_selector,
+            field_selector=field_selector,
+            options=options,
+        )
+        self.name = self.reflector.name
+        self.resync_period = resync_period
+        self._handlers: list[_HandlerRunner[ObjectT]] = []
+        self._synced = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ------------------------------------------------------------------ public
+
+    def add_handler(self, name: str, handler: Handler[ObjectT]) -> None:
+        """Register before or after start; a late handler first receives every cached object."""
+        runner = _HandlerRunner(name, handler, metrics.Backlog(self.name, name))
+        self._handlers.append(runner)
+        for obj in self.store.objects():
+            runner.push(Notification(Change.ADDED, obj))
+        if self._tasks:
+            runner.task = asyncio.create_task(runner.run(), name=f"handler:{self.name}:{name}")
+            self._tasks.append(runner.task)
+
+    @property
+    def has_synced(self) -> bool:
+        return self._synced.is_set()
+
+    async def wait_synced(self) -> None:
+        await self._synced.wait()
+
+    def start(self) -> None:
+        if self._tasks:
+            return
+        self._tasks.append(asyncio.create_task(self.reflector.run(), name=f"reflector:{self.name}"))
+        for runner in self._handlers:
+            runner.task = asyncio.create_task(
+                runner.run(), name=f"handler:{self.name}:{runner.name}"
+            )
+            self._tasks.append(runner.task)
+        if self.resync_period:
+            self._tasks.append(asyncio.create_task(self._resync_loop(), name=f"resync:{self.name}"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    def health(self, idle_bound: float) -> tuple[bool, str]:
+        """Unhealthy when the watch loop died or has made no progress for `idle_bound` s."""
+        if self._tasks and self._tasks[0].done():
+            return False, f"{self.name}: watch loop ended"
+        silent = self.reflector.silent_for
+        if silent > idle_bound:
+            return False, f"{self.name}: no watch progress for {silent:.0f} s"
+        return True, "ok"
+
+    # ------------------------------------------------------------------ ReflectorSink
+
+    def replace(self, objects: list[ObjectT]) -> None:
+        result = self.store.replace(objects)
+        for obj in result.added:
+            self._fan_out(Notification(Change.ADDED, obj))
+        for old, new in result.updated:
+            self._fan_out(Notification(Change.UPDATED, new, old))
+        for gone in result.deleted:
+            self._fan_out(Notification(Change.DELETED, gone))
+        self._synced.set()
+
+    def upsert(self, obj: ObjectT) -> None:
+        old = self.store.upsert(obj)
+        self._fan_out(
+            Notification(Change.ADDED, obj)
+            if old is None
+            else Notification(Change.UPDATED, obj, old)
+        )
+
+    def remove(self, obj: ObjectT) -> None:
+        old = self.store.delete(obj.key)
+        self._fan_out(Notification(Change.DELETED, old if old is not None else obj))
+
+    # ------------------------------------------------------------------ internals
+
+    def _fan_out(self, note: Notification[ObjectT]) -> None:
+        for runner in self._handlers:
+            runner.push(note)
+
+    async def _resync_loop(self) -> None:
+        assert self.resync_period is not None
+        while True:
+            await asyncio.sleep(self.resync_period)
+            if self.has_synced:
+                for obj in self.store.objects():
+                    self._fan_out(Notification(Change.UPDATED, obj, obj))

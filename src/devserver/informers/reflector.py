@@ -1,0 +1,247 @@
+"""The reflector: keep a sink equal to the server's view of one resource, through bad days.
+
+list (or streaming list), then watch from the list's resourceVersion, forever:
+
+- the first LIST asks for resourceVersion "0" (the apiserver's watch cache); a relist after an
+  ordinary failure asks for "not older than" the last synced RV; after a 410 it asks for ""
+  (a consistent read), because that RV is gone;
+- pages of `page_size`; a 410 on a continue token restarts the list from scratch;
+- the RV to watch from is the list's, never an item's; bookmarks only advance it;
+- a watch that ends normally (server timeout, randomised per watch) re-watches from the last RV
+  without listing; a 410 (as an HTTP status or an ERROR event) relists, and the sink's
+  `replace` reports what vanished meanwhile;
+- throttling and connection failures back off (0.8 s doubling to 30 s, with jitter, reset after
+  two healthy minutes) and re-watch without relisting;
+- silence longer than the idle bound (no bytes, not even a bookmark, which the server sends
+  about every minute) drops the connection and re-watches: this catches half-open TCP and
+  frozen proxies, which otherwise look like a quiet cluster forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, Protocol
+
+import structlog
+
+from devserver.api.meta import INITIAL_EVENTS_END, EventType, ObjectT
+from devserver.api.resources import Resource
+from devserver.client import ApiError, KubeClient, WatchStalledError
+from devserver.observability import metrics
+
+log = structlog.get_logger("devserver.reflector")
+
+
+class ReflectorSink(Protocol[ObjectT]):
+    def replace(self, objects: list[ObjectT]) -> None: ...
+    def upsert(self, obj: ObjectT) -> None: ...
+    def remove(self, obj: ObjectT) -> None: ...
+
+
+@dataclass(frozen=True)
+class ReflectorOptions:
+    page_size: int = 500
+    watch_timeout: tuple[int, int] = (300, 600)  # timeoutSeconds drawn from [a, b)
+    idle_timeout: float = 90.0  # > the apiserver's ~60 s bookmark period
+    backoff_initial: float = 0.8
+    backoff_cap: float = 30.0
+    backoff_reset_after: float = 120.0
+    streaming_list: bool = False  # sendInitialEvents; falls back to LIST if refused
+
+
+class Backoff:
+    def __init__(self, options: ReflectorOptions, now: Callable[[], float]) -> None:
+        self._options, self._now = options, now
+        self._delay = 0.0
+        self._healthy_since = now()
+
+    def healthy(self) -> None:
+        """Called on progress; two minutes of it forget past failures."""
+        if self._now() - self._healthy_since >= self._options.backoff_reset_after:
+            self._delay = 0.0
+
+    def next(self) -> float:
+        opts = self._options
+        self._delay = min(opts.backoff_cap, max(opts.backoff_initial, self._delay * 2))
+        self._healthy_since = self._now()
+        return self._delay * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not crypto
+
+
+class _GoneError(Exception):
+    """Internal: the RV we hold is gone (410); list again with a consistent read."""
+
+
+class Reflector(Generic[ObjectT]):
+    def __init__(
+        self,
+        client: KubeClient,
+        resource: Resource[ObjectT],
+        sink: ReflectorSink[ObjectT],
+        *,
+        namespace: str = "",
+        label_selector: str = "",
+        field_selector: str = "",
+        options: ReflectorOptions | None = None,
+    ) -> None:
+        self.client, self.resource, self.sink = client, resource, sink
+        self.namespace = namespace
+        self.label_selector, self.field_selector = label_selector, field_selector
+        self.options = options or ReflectorOptions()
+        self.name = str(resource) + (f"@{namespace}" if namespace else "")
+        self.resource_version = ""  # last RV seen (list, event or bookmark)
+        self.last_progress = time.monotonic()  # any answer, attempt or event
+        self.lists = 0
+        self._streaming = self.options.streaming_list
+        self._metrics = metrics.ReflectorMetrics(self.name)
+
+    @property
+    def silent_for(self) -> float:
+        return time.monotonic() - self.last_progress
+
+    async def run(self) -> None:
+        """Run until cancelled."""
+        backoff = Backoff(self.options, time.monotonic)
+        list_rv: str | None = "0"  # first list: from the watch cache
+        while True:
+            self.last_progress = time.monotonic()
+            try:
+                if list_rv is not None:
+                    if not await self._streaming_list(list_rv):
+                        await self._list(list_rv)
+                    list_rv = None
+                await self._watch(backoff)
+            except _GoneError:
+                self._metrics.restart("gone")
+                list_rv = ""
+            except WatchStalledError as stalled:
+                self._metrics.restart("stalled")
+                log.warning("watch stalled; reconnecting", resource=self.name, detail=str(stalled))
+            except ApiError as error:
+                if error.gone:
+                    self._metrics.restart("gone")
+                    list_rv = ""
+                    continue
+                # transient: keep the RV and re-watch from it after a pause; no relist
+                self._metrics.restart("throttled" if error.status == 429 else "error")
+                delay = backoff.next()
+                log.warning(
+                    "api request failed; backing off",
+                    resource=self.name,
+                    status=error.status,
+                    error=error.message,
+                    delay=delay,
+                )
+                await asyncio.sleep(delay)
+
+    # ------------------------------------------------------------------ list
+
+    async def _list(self, resource_version: str) -> None:
+        items: list[ObjectT] = []
+        continue_token = ""
+        rv = resource_version
+        while True:
+            try:
+                page = await self.client.list_page(
+                    self.resource,
+                    self.namespace,
+                    limit=self.options.page_size,
+                    continue_token=continue_token,
+                    resource_version=rv if not continue_token else None,
+                    resource_version_match="NotOlderThan" if rv not in ("", "0") else "",
+                    label_selector=self.label_selector,
+                    field_selector=self.field_selector,
+                )
+            except ApiError as error:
+                too_large = error.status == 504 and "Too large resource version" in error.message
+                if (error.gone or too_large) and (rv or continue_token):
+                    # an expired continue token or an RV the server can't serve: start over
+                    # with a consistent read
+                    items, continue_token, rv = [], "", ""
+                    continue
+                raise
+            self.last_progress = time.monotonic()
+            items.extend(page.items)
+            continue_token = page.metadata.continue_
+            if not continue_token:
+                break
+        self.sink.replace(items)
+        self.resource_version = page.metadata.resource_version
+        self.lists += 1
+        self._metrics.relist()
+
+    async def _streaming_list(self, resource_version: str) -> bool:
+        """sendInitialEvents: the initial state arrives as a watch. False if unsupported."""
+        if not self._streaming:
+            return False
+        initial: list[ObjectT] = []
+        try:
+            async with self.client.watch(
+                self.resource,
+                self.namespace,
+                resource_version=resource_version,
+                timeout_seconds=self._timeout(),
+                idle_timeout=self.options.idle_timeout,
+                label_selector=self.label_selector,
+                field_selector=self.field_selector,
+                send_initial_events=True,
+            ) as events:
+                async for event in events:
+                    self.last_progress = time.monotonic()
+                    if event.type is EventType.ADDED:
+                        initial.append(event.object)
+                    elif event.type is EventType.BOOKMARK:
+                        annotations = event.object.metadata.annotations
+                        if annotations.get(INITIAL_EVENTS_END) == "true":
+                            self.sink.replace(initial)
+                            self.resource_version = event.object.metadata.resource_version
+                            self.lists += 1
+                            self._metrics.relist()
+                            return True
+                    elif event.type is EventType.ERROR:
+                        break
+        except ApiError as error:
+            if error.status not in (400, 422):
+                raise
+        log.info("streaming list unavailable; using LIST", resource=self.name)
+        self._streaming = False
+        return False
+
+    # ------------------------------------------------------------------ watch
+
+    async def _watch(self, backoff: Backoff) -> None:
+        async with self.client.watch(
+            self.resource,
+            self.namespace,
+            resource_version=self.resource_version,
+            timeout_seconds=self._timeout(),
+            idle_timeout=self.options.idle_timeout,
+            label_selector=self.label_selector,
+            field_selector=self.field_selector,
+        ) as events:
+            async for event in events:
+                self.last_progress = time.monotonic()
+                backoff.healthy()
+                self._metrics.event(event.type)
+                obj = event.object
+                if event.type is EventType.ERROR:
+                    code = int(obj.extra.get("code", 0))
+                    if code == 410:
+                        raise _GoneError
+                    raise ApiError(
+                        code, str(obj.extra.get("reason", "")), str(obj.extra.get("message", ""))
+                    )
+                self.resource_version = obj.metadata.resource_version
+                if event.type is EventType.BOOKMARK:
+                    continue
+                if event.type is EventType.DELETED:
+                    self.sink.remove(obj)
+                else:
+                    self.sink.upsert(obj)
+
+    def _timeout(self) -> int:
+        low, high = self.options.watch_timeout
+        return random.randrange(low, high)  # noqa: S311 - spread reconnects, not crypto

@@ -1,0 +1,78 @@
+"""The operator process: `devserver-operator` builds a Manager and runs it until SIGTERM.
+
+`app` holds the Manager (informers, controllers, leader election, health, shutdown); `leader`
+the Lease-based election; this module the command line and the signal wiring.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+import click
+import structlog
+
+from devserver.client import new_client
+from devserver.manager.app import Manager, Settings
+from devserver.manager.leader import LeadershipLostError
+from devserver.observability.logging import configure_logging
+from devserver.reconcilers import register_all
+
+__all__ = ["Manager", "Settings", "main", "run"]
+
+log = structlog.get_logger("devserver.manager")
+
+
+async def run(settings: Settings, stop: asyncio.Event) -> None:
+    """Connect, register every reconciler, and run the manager until `stop`."""
+    client = await new_client(settings.kubeconfig)
+    try:
+        version = await client.server_version()
+        log.info("connected", server_version=version, identity=settings.identity)
+        manager = Manager(client, settings)
+        register_all(manager.informers, client, manager.add)
+        await manager.run(stop)
+    finally:
+        await client.close()
+
+
+async def _main(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await run(settings, stop)
+
+
+@click.command()
+@click.option("--kubeconfig", envvar="KUBECONFIG", help="Kubeconfig; in-cluster when unset.")
+@click.option("--http-host", default="0.0.0.0", show_default=True)  # noqa: S104
+@click.option("--http-port", default=8080, show_default=True, help="/healthz, /readyz, /metrics")
+@click.option("--leader-elect/--no-leader-elect", default=True, show_default=True)
+@click.option(
+    "--lease-namespace", envvar="POD_NAMESPACE", default="devserver-system", show_default=True
+)
+@click.option("--log-json/--no-log-json", default=True, show_default=True)
+def main(
+    kubeconfig: str | None,
+    http_host: str,
+    http_port: int,
+    leader_elect: bool,
+    lease_namespace: str,
+    log_json: bool,
+) -> None:
+    """devserver-operator: reconciles DevServers, flavors and users."""
+    configure_logging(json=log_json)
+    settings = Settings(
+        kubeconfig=kubeconfig,
+        http_host=http_host,
+        http_port=http_port,
+        leader_election=leader_elect,
+        lease_namespace=lease_namespace,
+    )
+    try:
+        asyncio.run(_main(settings))
+    except LeadershipLostError as error:
+        log.error("leadership lost; exiting so a fresh process can rejoin", error=str(error))
+        sys.exit(1)

@@ -1,0 +1,3 @@
+from devserver.manager import main
+
+main()

@@ -1,0 +1,165 @@
+"""The basic work queue, with client-go ``workqueue.Typed`` semantics.
+
+A controller's queue holds *keys*, not events: the reconciler reads the current state anyway, so
+many events for one object collapse into one run. Two sets make that work:
+
+- *dirty*: keys that need processing. Adding a dirty key again is a no-op, so N adds while a key
+  waits produce one run, in the order of the first add.
+- *processing*: keys handed to a worker and not yet ``done``. Such a key is never handed to a
+  second worker; if it is re-added meanwhile it stays dirty and is queued again, once, by
+  ``done``. So a change that lands mid-reconcile is never lost, and never reconciled in parallel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Hashable
+from typing import Generic, TypeVar
+
+from devserver.observability.metrics import NoopQueueMetrics, QueueMetrics, QueueMetricsRecorder
+from devserver.workqueue.clock import Clock, SystemClock
+
+K = TypeVar("K", bound=Hashable)
+
+
+class ShutDown(Exception):  # noqa: N818 - the name of asyncio.QueueShutDown (3.13) and client-go
+    """The queue is shut down and has nothing left to hand out; the worker should exit."""
+
+
+class WorkQueue(Generic[K]):
+    """Deduplicating FIFO of keys; at most one worker holds a given key at a time.
+
+    Workers loop ``key = await q.get()`` … ``q.done(key)`` (``done`` in a ``finally``: a key
+    that is never ``done`` is never handed out again). ``name`` turns on the ``workqueue_*``
+    metrics for this queue; ``clock`` is what those metrics (and subclasses) measure time with.
+    """
+
+    def __init__(self, *, name: str | None = None, clock: Clock | None = None) -> None:
+        self.name = name
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._metrics: QueueMetricsRecorder = (
+            QueueMetrics(name, self._clock.now) if name is not None else NoopQueueMetrics()
+        )
+        self._queue: deque[K] = deque()
+        self._dirty: set[K] = set()
+        self._processing: set[K] = set()
+        self._getters: deque[asyncio.Future[None]] = deque()
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._shutting_down = False
+        self._draining = False
+
+    def __len__(self) -> int:
+        """Keys waiting to be handed out (not counting those being processed)."""
+        return len(self._queue)
+
+    @property
+    def shutting_down(self) -> bool:
+        return self._shutting_down
+
+    @property
+    def metrics(self) -> QueueMetricsRecorder:
+        """This queue's metrics recorder (a no-op one for an unnamed queue).
+
+        Call ``metrics.update_unfinished()`` periodically: the in-flight gauges age while
+        workers are busy, but the queue itself refreshes them only on ``get`` and ``done``.
+        """
+        return self._metrics
+
+    def add(self, key: K) -> None:
+        """Mark ``key`` as needing processing; ignored once the queue is shutting down."""
+        if self._shutting_down or key in self._dirty:
+            return
+        self._metrics.add(key)
+        self._dirty.add(key)
+        if key in self._processing:
+            return  # ``done`` queues it again
+        self._queue.append(key)
+        self._wake_one_getter()
+
+    async def get(self) -> K:
+        """Wait for a key and mark it as processing.
+
+        Raises :class:`ShutDown` once the queue is shutting down and no key is waiting; keys that
+        were queued before the shutdown are still handed out.
+        """
+        while not self._queue:
+            if self._shutting_down:
+                raise ShutDown
+            getter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._getters.append(getter)
+            try:
+                await getter
+            except asyncio.CancelledError:
+                getter.cancel()
+                if getter in self._getters:
+                    self._getters.remove(getter)
+                elif self._queue and not getter.cancelled():
+                    self._wake_one_getter()  # pass on the wake-up this getter will not use
+                raise
+        key = self._queue.popleft()
+        self._metrics.get(key)
+        self._processing.add(key)
+        self._dirty.discard(key)
+        self._metrics.update_unfinished()
+        return key
+
+    def done(self, key: K) -> None:
+        """Finish processing ``key``; if it was re-added meanwhile, queue it again.
+
+        Calling ``done`` for a key that is not being processed does nothing (client-go would
+        queue a dirty key twice in that case).
+        """
+        if key not in self._processing:
+            return
+        self._metrics.done(key)
+        self._processing.discard(key)
+        self._metrics.update_unfinished()
+        if key in self._dirty:
+            self._queue.append(key)
+            self._wake_one_getter()
+        if not self._processing:
+            self._release_drain_waiters()
+
+    def shutdown(self) -> None:
+        """Stop intake and wake idle workers with :class:`ShutDown`; do not wait for anything.
+
+        Also ends a concurrent :meth:`shutdown_with_drain` early, as in client-go.
+        """
+        self._draining = False
+        self._stop_intake()
+        self._release_drain_waiters()
+
+    async def shutdown_with_drain(self) -> None:
+        """Stop intake, then wait until every key handed out so far (and since) is ``done``.
+
+        Keys still waiting are handed out to workers that keep calling ``get``. Bound the wait
+        with ``asyncio.timeout`` if workers might hang.
+        """
+        self._draining = True
+        self._stop_intake()
+        while self._processing and self._draining:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._drain_waiters.append(waiter)
+            await waiter
+
+    def _stop_intake(self) -> None:
+        """Refuse further adds and wake every waiting getter; subclasses stop their feeders."""
+        self._shutting_down = True
+        while self._getters:
+            getter = self._getters.popleft()
+            if not getter.done():
+                getter.set_result(None)
+
+    def _wake_one_getter(self) -> None:
+        while self._getters:
+            getter = self._getters.popleft()
+            if not getter.done():
+                getter.set_result(None)
+                return
+
+    def _release_drain_waiters(self) -> None:
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
