@@ -51,3 +51,11 @@ EVENTS = Resource("", "v1", "events", "Event", True, KubeObject)
 DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment", True, KubeObject)
 STATEFULSETS = Resource("apps", "v1", "statefulsets", "StatefulSet", True, KubeObject)
 LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease", True, KubeObject)
+CUSTOM_RESOURCE_DEFINITIONS = Resource(
+    "apiextensions.k8s.io",
+    "v1",
+    "customresourcedefinitions",
+    "CustomResourceDefinition",
+    False,
+    KubeObject,
+)

@@ -1,14 +1,16 @@
 """`KubeClient`: typed requests and raw watch streams over kubernetes_asyncio's transport.
 
 kubernetes_asyncio supplies configuration (kubeconfig, in-cluster, token refresh) and its aiohttp
-session; everything above that is ours: URLs from `Resource`, JSON parsed by pydantic straight
-from bytes, errors as `ApiError`, and watch streams read chunk by chunk (no line-length limit)
-with a client-side idle bound that catches connections which stay open but deliver nothing.
+session (TLS, client certificates, pool); everything above that is ours: URLs from `Resource`,
+JSON parsed by pydantic straight from bytes, errors as `ApiError`, and watch streams read chunk
+by chunk (no line-length limit) with a client-side idle bound that catches connections which
+stay open but deliver nothing, whether before the response headers or between events.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -69,17 +71,21 @@ class KubeClient:
         }
         params = list(query)
         await self.api.update_params_for_auth(headers, params, ["BearerToken"])
+        rest: Any = self.api.rest_client
+        options: dict[str, Any] = {"params": params, "headers": headers, "timeout": timeout}
+        if body is not None:
+            # bytes in a stream: aiohttp neither copies nor warns about large bodies
+            options["data"] = io.BytesIO(
+                body if isinstance(body, bytes) else json.dumps(body).encode()
+            )
+        if rest.proxy:
+            options["proxy"], options["proxy_headers"] = rest.proxy, rest.proxy_headers
+        if rest.server_hostname:
+            options["server_hostname"] = rest.server_hostname
         self.requests_sent += 1
         try:
-            rest: Any = self.api.rest_client  # stubs say dict; urlencode takes pairs too
-            response: aiohttp.ClientResponse = await rest.request(
-                method,
-                self.host + path,
-                query_params=params,
-                headers=headers,
-                body=body,
-                _preload_content=False,
-                _request_timeout=timeout,
+            response: aiohttp.ClientResponse = await rest.pool_manager.request(
+                method, self.host + path, **options
             )
         except (aiohttp.ClientError, OSError, TimeoutError) as error:
             raise ApiError(0, "ConnectionFailed", str(error) or type(error).__name__) from error
@@ -168,17 +174,25 @@ class KubeClient:
         if send_initial_events:
             query += [("sendInitialEvents", "true"), ("resourceVersionMatch", "NotOlderThan")]
         query += _selectors(label_selector, field_selector)
-        response = await self._send(
-            "GET",
-            resource.path(namespace),
-            query=query,
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=None),
-        )
-        async with response:
+        try:
+            async with asyncio.timeout(idle_timeout):  # a stall can also hit the request itself
+                response = await self._send(
+                    "GET",
+                    resource.path(namespace),
+                    query=query,
+                    timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=None),
+                )
+        except TimeoutError:
+            raise WatchStalledError(f"no response within {idle_timeout:.0f} s") from None
+        try:
             if response.status != 200:
                 raise ApiError.from_body(response.status, await response.read())
             model = WatchEvent[resource.model]  # type: ignore[name-defined]
             yield _events(response, model, idle_timeout)
+        finally:
+            # close, never release: a stream we stopped reading (a stall, a cancel) must not go
+            # back to the pool, or the next request would inherit a dead connection
+            response.close()
 
     # ------------------------------------------------------------------ writes
 

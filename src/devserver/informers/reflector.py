@@ -93,6 +93,7 @@ class Reflector(Generic[ObjectT]):
         self.options = options or ReflectorOptions()
         self.name = str(resource) + (f"@{namespace}" if namespace else "")
         self.resource_version = ""  # last RV seen (list, event or bookmark)
+        self.list_resource_version = ""  # the RV of the last (streaming) list
         self.last_progress = time.monotonic()  # any answer, attempt or event
         self.lists = 0
         self._streaming = self.options.streaming_list
@@ -169,7 +170,7 @@ class Reflector(Generic[ObjectT]):
             if not continue_token:
                 break
         self.sink.replace(items)
-        self.resource_version = page.metadata.resource_version
+        self.resource_version = self.list_resource_version = page.metadata.resource_version
         self.lists += 1
         self._metrics.relist()
 
@@ -197,7 +198,8 @@ class Reflector(Generic[ObjectT]):
                         annotations = event.object.metadata.annotations
                         if annotations.get(INITIAL_EVENTS_END) == "true":
                             self.sink.replace(initial)
-                            self.resource_version = event.object.metadata.resource_version
+                            rv = event.object.metadata.resource_version
+                            self.resource_version = self.list_resource_version = rv
                             self.lists += 1
                             self._metrics.relist()
                             return True

@@ -205,6 +205,20 @@ class LocalControlPlane:
     def audit_log(self) -> Path:
         return self.layout.audit_log
 
+    def audit_events(
+        self, *, user_agent: str = "", namespace: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Audit events (newest last), optionally those of one client and/or namespace."""
+        events = []
+        for line in self.audit_log.read_text().splitlines():
+            event: dict[str, Any] = json.loads(line)
+            if user_agent and not event.get("userAgent", "").startswith(user_agent):
+                continue
+            if namespace is not None and event.get("objectRef", {}).get("namespace") != namespace:
+                continue
+            events.append(event)
+        return events
+
     def process(self, name: str) -> ManagedProcess:
         return self._processes[name]
 
@@ -276,6 +290,18 @@ class LocalControlPlane:
         revision = int(status["header"]["revision"])
         self._etcd_call("/v3/kv/compaction", {"revision": str(revision), "physical": True})
         return revision
+
+    def admin_kubeconfig_via(self, server: str, path: Path) -> Path:
+        """The admin credentials, but talking to `server` (e.g. a proxy in front of ours)."""
+        pki = self.layout.pki
+        return write_kubeconfig(
+            path,
+            server=server,
+            ca_file=pki.ca.cert,
+            user="admin",
+            client_cert=pki.admin.cert,
+            client_key=pki.admin.key,
+        )
 
     def service_account_kubeconfig(
         self, namespace: str, name: str, *, duration: str = "1h", path: Path | None = None
