@@ -53,6 +53,7 @@ async def _main(settings: Settings) -> None:
 @click.option(
     "--lease-namespace", envvar="POD_NAMESPACE", default="devserver-system", show_default=True
 )
+@click.option("--lease-name", default="devserver-operator", show_default=True)
 @click.option("--log-json/--no-log-json", default=True, show_default=True)
 def main(
     kubeconfig: str | None,
@@ -60,6 +61,7 @@ def main(
     http_port: int,
     leader_elect: bool,
     lease_namespace: str,
+    lease_name: str,
     log_json: bool,
 ) -> None:
     """devserver-operator: reconciles DevServers, flavors and users."""
