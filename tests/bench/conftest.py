@@ -53,26 +53,26 @@ async def configmaps_10k(control_plane: LocalControlPlane) -> AsyncIterator[Seed
     namespace = f"bench-10k-{uuid.uuid4().hex[:5]}"
     try:
         await client.request("POST", NAMESPACES.path(), body={"metadata": {"name": namespace}})
-        await _wait_root_ca(client, namespace)
-        gate = asyncio.Semaphore(SEED_CONCURRENCY)
-
-        async def create(index: int) -> None:
-            async with gate:
-                # raw POST: the seeding measures the server, not our response parsing
-                await client.request(
-                    "POST", CONFIGMAPS.path(namespace), body=bench_configmap(index)
-                )
-
-        started = time.perf_counter()
-        await asyncio.gather(*(create(i) for i in range(SEEDED)))
-        seconds = time.perf_counter() - started
-        print(  # noqa: T201
-            f"\nseeded {SEEDED:,} ConfigMaps into {namespace} in {seconds:.1f} s "
-            f"({SEEDED / seconds:,.0f}/s, {SEED_CONCURRENCY} concurrent POSTs)"
-        )
-        yield Seeded(namespace, SEEDED + 1, seconds)
-    finally:
         try:
-            await client.delete(NAMESPACES, namespace)
+            await _wait_root_ca(client, namespace)
+            gate = asyncio.Semaphore(SEED_CONCURRENCY)
+
+            async def create(index: int) -> None:
+                async with gate:
+                    # raw POST: the seeding measures the server, not our response parsing
+                    await client.request(
+                        "POST", CONFIGMAPS.path(namespace), body=bench_configmap(index)
+                    )
+
+            started = time.perf_counter()
+            await asyncio.gather(*(create(i) for i in range(SEEDED)))
+            seconds = time.perf_counter() - started
+            print(  # noqa: T201
+                f"\nseeded {SEEDED:,} ConfigMaps into {namespace} in {seconds:.1f} s "
+                f"({SEEDED / seconds:,.0f}/s, {SEED_CONCURRENCY} concurrent POSTs)"
+            )
+            yield Seeded(namespace, SEEDED + 1, seconds)
         finally:
-            await client.close()
+            await client.delete(NAMESPACES, namespace)
+    finally:
+        await client.close()

@@ -30,6 +30,12 @@ class OperatorProcess:
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
+    def pid(self) -> int:
+        if self._proc is None:
+            raise RuntimeError("not started")
+        return self._proc.pid
+
+    @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
