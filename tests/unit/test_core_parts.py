@@ -1,0 +1,121 @@
+"""Pure parts of the controller core: store, owner mapping, predicates, backoff, paths, errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from devserver.api.meta import KubeObject, ObjectKey, ObjectList
+from devserver.api.resources import CONFIGMAPS, LEASES, NODES
+from devserver.client import ApiError
+from devserver.controller.owners import owner_keys
+from devserver.controller.predicates import generation_changed
+from devserver.informers import NAMESPACE_INDEX, OWNER_UID_INDEX, Change, Notification, Store
+from devserver.informers.reflector import Backoff, ReflectorOptions
+
+
+def obj(name: str, rv: str = "1", ns: str = "a", owners: tuple[str, ...] = (), gen: int = 1,
+        **extra: Any) -> KubeObject:  # fmt: skip
+    refs = [
+        {"apiVersion": "devservers.io/v1", "kind": "DevServer", "name": f"o-{uid}", "uid": uid,
+         "controller": True}
+        for uid in owners
+    ]  # fmt: skip
+    return KubeObject.model_validate(
+        {"metadata": {"name": name, "namespace": ns, "resourceVersion": rv, "generation": gen,
+                      "ownerReferences": refs, "managedFields": [{"manager": "x"}]}, **extra}
+    )  # fmt: skip
+
+
+def test_models_keep_unknown_fields_and_drop_managed_fields() -> None:
+    cm = obj("c", data={"k": "v"})
+    assert cm.extra["data"] == {"k": "v"}
+    assert "managedFields" not in cm.metadata.model_dump(by_alias=True)
+    assert cm.key == ObjectKey("a", "c")
+    page = ObjectList[KubeObject].model_validate_json(
+        b'{"metadata":{"resourceVersion":"7","continue":"abc"},"items":[{"metadata":{"name":"x"}}]}'
+    )
+    assert (page.metadata.resource_version, page.metadata.continue_) == ("7", "abc")
+    assert page.items[0].key == ObjectKey("", "x")
+
+
+def test_store_replace_reports_added_updated_deleted_and_swaps_atomically() -> None:
+    store: Store[KubeObject] = Store()
+    assert not store.has_synced
+    store.replace([obj("keep"), obj("change"), obj("gone", owners=("u1",))])
+    assert store.has_synced
+    before = store.objects()
+    result = store.replace([obj("keep"), obj("change", rv="2"), obj("new")])
+    assert [o.metadata.name for o in result.added] == ["new"]
+    assert [(old.metadata.resource_version, new.metadata.resource_version)
+            for old, new in result.updated] == [("1", "2")]  # fmt: skip
+    assert [o.metadata.name for o in result.deleted] == ["gone"]
+    assert store.by_index(OWNER_UID_INDEX, "u1") == []
+    assert len(before) == 3, "readers holding the old list are unaffected"
+
+
+def test_store_indexes_follow_upserts_and_deletes() -> None:
+    store: Store[KubeObject] = Store()
+    store.upsert(obj("x", owners=("u1",)))
+    store.upsert(obj("y", ns="b", owners=("u1", "u2")))
+    assert {o.metadata.name for o in store.by_index(OWNER_UID_INDEX, "u1")} == {"x", "y"}
+    store.upsert(obj("y", ns="b", owners=("u2",)))
+    assert [o.metadata.name for o in store.by_index(OWNER_UID_INDEX, "u1")] == ["x"]
+    assert [o.metadata.name for o in store.by_index(NAMESPACE_INDEX, "b")] == ["y"]
+    store.delete(ObjectKey("a", "x"))
+    assert store.by_index(OWNER_UID_INDEX, "u1") == []
+    assert "u1" not in store.index_values(OWNER_UID_INDEX), "empty buckets are dropped"
+    store.add_indexer("gen", lambda o: (str(o.metadata.generation),))
+    assert [o.metadata.name for o in store.by_index("gen", "1")] == ["y"]
+    with pytest.raises(ValueError, match="already exists"):
+        store.add_indexer("gen", lambda o: ())
+
+
+def test_owner_keys_match_group_and_kind_and_controller() -> None:
+    child = obj("pod", owners=("u1",))
+    assert owner_keys(child, group="devservers.io", kind="DevServer") == [ObjectKey("a", "o-u1")]
+    assert owner_keys(child, group="apps", kind="DevServer") == []
+    assert owner_keys(child, group="devservers.io", kind="DevServer", owner_namespaced=False) == [
+        ObjectKey("", "o-u1")
+    ]
+
+
+def test_generation_predicate() -> None:
+    old, same, bumped = obj("d", gen=1), obj("d", rv="2", gen=1), obj("d", rv="3", gen=2)
+    assert generation_changed(Notification(Change.ADDED, old))
+    assert not generation_changed(Notification(Change.UPDATED, same, old))
+    assert generation_changed(Notification(Change.UPDATED, bumped, old))
+    assert generation_changed(Notification(Change.DELETED, old))
+
+
+def test_backoff_doubles_with_jitter_caps_and_resets_after_health() -> None:
+    now = [0.0]
+    backoff = Backoff(ReflectorOptions(), lambda: now[0])
+    delays = [backoff.next() for _ in range(8)]
+    assert 0.64 <= delays[0] <= 0.96
+    assert 1.28 <= delays[1] <= 1.92
+    assert all(d <= 36 for d in delays)
+    assert delays[-1] >= 24, "capped at 30 s, +-20 %"
+    now[0] += 121
+    backoff.healthy()
+    assert backoff.next() <= 0.96
+
+
+def test_resource_paths_encode_scope() -> None:
+    assert CONFIGMAPS.path("ns", "c") == "/api/v1/namespaces/ns/configmaps/c"
+    assert CONFIGMAPS.path() == "/api/v1/configmaps"
+    assert NODES.path("ignored", "n1") == "/api/v1/nodes/n1"
+    assert LEASES.path("kube-node-lease") == (
+        "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases"
+    )
+    assert LEASES.api_version == "coordination.k8s.io/v1"
+
+
+def test_api_errors_parse_status_bodies() -> None:
+    error = ApiError.from_body(
+        410, b'{"kind":"Status","code":410,"reason":"Expired","message":"too old"}'
+    )
+    assert error.gone
+    assert (error.reason, error.message) == ("Expired", "too old")
+    assert ApiError.from_body(502, b"<html>bad gateway</html>").retryable
