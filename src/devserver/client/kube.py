@@ -10,11 +10,12 @@ stay open but deliver nothing, whether before the response headers or between ev
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import json
 import os
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from enum import StrEnum
 from typing import Any, Generic
 
@@ -141,7 +142,8 @@ class KubeClient:
                 query.append(("resourceVersionMatch", resource_version_match))
         query += _selectors(label_selector, field_selector)
         data = await self.request("GET", resource.path(namespace), query=query)
-        return ObjectList[resource.model].model_validate_json(data)  # type: ignore[name-defined]
+        with _gc_paused():
+            return ObjectList[resource.model].model_validate_json(data)  # type: ignore[name-defined]
 
     async def get(self, resource: Resource[ObjectT], name: str, namespace: str = "") -> ObjectT:
         data = await self.request("GET", resource.path(namespace, name))
@@ -262,6 +264,20 @@ class KubeClient:
 
     async def close(self) -> None:
         await self.api.close()
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Building thousands of models at once triggers many useless collector passes (each one
+    scans every live object); a page is parsed in tens of milliseconds, so pause it meanwhile.
+    Measured: half of a 10k-object sync was collector time."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _selectors(label_selector: str, field_selector: str) -> list[tuple[str, str]]:

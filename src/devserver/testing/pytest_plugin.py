@@ -22,7 +22,7 @@ import pytest_asyncio
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.api_client import ApiClient
 
-from devserver.testing.controlplane import LocalControlPlane
+from devserver.testing.controlplane import ControlPlaneOptions, LocalControlPlane
 from devserver.testing.operator import OperatorProcess
 
 
@@ -33,7 +33,8 @@ def control_plane() -> Iterator[LocalControlPlane]:
         pytest.fail(
             f"DEVSERVER_TEST_CLUSTER={backend!r}: only 'local' is supported on this machine"
         )
-    cluster = LocalControlPlane().start()
+    keep = os.environ.get("DEVSERVER_KEEP_STATE") == "1"  # keep logs and data for debugging
+    cluster = LocalControlPlane(ControlPlaneOptions(keep_state=keep)).start()
     print(f"\nlocal control plane up in {cluster.start_seconds:.1f} s at {cluster.server}")  # noqa: T201
     try:
         yield cluster
@@ -56,7 +57,7 @@ async def namespace(admin_api: ApiClient, request: pytest.FixtureRequest) -> Asy
     await core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     await wait_for(
         lambda: _exists(core.read_namespaced_service_account("default", name)),
-        timeout=30,
+        timeout=60,  # the serviceaccount controller can lag on a loaded 2-core machine
         what=f"default ServiceAccount in {name}",
     )
     yield name

@@ -239,3 +239,32 @@ async def test_label_selector_is_sent_on_list_and_watch(
     await asyncio.sleep(0.5)
     for query in _queries(control_plane, namespace):
         assert query["labelSelector"] == ["app=a"]
+
+
+async def test_apiserver_restart_loses_no_event_and_repeats_none(
+    kube: KubeClient, control_plane: LocalControlPlane, namespace: str, make_informer
+) -> None:
+    for i in range(5):
+        await kube.create(CONFIGMAPS, configmap(f"r{i}", namespace), namespace)
+    informer, recorder = make_informer(kube)
+    await asyncio.wait_for(informer.wait_synced(), 10)
+    await asyncio.sleep(0.2)
+    before = len(recorder.notes)
+
+    await anyio.to_thread.run_sync(control_plane.restart_apiserver)
+    await kube.patch(CONFIGMAPS, "r0", {"data": {"v": "2"}}, namespace)
+    await kube.create(CONFIGMAPS, configmap("r5", namespace), namespace)
+    await kube.delete(CONFIGMAPS, "r1", namespace)
+    await recorder.wait_for(Change.DELETED, "r1", timeout=60)
+    await recorder.wait_for(Change.ADDED, "r5")
+    await recorder.wait_for(Change.UPDATED, "r0")
+    await asyncio.sleep(1)
+
+    after = [(n.change, n.obj.metadata.name) for n in recorder.notes[before:]]
+    assert sorted(after) == sorted(
+        [(Change.UPDATED, "r0"), (Change.ADDED, "r5"), (Change.DELETED, "r1")]
+    ), "each change exactly once; unchanged objects are not re-delivered after a relist"
+    fresh = await kube.list_page(CONFIGMAPS, namespace)
+    assert sorted(o.metadata.name for o in fresh.items) == sorted(
+        o.metadata.name for o in informer.store.objects()
+    )
