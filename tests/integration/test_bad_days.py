@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -13,9 +14,15 @@ from kubernetes_asyncio.client.api_client import ApiClient
 
 from devserver.testing.controlplane import LocalControlPlane
 from devserver.testing.nodes import NodeSpec
-from devserver.testing.pytest_plugin import wait_for
+from devserver.testing.pytest_plugin import fresh_control_plane, wait_for
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def control_plane() -> Iterator[LocalControlPlane]:
+    """This module stops etcd and restarts the apiserver: it gets a cluster of its own."""
+    yield from fresh_control_plane()
 
 
 class RawWatch:

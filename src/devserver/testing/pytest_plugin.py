@@ -1,7 +1,8 @@
 """pytest fixtures on the local control plane.
 
 - `control_plane` (session): one real cluster per test run, with its controls;
-- `admin_api` (session): an async `ApiClient` with the admin credentials;
+- `admin_api` (function): an async `ApiClient` with the admin credentials;
+- `fresh_control_plane()`: for modules that need a cluster of their own (see its docstring);
 - `namespace` (function): a fresh namespace whose default ServiceAccount exists;
 - `operator_process` (function): starts `devserver-operator` as a subprocess against the cluster
   and stops it with SIGTERM, asserting a clean exit.
@@ -26,8 +27,10 @@ from devserver.testing.controlplane import ControlPlaneOptions, LocalControlPlan
 from devserver.testing.operator import OperatorProcess
 
 
-@pytest.fixture(scope="session")
-def control_plane() -> Iterator[LocalControlPlane]:
+def fresh_control_plane() -> Iterator[LocalControlPlane]:
+    """Start a cluster, yield it, stop it. Modules whose tests break the cluster on purpose
+    (etcd outages, apiserver restarts) override `control_plane` with a module-scoped fixture
+    that yields from this, so the controllers' recovery backoff never leaks into other tests."""
     backend = os.environ.get("DEVSERVER_TEST_CLUSTER", "local")
     if backend != "local":
         pytest.fail(
@@ -42,7 +45,12 @@ def control_plane() -> Iterator[LocalControlPlane]:
         cluster.stop()
 
 
-@pytest_asyncio.fixture(scope="session")
+@pytest.fixture(scope="session")
+def control_plane() -> Iterator[LocalControlPlane]:
+    yield from fresh_control_plane()
+
+
+@pytest_asyncio.fixture
 async def admin_api(control_plane: LocalControlPlane) -> AsyncIterator[ApiClient]:
     api = await config.new_client_from_config(config_file=str(control_plane.kubeconfig))
     async with api:
