@@ -49,7 +49,8 @@ def test_up_serves_a_cluster_and_ctrl_c_stops_every_process() -> None:
 
     state_dir = Path(kubeconfig).parent
     children = [int(line.split()[0]) for line in (state_dir / "children").read_text().splitlines()]
-    assert len(children) == 6  # etcd, apiserver, controller-manager, scheduler, kwok, provisioner
+    # etcd, apiserver, controller-manager, scheduler, kwok, provisioner, operator
+    assert len(children) == 7
     nodes = subprocess.run(
         [f"{path_dir}/kubectl", f"--kubeconfig={kubeconfig}", "get", "nodes", "-o", "name"],
         capture_output=True,
@@ -57,6 +58,20 @@ def test_up_serves_a_cluster_and_ctrl_c_stops_every_process() -> None:
         check=True,
     ).stdout.split()
     assert "node/gpu-a100-1" in nodes
+    flavors = subprocess.run(
+        [
+            f"{path_dir}/kubectl",
+            f"--kubeconfig={kubeconfig}",
+            "get",
+            "devserverflavors",
+            "-o",
+            "name",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert "devserverflavor.devservers.io/gpu-large" in flavors
 
     proc.send_signal(signal.SIGINT)
     rest, _ = proc.communicate(timeout=60)

@@ -22,6 +22,7 @@ def _get(url: str) -> tuple[int, str]:
 def test_operator_subprocess_leads_serves_metrics_and_hands_back_its_lease_on_sigterm(
     operator_process: OperatorProcess, control_plane: LocalControlPlane
 ) -> None:
+    operator_process.wait_leading()
     assert _get(operator_process.url + "/readyz") == (200, "ok (leader)\n")
     assert _get(operator_process.url + "/healthz")[0] == 200
     status, metrics = _get(operator_process.url + "/metrics")

@@ -15,17 +15,37 @@ from devserver.informers import NAMESPACE_INDEX, OWNER_UID_INDEX, Change, Notifi
 from devserver.informers.reflector import Backoff, ReflectorOptions
 
 
-def obj(name: str, rv: str = "1", ns: str = "a", owners: tuple[str, ...] = (), gen: int = 1,
-        **extra: Any) -> KubeObject:  # fmt: skip
+def obj(
+    name: str,
+    rv: str = "1",
+    ns: str = "a",
+    owners: tuple[str, ...] = (),
+    gen: int = 1,
+    **extra: Any,
+) -> KubeObject:
     refs = [
-        {"apiVersion": "devservers.io/v1", "kind": "DevServer", "name": f"o-{uid}", "uid": uid,
-         "controller": True}
+        {
+            "apiVersion": "devservers.io/v1",
+            "kind": "DevServer",
+            "name": f"o-{uid}",
+            "uid": uid,
+            "controller": True,
+        }
         for uid in owners
-    ]  # fmt: skip
+    ]
     return KubeObject.model_validate(
-        {"metadata": {"name": name, "namespace": ns, "resourceVersion": rv, "generation": gen,
-                      "ownerReferences": refs, "managedFields": [{"manager": "x"}]}, **extra}
-    )  # fmt: skip
+        {
+            "metadata": {
+                "name": name,
+                "namespace": ns,
+                "resourceVersion": rv,
+                "generation": gen,
+                "ownerReferences": refs,
+                "managedFields": [{"manager": "x"}],
+            },
+            **extra,
+        }
+    )
 
 
 def test_models_keep_unknown_fields_and_drop_managed_fields() -> None:
@@ -48,8 +68,10 @@ def test_store_replace_reports_added_updated_deleted_and_swaps_atomically() -> N
     before = store.objects()
     result = store.replace([obj("keep"), obj("change", rv="2"), obj("new")])
     assert [o.metadata.name for o in result.added] == ["new"]
-    assert [(old.metadata.resource_version, new.metadata.resource_version)
-            for old, new in result.updated] == [("1", "2")]  # fmt: skip
+    assert [
+        (old.metadata.resource_version, new.metadata.resource_version)
+        for old, new in result.updated
+    ] == [("1", "2")]
     assert [o.metadata.name for o in result.deleted] == ["gone"]
     assert store.by_index(OWNER_UID_INDEX, "u1") == []
     assert len(before) == 3, "readers holding the old list are unaffected"

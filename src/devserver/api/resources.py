@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Generic
 
+from devserver.api.devserver import DevServer
+from devserver.api.flavor import DevServerFlavor
 from devserver.api.meta import KubeObject, ObjectT
 
 
@@ -58,4 +60,10 @@ CUSTOM_RESOURCE_DEFINITIONS = Resource(
     "CustomResourceDefinition",
     False,
     KubeObject,
+)
+
+
+DEVSERVERS = Resource("devservers.io", "v1", "devservers", "DevServer", True, DevServer)
+FLAVORS = Resource(
+    "devservers.io", "v1", "devserverflavors", "DevServerFlavor", False, DevServerFlavor
 )

@@ -76,6 +76,10 @@ class Store(Generic[ObjectT]):
 
     # ------------------------------------------------------------------ writes (owner only)
 
+    @property
+    def indexer_names(self) -> list[str]:
+        return list(self._indexers)
+
     def add_indexer(self, name: str, func: IndexFunc[ObjectT]) -> None:
         if name in self._indexers:
             raise ValueError(f"indexer {name!r} already exists")

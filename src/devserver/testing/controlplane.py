@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from devserver.testing import components
-from devserver.testing.binaries import cache_root, ensure_binaries
+from devserver.testing.binaries import cache_root, ensure_binaries, tools_dir
 from devserver.testing.http import fetch
 from devserver.testing.kubeconfig import write_kubeconfig
 from devserver.testing.nodes import NodeSpec, default_node_pool
@@ -43,6 +43,10 @@ class ControlPlaneOptions:
     apiserver_extra_args: tuple[str, ...] = ()
     start_timeout: float = 60.0
     keep_state: bool = False  # leave logs and etcd data behind after stop (for debugging)
+
+
+def repo_root() -> Path:
+    return tools_dir().parent.parent
 
 
 def free_port() -> int:
@@ -290,6 +294,54 @@ class LocalControlPlane:
         revision = int(status["header"]["revision"])
         self._etcd_call("/v3/kv/compaction", {"revision": str(revision), "physical": True})
         return revision
+
+    def install_devserver(self) -> None:
+        """What the Helm chart installs before the operator: the CRDs and the default flavors."""
+        manifests = repo_root() / "manifests"
+        for crd in sorted((manifests / "crd").glob("*.yaml")):
+            self.kubectl(
+                "apply", "--server-side", "--field-manager=devserver-harness", "-f", str(crd)
+            )
+        self.kubectl(
+            "wait",
+            "--for=condition=Established",
+            "--timeout=30s",
+            "crd/devservers.devservers.io",
+            "crd/devserverflavors.devservers.io",
+        )
+        self.kubectl(
+            "apply",
+            "--server-side",
+            "--field-manager=devserver-harness",
+            "-f",
+            str(manifests / "flavors" / "defaults.yaml"),
+        )
+
+    def run_operator(self, *extra_args: str) -> str:
+        """Start devserver-operator against this cluster as one of its processes; its URL."""
+        port = free_port()
+        operator = self._process(
+            "devserver-operator",
+            [
+                sys.executable,
+                "-m",
+                "devserver.manager",
+                f"--kubeconfig={self.kubeconfig}",
+                "--http-host=127.0.0.1",
+                f"--http-port={port}",
+                "--no-log-json",
+                *extra_args,
+            ],
+        )
+        operator.start()
+        url = f"http://127.0.0.1:{port}"
+        wait_until(
+            "the operator to be ready",
+            lambda: fetch(url + "/readyz", timeout=2)[0] == 200,
+            timeout=60,
+            processes=[operator],
+        )
+        return url
 
     def admin_kubeconfig_via(self, server: str, path: Path) -> Path:
         """The admin credentials, but talking to `server` (e.g. a proxy in front of ours)."""

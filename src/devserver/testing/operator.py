@@ -67,6 +67,14 @@ class OperatorProcess:
         except TimeoutError as error:
             raise TimeoutError(f"{error}\n{self.output()}") from None
 
+    def wait_leading(self, timeout: float = 30) -> None:
+        """Ready means caches synced, leader or standby; this waits for leadership."""
+        wait_until(
+            "the operator to lead",
+            lambda: b"leader" in fetch(self.url + "/readyz", timeout=2)[1],
+            timeout=timeout,
+        )
+
     def stop(self, timeout: float = 30) -> int:
         """SIGTERM and wait; return the exit code (killed: negative)."""
         proc = self._proc

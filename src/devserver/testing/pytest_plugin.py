@@ -38,6 +38,7 @@ def fresh_control_plane() -> Iterator[LocalControlPlane]:
         )
     keep = os.environ.get("DEVSERVER_KEEP_STATE") == "1"  # keep logs and data for debugging
     cluster = LocalControlPlane(ControlPlaneOptions(keep_state=keep)).start()
+    cluster.install_devserver()
     print(f"\nlocal control plane up in {cluster.start_seconds:.1f} s at {cluster.server}")  # noqa: T201
     try:
         yield cluster

@@ -1,7 +1,7 @@
 """`nox -s up`: the local platform in the foreground until Ctrl-C.
 
-Today: the control plane with EKS-like node groups. Later issues add the CRDs, the default
-flavors and the operator here. Ctrl-C (or SIGTERM) stops every process it started.
+The control plane with EKS-like node groups, the CRDs and default flavors, and the operator.
+Ctrl-C (or SIGTERM) stops every process it started.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import threading
 from types import FrameType
 
 from devserver.testing.binaries import read_versions, tools_dir
-from devserver.testing.controlplane import LocalControlPlane
+from devserver.testing.controlplane import LocalControlPlane, repo_root
 
 
 def _say(text: str) -> None:
@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     cluster = LocalControlPlane()
     try:
         cluster.start()
+        cluster.install_devserver()
+        operator_url = cluster.run_operator()
     except KeyboardInterrupt:
         cluster.stop()
         return 130
@@ -47,12 +49,16 @@ devserver local platform is up ({cluster.start_seconds:.1f} s): {cluster.server}
   export KUBECONFIG={cluster.kubeconfig}
   export PATH={cluster.layout.bin_dir}:$PATH   # kubectl {version} for this cluster
 
-Try:
-  kubectl get nodes -L node.kubernetes.io/instance-type,topology.kubernetes.io/zone
-  kubectl create deployment hello --image=busybox && kubectl get pods -w
-  kubectl describe node gpu-a100-1 | grep -A8 Capacity
+The operator is running ({operator_url}/metrics); CRDs and default flavors are installed.
 
-Logs: {cluster.layout.logs}   Audit log: {cluster.audit_log}
+Try:
+  kubectl get devserverflavors
+  kubectl apply -f {repo_root() / "manifests" / "samples" / "devserver.yaml"}
+  kubectl get devservers -w
+  kubectl patch ds mydev --type=merge -p '{{"spec":{{"flavor":"gpu-small"}}}}'   # same home
+  kubectl get nodes -L node.kubernetes.io/instance-type,topology.kubernetes.io/zone
+
+Logs (operator too): {cluster.layout.logs}   Audit log: {cluster.audit_log}
 Ctrl-C stops everything.
 """
         )

@@ -1,0 +1,208 @@
+"""CustomResourceDefinitions generated from the pydantic models: the models are the truth.
+
+pydantic's JSON Schema becomes a *structural* OpenAPI v3 schema: `$ref`s inlined, `anyOf [X,
+null]` turned into `nullable`, titles dropped, descriptions kept (so `kubectl explain` helps),
+conditions as a map-list keyed by type. What the apiserver can check itself is added as CEL.
+
+`python -m devserver.api.crd manifests/crd` writes the files; a unit test fails when they drift.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from devserver.api.devserver import MAX_NAME_LENGTH, DevServerSpec, DevServerStatus
+from devserver.api.flavor import GROUP, VERSION, DevServerFlavorSpec, DevServerFlavorStatus
+
+_DROP = {"title"}
+
+
+def structural(schema: dict[str, Any]) -> dict[str, Any]:
+    """Inline refs and rewrite pydantic's JSON Schema into Kubernetes' structural dialect."""
+    defs = schema.get("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, list):
+            return [walk(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        if "$ref" in node:
+            target = walk(defs[node["$ref"].rsplit("/", 1)[-1]])
+            extra = {k: walk(v) for k, v in node.items() if k not in ("$ref", *_DROP)}
+            return {**target, **extra}
+        variants = node.get("anyOf")
+        if variants is not None:
+            real = [v for v in variants if v != {"type": "null"}]
+            if len(real) == 1 and len(real) < len(variants):
+                rest = {k: v for k, v in node.items() if k not in ("anyOf", *_DROP)}
+                merged = {**walk(real[0]), **{k: walk(v) for k, v in rest.items()}}
+                merged["nullable"] = True
+                if merged.get("default", 0) is None:
+                    del merged["default"]  # "default: null" is noise in a CRD
+                return merged
+        out = {k: walk(v) for k, v in node.items() if k not in ("$defs", *_DROP)}
+        if out.get("type") == "array" and _is_conditions(out):
+            out["x-kubernetes-list-type"] = "map"
+            out["x-kubernetes-list-map-keys"] = ["type"]
+        if "const" in out:  # structural schemas have no const; a one-value enum says the same
+            out["enum"] = [out.pop("const")]
+        return out
+
+    return walk(schema)  # type: ignore[no-any-return]
+
+
+def _is_conditions(array: dict[str, Any]) -> bool:
+    props = array.get("items", {}).get("properties", {})
+    return {"type", "status", "lastTransitionTime"} <= set(props)
+
+
+@dataclass(frozen=True)
+class CrdSpec:
+    kind: str
+    plural: str
+    singular: str
+    short_names: list[str]
+    scope: str
+    spec_model: type[BaseModel]
+    status_model: type[BaseModel]
+    columns: list[dict[str, Any]]
+    description: str
+    spec_rules: list[dict[str, str]] = field(default_factory=list)
+    root_rules: list[dict[str, str]] = field(default_factory=list)
+    categories: list[str] = field(default_factory=lambda: ["devserver"])
+
+
+def crd(spec: CrdSpec) -> dict[str, Any]:
+    spec_schema = structural(spec.spec_model.model_json_schema(by_alias=True))
+    if spec.spec_rules:
+        spec_schema["x-kubernetes-validations"] = spec.spec_rules
+    status_schema = structural(spec.status_model.model_json_schema(by_alias=True))
+    root: dict[str, Any] = {
+        "type": "object",
+        "description": spec.description,
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": spec_schema,
+            "status": status_schema,
+        },
+    }
+    if spec.root_rules:
+        root["x-kubernetes-validations"] = spec.root_rules
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{spec.plural}.{GROUP}"},
+        "spec": {
+            "group": GROUP,
+            "scope": spec.scope,
+            "names": {
+                "kind": spec.kind,
+                "listKind": f"{spec.kind}List",
+                "plural": spec.plural,
+                "singular": spec.singular,
+                "shortNames": spec.short_names,
+                "categories": spec.categories,
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": spec.columns,
+                    "schema": {"openAPIV3Schema": root},
+                }
+            ],
+        },
+    }
+
+
+def _age() -> dict[str, Any]:
+    return {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+
+
+DEVSERVER = CrdSpec(
+    kind="DevServer",
+    plural="devservers",
+    singular="devserver",
+    short_names=["ds"],
+    scope="Namespaced",
+    spec_model=DevServerSpec,
+    status_model=DevServerStatus,
+    description="A user's PyTorch development server (standalone or distributed).",
+    columns=[
+        {"name": "Flavor", "type": "string", "jsonPath": ".spec.flavor"},
+        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+        {
+            "name": "Ready",
+            "type": "string",
+            "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+        },
+        {"name": "Expires", "type": "date", "jsonPath": ".status.expiresAt"},
+        _age(),
+    ],
+    spec_rules=[
+        {
+            "rule": "self.mode != 'distributed' || has(self.distributed)",
+            "message": "mode distributed needs spec.distributed with worldSize >= 1",
+        },
+    ],
+    root_rules=[
+        {
+            "rule": f"self.metadata.name.size() <= {MAX_NAME_LENGTH}",
+            "message": f"name must be at most {MAX_NAME_LENGTH} characters so the names of "
+            "its volumes, pods and services fit Kubernetes' 63-character limit",
+        }
+    ],
+)
+
+FLAVOR = CrdSpec(
+    kind="DevServerFlavor",
+    plural="devserverflavors",
+    singular="devserverflavor",
+    short_names=["dsf"],
+    scope="Cluster",
+    spec_model=DevServerFlavorSpec,
+    status_model=DevServerFlavorStatus,
+    description="A named hardware preset (resources, placement, price) for DevServers.",
+    columns=[
+        {"name": "GPUs", "type": "string", "jsonPath": ".spec.resources.limits.nvidia\\.com/gpu"},
+        {"name": "CPU", "type": "string", "jsonPath": ".spec.resources.limits.cpu"},
+        {"name": "Memory", "type": "string", "jsonPath": ".spec.resources.limits.memory"},
+        {"name": "Price/h", "type": "number", "jsonPath": ".spec.pricePerHour"},
+        {"name": "Valid", "type": "boolean", "jsonPath": ".status.valid"},
+        {"name": "In use", "type": "integer", "jsonPath": ".status.devServers"},
+        _age(),
+    ],
+)
+
+ALL = (DEVSERVER, FLAVOR)
+
+
+def render(spec: CrdSpec) -> str:
+    header = "# Generated from src/devserver/api by `python -m devserver.api.crd`; do not edit.\n"
+    return header + str(yaml.safe_dump(crd(spec), sort_keys=False, width=100))
+
+
+def file_name(spec: CrdSpec) -> str:
+    return f"{GROUP}_{spec.plural}.yaml"
+
+
+def main(argv: list[str] | None = None) -> None:
+    target = Path((argv or sys.argv[1:] or ["manifests/crd"])[0])
+    target.mkdir(parents=True, exist_ok=True)
+    for spec in ALL:
+        (target / file_name(spec)).write_text(render(spec))
+
+
+if __name__ == "__main__":
+    main()

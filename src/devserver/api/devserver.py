@@ -1,0 +1,124 @@
+"""DevServer (namespaced, short name `ds`): one user's development server.
+
+Standalone: a Deployment of one pod with a persistent home volume. Distributed: a StatefulSet
+of `worldSize` pods wired for torchrun. The flavor names the hardware; changing it moves the
+server to new hardware with the same home volume.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import Field
+
+from devserver.api.meta import KubeObject
+from devserver.api.schema import Condition, SpecModel
+
+# Derived object names append at most this many characters (e.g. "-home", "-scripts") and
+# StatefulSet pods "-NN"; DNS labels hold 63.
+MAX_NAME_LENGTH = 40
+DURATION_PATTERN = r"^([0-9]+(s|m|h|d))+$"
+
+
+class Mode(StrEnum):
+    STANDALONE = "standalone"
+    DISTRIBUTED = "distributed"
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    STOPPED = "Stopped"
+    FAILED = "Failed"
+
+
+class DistributedSpec(SpecModel):
+    world_size: int = Field(alias="worldSize", ge=1, le=64, description="Pods (nodes) in the job.")
+    nprocs_per_node: int = Field(
+        default=1, alias="nprocsPerNode", ge=1, le=64, description="torchrun processes per pod."
+    )
+    backend: Literal["nccl", "gloo"] = Field(
+        default="nccl", description="torch.distributed backend."
+    )
+    nccl_settings: dict[str, str] = Field(
+        default_factory=dict, alias="ncclSettings", description="Extra NCCL_* environment."
+    )
+
+
+class LifecycleSpec(SpecModel):
+    idle_timeout: int | None = Field(
+        default=None,
+        alias="idleTimeout",
+        ge=60,
+        description="Stop after this many seconds without activity; unset: never for idleness.",
+    )
+    auto_shutdown: bool = Field(
+        default=True, alias="autoShutdown", description="Stop (never delete) when expired or idle."
+    )
+    expiration_time: datetime | None = Field(
+        default=None, alias="expirationTime", description="Stop at this time (RFC 3339)."
+    )
+    time_to_live: str | None = Field(
+        default=None,
+        alias="timeToLive",
+        pattern=DURATION_PATTERN,
+        description="Stop this long after creation, e.g. 4h or 1h30m.",
+    )
+
+
+class DevServerSpec(SpecModel):
+    owner: str = Field(description="The user it belongs to (e-mail or user name).")
+    flavor: str = Field(min_length=1, description="Name of a DevServerFlavor.")
+    image: str = Field(
+        min_length=1,
+        pattern=r"^[^\s]+$",
+        description="Container image, e.g. pytorch/pytorch:2.5.1.",
+    )
+    mode: Mode = Field(default=Mode.STANDALONE, description="standalone or distributed.")
+    distributed: DistributedSpec | None = Field(
+        default=None, description="Required when mode is distributed."
+    )
+    persistent_home_size: str = Field(
+        default="20Gi",
+        alias="persistentHomeSize",
+        pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$",
+        description="Size of the home volume mounted at /home/dev.",
+    )
+    shared_volume_claim_name: str | None = Field(
+        default=None,
+        alias="sharedVolumeClaimName",
+        description="An existing PVC (e.g. EFS) mounted at /shared in every pod.",
+    )
+    enable_ssh: bool = Field(default=True, alias="enableSSH", description="Expose port 22.")
+    retain_home_on_delete: bool = Field(
+        default=True,
+        alias="retainHomeOnDelete",
+        description="Keep the home volume when the DevServer is deleted (default: keep).",
+    )
+    lifecycle: LifecycleSpec = Field(default_factory=LifecycleSpec, description="When to stop.")
+
+
+class DevServerStatus(SpecModel):
+    phase: Phase | None = Field(default=None, description="Pending, Running, Stopped or Failed.")
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Ready, Progressing, Degraded, FlavorValid."
+    )
+    observed_generation: int | None = Field(default=None, alias="observedGeneration")
+    applied_flavor: str | None = Field(
+        default=None, alias="appliedFlavor", description="The flavor the pod actually runs with."
+    )
+    pod_name: str | None = Field(default=None, alias="podName")
+    service_name: str | None = Field(default=None, alias="serviceName")
+    ssh_endpoint: str | None = Field(default=None, alias="sshEndpoint")
+    home_claim: str | None = Field(default=None, alias="homeClaim", description="Home PVC.")
+    started_at: datetime | None = Field(default=None, alias="startedAt")
+    expires_at: datetime | None = Field(default=None, alias="expiresAt")
+
+
+class DevServer(KubeObject):
+    """A user's development server."""
+
+    spec: DevServerSpec
+    status: DevServerStatus | None = None

@@ -1,0 +1,35 @@
+"""Shared pieces of our resources' schemas: the base model and Kubernetes-style conditions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class SpecModel(BaseModel):
+    """camelCase on the wire (aliases), snake_case in Python; immutable once read."""
+
+    model_config = ConfigDict(populate_by_name=True, frozen=True, extra="ignore")
+
+
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Condition(SpecModel):
+    """A condition as the Kubernetes API conventions define it."""
+
+    type: str = Field(description="CamelCase condition type, e.g. Ready.")
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    reason: str = Field(default="", description="CamelCase reason for the last transition.")
+    message: str = Field(default="", description="One sentence for humans.")
+    last_transition_time: datetime | None = Field(
+        default=None, alias="lastTransitionTime", description="When status last changed."
+    )
+    observed_generation: int | None = Field(
+        default=None, alias="observedGeneration", description="Generation this reflects."
+    )

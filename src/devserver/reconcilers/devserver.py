@@ -1,0 +1,163 @@
+"""The DevServer reconciler (standalone mode): home volume, Deployment, Service, status.
+
+Level-based and cache-first: everything is read from shared informers; a write happens only
+when the live object lacks part of our intent (compare-then-apply), so a converged DevServer
+costs no API request. A missing or invalid flavor never touches a running server: the Deployment
+keeps its last good flavor and the status says what to do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from devserver.api.devserver import DevServer, Mode
+from devserver.api.flavor import DevServerFlavor
+from devserver.api.meta import KubeObject, ObjectKey
+from devserver.api.resources import (
+    DEPLOYMENTS,
+    DEVSERVERS,
+    FLAVORS,
+    PERSISTENT_VOLUME_CLAIMS,
+    PODS,
+    SERVICES,
+    Resource,
+)
+from devserver.client import ApiError, KubeClient, PatchType
+from devserver.controller import Controller, Result, TerminalError
+from devserver.controller.applied import is_applied
+from devserver.informers import Informer, InformerFactory
+from devserver.reconcilers.devserver_status import Observed, current_status, observed_status
+from devserver.reconcilers.flavor import FLAVOR_INDEX, by_flavor, validate
+from devserver.reconcilers.standalone import (
+    NAME_LABEL,
+    desired_deployment,
+    desired_home_claim,
+    desired_service,
+    home_claim_name,
+)
+
+FIELD_MANAGER = "devserver-operator"
+
+
+@dataclass
+class DevServerReconciler:
+    client: KubeClient
+    devservers: Informer[DevServer]
+    flavors: Informer[DevServerFlavor]
+    deployments: Informer[KubeObject]
+    services: Informer[KubeObject]
+    claims: Informer[KubeObject]
+    pods: Informer[KubeObject]
+
+    async def reconcile(self, key: ObjectKey) -> Result | None:
+        ds = self.devservers.store.get(key)
+        if ds is None or ds.metadata.deletion_timestamp:
+            return None  # owned children go with it; a retained home volume stays
+        if ds.spec.mode is Mode.DISTRIBUTED:
+            return None  # the distributed reconciler's
+        flavor = self.flavors.store.get(ObjectKey("", ds.spec.flavor))
+        problem = flavor_problem(ds, flavor)
+        await self._ensure(
+            PERSISTENT_VOLUME_CLAIMS,
+            desired_home_claim(ds),
+            self.claims.store.get(ObjectKey(key.namespace, home_claim_name(ds))),
+        )
+        if problem is None and flavor is not None:
+            await self._ensure(
+                DEPLOYMENTS, desired_deployment(ds, flavor), self.deployments.store.get(key)
+            )
+        service = self.services.store.get(key)
+        if ds.spec.enable_ssh:
+            await self._ensure(SERVICES, desired_service(ds), service)
+        elif service is not None:
+            await self.client.delete(SERVICES, key.name, key.namespace)
+            service = None
+        seen = Observed(
+            flavor_problem=problem,
+            deployment=self.deployments.store.get(key),
+            pods=self.pods.store.by_index(NAME_INDEX, f"{key.namespace}/{key.name}"),
+            service=self.services.store.get(key) if ds.spec.enable_ssh else None,
+        )
+        status = observed_status(ds, seen)
+        if status != current_status(ds):
+            await self.client.patch(
+                DEVSERVERS,
+                key.name,
+                {"status": status},
+                key.namespace,
+                subresource="status",
+                patch_type=PatchType.MERGE,
+            )
+        return None
+
+    async def _ensure(
+        self, resource: Resource[Any], intent: dict[str, Any], live: KubeObject | None
+    ) -> None:
+        # list items carry no apiVersion/kind: compare the rest
+        fields = {k: v for k, v in intent.items() if k not in ("apiVersion", "kind")}
+        if live is not None and is_applied(fields, live.model_dump(by_alias=True, mode="json")):
+            return
+        try:
+            await self.client.apply(resource, intent, field_manager=FIELD_MANAGER)
+        except ApiError as error:
+            if error.status in (400, 403, 422):  # the server refuses this intent: say so, once
+                raise TerminalError(
+                    f"{resource.kind} {intent['metadata']['name']}: {error.message}"
+                ) from error
+            raise
+
+
+def flavor_problem(ds: DevServer, flavor: DevServerFlavor | None) -> str | None:
+    if flavor is None:
+        return (
+            f"flavor {ds.spec.flavor!r} does not exist; pick one from `devctl flavors` "
+            "(the server, if running, keeps its current flavor)"
+        )
+    problem = validate(flavor.spec)
+    if problem:
+        return f"flavor {ds.spec.flavor!r} is invalid: {problem}"
+    return None
+
+
+NAME_INDEX = "devserver-name"
+
+
+def by_devserver_name(obj: KubeObject) -> tuple[str, ...]:
+    name = obj.metadata.labels.get(NAME_LABEL)
+    return (f"{obj.metadata.namespace}/{name}",) if name else ()
+
+
+def setup(informers: InformerFactory, client: KubeClient) -> Controller:
+    mine = f"{NAME_LABEL}"  # only objects we made: smaller caches, fewer events
+    devservers = informers.informer(DEVSERVERS)
+    if FLAVOR_INDEX not in devservers.store.indexer_names:
+        devservers.store.add_indexer(FLAVOR_INDEX, by_flavor)
+    flavors = informers.informer(FLAVORS)
+    deployments = informers.informer(DEPLOYMENTS, label_selector=mine)
+    services = informers.informer(SERVICES, label_selector=mine)
+    claims = informers.informer(PERSISTENT_VOLUME_CLAIMS, label_selector=mine)
+    pods = informers.informer(PODS, label_selector=mine)
+    for informer in (pods, claims):
+        if NAME_INDEX not in informer.store.indexer_names:
+            informer.store.add_indexer(NAME_INDEX, by_devserver_name)
+    reconciler = DevServerReconciler(
+        client, devservers, flavors, deployments, services, claims, pods
+    )
+    controller = Controller("devserver", reconciler, workers=4)
+    controller.watch(devservers)
+    controller.watch_owned(deployments, DEVSERVERS)
+    controller.watch_owned(services, DEVSERVERS)
+
+    def by_label(obj: KubeObject) -> list[ObjectKey]:
+        name = obj.metadata.labels.get(NAME_LABEL)
+        return [ObjectKey(obj.metadata.namespace, name)] if name else []
+
+    controller.watch_mapped(claims, by_label)
+    controller.watch_mapped(pods, by_label)
+
+    def users_of(flavor: KubeObject) -> list[ObjectKey]:
+        return [ds.key for ds in devservers.store.by_index(FLAVOR_INDEX, flavor.metadata.name)]
+
+    controller.watch_mapped(flavors, users_of)
+    return controller

@@ -1,0 +1,136 @@
+"""What a DevServer's status says, computed from what exists (pure; no API calls).
+
+Phase and conditions mirror reality: Running only when the pod is Ready; Pending with the
+scheduler's own words when no node fits; Degraded when the image cannot be pulled; FlavorValid
+False (with what to do) when the requested flavor is missing or invalid — in which case the
+running server is left as it was, so `appliedFlavor` can differ from `spec.flavor`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from devserver.api.devserver import DevServer, Phase
+from devserver.api.meta import KubeObject
+from devserver.api.schema import Condition, ConditionStatus
+from devserver.reconcilers.conditions import merge_conditions
+from devserver.reconcilers.standalone import FLAVOR_ANNOTATION, SSH_PORT, home_claim_name
+
+IMAGE_PROBLEMS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
+
+
+@dataclass(frozen=True)
+class Observed:
+    flavor_problem: str | None  # one sentence, or None when the requested flavor is usable
+    deployment: KubeObject | None
+    pods: list[KubeObject]
+    service: KubeObject | None
+
+
+def _pod_condition(pod: KubeObject, kind: str) -> dict[str, Any] | None:
+    for condition in (pod.extra.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == kind:
+            return dict(condition)
+    return None
+
+
+def _waiting_reason(pod: KubeObject) -> tuple[str, str] | None:
+    for status in (pod.extra.get("status") or {}).get("containerStatuses") or []:
+        waiting = (status.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in IMAGE_PROBLEMS:
+            return waiting["reason"], waiting.get("message", "")
+    return None
+
+
+def _cond(kind: str, ok: bool, reason: str, message: str, generation: int) -> Condition:
+    return Condition(
+        type=kind,
+        status=ConditionStatus.TRUE if ok else ConditionStatus.FALSE,
+        reason=reason,
+        message=message,
+        observed_generation=generation,
+    )
+
+
+def observed_status(ds: DevServer, seen: Observed) -> dict[str, Any]:
+    gen = ds.metadata.generation
+    live = [p for p in seen.pods if not p.metadata.deletion_timestamp]
+    ready_pods = [p for p in live if (_pod_condition(p, "Ready") or {}).get("status") == "True"]
+    pod = ready_pods[0] if ready_pods else (live[0] if live else None)
+    phase, ready, reason, message = Phase.PENDING, False, "Creating", "creating the dev server"
+    degraded: tuple[str, str] | None = None
+    if seen.deployment is None and seen.flavor_problem:
+        reason, message = "FlavorUnavailable", seen.flavor_problem
+    elif ready_pods:
+        phase, ready, reason, message = Phase.RUNNING, True, "PodReady", "the dev server is up"
+    elif pod is not None:
+        scheduled = _pod_condition(pod, "PodScheduled") or {}
+        image = _waiting_reason(pod)
+        if scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
+            reason, message = "Unschedulable", str(scheduled.get("message", ""))
+        elif image is not None:
+            degraded = image
+            reason, message = image[0], f"the image cannot be pulled: {image[1]}".rstrip(": ")
+        else:
+            reason, message = "Starting", "the pod is starting"
+    applied = (pod.metadata.annotations.get(FLAVOR_ANNOTATION) if pod is not None else None) or (
+        _template_flavor(seen.deployment)
+    )
+    desired = [
+        _cond("Ready", ready, reason, message, gen),
+        _cond(
+            "Progressing",
+            not ready and seen.flavor_problem is None,
+            "Rolling" if not ready else "Done",
+            "waiting for the pod" if not ready else "nothing in progress",
+            gen,
+        ),
+        _cond(
+            "Degraded",
+            degraded is not None,
+            degraded[0] if degraded else "AsExpected",
+            message if degraded else "no known problem",
+            gen,
+        ),
+        _cond(
+            "FlavorValid",
+            seen.flavor_problem is None,
+            "Valid" if seen.flavor_problem is None else "FlavorUnavailable",
+            seen.flavor_problem or f"flavor {ds.spec.flavor} is valid",
+            gen,
+        ),
+    ]
+    previous = ds.status.conditions if ds.status else []
+    status: dict[str, Any] = {
+        "phase": phase.value,
+        "conditions": merge_conditions(previous, desired),
+        "observedGeneration": gen,
+        "homeClaim": home_claim_name(ds),
+    }
+    if applied:
+        status["appliedFlavor"] = applied
+    if pod is not None:
+        status["podName"] = pod.metadata.name
+        started = (pod.extra.get("status") or {}).get("startTime")
+        if started and ready:
+            status["startedAt"] = started
+    if seen.service is not None:
+        name = seen.service.metadata.name
+        status["serviceName"] = name
+        status["sshEndpoint"] = f"{name}.{ds.metadata.namespace}.svc.cluster.local:{SSH_PORT}"
+    return status
+
+
+def _template_flavor(deployment: KubeObject | None) -> str | None:
+    if deployment is None:
+        return None
+    template = (deployment.extra.get("spec") or {}).get("template") or {}
+    flavor = ((template.get("metadata") or {}).get("annotations") or {}).get(FLAVOR_ANNOTATION)
+    return str(flavor) if flavor else None
+
+
+def current_status(ds: DevServer) -> dict[str, Any]:
+    if ds.status is None:
+        return {}
+    return ds.status.model_dump(by_alias=True, mode="json", exclude_none=True)

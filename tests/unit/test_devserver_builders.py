@@ -1,0 +1,183 @@
+"""Pure builders and status of the DevServer and flavor reconcilers."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devserver.api import crd
+from devserver.api.devserver import DevServer
+from devserver.api.flavor import DevServerFlavor, DevServerFlavorSpec
+from devserver.api.meta import KubeObject
+from devserver.api.quantity import QuantityError, format_binary, parse_quantity
+from devserver.controller.applied import is_applied
+from devserver.reconcilers.devserver_status import Observed, observed_status
+from devserver.reconcilers.flavor import validate
+from devserver.reconcilers.standalone import (
+    desired_deployment,
+    desired_home_claim,
+    shm_size,
+    user_label,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def ds(**spec: Any) -> DevServer:
+    return DevServer.model_validate(
+        {
+            "metadata": {"name": "box", "namespace": "dev-alice", "uid": "u-1", "generation": 2},
+            "spec": {
+                "owner": "Alice.Smith@Example.com",
+                "flavor": "gpu-small",
+                "image": "pytorch/pytorch:2.5.1",
+                **spec,
+            },
+        }
+    )
+
+
+def flavor(**spec: Any) -> DevServerFlavor:
+    base = {
+        "resources": {
+            "requests": {"cpu": "3", "memory": "12Gi", "nvidia.com/gpu": "1"},
+            "limits": {"cpu": "3", "memory": "12Gi", "nvidia.com/gpu": "1"},
+        },
+        "nodeSelector": {"node.kubernetes.io/instance-type": "g4dn.xlarge"},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    }
+    return DevServerFlavor.model_validate(
+        {"metadata": {"name": "gpu-small"}, "spec": {**base, **spec}}
+    )
+
+
+def test_generated_crds_match_the_models() -> None:
+    for spec in crd.ALL:
+        on_disk = (REPO / "manifests" / "crd" / crd.file_name(spec)).read_text()
+        assert on_disk == crd.render(spec), (
+            f"manifests/crd/{crd.file_name(spec)} is stale: run `python -m devserver.api.crd`"
+        )
+
+
+def test_crd_schemas_are_structural() -> None:
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            assert "$ref" not in node and "anyOf" not in node and "title" not in node, path
+            for key, value in node.items():
+                walk(value, f"{path}.{key}")
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, f"{path}[{i}]")
+
+    for spec in crd.ALL:
+        walk(crd.crd(spec), spec.kind)
+
+
+def test_deployment_carries_the_flavor_and_mounts_the_home() -> None:
+    deployment = desired_deployment(ds(), flavor())
+    spec = deployment["spec"]
+    pod = spec["template"]["spec"]
+    assert spec["strategy"] == {"type": "Recreate"}
+    assert spec["replicas"] == 1
+    assert pod["nodeSelector"] == {"node.kubernetes.io/instance-type": "g4dn.xlarge"}
+    assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
+    container = pod["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert container["command"] == ["sleep", "infinity"]
+    assert {"name": "home", "persistentVolumeClaim": {"claimName": "box-home"}} in pod["volumes"]
+    assert spec["template"]["metadata"]["labels"]["devserver.io/user"] == "alice.smith"
+    assert deployment["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+
+
+def test_shared_volume_and_ssh_are_optional() -> None:
+    pod = desired_deployment(ds(sharedVolumeClaimName="team-efs", enableSSH=False), flavor())
+    container = pod["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "shared", "mountPath": "/shared"} in container["volumeMounts"]
+    assert "ports" not in container
+
+
+def test_home_claim_is_owned_only_without_retention() -> None:
+    kept = desired_home_claim(ds())
+    assert "ownerReferences" not in kept["metadata"]
+    assert kept["spec"]["resources"]["requests"]["storage"] == "20Gi"
+    dropped = desired_home_claim(ds(retainHomeOnDelete=False))
+    assert dropped["metadata"]["ownerReferences"][0]["kind"] == "DevServer"
+
+
+def test_shm_defaults_to_half_the_memory_limit_in_canonical_form() -> None:
+    assert shm_size(flavor()) == "6Gi"
+    assert shm_size(flavor(shmSize="2Gi")) == "2Gi"
+    assert format_binary(Decimal(3 * 2**29)) == "1536Mi"
+
+
+def test_quantities() -> None:
+    assert parse_quantity("500m") == Decimal("0.5")
+    assert parse_quantity("16Gi") == 16 * 2**30
+    assert parse_quantity("1e3") == 1000
+    with pytest.raises(QuantityError, match="not a Kubernetes quantity"):
+        parse_quantity("lots")
+
+
+def test_flavor_validation_says_what_is_wrong() -> None:
+    assert validate(flavor().spec) is None
+    spec = DevServerFlavorSpec.model_validate(
+        {"resources": {"requests": {"cpu": "8"}, "limits": {"cpu": "4"}}}
+    )
+    assert validate(spec) == (
+        "resources.requests.cpu (8) exceeds its limit (4); lower the request or raise the limit"
+    )
+    bad = DevServerFlavorSpec.model_validate({"resources": {"limits": {"memory": "a lot"}}})
+    assert "not a Kubernetes quantity" in (validate(bad) or "")
+    gpu = DevServerFlavorSpec.model_validate(
+        {"resources": {"requests": {"nvidia.com/gpu": "1"}, "limits": {"nvidia.com/gpu": "2"}}}
+    )
+    assert "equal request and limit" in (validate(gpu) or "")
+
+
+def test_user_labels_are_label_safe() -> None:
+    assert user_label("Bob@corp.io") == "bob"
+    assert user_label("weird name!") == "weird-name"
+    assert user_label("@@@") == "unknown"
+
+
+def test_status_reports_the_schedulers_reason_and_keeps_transition_times() -> None:
+    pending = KubeObject.model_validate(
+        {
+            "metadata": {"name": "box-abc", "namespace": "dev-alice"},
+            "status": {
+                "phase": "Pending",
+                "conditions": [
+                    {
+                        "type": "PodScheduled",
+                        "status": "False",
+                        "reason": "Unschedulable",
+                        "message": "0/5 nodes are available: 5 Insufficient nvidia.com/gpu.",
+                    }
+                ],
+            },
+        }
+    )
+    status = observed_status(ds(), Observed(None, None, [pending], None))
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert (status["phase"], ready["reason"]) == ("Pending", "Unschedulable")
+    assert "Insufficient nvidia.com/gpu" in ready["message"]
+    again = observed_status(
+        DevServer.model_validate({**ds().model_dump(by_alias=True), "status": status}),
+        Observed(None, None, [pending], None),
+    )
+    assert again == status, "nothing changed: the same status, timestamps included"
+
+
+def test_is_applied_compares_only_our_fields() -> None:
+    live = {
+        "spec": {"replicas": 1, "strategy": {"type": "Recreate"}, "extra": True},
+        "status": {"x": 1},
+    }
+    assert is_applied({"spec": {"replicas": 1}}, live)
+    assert not is_applied({"spec": {"replicas": 2}}, live)
+    assert not is_applied({"spec": {"missing": 1}}, live)
+    assert is_applied({"l": [{"a": 1}]}, {"l": [{"a": 1, "b": 2}]})
+    assert not is_applied({"l": [{"a": 1}]}, {"l": [{"a": 1}, {"a": 2}]})
