@@ -16,6 +16,7 @@ from devserver.api.meta import KubeObject
 from devserver.api.resources import (
     DEPLOYMENTS,
     DEVSERVERS,
+    EVENTS,
     NODES,
     PERSISTENT_VOLUME_CLAIMS,
     PODS,
@@ -75,6 +76,14 @@ async def until_ready(
     return result
 
 
+async def events_of(kube: KubeClient, namespace: str, name: str) -> list[tuple[str, str]]:
+    async def listed() -> list[tuple[str, str]]:
+        page = await kube.list_page(EVENTS, namespace, field_selector=f"involvedObject.name={name}")
+        return [(e.extra["type"], e.extra["reason"]) for e in page.items]
+
+    return await listed()
+
+
 async def node_of(kube: KubeClient, namespace: str, ds: DevServer) -> KubeObject:
     assert ds.status is not None and ds.status.pod_name
     pod = await kube.get(PODS, ds.status.pod_name, namespace)
@@ -129,6 +138,7 @@ async def test_unsatisfiable_flavor_reports_the_schedulers_reason(
     ds = await wait_for(unschedulable, timeout=60, what="the scheduler's verdict in status")
     assert ds.status.phase == "Pending"
     assert "node(s) didn't match Pod's node affinity/selector" in condition(ds, "Ready").message
+    assert ("Warning", "Unschedulable") in await events_of(kube, namespace, "nowhere")
 
 
 async def test_flavor_change_keeps_the_home_volume(
@@ -160,6 +170,8 @@ async def test_flavor_change_keeps_the_home_volume(
     same = await kube.get(PERSISTENT_VOLUME_CLAIMS, "grow-home", namespace)
     assert same.metadata.uid == claim.metadata.uid, "the same home volume"
     assert same.metadata.annotations["test/marker"] == "my-data"
+
+    assert ("Normal", "FlavorApplied") in await events_of(kube, namespace, "grow")
 
     # and back down
     await kube.patch(DEVSERVERS, "grow", {"spec": {"flavor": "cpu-small"}}, namespace)

@@ -24,6 +24,7 @@ from devserver.api.resources import (
     Resource,
 )
 from devserver.client import ApiError, KubeClient, PatchType
+from devserver.client.events import EventType, record_event
 from devserver.controller import Controller, Result, TerminalError
 from devserver.controller.applied import is_applied
 from devserver.informers import Informer, InformerFactory
@@ -38,6 +39,8 @@ from devserver.reconcilers.standalone import (
 )
 
 FIELD_MANAGER = "devserver-operator"
+# Ready=False reasons worth a Warning (not the ordinary Creating/Starting on the way up)
+WARN_REASONS = {"Unschedulable", "ErrImagePull", "ImagePullBackOff", "InvalidImageName"}
 
 
 @dataclass
@@ -80,6 +83,7 @@ class DevServerReconciler:
             service=self.services.store.get(key) if ds.spec.enable_ssh else None,
         )
         status = observed_status(ds, seen)
+        await self._announce(ds, status)
         if status != current_status(ds):
             await self.client.patch(
                 DEVSERVERS,
@@ -90,6 +94,28 @@ class DevServerReconciler:
                 patch_type=PatchType.MERGE,
             )
         return None
+
+    async def _announce(self, ds: DevServer, status: dict[str, Any]) -> None:
+        """One Event per transition a user cares about; the status remembers what was said."""
+        before = {c.type: (c.status, c.reason) for c in (ds.status.conditions if ds.status else [])}
+        for c in status["conditions"]:
+            now = (c["status"], c["reason"])
+            if before.get(c["type"]) == now:
+                continue
+            if c["type"] == "Ready" and now == ("True", "PodReady"):
+                await self._event(ds, EventType.NORMAL, "Ready", c["message"])
+            elif c["type"] == "Ready" and c["reason"] in WARN_REASONS:
+                await self._event(ds, EventType.WARNING, c["reason"], c["message"])
+            elif c["type"] == "FlavorValid" and c["status"] == "False":
+                await self._event(ds, EventType.WARNING, "FlavorUnavailable", c["message"])
+        applied = status.get("appliedFlavor")
+        previous = ds.status.applied_flavor if ds.status else None
+        if applied and previous and applied != previous:
+            message = f"now running on flavor {applied} (was {previous}), with the same home volume"
+            await self._event(ds, EventType.NORMAL, "FlavorApplied", message)
+
+    async def _event(self, ds: DevServer, kind: EventType, reason: str, message: str) -> None:
+        await record_event(self.client, DEVSERVERS, ds, kind, reason, message)
 
     async def _ensure(
         self, resource: Resource[Any], intent: dict[str, Any], live: KubeObject | None

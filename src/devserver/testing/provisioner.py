@@ -6,8 +6,8 @@ as node affinity, as EBS volumes do), the claim's size and access modes, and the
 policy (Released volumes of a `Delete` class are deleted). It lives in the harness, never in the
 operator; no data is stored anywhere.
 
-Run as `python -m devserver.testing.provisioner --kubeconfig PATH`. Level-based: every PVC or PV
-event triggers one pass over all claims and volumes, and any error restarts the loop.
+Run as `python -m devserver.testing.provisioner --kubeconfig PATH`. Each claim or volume event
+is handled on its own, and a full pass every 30 s catches anything a broken watch missed.
 """
 
 from __future__ import annotations
@@ -69,61 +69,95 @@ def desired_volume(claim: Any, storage_class: Any, zone: str | None) -> client.V
     )
 
 
-async def sync_once(core: client.CoreV1Api, storage: client.StorageV1Api) -> None:
-    classes = {
+async def _classes(storage: client.StorageV1Api) -> dict[str, Any]:
+    return {
         sc.metadata.name: sc
         for sc in (await storage.list_storage_class()).items
         if sc.provisioner == PROVISIONER_NAME
     }
-    volumes = (await core.list_persistent_volume()).items
-    existing = {pv.metadata.name for pv in volumes}
-    for claim in (await core.list_persistent_volume_claim_for_all_namespaces()).items:
-        storage_class = classes.get(claim.spec.storage_class_name or "")
-        if storage_class is None or claim.spec.volume_name or claim.metadata.deletion_timestamp:
-            continue
-        if f"pvc-{claim.metadata.uid}" in existing:
-            continue
-        zone = None
-        if storage_class.volume_binding_mode == "WaitForFirstConsumer":
-            node_name = (claim.metadata.annotations or {}).get(SELECTED_NODE)
-            if not node_name:
-                continue  # not yet: the scheduler picks the node (and so the zone) first
-            node = await core.read_node(node_name)
-            zone = (node.metadata.labels or {}).get(ZONE_LABEL)
+
+
+async def provision(core: client.CoreV1Api, classes: dict[str, Any], claim: Any) -> None:
+    storage_class = classes.get(claim.spec.storage_class_name or "")
+    if storage_class is None or claim.spec.volume_name or claim.metadata.deletion_timestamp:
+        return
+    zone = None
+    if storage_class.volume_binding_mode == "WaitForFirstConsumer":
+        node_name = (claim.metadata.annotations or {}).get(SELECTED_NODE)
+        if not node_name:
+            return  # not yet: the scheduler picks the node (and so the zone) first
+        node = await core.read_node(node_name)
+        zone = (node.metadata.labels or {}).get(ZONE_LABEL)
+    try:
         await core.create_persistent_volume(desired_volume(claim, storage_class, zone))
-        _log.info("provisioned %s/%s", claim.metadata.namespace, claim.metadata.name)
-    for pv in volumes:
-        ours = (pv.metadata.annotations or {}).get("pv.kubernetes.io/provisioned-by")
-        if (
-            ours == PROVISIONER_NAME
-            and pv.status.phase == "Released"
-            and pv.spec.persistent_volume_reclaim_policy == "Delete"
-        ):
-            await core.delete_persistent_volume(pv.metadata.name)
-            _log.info("deleted released volume %s", pv.metadata.name)
+    except client.ApiException as error:
+        if error.status != 409:  # already provisioned
+            raise
+        return
+    _log.info("provisioned %s/%s", claim.metadata.namespace, claim.metadata.name)
+
+
+async def reclaim(core: client.CoreV1Api, volume: Any) -> None:
+    ours = (volume.metadata.annotations or {}).get("pv.kubernetes.io/provisioned-by")
+    if (
+        ours == PROVISIONER_NAME
+        and volume.status.phase == "Released"
+        and volume.spec.persistent_volume_reclaim_policy == "Delete"
+    ):
+        try:
+            await core.delete_persistent_volume(volume.metadata.name)
+        except client.ApiException as error:
+            if error.status != 404:
+                raise
+            return
+        _log.info("deleted released volume %s", volume.metadata.name)
+
+
+async def sync_once(core: client.CoreV1Api, storage: client.StorageV1Api) -> dict[str, Any]:
+    """A full pass over every claim and volume; returns the classes it saw."""
+    classes = await _classes(storage)
+    for claim in (await core.list_persistent_volume_claim_for_all_namespaces()).items:
+        await provision(core, classes, claim)
+    for volume in (await core.list_persistent_volume()).items:
+        await reclaim(core, volume)
+    return classes
 
 
 async def run(kubeconfig: str) -> None:
+    """Per-event handling (scales to thousands of claims) plus a full pass every 30 s."""
     await config.load_kube_config(config_file=kubeconfig)
     async with ApiClient() as api:
         core, storage = client.CoreV1Api(api), client.StorageV1Api(api)
-        lock = asyncio.Lock()
+        classes: dict[str, Any] = {}
 
-        async def follow(lister: Any) -> None:
+        async def resync() -> None:
+            nonlocal classes
             while True:
                 try:
-                    async with lock:
-                        await sync_once(core, storage)
-                    async for _event in watch.Watch().stream(lister, timeout_seconds=10):
-                        async with lock:
-                            await sync_once(core, storage)
+                    classes = await sync_once(core, storage)
                 except Exception as error:  # noqa: BLE001 - a test helper keeps going
-                    _log.warning("provisioner loop: %s", error)
+                    _log.warning("provisioner resync: %s", error)
+                await asyncio.sleep(30)
+
+        async def follow(lister: Any, handle: Any) -> None:
+            while True:
+                try:
+                    async for event in watch.Watch().stream(lister, timeout_seconds=60):
+                        if event["type"] in ("ADDED", "MODIFIED"):
+                            if not classes:
+                                classes.update(await _classes(storage))
+                            await handle(event["object"])
+                except Exception as error:  # noqa: BLE001 - a test helper keeps going
+                    _log.warning("provisioner watch: %s", error)
                     await asyncio.sleep(1)
 
         await asyncio.gather(
-            follow(core.list_persistent_volume_claim_for_all_namespaces),
-            follow(core.list_persistent_volume),
+            resync(),
+            follow(
+                core.list_persistent_volume_claim_for_all_namespaces,
+                lambda claim: provision(core, classes, claim),
+            ),
+            follow(core.list_persistent_volume, lambda volume: reclaim(core, volume)),
         )
 
 
