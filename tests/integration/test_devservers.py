@@ -77,11 +77,8 @@ async def until_ready(
 
 
 async def events_of(kube: KubeClient, namespace: str, name: str) -> list[tuple[str, str]]:
-    async def listed() -> list[tuple[str, str]]:
-        page = await kube.list_page(EVENTS, namespace, field_selector=f"involvedObject.name={name}")
-        return [(e.extra["type"], e.extra["reason"]) for e in page.items]
-
-    return await listed()
+    page = await kube.list_page(EVENTS, namespace, field_selector=f"involvedObject.name={name}")
+    return [(e.extra["type"], e.extra["reason"]) for e in page.items]
 
 
 async def node_of(kube: KubeClient, namespace: str, ds: DevServer) -> KubeObject:

@@ -181,3 +181,40 @@ def test_is_applied_compares_only_our_fields() -> None:
     assert not is_applied({"spec": {"missing": 1}}, live)
     assert is_applied({"l": [{"a": 1}]}, {"l": [{"a": 1, "b": 2}]})
     assert not is_applied({"l": [{"a": 1}]}, {"l": [{"a": 1}, {"a": 2}]})
+
+
+def test_image_pull_failures_degrade_the_status() -> None:
+    # kwok runs any image, so this is proven here rather than on the local cluster
+    pod = KubeObject.model_validate(
+        {
+            "metadata": {"name": "box-abc", "namespace": "dev-alice"},
+            "status": {
+                "phase": "Pending",
+                "conditions": [{"type": "PodScheduled", "status": "True"}],
+                "containerStatuses": [
+                    {
+                        "name": "dev",
+                        "state": {
+                            "waiting": {
+                                "reason": "ImagePullBackOff",
+                                "message": 'Back-off pulling image "pytorch/pytorch:nope"',
+                            }
+                        },
+                    }
+                ],
+            },
+        }
+    )
+    status = observed_status(ds(), Observed(None, None, [pod], None))
+    degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert degraded["status"] == "True"
+    assert ready["reason"] == "ImagePullBackOff"
+    assert "pytorch/pytorch:nope" in ready["message"]
+
+
+def test_a_missing_flavor_on_a_new_server_says_what_to_do() -> None:
+    status = observed_status(ds(), Observed("flavor 'x' does not exist; pick one", None, [], None))
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert (status["phase"], ready["reason"]) == ("Pending", "FlavorUnavailable")
+    assert "appliedFlavor" not in status
