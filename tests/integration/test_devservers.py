@@ -22,19 +22,12 @@ from devserver.api.resources import (
     PODS,
     SERVICES,
 )
-from devserver.client import ApiError, KubeClient, new_client
+from devserver.client import ApiError, KubeClient
 from devserver.testing.controlplane import LocalControlPlane
 from devserver.testing.operator import operator_in_process
 from devserver.testing.pytest_plugin import wait_for
 
 pytestmark = pytest.mark.integration
-
-
-@pytest_asyncio.fixture
-async def kube(control_plane: LocalControlPlane) -> AsyncIterator[KubeClient]:
-    client = await new_client(str(control_plane.kubeconfig))
-    yield client
-    await client.close()
 
 
 @pytest_asyncio.fixture

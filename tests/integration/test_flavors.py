@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
-import pytest_asyncio
 
 from devserver.api.flavor import DevServerFlavor
 from devserver.api.resources import DEVSERVERS, FLAVORS
-from devserver.client import KubeClient, new_client
+from devserver.client import KubeClient
 from devserver.testing.controlplane import LocalControlPlane
 from devserver.testing.operator import operator_in_process
 from devserver.testing.pytest_plugin import wait_for
 from tests.integration.test_devservers import condition, devserver
 
 pytestmark = pytest.mark.integration
-
-
-@pytest_asyncio.fixture
-async def kube(control_plane: LocalControlPlane) -> AsyncIterator[KubeClient]:
-    client = await new_client(str(control_plane.kubeconfig))
-    yield client
-    await client.close()
 
 
 async def _flavor(kube: KubeClient, name: str) -> DevServerFlavor:

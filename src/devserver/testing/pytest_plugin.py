@@ -3,6 +3,7 @@
 - `control_plane` (session): one real cluster per test run, with its controls;
 - `admin_api` (function): an async `ApiClient` with the admin credentials;
 - `fresh_control_plane()`: for modules that need a cluster of their own (see its docstring);
+- `kube` (function): devserver's own `KubeClient` with the admin credentials;
 - `namespace` (function): a fresh namespace whose default ServiceAccount exists;
 - `operator_process` (function): starts `devserver-operator` as a subprocess against the cluster
   and stops it with SIGTERM, asserting a clean exit.
@@ -23,6 +24,7 @@ import pytest_asyncio
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.api_client import ApiClient
 
+from devserver.client import KubeClient, new_client
 from devserver.testing.controlplane import ControlPlaneOptions, LocalControlPlane
 from devserver.testing.operator import OperatorProcess
 
@@ -56,6 +58,14 @@ async def admin_api(control_plane: LocalControlPlane) -> AsyncIterator[ApiClient
     api = await config.new_client_from_config(config_file=str(control_plane.kubeconfig))
     async with api:
         yield api
+
+
+@pytest_asyncio.fixture
+async def kube(control_plane: LocalControlPlane) -> AsyncIterator[KubeClient]:
+    """devserver's own client (the one the operator uses), with admin credentials."""
+    client = await new_client(str(control_plane.kubeconfig))
+    yield client
+    await client.close()
 
 
 @pytest_asyncio.fixture

@@ -20,13 +20,6 @@ from devserver.testing.tcpproxy import TcpProxy
 USER_AGENT = f"devserver/{__version__}"
 
 
-@pytest_asyncio.fixture
-async def kube(control_plane: LocalControlPlane) -> AsyncIterator[KubeClient]:
-    client = await new_client(str(control_plane.kubeconfig))
-    yield client
-    await client.close()
-
-
 @dataclass
 class Proxied:
     proxy: TcpProxy
