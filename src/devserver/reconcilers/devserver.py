@@ -8,10 +8,10 @@ keeps its last good flavor and the status says what to do.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from devserver.api.devserver import DevServer, Mode
+from devserver.api.devserver import DevServer, DevServerStatus, Mode
 from devserver.api.flavor import DevServerFlavor
 from devserver.api.meta import KubeObject, ObjectKey
 from devserver.api.resources import (
@@ -52,10 +52,12 @@ class DevServerReconciler:
     services: Informer[KubeObject]
     claims: Informer[KubeObject]
     pods: Informer[KubeObject]
+    _written: dict[ObjectKey, tuple[str, dict[str, Any]]] = field(default_factory=dict)
 
     async def reconcile(self, key: ObjectKey) -> Result | None:
         ds = self.devservers.store.get(key)
         if ds is None or ds.metadata.deletion_timestamp:
+            self._written.pop(key, None)
             return None  # owned children go with it; a retained home volume stays
         if ds.spec.mode is Mode.DISTRIBUTED:
             return None  # the distributed reconciler's
@@ -82,17 +84,25 @@ class DevServerReconciler:
             pods=self.pods.store.by_index(NAME_INDEX, f"{key.namespace}/{key.name}"),
             service=self.services.store.get(key) if ds.spec.enable_ssh else None,
         )
+        # Only we write this status, so what we last wrote is newer than a cache that has not
+        # caught up with it yet; building on it avoids repeating the same patch and Event.
+        written = self._written.get(key)
+        if written is not None and written[0] == ds.metadata.uid:
+            ds = ds.model_copy(update={"status": DevServerStatus.model_validate(written[1])})
         status = observed_status(ds, seen)
-        await self._announce(ds, status)
-        if status != current_status(ds):
+        current = current_status(ds)
+        if status != current:
+            await self._announce(ds, status)
+            cleared = {k: None for k in current if k not in status}  # merge patch deletes these
             await self.client.patch(
                 DEVSERVERS,
                 key.name,
-                {"status": status},
+                {"status": {**cleared, **status}},
                 key.namespace,
                 subresource="status",
                 patch_type=PatchType.MERGE,
             )
+            self._written[key] = (ds.metadata.uid, status)
         return None
 
     async def _announce(self, ds: DevServer, status: dict[str, Any]) -> None:

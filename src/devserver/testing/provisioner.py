@@ -77,23 +77,31 @@ async def _classes(storage: client.StorageV1Api) -> dict[str, Any]:
     }
 
 
+_provisioned: set[str] = set()  # claim UIDs we made a volume for: no repeated create -> 409
+_zones: dict[str, str | None] = {}  # node name -> zone; nodes do not change zone
+
+
 async def provision(core: client.CoreV1Api, classes: dict[str, Any], claim: Any) -> None:
     storage_class = classes.get(claim.spec.storage_class_name or "")
     if storage_class is None or claim.spec.volume_name or claim.metadata.deletion_timestamp:
+        return
+    if claim.metadata.uid in _provisioned:
         return
     zone = None
     if storage_class.volume_binding_mode == "WaitForFirstConsumer":
         node_name = (claim.metadata.annotations or {}).get(SELECTED_NODE)
         if not node_name:
             return  # not yet: the scheduler picks the node (and so the zone) first
-        node = await core.read_node(node_name)
-        zone = (node.metadata.labels or {}).get(ZONE_LABEL)
+        if node_name not in _zones:
+            node = await core.read_node(node_name)
+            _zones[node_name] = (node.metadata.labels or {}).get(ZONE_LABEL)
+        zone = _zones[node_name]
     try:
         await core.create_persistent_volume(desired_volume(claim, storage_class, zone))
     except client.ApiException as error:
         if error.status != 409:  # already provisioned
             raise
-        return
+    _provisioned.add(claim.metadata.uid)
     _log.info("provisioned %s/%s", claim.metadata.namespace, claim.metadata.name)
 
 

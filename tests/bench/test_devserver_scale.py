@@ -1,0 +1,579 @@
+"""1,000 DevServers in 100 namespaces created at once: the operator beside a bare-client floor.
+
+A report (`nox -s bench`; `-s` shows the table), not a pass/fail timing. On a control plane of its
+own, with 36 more m5.2xlarge kwok nodes so that both runs' 2,000 pods fit side by side:
+
+A. the operator (a subprocess, no leader election) and 1,000 DevServers of the tiny `bench-tiny`
+   flavor with SSH on (home PVC + Deployment + Service each), created 32 at a time: seconds until
+   every one is Ready, the operator's CPU seconds and peak RSS, its API requests by verb (from the
+   audit log; the benchmark's own client sends another User-Agent), then its writes during 60 s
+   of steady state (goal: none);
+B. the floor, with the operator stopped: a bare client creating the same child objects (the
+   reconciler's own builders, minus ownerReferences to DevServers that do not exist) in 100 other
+   namespaces, 32 servers at a time, until every Deployment has its replica available. It runs
+   second, beside A's 1,000 servers: if anything, that slows the floor down.
+
+Goals from the issue: A within 1.5x of B, peak RSS <= 200 MiB, no steady-state writes. The only
+assertions guard the figures: every DevServer became Ready and every floor Deployment available,
+so a broken run cannot pass for a fast one. Per-object milestones and CPU seconds per component
+show where the time goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import statistics
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from devserver.api.devserver import DevServer
+from devserver.api.flavor import DevServerFlavor
+from devserver.api.resources import (
+    DEPLOYMENTS,
+    DEVSERVERS,
+    EVENTS,
+    NAMESPACES,
+    PERSISTENT_VOLUME_CLAIMS,
+    PODS,
+    SERVICES,
+    Resource,
+)
+from devserver.client import ApiError, KubeClient, new_client
+from devserver.client.events import COMPONENT
+from devserver.reconcilers.standalone import (
+    USER_LABEL,
+    desired_deployment,
+    desired_home_claim,
+    desired_service,
+)
+from devserver.testing.controlplane import ControlPlaneOptions, LocalControlPlane
+from devserver.testing.nodes import NodeSpec, default_node_pool
+from tests.bench.kubebench import USER_AGENT
+
+pytestmark = pytest.mark.timeout(2400)  # two runs of up to 15 min each, a minute of steady state
+
+NAMESPACES_PER_RUN = 100
+PER_NAMESPACE = 10
+SERVERS = NAMESPACES_PER_RUN * PER_NAMESPACE
+CONCURRENCY = 32
+EXTRA_NODES = 36  # with cpu-1 and cpu-2: 38 x 58 pods, room for both runs
+STEADY_SECONDS = 60
+READY_TIMEOUT = 900
+POLL_SECONDS = 1.0
+GOAL_RATIO, GOAL_RSS_MIB = 1.5, 200
+BENCH_AGENT = "devserver-bench"  # not USER_AGENT's prefix: the audit log tells us apart
+OPERATOR, FLOOR = "bench@example.com", "floor@example.com"  # user labels "bench" and "floor"
+WRITES = ("create", "update", "patch", "delete", "deletecollection")
+COMPONENTS = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok",
+    "provisioner",
+    "devserver-operator",
+)
+HERE = "benchmark (pytest)"
+TICKS = os.sysconf("SC_CLK_TCK")
+FLAVOR: dict[str, Any] = {
+    "apiVersion": "devservers.io/v1",
+    "kind": "DevServerFlavor",
+    "metadata": {"name": "bench-tiny"},
+    "spec": {
+        "description": "benchmark: tiny, so that nodes fill up by pod count (58 each)",
+        "resources": {
+            "requests": {"cpu": "10m", "memory": "16Mi"},
+            "limits": {"cpu": "100m", "memory": "64Mi"},
+        },
+    },
+}
+
+
+def report(lines: list[str]) -> None:
+    print("\n" + "\n".join(lines))  # noqa: T201
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LocalControlPlane]:
+    zones = ("us-east-1a", "us-east-1b")
+    extra = [
+        NodeSpec(f"cpu-bench-{i:02d}", "m5.2xlarge", "cpu-bench", zones[i % 2])
+        for i in range(EXTRA_NODES)
+    ]
+    keep = os.environ.get("DEVSERVER_KEEP_STATE") == "1"  # logs and data, for a post-mortem
+    options = ControlPlaneOptions(nodes=[*default_node_pool(), *extra], keep_state=keep)
+    plane = LocalControlPlane(options).start()
+    try:
+        plane.install_devserver()
+        plane.apply(FLAVOR)
+        yield plane
+    finally:
+        plane.stop()
+
+
+class _OwnAgent:
+    """The client's aiohttp session, sending the benchmark's User-Agent instead of the operator's
+    (`KubeClient._send` sets the header per request, so it is replaced on the way out)."""
+
+    def __init__(self, session: Any) -> None:
+        self._session = session
+
+    def request(self, method: str, url: str, **options: Any) -> Any:
+        options["headers"] = {**options["headers"], "User-Agent": BENCH_AGENT}
+        return self._session.request(method, url, **options)
+
+    async def close(self) -> None:
+        await self._session.close()
+
+
+@pytest_asyncio.fixture
+async def kube(cluster: LocalControlPlane) -> AsyncIterator[KubeClient]:
+    client = await new_client(str(cluster.kubeconfig))
+    rest: Any = client.api.rest_client  # its pool_manager is an aiohttp session
+    rest.pool_manager = _OwnAgent(rest.pool_manager)
+    yield client
+    await client.close()
+
+
+# ------------------------------------------------------------------------- objects
+
+
+def devserver(namespace: str, index: int, owner: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "devservers.io/v1",
+        "kind": "DevServer",
+        "metadata": {"name": f"ds-{index}", "namespace": namespace},
+        "spec": {
+            "owner": owner,
+            "flavor": FLAVOR["metadata"]["name"],
+            "image": "pytorch/pytorch:2.5.1",
+            "enableSSH": True,
+        },
+    }
+
+
+def floor_children(
+    namespace: str, index: int, flavor: DevServerFlavor
+) -> list[tuple[Resource[Any], dict[str, Any]]]:
+    """What the reconciler would create for this DevServer, built by its own functions."""
+    body = devserver(namespace, index, FLOOR)
+    body["metadata"] |= {"uid": str(uuid.uuid4()), "generation": 1}  # only the builders see it
+    ds = DevServer.model_validate(body)
+    children = [
+        (PERSISTENT_VOLUME_CLAIMS, desired_home_claim(ds)),
+        (DEPLOYMENTS, desired_deployment(ds, flavor)),
+        (SERVICES, desired_service(ds)),
+    ]
+    for _, child in children:  # the owner does not exist: the garbage collector would step in
+        child["metadata"].pop("ownerReferences", None)
+    return children
+
+
+def is_ready(ds: dict[str, Any]) -> bool:
+    conditions = (ds.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def is_available(deployment: dict[str, Any]) -> bool:
+    return bool((deployment.get("status") or {}).get("availableReplicas") == 1)
+
+
+async def list_items(kube: KubeClient, path: str, label_selector: str = "") -> list[dict[str, Any]]:
+    """One unpaginated list from the apiserver's watch cache (resourceVersion=0), as dicts."""
+    query = [("resourceVersion", "0")]
+    if label_selector:
+        query.append(("labelSelector", label_selector))
+    items: list[dict[str, Any]] = json.loads(await kube.request("GET", path, query=query))["items"]
+    return items
+
+
+async def make_namespaces(kube: KubeClient, prefix: str) -> list[str]:
+    """Namespaces whose default ServiceAccount exists (pods are refused before): not timed."""
+    names = [f"{prefix}-{i:02d}" for i in range(NAMESPACES_PER_RUN)]
+    gate = asyncio.Semaphore(CONCURRENCY)
+
+    async def create(name: str) -> None:
+        async with gate:
+            await kube.create(NAMESPACES, {"metadata": {"name": name}})
+
+    await asyncio.gather(*(create(name) for name in names))
+    async with asyncio.timeout(120):
+        while True:
+            accounts = await list_items(kube, "/api/v1/serviceaccounts")
+            if {a["metadata"]["namespace"] for a in accounts} >= set(names):
+                return names
+            await asyncio.sleep(0.5)
+
+
+async def timed_until_all(
+    kube: KubeClient,
+    create: Callable[[], Awaitable[Any]],
+    path: str,
+    label_selector: str,
+    done: Callable[[dict[str, Any]], bool],
+) -> tuple[float, int]:
+    """Seconds from the first create until SERVERS objects at `path` are `done`, and how many."""
+    started = time.monotonic()
+    creating = asyncio.ensure_future(create())
+    try:
+        while True:
+            if creating.done():
+                creating.result()  # a failed create ends the run
+            count = sum(map(done, await list_items(kube, path, label_selector)))
+            seconds = time.monotonic() - started
+            if count >= SERVERS or seconds > READY_TIMEOUT:
+                return seconds, count
+            await asyncio.sleep(POLL_SECONDS)
+    finally:
+        creating.cancel()
+
+
+# ------------------------------------------------------------------------- measurements
+
+
+def cpu_snapshot(cluster: LocalControlPlane) -> dict[str, float]:
+    """CPU seconds (user + system, all threads) of every running component and of this process."""
+    pids = {name: cluster.process(name) for name in COMPONENTS}
+    alive = {name: proc.pid for name, proc in pids.items() if proc.alive and proc.pid}
+    seconds = {}
+    for name, pid in {**alive, HERE: os.getpid()}.items():
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        seconds[name] = (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
+    return seconds
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {name: after[name] - before[name] for name in after if name in before}
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise KeyError("VmHWM")
+
+
+@dataclass(frozen=True)
+class Request:
+    at: float  # when the apiserver received it, epoch seconds
+    client: str
+    verb: str
+    resource: str
+
+
+def client_name(event: dict[str, Any]) -> str:
+    """Who sent it: the User-Agent's product, the controller manager split per controller."""
+    agent = str(event.get("userAgent", "")).split("/", 1)[0]
+    user = str((event.get("user") or {}).get("username", ""))
+    if agent == "kube-controller-manager" and user.startswith("system:serviceaccount:"):
+        return "kcm " + user.rsplit(":", 1)[1]
+    return {"devserver": "devserver-operator", "OpenAPI-Generator": "provisioner"}.get(agent, agent)
+
+
+def audit_requests(cluster: LocalControlPlane) -> list[Request]:
+    """Every request in the audit log, its rotated files included (it rotates at 100 MB), once."""
+    seen: dict[str, Request] = {}
+    for path in cluster.audit_log.parent.glob("audit*.log"):
+        with path.open() as lines:
+            for line in lines:
+                event = json.loads(line)
+                ref = event.get("objectRef") or {}
+                resource = ref.get("resource", "(non-resource)")
+                if ref.get("subresource"):
+                    resource += "/" + ref["subresource"]
+                seen[event["auditID"]] = Request(
+                    datetime.fromisoformat(event["requestReceivedTimestamp"]).timestamp(),
+                    client_name(event),
+                    event["verb"],
+                    resource,
+                )
+    return list(seen.values())
+
+
+def window(requests: list[Request], start: float, end: float, client: str = "") -> list[Request]:
+    return [r for r in requests if start <= r.at < end and (not client or r.client == client)]
+
+
+def since(stamp: str | None, start: float) -> float | None:
+    """Seconds from `start` to an API timestamp (whole seconds, so never before 0)."""
+    return None if stamp is None else max(0.0, datetime.fromisoformat(stamp).timestamp() - start)
+
+
+def condition_time(obj: dict[str, Any], kind: str) -> str | None:
+    for c in (obj.get("status") or {}).get("conditions") or []:
+        if c.get("type") == kind and c.get("status") == "True":
+            return str(c["lastTransitionTime"])
+    return None
+
+
+async def milestones(kube: KubeClient, owner: str, start: float) -> dict[str, list[float]]:
+    """Seconds after the first create at which each object reached each step (1 s resolution)."""
+    selector = f"{USER_LABEL}={owner.split('@')[0]}"
+    claims = await list_items(kube, PERSISTENT_VOLUME_CLAIMS.path(), selector)
+    deployments = await list_items(kube, DEPLOYMENTS.path(), selector)
+    services = await list_items(kube, SERVICES.path(), selector)
+    pods = await list_items(kube, PODS.path(), selector)
+    namespaces = {d["metadata"]["namespace"] for d in deployments}
+    volumes = [
+        v
+        for v in await list_items(kube, "/api/v1/persistentvolumes")
+        if (v["spec"].get("claimRef") or {}).get("namespace") in namespaces
+    ]
+    steps: dict[str, list[float | None]] = {
+        "home PVC created": [since(c["metadata"]["creationTimestamp"], start) for c in claims],
+        "Deployment created": [
+            since(d["metadata"]["creationTimestamp"], start) for d in deployments
+        ],
+        "Service created": [since(s["metadata"]["creationTimestamp"], start) for s in services],
+        "Pod created (ReplicaSet)": [
+            since(p["metadata"]["creationTimestamp"], start) for p in pods
+        ],
+        "PV provisioned": [since(v["metadata"]["creationTimestamp"], start) for v in volumes],
+        "Pod scheduled (bound)": [since(condition_time(p, "PodScheduled"), start) for p in pods],
+        "Pod Ready (kwok)": [since(condition_time(p, "Ready"), start) for p in pods],
+    }
+    if owner == OPERATOR:
+        servers = await list_items(kube, DEVSERVERS.path())
+        steps["DevServer Ready (status)"] = [
+            since(condition_time(s, "Ready"), start) for s in servers
+        ]
+    return {step: [s for s in values if s is not None] for step, values in steps.items()}
+
+
+# ------------------------------------------------------------------------- the benchmark
+
+
+@dataclass
+class Run:
+    seconds: float
+    count: int
+    start: float  # wall clock of the first create
+    end: float  # wall clock when the poll saw everything done
+    cpu: dict[str, float]
+    steps: dict[str, list[float]]
+
+
+async def run_operator(kube: KubeClient, cluster: LocalControlPlane) -> Run:
+    namespaces = await make_namespaces(kube, "scale-op")
+    gate = asyncio.Semaphore(CONCURRENCY)
+
+    async def create(namespace: str, index: int) -> None:
+        async with gate:
+            await kube.create(DEVSERVERS, devserver(namespace, index, OPERATOR), namespace)
+
+    async def create_all() -> None:
+        await asyncio.gather(*(create(ns, i) for ns in namespaces for i in range(PER_NAMESPACE)))
+
+    before, start = cpu_snapshot(cluster), time.time()
+    seconds, count = await timed_until_all(kube, create_all, DEVSERVERS.path(), "", is_ready)
+    end, cpu = time.time(), cpu_delta(before, cpu_snapshot(cluster))
+    return Run(seconds, count, start, end, cpu, await milestones(kube, OPERATOR, start))
+
+
+async def run_floor(kube: KubeClient, cluster: LocalControlPlane) -> Run:
+    namespaces = await make_namespaces(kube, "scale-floor")
+    flavor = DevServerFlavor.model_validate(FLAVOR)
+    servers = [floor_children(ns, i, flavor) for ns in namespaces for i in range(PER_NAMESPACE)]
+    gate = asyncio.Semaphore(CONCURRENCY)
+
+    async def create(children: list[tuple[Resource[Any], dict[str, Any]]]) -> None:
+        async with gate:
+            for resource, body in children:  # in the reconciler's order
+                await kube.create(resource, body, body["metadata"]["namespace"])
+
+    async def create_all() -> None:
+        await asyncio.gather(*(create(children) for children in servers))
+
+    selector = f"{USER_LABEL}={FLOOR.split('@')[0]}"
+    before, start = cpu_snapshot(cluster), time.time()
+    seconds, count = await timed_until_all(
+        kube, create_all, DEPLOYMENTS.path(), selector, is_available
+    )
+    end, cpu = time.time(), cpu_delta(before, cpu_snapshot(cluster))
+    return Run(seconds, count, start, end, cpu, await milestones(kube, FLOOR, start))
+
+
+@dataclass
+class Operator:
+    startup: list[Request]  # its API requests: from its start to the first create
+    burst: list[Request]  # from the first create until all Ready
+    steady: list[Request]  # during the steady state after that
+    steady_cpu: dict[str, float]  # every process's CPU seconds during the steady state
+    total_cpu: float  # its CPU seconds, from its start to the end of the steady state
+    peak_rss_mib: float
+    events: Counter[str]  # the Events it recorded, by type and reason
+
+
+async def test_report_devserver_scale(kube: KubeClient, cluster: LocalControlPlane) -> None:
+    started = time.time()
+    cluster.run_operator("--no-leader-elect")
+    process = cluster.process("devserver-operator")
+    assert process.pid is not None
+    cpu_at_start = cpu_snapshot(cluster)["devserver-operator"]
+    try:
+        a = await run_operator(kube, cluster)
+        assert a.count == SERVERS, f"only {a.count} of {SERVERS} DevServers became Ready"
+        before = cpu_snapshot(cluster)
+        await asyncio.sleep(STEADY_SECONDS)
+        after, steady_end = cpu_snapshot(cluster), time.time()
+        peak = peak_rss_mib(process.pid)
+        process.stop()  # the floor's children carry the same labels: it must not see them
+        requests = audit_requests(cluster)  # now: the log rotates, run B could push A out
+        operator = Operator(
+            window(requests, started, a.start, "devserver-operator"),
+            window(requests, a.start, a.end, "devserver-operator"),
+            window(requests, a.end, steady_end, "devserver-operator"),
+            cpu_delta(before, after),
+            after["devserver-operator"] - cpu_at_start,
+            peak,
+            Counter(
+                f"{e['type']} {e['reason']}"
+                for e in await list_items(kube, EVENTS.path())
+                if e.get("reportingComponent") == COMPONENT
+            ),
+        )
+        b = await run_floor(kube, cluster)
+        assert b.count == SERVERS, f"only {b.count} of {SERVERS} floor Deployments are available"
+        requests_b = window(audit_requests(cluster), b.start, b.end)
+    finally:
+        for prefix in ("scale-op", "scale-floor"):  # not waited for: the cluster stops next
+            for i in range(NAMESPACES_PER_RUN):
+                with contextlib.suppress(ApiError):  # never created, if a run failed early
+                    await kube.delete(NAMESPACES, f"{prefix}-{i:02d}")
+    report(
+        [
+            f"DevServers at scale: {SERVERS:,} in {NAMESPACES_PER_RUN} namespaces, flavor "
+            f"{FLAVOR['metadata']['name']}, SSH on (PVC + Deployment + Service each), "
+            f"{CONCURRENCY} concurrent creates, {len(cluster.options.nodes)} kwok nodes",
+            *summary(a, b, operator),
+            "",
+            *verbs(operator),
+            "",
+            *steps(a, b),
+            "",
+            *cpu_table(a, b, operator),
+            "",
+            *clients(window(requests, a.start, a.end), requests_b),
+        ]
+    )
+
+
+def verdict(ok: bool) -> str:
+    return "ok" if ok else "MISSED"
+
+
+def summary(a: Run, b: Run, operator: Operator) -> list[str]:
+    ratio = a.seconds / b.seconds
+    burst_cpu = a.cpu["devserver-operator"]
+    peak = operator.peak_rss_mib
+    writes = Counter(f"{r.verb} {r.resource}" for r in operator.steady if r.verb in WRITES)
+    rows = [
+        ("A. operator: first create -> all DevServers Ready, s", f"{a.seconds:.1f}", ""),
+        ("B. floor: first create -> all Deployments available, s", f"{b.seconds:.1f}", ""),
+        ("ratio A / B", f"{ratio:.2f}x", f"<= {GOAL_RATIO}x {verdict(ratio <= GOAL_RATIO)}"),
+        (
+            "operator CPU s, first create -> all Ready",
+            f"{burst_cpu:.1f}",
+            f"({burst_cpu / a.seconds:.0%} of one core)",
+        ),
+        ("operator CPU s, its start -> end of steady state", f"{operator.total_cpu:.1f}", ""),
+        (
+            "operator peak RSS (VmHWM), MiB",
+            f"{peak:.1f}",
+            f"<= {GOAL_RSS_MIB} {verdict(peak <= GOAL_RSS_MIB)}",
+        ),
+        (
+            f"operator writes in {STEADY_SECONDS} s of steady state",
+            str(writes.total()),
+            f"0 {verdict(not writes)} {dict(writes) if writes else ''}".rstrip(),
+        ),
+        (
+            "operator CPU s during the steady state",
+            f"{operator.steady_cpu['devserver-operator']:.1f}",
+            "",
+        ),
+    ]
+    return [f"  {what:<56} {value:>9}  {goal}".rstrip() for what, value, goal in rows]
+
+
+def verbs(operator: Operator) -> list[str]:
+    phases = {"startup": operator.startup, "burst": operator.burst, "steady": operator.steady}
+    counts = {phase: Counter(r.verb for r in requests) for phase, requests in phases.items()}
+    lines = [
+        f"operator API requests by verb (audit log, User-Agent {USER_AGENT}):",
+        f"  {'verb':<8} {'startup':>8} {'burst':>8} {'steady':>8}  burst by resource",
+    ]
+    for verb in sorted(set().union(*counts.values())):
+        resources = Counter(r.resource for r in operator.burst if r.verb == verb)
+        by_resource = ", ".join(f"{resource} {n}" for resource, n in resources.most_common())
+        lines.append(
+            f"  {verb:<8} {counts['startup'][verb]:8d} {counts['burst'][verb]:8d}"
+            f" {counts['steady'][verb]:8d}  {by_resource}".rstrip()
+        )
+    totals = {phase: len(requests) for phase, requests in phases.items()}
+    events = ", ".join(f"{reason} {n}" for reason, n in operator.events.most_common())
+    return [
+        *lines,
+        f"  {'total':<8} {totals['startup']:8d} {totals['burst']:8d} {totals['steady']:8d}"
+        f"  ({totals['burst'] / SERVERS:.1f} per DevServer; the floor client sent "
+        f"{3 * SERVERS:,} creates)",
+        f"  Events it recorded: {events}",
+    ]
+
+
+def steps(a: Run, b: Run) -> list[str]:
+    lines = [
+        "where the time goes: seconds after the first create, p50 / max (1 s timestamps)",
+        f"  {'step':<28} {'A operator':>15} {'B floor':>15}",
+    ]
+    for step in a.steps | b.steps:
+        cells = [
+            f"{statistics.median(values):.0f} / {max(values):.0f}"
+            if (values := run.steps.get(step))
+            else "-"
+            for run in (a, b)
+        ]
+        lines.append(f"  {step:<28} {cells[0]:>15} {cells[1]:>15}")
+    return lines
+
+
+def cpu_table(a: Run, b: Run, operator: Operator) -> list[str]:
+    runs = ((a.cpu, a.seconds), (operator.steady_cpu, STEADY_SECONDS), (b.cpu, b.seconds))
+    lines = [
+        "CPU seconds per process (2 cores: at most 2 per wall second):",
+        f"  {'process':<26} {'A burst':>8} {'steady':>8} {'B floor':>8}",
+    ]
+    for name in [*COMPONENTS, HERE]:
+        cells = [f"{cpu[name]:8.1f}" if name in cpu else f"{'-':>8}" for cpu, _ in runs]
+        lines.append(f"  {name:<26} {' '.join(cells)}")
+    busy = " ".join(f"{sum(cpu.values()) / wall:8.2f}" for cpu, wall in runs)
+    lines.append(f"  {'cores busy (sum / wall s)':<26} {busy}")
+    return lines
+
+
+def clients(during_a: list[Request], during_b: list[Request]) -> list[str]:
+    every = {"A": Counter(r.client for r in during_a), "B": Counter(r.client for r in during_b)}
+    writes = {
+        "A": Counter(r.client for r in during_a if r.verb in WRITES),
+        "B": Counter(r.client for r in during_b if r.verb in WRITES),
+    }
+    lines = [
+        "API requests per client during each run, all (writes):",
+        f"  {'client':<36} {'A operator':>16} {'B floor':>16}",
+    ]
+    for client, _ in (every["A"] + every["B"]).most_common():
+        cells = [f"{every[run][client]} ({writes[run][client]})" for run in ("A", "B")]
+        lines.append(f"  {client:<36} {cells[0]:>16} {cells[1]:>16}")
+    return lines
