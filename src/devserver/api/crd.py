@@ -19,6 +19,13 @@ from pydantic import BaseModel
 
 from devserver.api.devserver import MAX_NAME_LENGTH, DevServerSpec, DevServerStatus
 from devserver.api.flavor import GROUP, VERSION, DevServerFlavorSpec, DevServerFlavorStatus
+from devserver.api.user import (
+    MAX_USERNAME,
+    RESERVED_USERNAMES,
+    USERNAME_PATTERN,
+    DevUserSpec,
+    DevUserStatus,
+)
 
 _DROP = {"title"}
 
@@ -185,7 +192,42 @@ FLAVOR = CrdSpec(
     ],
 )
 
-ALL = (DEVSERVER, FLAVOR)
+USER = CrdSpec(
+    kind="DevUser",
+    plural="devusers",
+    singular="devuser",
+    short_names=["du"],
+    scope="Cluster",
+    spec_model=DevUserSpec,
+    status_model=DevUserStatus,
+    description="A user of the platform; its name is the user name.",
+    columns=[
+        {"name": "Email", "type": "string", "jsonPath": ".spec.email"},
+        {"name": "Team", "type": "string", "jsonPath": ".spec.team"},
+        {"name": "Namespace", "type": "string", "jsonPath": ".status.namespace"},
+        {
+            "name": "Ready",
+            "type": "string",
+            "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+        },
+        _age(),
+    ],
+    root_rules=[
+        {
+            "rule": f"self.metadata.name.size() <= {MAX_USERNAME} && "
+            f"self.metadata.name.matches('{USERNAME_PATTERN}')",
+            "message": f"a user name is a lower-case letter followed by letters, digits or '-', "
+            f"at most {MAX_USERNAME} characters (it becomes a Linux account and the namespace "
+            "dev-<name>)",
+        },
+        {
+            "rule": "!(self.metadata.name in " + str(list(RESERVED_USERNAMES)) + ")",
+            "message": "that user name is reserved for the system; choose another",
+        },
+    ],
+)
+
+ALL = (DEVSERVER, FLAVOR, USER)
 
 
 def render(spec: CrdSpec) -> str:

@@ -8,6 +8,7 @@ from typing import Generic
 from devserver.api.devserver import DevServer
 from devserver.api.flavor import DevServerFlavor
 from devserver.api.meta import KubeObject, ObjectT
+from devserver.api.user import DevUser
 
 
 @dataclass(frozen=True)
@@ -66,4 +67,20 @@ CUSTOM_RESOURCE_DEFINITIONS = Resource(
 DEVSERVERS = Resource("devservers.io", "v1", "devservers", "DevServer", True, DevServer)
 FLAVORS = Resource(
     "devservers.io", "v1", "devserverflavors", "DevServerFlavor", False, DevServerFlavor
+)
+DEVUSERS = Resource("devservers.io", "v1", "devusers", "DevUser", False, DevUser)
+SERVICE_ACCOUNTS = Resource("", "v1", "serviceaccounts", "ServiceAccount", True, KubeObject)
+RESOURCE_QUOTAS = Resource("", "v1", "resourcequotas", "ResourceQuota", True, KubeObject)
+LIMIT_RANGES = Resource("", "v1", "limitranges", "LimitRange", True, KubeObject)
+ROLES = Resource("rbac.authorization.k8s.io", "v1", "roles", "Role", True, KubeObject)
+ROLE_BINDINGS = Resource(
+    "rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", True, KubeObject
+)
+CLUSTER_ROLE_BINDINGS = Resource(
+    "rbac.authorization.k8s.io",
+    "v1",
+    "clusterrolebindings",
+    "ClusterRoleBinding",
+    False,
+    KubeObject,
 )

@@ -11,13 +11,13 @@ from collections.abc import Callable
 from devserver.client import KubeClient
 from devserver.controller import Controller
 from devserver.informers import InformerFactory
-from devserver.reconcilers import devserver, flavor
+from devserver.reconcilers import devserver, flavor, user
 
 Setup = Callable[[InformerFactory, KubeClient], Controller]
 
 
 def _setups() -> list[Setup]:
-    return [flavor.setup, devserver.setup]
+    return [flavor.setup, devserver.setup, user.setup]
 
 
 def register_all(

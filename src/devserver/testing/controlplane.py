@@ -296,26 +296,17 @@ class LocalControlPlane:
         return revision
 
     def install_devserver(self) -> None:
-        """What the Helm chart installs before the operator: the CRDs and the default flavors."""
+        """What the Helm chart installs before the operator: CRDs, user roles, default flavors."""
         manifests = repo_root() / "manifests"
-        for crd in sorted((manifests / "crd").glob("*.yaml")):
-            self.kubectl(
-                "apply", "--server-side", "--field-manager=devserver-harness", "-f", str(crd)
-            )
-        self.kubectl(
-            "wait",
-            "--for=condition=Established",
-            "--timeout=30s",
-            "crd/devservers.devservers.io",
-            "crd/devserverflavors.devservers.io",
-        )
-        self.kubectl(
-            "apply",
-            "--server-side",
-            "--field-manager=devserver-harness",
-            "-f",
-            str(manifests / "flavors" / "defaults.yaml"),
-        )
+        apply = ("apply", "--server-side", "--field-manager=devserver-harness", "-f")
+        self.kubectl(*apply, str(manifests / "crd"))
+        crds = [
+            f"crd/{p.stem.split('_', 1)[1]}.devservers.io"
+            for p in sorted((manifests / "crd").glob("*.yaml"))
+        ]
+        self.kubectl("wait", "--for=condition=Established", "--timeout=30s", *crds)
+        self.kubectl(*apply, str(manifests / "rbac"))
+        self.kubectl(*apply, str(manifests / "flavors"))
 
     def run_operator(self, *extra_args: str) -> str:
         """Start devserver-operator against this cluster as one of its processes; its URL."""

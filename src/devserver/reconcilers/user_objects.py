@@ -1,0 +1,235 @@
+"""What a DevUser is given: pure builders of the desired objects.
+
+Rights follow the devctl workflow and nothing more: full control of DevServers in their own
+namespace; read of pods, services, PVCs and events there; exec, logs and port-forward into their
+pods; read of flavors cluster-wide. Users may NOT create pods, Deployments or other workloads
+directly: every workload goes through a DevServer, so flavors, quotas and our pod template
+(no privilege, no host access) always apply. Pod Security Admission (baseline, enforced) and a
+ResourceQuota with a LimitRange guard the namespace anyway, should a role ever be widened.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from devserver.api.user import DevUser
+
+CREATED_BY = {"devserver.io/created-by": "devserver-operator"}
+USER_LABEL = "devserver.io/user"
+ROLE = "dev-user"
+FLAVOR_READER = "devserver-flavor-reader"
+TOKEN_REQUESTER = "bastion-token-requester"  # noqa: S105 - a Role name
+
+
+@dataclass(frozen=True)
+class UserDefaults:
+    """Operator configuration: the quota every user gets unless their DevUser overrides it."""
+
+    gpus: int = 8
+    cpu: str = "64"
+    memory: str = "256Gi"
+    storage: str = "1Ti"
+    dev_servers: int = 10
+    bastion_namespace: str = "devserver-system"
+    bastion_service_account: str = "devserver-bastion"
+    pod_security: str = "baseline"
+
+
+def namespace_name(user: DevUser) -> str:
+    return f"dev-{user.metadata.name}"
+
+
+def service_account_name(user: DevUser) -> str:
+    return f"user-{user.metadata.name}"
+
+
+def _owner(user: DevUser) -> list[dict[str, Any]]:
+    return [
+        {
+            "apiVersion": "devservers.io/v1",
+            "kind": "DevUser",
+            "name": user.metadata.name,
+            "uid": user.metadata.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+
+
+def _labels(user: DevUser) -> dict[str, str]:
+    return {USER_LABEL: user.metadata.name, **CREATED_BY}
+
+
+def _meta(user: DevUser, name: str, namespaced: bool = True) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "labels": _labels(user), "ownerReferences": _owner(user)}
+    if namespaced:
+        meta["namespace"] = namespace_name(user)
+    return meta
+
+
+def desired_namespace(user: DevUser, defaults: UserDefaults) -> dict[str, Any]:
+    meta = _meta(user, namespace_name(user), namespaced=False)
+    meta["labels"].update(
+        {
+            "pod-security.kubernetes.io/enforce": defaults.pod_security,
+            "pod-security.kubernetes.io/enforce-version": "latest",
+            "pod-security.kubernetes.io/warn": "restricted",
+            "pod-security.kubernetes.io/audit": "restricted",
+        }
+    )
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": meta}
+
+
+def desired_service_account(user: DevUser) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": _meta(user, service_account_name(user)),
+        "automountServiceAccountToken": False,
+    }
+
+
+def desired_role(user: DevUser) -> dict[str, Any]:
+    read = ["get", "list", "watch"]
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": _meta(user, ROLE),
+        "rules": [
+            {
+                "apiGroups": ["devservers.io"],
+                "resources": ["devservers"],
+                "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"],
+            },
+            {"apiGroups": ["devservers.io"], "resources": ["devservers/status"], "verbs": read},
+            {
+                "apiGroups": [""],
+                "resources": [
+                    "pods",
+                    "services",
+                    "persistentvolumeclaims",
+                    "events",
+                    "resourcequotas",
+                    "limitranges",
+                ],
+                "verbs": read,
+            },
+            {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+            {
+                "apiGroups": [""],
+                "resources": ["pods/exec", "pods/portforward"],
+                "verbs": ["get", "create"],
+            },
+        ],
+    }
+
+
+def _subject(user: DevUser) -> dict[str, str]:
+    return {
+        "kind": "ServiceAccount",
+        "name": service_account_name(user),
+        "namespace": namespace_name(user),
+    }
+
+
+def desired_role_binding(user: DevUser) -> dict[str, Any]:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": _meta(user, ROLE),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": ROLE},
+        "subjects": [_subject(user)],
+    }
+
+
+def desired_flavor_binding(user: DevUser) -> dict[str, Any]:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": _meta(user, f"{FLAVOR_READER}:{user.metadata.name}", namespaced=False),
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": FLAVOR_READER,
+        },
+        "subjects": [_subject(user)],
+    }
+
+
+def desired_token_role(user: DevUser) -> dict[str, Any]:
+    """The bastion may mint tokens for this user's ServiceAccount, and for nothing else."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": _meta(user, TOKEN_REQUESTER),
+        "rules": [
+            {
+                "apiGroups": [""],
+                "resources": ["serviceaccounts/token"],
+                "resourceNames": [service_account_name(user)],
+                "verbs": ["create"],
+            }
+        ],
+    }
+
+
+def desired_token_binding(user: DevUser, defaults: UserDefaults) -> dict[str, Any]:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": _meta(user, TOKEN_REQUESTER),
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": TOKEN_REQUESTER,
+        },
+        "subjects": [
+            {
+                "kind": "ServiceAccount",
+                "name": defaults.bastion_service_account,
+                "namespace": defaults.bastion_namespace,
+            }
+        ],
+    }
+
+
+def desired_quota(user: DevUser, defaults: UserDefaults) -> dict[str, Any]:
+    o = user.spec.quota
+    gpus = o.gpus if o and o.gpus is not None else defaults.gpus
+    hard = {
+        "requests.nvidia.com/gpu": str(gpus),
+        "requests.cpu": (o.cpu if o and o.cpu else defaults.cpu),
+        "requests.memory": (o.memory if o and o.memory else defaults.memory),
+        "requests.storage": (o.storage if o and o.storage else defaults.storage),
+        "count/devservers.devservers.io": str(
+            o.dev_servers if o and o.dev_servers is not None else defaults.dev_servers
+        ),
+        "pods": "40",
+        "persistentvolumeclaims": "40",
+        "services": "40",
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": _meta(user, "dev-user"),
+        "spec": {"hard": hard},
+    }
+
+
+def desired_limit_range(user: DevUser) -> dict[str, Any]:
+    """Bounds for any container that does not say what it needs."""
+    return {
+        "apiVersion": "v1",
+        "kind": "LimitRange",
+        "metadata": _meta(user, "dev-user"),
+        "spec": {
+            "limits": [
+                {
+                    "type": "Container",
+                    "default": {"cpu": "1", "memory": "1Gi"},
+                    "defaultRequest": {"cpu": "100m", "memory": "128Mi"},
+                }
+            ]
+        },
+    }
