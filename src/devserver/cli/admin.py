@@ -1,0 +1,128 @@
+"""`devctl admin user add|remove|list`: platform admins manage DevUsers.
+
+Each command is one request or two; errors are one sentence on stderr and exit status 1, and
+nothing is changed by a refused command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from devserver.api.resources import DEVUSERS
+from devserver.api.user import DevUser
+from devserver.client import ApiError, KubeClient, new_client
+
+T = TypeVar("T")
+
+
+def _run(kubeconfig: str | None, action: Callable[[KubeClient], Awaitable[T]]) -> T:
+    async def go() -> T:
+        client = await new_client(kubeconfig)
+        try:
+            return await action(client)
+        finally:
+            await client.close()
+
+    try:
+        return asyncio.run(go())
+    except ApiError as error:
+        raise click.ClickException(_sentence(error)) from None
+
+
+def _sentence(error: ApiError) -> str:
+    if error.status == 0:
+        return f"cannot reach the Kubernetes API server ({error.message}); check your kubeconfig"
+    if error.status == 403:
+        return "you are not allowed to manage users; ask a platform admin"
+    return error.message or f"the API server refused the request ({error.status})"
+
+
+@click.group()
+def admin() -> None:
+    """Platform administration (needs admin rights on the cluster)."""
+
+
+@admin.group()
+def user() -> None:
+    """Add, remove and list users."""
+
+
+@user.command("add")
+@click.argument("name")
+@click.option("--email", required=True, help="The user's e-mail address.")
+@click.option(
+    "--ssh-key-file",
+    "key_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="An OpenSSH public key file (repeatable).",
+)
+@click.option("--team", default=None, help="Team, for reports.")
+@click.option("--gpus", type=click.IntRange(min=0), default=None, help="GPU quota override.")
+@click.pass_obj
+def add(
+    obj: dict[str, Any],
+    name: str,
+    email: str,
+    key_files: tuple[Path, ...],
+    team: str | None,
+    gpus: int | None,
+) -> None:
+    """Add user NAME (it becomes their bastion login and the namespace dev-NAME)."""
+    keys = [
+        line.strip()
+        for f in key_files
+        for line in f.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    spec: dict[str, Any] = {"email": email, "sshPublicKeys": keys}
+    if team:
+        spec["team"] = team
+    if gpus is not None:
+        spec["quota"] = {"gpus": gpus}
+    body = {
+        "apiVersion": "devservers.io/v1",
+        "kind": "DevUser",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+    _run(obj.get("kubeconfig"), lambda c: c.create(DEVUSERS, body))
+    click.echo(f"user {name} added; their namespace is dev-{name}")
+
+
+@user.command("remove")
+@click.argument("name")
+@click.confirmation_option(
+    prompt="This deletes the user's namespace and all their dev servers and home volumes. Continue?"
+)
+@click.pass_obj
+def remove(obj: dict[str, Any], name: str) -> None:
+    """Remove user NAME and everything in their namespace."""
+    _run(obj.get("kubeconfig"), lambda c: c.delete(DEVUSERS, name))
+    click.echo(f"user {name} removed; dev-{name} is being deleted")
+
+
+@user.command("list")
+@click.pass_obj
+def list_users(obj: dict[str, Any]) -> None:
+    """List users."""
+
+    async def fetch(client: KubeClient) -> list[DevUser]:
+        return (await client.list_page(DEVUSERS)).items
+
+    users = _run(obj.get("kubeconfig"), fetch)
+    click.echo(f"{'NAME':<20} {'EMAIL':<32} {'TEAM':<12} {'KEYS':>4}  READY")
+    for u in sorted(users, key=lambda u: u.metadata.name):
+        ready = any(
+            c.type == "Ready" and c.status == "True"
+            for c in (u.status.conditions if u.status else [])
+        )
+        click.echo(
+            f"{u.metadata.name:<20} {u.spec.email:<32} {u.spec.team or '-':<12} "
+            f"{len(u.spec.ssh_public_keys):>4}  {'yes' if ready else 'no'}"
+        )
