@@ -1,14 +1,20 @@
-"""Compare-then-write: has the server already got everything we intend?
+"""Compare-then-write: touch the API server only when the live object lacks our intent.
 
 Our intent is a partial object (what server-side apply would send). The live object has more:
 defaults, other managers' fields, status. Intent is applied when every field we set is there
 with our value (recursively; lists element by element). A converged object then costs no
-request at all, not even a no-op apply.
+request at all, not even a no-op apply. Cached list items carry no apiVersion/kind, so those
+two are never compared.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from devserver.api.meta import KubeObject, ObjectKey
+from devserver.api.resources import Resource
+from devserver.client import ApiError, KubeClient, PatchType
+from devserver.controller.outcome import TerminalError
 
 
 def is_applied(intent: Any, live: Any) -> bool:
@@ -23,3 +29,52 @@ def is_applied(intent: Any, live: Any) -> bool:
             and all(is_applied(a, b) for a, b in zip(intent, live, strict=True))
         )
     return bool(intent == live)
+
+
+async def apply_if_changed(
+    client: KubeClient,
+    resource: Resource[Any],
+    intent: dict[str, Any],
+    live: KubeObject | None,
+    *,
+    field_manager: str,
+) -> bool:
+    """Server-side apply `intent` unless `live` (from the cache) already has it; True if sent.
+
+    A 400/403/422 means the server refuses this intent as it is: retrying cannot help, so it
+    becomes a TerminalError (counted, not retried; the next change of the object retries).
+    """
+    fields = {k: v for k, v in intent.items() if k not in ("apiVersion", "kind")}
+    if live is not None and is_applied(fields, live.model_dump(by_alias=True, mode="json")):
+        return False
+    try:
+        await client.apply(resource, intent, field_manager=field_manager)
+    except ApiError as error:
+        if error.status in (400, 403, 422):
+            raise TerminalError(
+                f"{resource.kind} {intent['metadata']['name']}: {error.message}"
+            ) from error
+        raise
+    return True
+
+
+async def write_status_if_changed(
+    client: KubeClient,
+    resource: Resource[Any],
+    key: ObjectKey,
+    desired: dict[str, Any],
+    current: dict[str, Any],
+) -> bool:
+    """Merge-patch the status subresource when it differs; fields we dropped are cleared."""
+    if desired == current:
+        return False
+    cleared = {k: None for k in current if k not in desired}
+    await client.patch(
+        resource,
+        key.name,
+        {"status": {**cleared, **desired}},
+        key.namespace,
+        subresource="status",
+        patch_type=PatchType.MERGE,
+    )
+    return True

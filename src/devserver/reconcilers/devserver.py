@@ -23,10 +23,10 @@ from devserver.api.resources import (
     SERVICES,
     Resource,
 )
-from devserver.client import ApiError, KubeClient, PatchType
+from devserver.client import KubeClient
 from devserver.client.events import EventType, record_event
-from devserver.controller import Controller, Result, TerminalError
-from devserver.controller.applied import is_applied
+from devserver.controller import Controller, Result
+from devserver.controller.applied import apply_if_changed, write_status_if_changed
 from devserver.informers import Informer, InformerFactory
 from devserver.reconcilers.devserver_status import Observed, current_status, observed_status
 from devserver.reconcilers.flavor import FLAVOR_INDEX, by_flavor, validate
@@ -93,15 +93,7 @@ class DevServerReconciler:
         current = current_status(ds)
         if status != current:
             await self._announce(ds, status)
-            cleared = {k: None for k in current if k not in status}  # merge patch deletes these
-            await self.client.patch(
-                DEVSERVERS,
-                key.name,
-                {"status": {**cleared, **status}},
-                key.namespace,
-                subresource="status",
-                patch_type=PatchType.MERGE,
-            )
+            await write_status_if_changed(self.client, DEVSERVERS, key, status, current)
             self._written[key] = (ds.metadata.uid, status)
         return None
 
@@ -130,18 +122,7 @@ class DevServerReconciler:
     async def _ensure(
         self, resource: Resource[Any], intent: dict[str, Any], live: KubeObject | None
     ) -> None:
-        # list items carry no apiVersion/kind: compare the rest
-        fields = {k: v for k, v in intent.items() if k not in ("apiVersion", "kind")}
-        if live is not None and is_applied(fields, live.model_dump(by_alias=True, mode="json")):
-            return
-        try:
-            await self.client.apply(resource, intent, field_manager=FIELD_MANAGER)
-        except ApiError as error:
-            if error.status in (400, 403, 422):  # the server refuses this intent: say so, once
-                raise TerminalError(
-                    f"{resource.kind} {intent['metadata']['name']}: {error.message}"
-                ) from error
-            raise
+        await apply_if_changed(self.client, resource, intent, live, field_manager=FIELD_MANAGER)
 
 
 def flavor_problem(ds: DevServer, flavor: DevServerFlavor | None) -> str | None:

@@ -15,8 +15,9 @@ from devserver.api.meta import ObjectKey
 from devserver.api.quantity import QuantityError, parse_quantity
 from devserver.api.resources import DEVSERVERS, FLAVORS
 from devserver.api.schema import Condition, ConditionStatus
-from devserver.client import KubeClient, PatchType
+from devserver.client import KubeClient
 from devserver.controller import Controller, Result
+from devserver.controller.applied import write_status_if_changed
 from devserver.informers import Informer, InformerFactory
 from devserver.reconcilers.conditions import merge_conditions
 
@@ -92,14 +93,7 @@ class FlavorReconciler:
             return None
         users = len(self.devservers.store.by_index(FLAVOR_INDEX, key.name))
         desired = desired_status(flavor, users)
-        if desired != current_status(flavor):
-            await self.client.patch(
-                FLAVORS,
-                key.name,
-                {"status": desired},
-                subresource="status",
-                patch_type=PatchType.MERGE,
-            )
+        await write_status_if_changed(self.client, FLAVORS, key, desired, current_status(flavor))
         return None
 
 

@@ -24,9 +24,9 @@ from devserver.api.resources import (
 )
 from devserver.api.schema import Condition, ConditionStatus
 from devserver.api.user import DevUser
-from devserver.client import KubeClient, PatchType
+from devserver.client import KubeClient
 from devserver.controller import Controller, Result
-from devserver.controller.applied import is_applied
+from devserver.controller.applied import apply_if_changed, write_status_if_changed
 from devserver.informers import Informer, InformerFactory
 from devserver.reconcilers.conditions import merge_conditions
 from devserver.reconcilers.user_objects import (
@@ -75,9 +75,7 @@ class UserReconciler:
             live = self.made[resource.plural].store.get(
                 ObjectKey(meta.get("namespace", ""), meta["name"])
             )
-            fields = {k: v for k, v in intent.items() if k not in ("apiVersion", "kind")}
-            if live is None or not is_applied(fields, live.model_dump(by_alias=True, mode="json")):
-                await self.client.apply(resource, intent, field_manager=FIELD_MANAGER)
+            await apply_if_changed(self.client, resource, intent, live, field_manager=FIELD_MANAGER)
         ready = Condition(
             type="Ready",
             status=ConditionStatus.TRUE,
@@ -93,17 +91,10 @@ class UserReconciler:
         }
         current = (
             user.status.model_dump(by_alias=True, mode="json", exclude_none=True)
-            if (user.status)
+            if user.status
             else {}
         )
-        if status != current:
-            await self.client.patch(
-                DEVUSERS,
-                key.name,
-                {"status": status},
-                subresource="status",
-                patch_type=PatchType.MERGE,
-            )
+        await write_status_if_changed(self.client, DEVUSERS, key, status, current)
         return None
 
 
