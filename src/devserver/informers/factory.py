@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from devserver.api.meta import ObjectT
@@ -67,5 +68,5 @@ class InformerFactory:
                 return False, detail
         return True, "ok"
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[Informer[Any]]:
         return iter(self._informers.values())

@@ -204,6 +204,8 @@ class Reflector(Generic[ObjectT]):
                             self._metrics.relist()
                             return True
                     elif event.type is EventType.ERROR:
+                        if int(event.object.extra.get("code", 0)) == 410:
+                            raise _GoneError  # a stale RV, not a server without the feature
                         break
         except ApiError as error:
             if error.status not in (400, 422):

@@ -14,6 +14,7 @@ Enable with `pytest_plugins = ["devserver.testing.pytest_plugin"]` in a conftest
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -105,12 +106,15 @@ async def _exists(call: Any) -> bool:
 
 
 async def wait_for(probe: Any, *, timeout: float, what: str, interval: float = 0.1) -> Any:
-    """Await `probe()` until it returns something truthy; return that value."""
+    """Call `probe()` (a plain function or a coroutine function) until it returns something
+    truthy; return that value."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     last: Any = None
     while loop.time() < deadline:
-        last = await probe()
+        last = probe()
+        if inspect.isawaitable(last):
+            last = await last
         if last:
             return last
         await asyncio.sleep(interval)

@@ -141,15 +141,11 @@ async def test_reapplying_the_same_intent_changes_nothing(
     writes = reconciler.writes
     # a change to the parent that does not change the child's intent: reconciled, applied ...
     await kube.patch(CONFIGMAPS, "p", {"metadata": {"annotations": {"touch": "1"}}}, namespace)
-    await _until(lambda: _async(reconciler.writes > writes))
+    await _until(lambda: reconciler.writes > writes)
     # ... and the apply was a no-op on the server
     again = await _child(kube, namespace, "p")
     assert again is not None
     assert again.metadata.resource_version == child.metadata.resource_version
-
-
-async def _async(value: bool) -> bool:
-    return value
 
 
 @dataclass
@@ -187,8 +183,8 @@ async def test_reconcile_outcomes_map_to_queue_actions(
     for key in ("flaky", "broken", "periodic"):
         await kube.create(CONFIGMAPS, configmap(key, namespace), namespace)
 
-    await _until(lambda: _async(len(script.calls.get("flaky", [])) == 4))
-    await _until(lambda: _async(len(script.calls.get("periodic", [])) == 3))
+    await _until(lambda: len(script.calls.get("flaky", [])) == 4)
+    await _until(lambda: len(script.calls.get("periodic", [])) == 3)
     await asyncio.sleep(1)
     # (the backoff curve itself is unit-tested with a fake clock)
     assert controller.queue.num_requeues(ObjectKey(namespace, "flaky")) == 0, "success forgets"
@@ -244,4 +240,4 @@ async def test_generation_filter_skips_status_only_updates(
     await _until(available, timeout=30)  # the deployment controller wrote status several times
     assert len(script.calls["g"]) == 1
     await kube.patch(DEPLOYMENTS, "g", {"spec": {"replicas": 2}}, namespace)
-    await _until(lambda: _async(len(script.calls["g"]) == 2))
+    await _until(lambda: len(script.calls["g"]) == 2)

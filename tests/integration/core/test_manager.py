@@ -57,7 +57,7 @@ async def test_sigterm_stops_intake_and_finishes_in_flight_reconciles(
     manager = _manager(kube, namespace, slow)
     stop = asyncio.Event()
     task = asyncio.create_task(manager.run(stop))
-    await wait_for(lambda: _true(slow.started), timeout=10, what="a reconcile to start")
+    await wait_for(lambda: slow.started, timeout=10, what="a reconcile to start")
     await kube.create(CONFIGMAPS, configmap("late", namespace), namespace)
     stop.set()  # what the SIGTERM handler does
     started = time.monotonic()
@@ -79,7 +79,7 @@ async def test_ready_once_synced_and_unhealthy_when_a_watch_loop_dies(
     stop = asyncio.Event()
     task = asyncio.create_task(manager.run(stop))
     try:
-        await wait_for(lambda: _true(manager.readyz()[0]), timeout=10, what="readiness")
+        await wait_for(lambda: manager.readyz()[0], timeout=10, what="readiness")
         assert manager.healthz() == (True, "ok")
         informer = next(iter(manager.informers))
         informer._tasks[0].cancel()  # a watch task dies (a bug, an unexpected exception)
@@ -106,7 +106,7 @@ async def test_losing_the_lease_stops_controllers_before_the_renew_deadline(
     )
     stop = asyncio.Event()
     task = asyncio.create_task(manager.run(stop))
-    await wait_for(lambda: _true(manager.leading.is_set()), timeout=15, what="leadership")
+    await wait_for(lambda: manager.leading.is_set(), timeout=15, what="leadership")
     await proxied.proxy.cut()  # the API server is unreachable: the lease cannot be renewed
     cut_at = time.monotonic()
     with pytest.raises(LeadershipLostError):
@@ -150,7 +150,3 @@ async def _roles(*operators: OperatorProcess) -> list[str] | None:
 async def _leads(op: OperatorProcess) -> bool:
     _, body = await asyncio.to_thread(fetch, op.url + "/readyz", timeout=2)
     return b"leader" in body
-
-
-async def _true(value: object) -> bool:
-    return bool(value)
