@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+import time
+
 import click
 
 from devserver import __version__
 from devserver.cli.admin import admin
+from devserver.observability.audit import report_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -26,4 +30,12 @@ cli.add_command(admin)
 
 
 def main() -> None:
-    cli()
+    """Run devctl; on the bastion, every command also leaves one audit line."""
+    started, code = time.monotonic(), 1
+    try:
+        cli.main(prog_name="devctl")
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+        raise
+    finally:
+        report_command(["devctl", *sys.argv[1:]], code, time.monotonic() - started)

@@ -76,11 +76,18 @@ class UserReconciler:
                 ObjectKey(meta.get("namespace", ""), meta["name"])
             )
             await apply_if_changed(self.client, resource, intent, live, field_manager=FIELD_MANAGER)
+        quota_meta = desired_quota(user, d)["metadata"]
+        quota = self.made[RESOURCE_QUOTAS.plural].store.get(
+            ObjectKey(quota_meta["namespace"], quota_meta["name"])
+        )
+        counted = quota_counted(getattr(quota, "status", None) if quota else None)
         ready = Condition(
             type="Ready",
-            status=ConditionStatus.TRUE,
-            reason="Provisioned",
-            message=f"namespace {namespace_name(user)} and access are in place",
+            status=ConditionStatus.TRUE if counted else ConditionStatus.FALSE,
+            reason="Provisioned" if counted else "QuotaPending",
+            message=f"namespace {namespace_name(user)} and access are in place"
+            if counted
+            else "waiting for the quota controller to count the new namespace",
             observed_generation=user.metadata.generation,
         )
         previous = user.status.conditions if user.status else []
@@ -96,6 +103,15 @@ class UserReconciler:
         )
         await write_status_if_changed(self.client, DEVUSERS, key, status, current)
         return None
+
+
+def quota_counted(status: Any) -> bool:
+    """Has the quota controller counted every limited resource? Until then the API server
+    refuses quota-tracked creates ("status unknown for quota"), so devctl would fail."""
+    if not isinstance(status, dict) or not status.get("hard"):
+        return False
+    used = status.get("used") or {}
+    return all(name in used for name in status["hard"])
 
 
 def setup(informers: InformerFactory, client: KubeClient) -> Controller:

@@ -308,6 +308,42 @@ class LocalControlPlane:
         self.kubectl(*apply, str(manifests / "rbac"))
         self.kubectl(*apply, str(manifests / "flavors"))
 
+    def wait_quota_counts_devservers(self, timeout: float = 90) -> float:
+        """Wait until the quota controller counts DevServers; the seconds it took.
+
+        kube-controller-manager discovers new CRDs every 30 s, and a quota synced before that
+        stays "unknown" for the DevServer count until its 5-minute resync: every create in that
+        namespace is refused. Production installs CRDs long before users; a fresh test cluster
+        must wait once. A probe quota is made anew each try (a new quota is counted at once).
+        """
+        started = time.monotonic()
+        namespace = OPERATOR_NAMESPACE
+        attempt = 0
+        while True:
+            attempt += 1
+            name = f"quota-probe-{attempt}"
+            self.apply(
+                {
+                    "apiVersion": "v1",
+                    "kind": "ResourceQuota",
+                    "metadata": {"name": name, "namespace": namespace},
+                    "spec": {"hard": {"count/devservers.devservers.io": "0"}},
+                }
+            )
+            deadline = time.monotonic() + 3
+            counted = False
+            while time.monotonic() < deadline and not counted:
+                quota = self._get(f"/api/v1/namespaces/{namespace}/resourcequotas/{name}") or {}
+                counted = "count/devservers.devservers.io" in quota.get("status", {}).get(
+                    "used", {}
+                )
+                time.sleep(0.2)
+            self.kubectl("delete", "resourcequota", name, "-n", namespace, "--wait=false")
+            if counted:
+                return time.monotonic() - started
+            if time.monotonic() - started > timeout:
+                raise TimeoutError("the quota controller never counted DevServers")
+
     def run_operator(self, *extra_args: str) -> str:
         """Start devserver-operator against this cluster as one of its processes; its URL."""
         port = free_port()
@@ -347,7 +383,13 @@ class LocalControlPlane:
         )
 
     def service_account_kubeconfig(
-        self, namespace: str, name: str, *, duration: str = "1h", path: Path | None = None
+        self,
+        namespace: str,
+        name: str,
+        *,
+        duration: str = "1h",
+        path: Path | None = None,
+        embed_ca: bool = False,
     ) -> Path:
         """Kubeconfig authenticating as a ServiceAccount with a TokenRequest-issued token."""
         token = self.kubectl(
@@ -361,6 +403,7 @@ class LocalControlPlane:
             user=f"system:serviceaccount:{namespace}:{name}",
             token=token,
             namespace=namespace,
+            embed_ca=embed_ca,
         )
 
     def check_running(self) -> None:

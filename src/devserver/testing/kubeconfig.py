@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -16,6 +17,7 @@ def write_kubeconfig(
     client_key: Path | None = None,
     token: str | None = None,
     namespace: str | None = None,
+    embed_ca: bool = False,
 ) -> Path:
     """Write a single-context kubeconfig authenticating with a client certificate or a token."""
     if (client_cert is None) == (token is None):
@@ -28,13 +30,18 @@ def write_kubeconfig(
     context: dict[str, str] = {"cluster": "devserver-local", "user": user}
     if namespace:
         context["namespace"] = namespace
+    cluster: dict[str, str] = {"server": server}
+    if embed_ca:
+        cluster["certificate-authority-data"] = base64.b64encode(ca_file.read_bytes()).decode()
+    else:
+        cluster["certificate-authority"] = str(ca_file)
     document = {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [
             {
                 "name": "devserver-local",
-                "cluster": {"server": server, "certificate-authority": str(ca_file)},
+                "cluster": cluster,
             }
         ],
         "users": [{"name": user, "user": credentials}],

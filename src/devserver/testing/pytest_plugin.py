@@ -49,9 +49,20 @@ def fresh_control_plane() -> Iterator[LocalControlPlane]:
         cluster.stop()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `last` run at the end, so what they wait for overlaps the rest of the run."""
+    items.sort(key=lambda item: item.get_closest_marker("last") is not None)
+
+
 @pytest.fixture(scope="session")
 def control_plane() -> Iterator[LocalControlPlane]:
     yield from fresh_control_plane()
+
+
+@pytest.fixture(scope="session")
+def quota_counts_devservers(control_plane: LocalControlPlane) -> None:
+    """For tests that make users: the quota controller knows DevServers (≤ 30 s, once)."""
+    control_plane.wait_quota_counts_devservers()
 
 
 @pytest_asyncio.fixture

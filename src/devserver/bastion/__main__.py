@@ -1,0 +1,5 @@
+"""`python -m devserver.bastion`."""
+
+from devserver.bastion.app import main
+
+main()

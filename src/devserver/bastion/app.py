@@ -1,0 +1,302 @@
+"""`devserver-bastion`: one replica of the SSH bastion — sshd plus the process that feeds it.
+
+Start order: runtime directory and host keys; DevUser informer; one full account pass (every
+user present, every stale account gone); the session agent; then sshd. sshd runs as a child in
+the foreground (`-D -e`), its log lines go into ours; if it dies, the replica exits non-zero and
+is restarted. `/readyz` is true only while sshd runs behind a synced account set; `/healthz`
+fails when the watch is dead or sshd is gone. No leader election: every replica keeps its own
+accounts, all of them at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shlex
+import signal
+import sys
+from pathlib import Path
+
+import click
+import structlog
+
+from devserver.api.meta import ObjectKey
+from devserver.api.resources import DEVUSERS
+from devserver.bastion.accounts import LocalAccounts
+from devserver.bastion.agent import SessionAgent
+from devserver.bastion.settings import BastionSettings
+from devserver.bastion.sshd_config import HOST_KEY_TYPES, render_keys_command, render_sshd_config
+from devserver.bastion.sync import AccountReconciler
+from devserver.bastion.tokens import TokenIssuer
+from devserver.client import KubeClient, new_client
+from devserver.controller import Controller
+from devserver.informers import InformerFactory
+from devserver.observability.http import HealthEndpoints
+from devserver.observability.logging import configure_logging
+
+log = structlog.get_logger("devserver.bastion")
+sshd_log = structlog.get_logger("sshd")
+
+SESSION_SCRIPT = Path(__file__).with_name("session.py")
+
+
+class SshdFailedError(RuntimeError):
+    pass
+
+
+def session_command(settings: BastionSettings) -> str:
+    return shlex.join([sys.executable, "-I", "-S", str(SESSION_SCRIPT), str(settings.agent_socket)])
+
+
+def prepare_runtime(settings: BastionSettings) -> None:
+    for directory in (settings.privsep_dir, settings.runtime_dir, settings.keys_dir):
+        directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+        os.chmod(directory, 0o755)  # noqa: S103 - sshd needs a root-owned, readable path
+    settings.synced_marker.unlink(missing_ok=True)  # closed until the first full pass
+    command = settings.keys_command
+    command.write_text(render_keys_command(settings.keys_dir, settings.synced_marker))
+    os.chmod(command, 0o755)  # noqa: S103 - run by sshd as `nobody`
+
+
+async def ensure_host_keys(settings: BastionSettings) -> None:
+    directory = settings.host_keys
+    if settings.host_key_dir is None:
+        directory.mkdir(mode=0o700, exist_ok=True)
+    for kind in HOST_KEY_TYPES:
+        key = directory / f"ssh_host_{kind}_key"
+        if key.exists():
+            continue
+        if settings.host_key_dir is not None:
+            raise FileNotFoundError(f"host key {key} is missing from --host-key-dir")
+        extra = ["-b", "3072"] if kind == "rsa" else []
+        process = await asyncio.create_subprocess_exec(
+            "ssh-keygen",
+            "-q",
+            "-t",
+            kind,
+            *extra,
+            "-N",
+            "",
+            "-C",
+            "devserver-bastion",
+            "-f",
+            str(key),
+            stdin=asyncio.subprocess.DEVNULL,
+        )
+        if await process.wait() != 0:
+            raise RuntimeError(f"ssh-keygen could not create {key}")
+
+
+class Bastion:
+    def __init__(self, client: KubeClient, settings: BastionSettings) -> None:
+        self.client, self.settings = client, settings
+        self.informers = InformerFactory(client)
+        self.users = self.informers.informer(DEVUSERS)
+        self.accounts = LocalAccounts(settings)
+        self.reconciler = AccountReconciler(self.users, self.accounts, settings)
+        self.controller = Controller("bastion-accounts", self.reconciler, workers=2)
+        self.controller.watch(self.users)
+        self.sshd: asyncio.subprocess.Process | None = None
+
+    # ------------------------------------------------------------------ health
+
+    def _sshd_running(self) -> bool:
+        return self.sshd is not None and self.sshd.returncode is None
+
+    def healthz(self) -> tuple[bool, str]:
+        ok, detail = self.informers.health()
+        if ok and self.sshd is not None and not self._sshd_running():
+            return False, "sshd exited"
+        return ok, detail
+
+    def readyz(self) -> tuple[bool, str]:
+        if not self.settings.synced_marker.exists():
+            return False, "accounts not synced"
+        if not self._sshd_running():
+            return False, "sshd not running"
+        return True, "ok"
+
+    def is_user(self, name: str) -> bool:
+        return (
+            self.users.store.get(ObjectKey("", name)) is not None
+            and name in self.accounts.managed()
+        )
+
+    # ------------------------------------------------------------------ running
+
+    async def run(self, stop: asyncio.Event) -> None:
+        s = self.settings
+        prepare_runtime(s)
+        await ensure_host_keys(s)
+        ca_file = s.ca_file or self.client.api.configuration.ssl_ca_cert
+        if not ca_file:
+            raise click.UsageError("no CA for users' kubeconfigs; pass --ca-file")
+        agent = SessionAgent(
+            socket_path=s.agent_socket,
+            issuer=TokenIssuer(self.client, lifetime=s.token_lifetime),
+            server=s.api_server or self.client.host,
+            ca_pem=Path(ca_file).read_bytes(),  # noqa: ASYNC240 - once, at start
+            is_user=self.is_user,
+            motd=s.motd,
+            refresh_margin=s.token_refresh_margin,
+        )
+        endpoints = HealthEndpoints(healthz=self.healthz, readyz=self.readyz)
+        http = await endpoints.serve(s.http_host, s.http_port)
+        await self.accounts.ensure_group()
+        self.informers.start()
+        controller_stop = asyncio.Event()
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            await self.controller.wait_synced()
+            await self.reconciler.full_pass()
+            await agent.start()
+            self.sshd = await self._start_sshd()
+            tasks = [
+                asyncio.create_task(self.controller.run(controller_stop), name="accounts"),
+                asyncio.create_task(self._pipe_sshd_log(self.sshd), name="sshd-log"),
+            ]
+            sshd_exit: asyncio.Task[int] = asyncio.create_task(self.sshd.wait())
+            stopped = asyncio.create_task(stop.wait())
+            done, _ = await asyncio.wait(
+                {sshd_exit, stopped, tasks[0]}, return_when=asyncio.FIRST_COMPLETED
+            )
+            sshd_exit.cancel()
+            stopped.cancel()
+            if tasks[0] in done:
+                tasks[0].result()
+            if sshd_exit in done and not stop.is_set():
+                raise SshdFailedError(f"sshd exited with {self.sshd.returncode}")
+            log.info("stopping")
+        finally:
+            if self._sshd_running() and self.sshd is not None:
+                self.sshd.terminate()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(10):
+                        await self.sshd.wait()
+            controller_stop.set()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    async with asyncio.timeout(15):
+                        await task
+            await agent.stop()
+            await self.informers.stop()
+            http.close()
+            await http.wait_closed()
+
+    async def _start_sshd(self) -> asyncio.subprocess.Process:
+        s = self.settings
+        s.sshd_config.write_text(render_sshd_config(s, session_command=session_command(s)))
+        check = await asyncio.create_subprocess_exec(
+            s.sshd,
+            "-t",
+            "-f",
+            str(s.sshd_config),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        output, _ = await check.communicate()
+        if check.returncode != 0:
+            raise SshdFailedError(f"sshd rejected its configuration: {output.decode().strip()}")
+        process = await asyncio.create_subprocess_exec(
+            s.sshd,
+            "-D",
+            "-e",
+            "-f",
+            str(s.sshd_config),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        log.info("sshd started", pid=process.pid, listen=f"{s.listen}:{s.port}")
+        return process
+
+    @staticmethod
+    async def _pipe_sshd_log(process: asyncio.subprocess.Process) -> None:
+        assert process.stderr is not None
+        while line := await process.stderr.readline():
+            sshd_log.info(line.decode(errors="replace").rstrip())
+
+
+async def run(settings: BastionSettings, stop: asyncio.Event) -> None:
+    client = await new_client(settings.kubeconfig)
+    try:
+        await Bastion(client, settings).run(stop)
+    finally:
+        await client.close()
+
+
+async def _main(settings: BastionSettings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await run(settings, stop)
+
+
+@click.command()
+@click.option("--kubeconfig", envvar="KUBECONFIG", help="Kubeconfig; in-cluster when unset.")
+@click.option("--listen", default="0.0.0.0", show_default=True, help="sshd ListenAddress.")  # noqa: S104
+@click.option("--port", default=22, show_default=True, help="sshd Port.")
+@click.option("--http-host", default="0.0.0.0", show_default=True)  # noqa: S104
+@click.option("--http-port", default=8080, show_default=True, help="/healthz, /readyz, /metrics")
+@click.option("--sshd", "sshd_path", default="/usr/sbin/sshd", show_default=True)
+@click.option(
+    "--runtime-dir",
+    type=click.Path(path_type=Path),
+    default=str(BastionSettings.runtime_dir),
+    show_default=True,
+)
+@click.option(
+    "--host-key-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Shared host keys (a Secret); generated when unset.",
+)
+@click.option("--token-lifetime", default=3600, show_default=True, help="Seconds; at least 600.")
+@click.option(
+    "--token-refresh-margin",
+    default=600,
+    show_default=True,
+    help="Renew this many seconds before expiry.",
+)
+@click.option("--api-server", default=None, help="API server URL in users' kubeconfigs.")
+@click.option("--ca-file", default=None, help="CA bundle for users' kubeconfigs.")
+@click.option("--log-json/--no-log-json", default=True, show_default=True)
+def main(
+    kubeconfig: str | None,
+    listen: str,
+    port: int,
+    http_host: str,
+    http_port: int,
+    sshd_path: str,
+    runtime_dir: Path,
+    host_key_dir: Path | None,
+    token_lifetime: int,
+    token_refresh_margin: int,
+    api_server: str | None,
+    ca_file: str | None,
+    log_json: bool,
+) -> None:
+    """Run one replica of the devserver SSH bastion (as root, in its container)."""
+    configure_logging(json=log_json)
+    settings = BastionSettings(
+        kubeconfig=kubeconfig,
+        listen=listen,
+        port=port,
+        http_host=http_host,
+        http_port=http_port,
+        sshd=sshd_path,
+        runtime_dir=runtime_dir,
+        host_key_dir=host_key_dir,
+        token_lifetime=token_lifetime,
+        token_refresh_margin=token_refresh_margin,
+        api_server=api_server,
+        ca_file=ca_file,
+        log_json=log_json,
+    )
+    try:
+        asyncio.run(_main(settings))
+    except SshdFailedError as error:
+        log.error("bastion stopped", reason=str(error))
+        sys.exit(1)

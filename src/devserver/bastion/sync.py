@@ -1,0 +1,66 @@
+"""The account reconciler: one DevUser ↔ one local account and its authorized keys.
+
+Order matters for the bad days. A new user: account first, keys last (a key never names an
+account that does not exist yet). A removed user: keys first (no new logins), then processes
+killed and the account deleted. Until the first full pass after start — every cached DevUser
+applied, every local account without a DevUser removed — the `synced` marker is absent and the
+AuthorizedKeysCommand lets nobody in: a bastion restarted while someone was removed must not
+admit them from stale files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import structlog
+
+from devserver.api.meta import ObjectKey
+from devserver.api.user import DevUser
+from devserver.bastion.accounts import AccountError, LocalAccounts
+from devserver.bastion.keys import check_keys, remove_keys, write_keys
+from devserver.bastion.settings import BastionSettings
+from devserver.controller import Result, TerminalError
+from devserver.informers import Informer
+
+log = structlog.get_logger("devserver.bastion.sync")
+
+
+class AccountReconciler:
+    def __init__(
+        self, users: Informer[DevUser], accounts: LocalAccounts, settings: BastionSettings
+    ) -> None:
+        self.users, self.accounts, self.settings = users, accounts, settings
+
+    async def reconcile(self, key: ObjectKey) -> Result | None:
+        name = key.name
+        user = self.users.store.get(key)
+        if user is None or user.metadata.deletion_timestamp is not None:
+            if remove_keys(self.settings.keys_dir, name):
+                log.info("keys removed", user=name)
+            await self.accounts.remove(name)
+            return None
+        check = check_keys(user.spec.ssh_public_keys)
+        for sentence in check.refused:
+            log.warning("key refused", user=name, reason=sentence)
+        try:
+            await self.accounts.add(name, user.spec.email)
+        except AccountError as error:
+            remove_keys(self.settings.keys_dir, name)
+            raise TerminalError(str(error)) from error
+        if write_keys(self.settings.keys_dir, name, check.accepted):
+            log.info("keys written", user=name, keys=len(check.accepted))
+        return None
+
+    async def full_pass(self) -> None:
+        """Apply every cached DevUser and remove every local account without one; then open."""
+        wanted = {user.metadata.name for user in self.users.store.objects()}
+        for name in sorted(wanted | self.accounts.managed()):
+            try:
+                await self.reconcile(ObjectKey("", name))
+            except TerminalError as error:
+                log.error("user not synced", user=name, reason=str(error))
+        for stale in list(Path(self.settings.keys_dir).iterdir()):  # noqa: ASYNC240 - a few names
+            if not stale.name.startswith(".") and stale.name not in wanted:
+                stale.unlink()
+        self.settings.synced_marker.touch()
+        log.info("accounts synced", users=len(wanted))

@@ -1,0 +1,272 @@
+"""devserver-bastion on this machine, as its container would run it — with a real sshd.
+
+The bastion adds Linux accounts, writes their homes and runs sshd as root; on a shared test
+machine that must not touch the host. So it runs in a private mount namespace that looks like
+its image: a copy of /etc (useradd writes there), empty /home and /run, /usr/local/bin holding
+kubectl and devctl, and /root replaced by an empty, traversable directory into which only the
+Python runtime and the venv are bound back (users must be able to run devctl; nothing else of
+root's — the cluster's keys, kubeconfigs — is visible to them). Processes, network and kernel
+are the host's: sshd listens on loopback, sessions are real processes with their own uids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import devserver
+from devserver.testing.controlplane import LocalControlPlane, free_port
+from devserver.testing.http import fetch
+from devserver.testing.process import wait_until
+
+SSHD = "/usr/sbin/sshd"
+UID_MIN = 20000
+
+
+class BastionUnavailableError(RuntimeError):
+    pass
+
+
+def check_prerequisites() -> None:
+    if os.geteuid() != 0:
+        raise BastionUnavailableError("the bastion tests need root (accounts, sshd, mounts)")
+    if not Path(SSHD).exists():
+        raise BastionUnavailableError(
+            f"{SSHD} is missing: install Debian's openssh-server "
+            "(`apt-get install -y openssh-server`; .ci/run does this)"
+        )
+    if shutil.which("unshare") is None:
+        raise BastionUnavailableError("unshare (util-linux) is missing")
+
+
+@dataclass(frozen=True)
+class SshResult:
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+
+class BastionSandbox:
+    def __init__(
+        self,
+        control_plane: LocalControlPlane,
+        *,
+        token_lifetime: int = 3600,
+        token_refresh_margin: int = 600,
+    ) -> None:
+        check_prerequisites()
+        self.control_plane = control_plane
+        self.kubectl = control_plane.layout.bin_dir / "kubectl"
+        self.token_lifetime = token_lifetime
+        self.token_refresh_margin = token_refresh_margin
+        self.root = Path(tempfile.mkdtemp(prefix="devserver-bastion-"))
+        self.port = free_port()
+        self.http_port = free_port()
+        self.log = self.root / "bastion.log"
+        self.known_hosts = self.root / "known_hosts"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self, timeout: float = 60) -> BastionSandbox:
+        root = self.root
+        shutil.copytree("/etc", root / "etc", symlinks=True)
+        for name in ("home", "run", "bin", "rootorig", "runtime"):
+            (root / name).mkdir()
+        os.symlink(self.kubectl, root / "bin" / "kubectl")
+        os.symlink(Path(sys.prefix) / "bin" / "devctl", root / "bin" / "devctl")
+        kubeconfig = self.control_plane.service_account_kubeconfig(
+            "devserver-system",
+            "devserver-bastion",
+            duration="24h",
+            path=root / "bastion.kubeconfig",
+            embed_ca=True,
+        )
+        argv = [
+            sys.executable,
+            "-m",
+            "devserver.bastion",
+            f"--kubeconfig={kubeconfig}",
+            "--listen=127.0.0.1",
+            f"--port={self.port}",
+            "--http-host=127.0.0.1",
+            f"--http-port={self.http_port}",
+            f"--token-lifetime={self.token_lifetime}",
+            f"--token-refresh-margin={self.token_refresh_margin}",
+        ]
+        with self.log.open("ab") as log:
+            self._proc = subprocess.Popen(
+                [
+                    "unshare",
+                    "--mount",
+                    "--propagation",
+                    "private",
+                    "--",
+                    "sh",
+                    "-euc",
+                    self._namespace_script(argv),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+
+        def ready() -> bool:
+            if self._proc is not None and self._proc.poll() is not None:
+                raise BastionUnavailableError(f"bastion exited early:\n{self.output()}")
+            return fetch(f"http://127.0.0.1:{self.http_port}/readyz", timeout=2)[0] == 200
+
+        try:
+            wait_until("bastion /readyz", ready, timeout=timeout)
+        except TimeoutError as error:
+            raise TimeoutError(f"{error}\n{self.output()}") from None
+        host_key = self._in_namespace_path(
+            "/run/devserver-bastion/hostkeys/ssh_host_ed25519_key.pub"
+        )
+        kind, blob = host_key.split()[:2]
+        self.known_hosts.write_text(f"[127.0.0.1]:{self.port} {kind} {blob}\n")
+        return self
+
+    def _namespace_script(self, argv: list[str]) -> str:
+        root = self.root
+        needed = {
+            Path(sys.base_prefix).resolve(),
+            Path(sys.prefix),
+            Path(sys.prefix).resolve(),
+            Path(devserver.__file__).resolve().parents[1],  # src/ of an editable install
+            self.kubectl.parent.resolve(),
+        }
+        under_root = sorted(p for p in needed if p.is_relative_to("/root"))
+        lines = [
+            f"mount --bind {root / 'etc'} /etc",
+            f"mount --bind {root / 'bin'} /usr/local/bin",
+            "mount -t tmpfs -o mode=755 tmpfs /home",
+            "mount -t tmpfs -o mode=755 tmpfs /run",
+            f"mount --bind /root {root / 'rootorig'}",
+            "mount -t tmpfs -o mode=755 tmpfs /root",
+        ]
+        for path in under_root:
+            inner = path.relative_to("/root")
+            lines += [
+                f"mkdir -p {shlex.quote(str(path))}",
+                f"mount --bind {shlex.quote(str(root / 'rootorig' / inner))} "
+                f"{shlex.quote(str(path))}",
+            ]
+        lines.append(f"exec {shlex.join(argv)}")
+        return "\n".join(lines)
+
+    def _in_namespace_path(self, path: str) -> str:
+        """Read a file the bastion wrote inside its namespace (through its /proc root)."""
+        assert self._proc is not None
+        return (Path(f"/proc/{self._proc.pid}/root") / path.lstrip("/")).read_text()
+
+    def read(self, path: str) -> str:
+        return self._in_namespace_path(path)
+
+    def exists(self, path: str) -> bool:
+        assert self._proc is not None
+        return (Path(f"/proc/{self._proc.pid}/root") / path.lstrip("/")).exists()
+
+    def output(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-20000:]
+        except FileNotFoundError:
+            return ""
+
+    def uids(self) -> list[int]:
+        uids = []
+        for line in (self.root / "etc" / "passwd").read_text().splitlines():
+            fields = line.split(":")
+            if len(fields) > 2 and fields[2].isdigit() and int(fields[2]) >= UID_MIN:
+                uids.append(int(fields[2]))
+        return uids
+
+    def stop(self) -> None:
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for uid in self.uids():  # sessions outlive sshd's listener; end them with the sandbox
+            subprocess.run(["pkill", "--signal", "KILL", "--uid", str(uid)], check=False)
+        if os.environ.get("DEVSERVER_KEEP_STATE") != "1":
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    # ------------------------------------------------------------------ clients
+
+    def ssh_argv(self, user: str, key: Path, *extra: str) -> list[str]:
+        return [
+            "ssh",
+            "-F",
+            "/dev/null",
+            "-p",
+            str(self.port),
+            "-i",
+            str(key),
+            "-o",
+            f"UserKnownHostsFile={self.known_hosts}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "ConnectTimeout=20",
+            "-o",
+            "LogLevel=ERROR",
+            *extra,
+            f"{user}@127.0.0.1",
+        ]
+
+    async def ssh(
+        self,
+        user: str,
+        key: Path,
+        command: str,
+        *,
+        extra: tuple[str, ...] = (),
+        timeout: float = 60,
+        stdin: bytes | None = None,
+    ) -> SshResult:
+        started = time.monotonic()
+        process = await asyncio.create_subprocess_exec(
+            *self.ssh_argv(user, key, *extra),
+            command,
+            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            async with asyncio.timeout(timeout):
+                out, err = await process.communicate(stdin)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            raise
+        return SshResult(
+            process.returncode or 0, out.decode(), err.decode(), time.monotonic() - started
+        )
+
+
+def new_key(directory: Path, name: str) -> tuple[Path, str]:
+    """An ed25519 key pair for a test user: (private key path, public key line)."""
+    key = directory / f"{name}_ed25519"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{name}@test", "-f", str(key)],
+        check=True,
+    )
+    return key, (directory / f"{name}_ed25519.pub").read_text().strip()
