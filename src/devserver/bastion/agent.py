@@ -5,7 +5,10 @@ a token for the account it runs as, and audit lines carry that account. A sessio
 connection for its whole life, so the audit line is written when the session ends — whatever
 way it ends (a wrapper killed outright shows up as `disconnected`).
 
-Protocol: newline-delimited JSON. Session: `{"op": "start", "command", "client", "tty"}` →
+Protocol: requests are newline-delimited JSON. Replies to devctl are JSON lines; replies to
+the session wrapper are length-prefixed `marshal` dicts (the wrapper runs without imports to keep
+logins fast; marshal is safe here because only the trusted side, this agent, produces it).
+Session: `{"op": "start", "command", "client", "tty"}` →
 `{"ok", "kubeconfig", "refresh_in", "expires_at", "motd"}`; then any number of
 `{"op": "refresh"}` → the same; then `{"op": "end", "exit_code"}`. devctl: one
 `{"op": "devctl", "argv", "exit_code", "duration"}` per command.
@@ -16,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import marshal
 import os
 import pwd
 import socket
@@ -104,7 +108,7 @@ class SessionAgent:
                 return
             if first.get("op") == "devctl":
                 self._audit_devctl(user, first)
-                await self._reply(writer, ok=True)
+                await self._reply_json(writer, ok=True)
             elif first.get("op") == "start":
                 await self._session(user, first, reader, writer)
             else:
@@ -216,5 +220,12 @@ class SessionAgent:
 
     @staticmethod
     async def _reply(writer: asyncio.StreamWriter, **fields: Any) -> None:
+        """To a session wrapper: a length-prefixed marshal dict."""
+        body = marshal.dumps(fields)
+        writer.write(len(body).to_bytes(4, "big") + body)
+        await writer.drain()
+
+    @staticmethod
+    async def _reply_json(writer: asyncio.StreamWriter, **fields: Any) -> None:
         writer.write(json.dumps(fields).encode() + b"\n")
         await writer.drain()

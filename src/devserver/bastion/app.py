@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import shlex
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -26,7 +27,7 @@ from devserver.api.resources import DEVUSERS
 from devserver.bastion.accounts import LocalAccounts
 from devserver.bastion.agent import SessionAgent
 from devserver.bastion.settings import BastionSettings
-from devserver.bastion.sshd_config import HOST_KEY_TYPES, render_keys_command, render_sshd_config
+from devserver.bastion.sshd_config import HOST_KEY_TYPES, render_sshd_config
 from devserver.bastion.sync import AccountReconciler
 from devserver.bastion.tokens import TokenIssuer
 from devserver.client import KubeClient, new_client
@@ -53,10 +54,9 @@ def prepare_runtime(settings: BastionSettings) -> None:
     for directory in (settings.privsep_dir, settings.runtime_dir, settings.keys_dir):
         directory.mkdir(mode=0o755, parents=True, exist_ok=True)
         os.chmod(directory, 0o755)  # noqa: S103 - sshd needs a root-owned, readable path
-    settings.synced_marker.unlink(missing_ok=True)  # closed until the first full pass
-    command = settings.keys_command
-    command.write_text(render_keys_command(settings.keys_dir, settings.synced_marker))
-    os.chmod(command, 0o755)  # noqa: S103 - run by sshd as `nobody`
+    # closed until the first full pass: no key file survives a restart
+    for stale in settings.keys_dir.iterdir():
+        stale.unlink()
 
 
 async def ensure_host_keys(settings: BastionSettings) -> None:
@@ -186,7 +186,8 @@ class Bastion:
 
     async def _start_sshd(self) -> asyncio.subprocess.Process:
         s = self.settings
-        s.sshd_config.write_text(render_sshd_config(s, session_command=session_command(s)))
+        cat = shutil.which("cat") or "/usr/bin/cat"
+        s.sshd_config.write_text(render_sshd_config(s, session_command=session_command(s), cat=cat))
         check = await asyncio.create_subprocess_exec(
             s.sshd,
             "-t",

@@ -52,11 +52,7 @@ class BastionSettings:
 
     @property
     def synced_marker(self) -> Path:
-        return self.runtime_dir / "keys" / ".synced"
-
-    @property
-    def keys_command(self) -> Path:
-        return self.runtime_dir / "authorized-keys"
+        return self.runtime_dir / "synced"
 
     @property
     def sshd_config(self) -> Path:

@@ -10,8 +10,6 @@ through the session wrapper (ForceCommand), which fetches the user's token and w
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from devserver.bastion.settings import BastionSettings
 
 KEX = "sntrup761x25519-sha512@openssh.com,curve25519-sha256,curve25519-sha256@libssh.org"
@@ -28,7 +26,14 @@ PUBKEY_ALGORITHMS = (
 HOST_KEY_TYPES = ("ed25519", "rsa")
 
 
-def render_sshd_config(settings: BastionSettings, *, session_command: str) -> str:
+def render_sshd_config(
+    settings: BastionSettings, *, session_command: str, cat: str = "/usr/bin/cat"
+) -> str:
+    """The config. Keys: `cat` of the file the account sync wrote from the DevUser — sshd runs
+    it twice per login, so nothing costlier; `%u` is an account sshd already resolved (and
+    AllowGroups admitted), so it cannot leave the keys directory. The directory is emptied at
+    start and filled by the first full sync: a restarted bastion admits nobody from stale files.
+    """
     host_keys = "\n".join(
         f"HostKey {settings.host_keys / f'ssh_host_{kind}_key'}" for kind in HOST_KEY_TYPES
     )
@@ -54,7 +59,7 @@ PermitEmptyPasswords no
 UsePAM no
 StrictModes yes
 AuthorizedKeysFile none
-AuthorizedKeysCommand {settings.keys_command} %u
+AuthorizedKeysCommand {cat} {settings.keys_dir}/%u
 AuthorizedKeysCommandUser nobody
 PermitUserEnvironment no
 PermitUserRC no
@@ -89,20 +94,4 @@ PubkeyAcceptedAlgorithms {PUBKEY_ALGORITHMS}
 PrintMotd no
 PrintLastLog no
 ForceCommand {session_command}
-"""
-
-
-def render_keys_command(keys_dir: Path, synced_marker: Path) -> str:
-    """AuthorizedKeysCommand: the user's keys as the account sync last wrote them from DevUsers.
-
-    A shell script on purpose: sshd runs it for every login attempt, and a login must stay
-    cheap. Until the first sync after start nobody is let in (fail closed). `%u` is a local
-    account sshd already resolved, so it cannot walk out of `keys_dir`.
-    """
-    return f"""\
-#!/bin/sh
-[ -e '{synced_marker}' ] || exit 1
-case "$1" in ''|*/*|.*) exit 1 ;; esac
-[ -r '{keys_dir}/'"$1" ] || exit 1
-exec cat -- '{keys_dir}/'"$1"
 """

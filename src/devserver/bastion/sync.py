@@ -2,10 +2,9 @@
 
 Order matters for the bad days. A new user: account first, keys last (a key never names an
 account that does not exist yet). A removed user: keys first (no new logins), then processes
-killed and the account deleted. Until the first full pass after start — every cached DevUser
-applied, every local account without a DevUser removed — the `synced` marker is absent and the
-AuthorizedKeysCommand lets nobody in: a bastion restarted while someone was removed must not
-admit them from stale files.
+killed and the account deleted. The keys directory is emptied at start and sshd starts only
+after the first full pass (every cached DevUser applied, every local account without a DevUser
+removed): a bastion restarted while someone was removed never admits them from stale files.
 """
 
 from __future__ import annotations

@@ -165,6 +165,16 @@ class BastionSandbox:
         lines.append(f"exec {shlex.join(argv)}")
         return "\n".join(lines)
 
+    @property
+    def pid(self) -> int:
+        """The bastion's process; its mount namespace is the sandbox (`nsenter -t pid -m`)."""
+        if self._proc is None:
+            raise RuntimeError("not started")
+        return self._proc.pid
+
+    def write(self, path: str, text: str) -> None:
+        (Path(f"/proc/{self.pid}/root") / path.lstrip("/")).write_text(text)
+
     def _in_namespace_path(self, path: str) -> str:
         """Read a file the bastion wrote inside its namespace (through its /proc root)."""
         assert self._proc is not None
