@@ -73,6 +73,21 @@ def test_up_serves_a_cluster_and_ctrl_c_stops_every_process() -> None:
     ).stdout.split()
     assert "devserverflavor.devservers.io/gpu-large" in flavors
 
+    # the bastion: a real ssh login as the demo user, with its own token
+    ssh = next(line.strip() for line in output if line.strip().startswith("ssh -F"))
+    whoami = ""
+    for _ in range(100):  # the demo user is being provisioned
+        whoami = subprocess.run(
+            [*ssh.split(), "kubectl auth whoami -o jsonpath={.status.userInfo.username}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        if whoami:
+            break
+        time.sleep(0.3)
+    assert whoami == "system:serviceaccount:dev-demo:user-demo"
+
     proc.send_signal(signal.SIGINT)
     rest, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, "".join(output) + rest

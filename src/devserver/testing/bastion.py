@@ -47,6 +47,23 @@ def check_prerequisites() -> None:
         raise BastionUnavailableError("unshare (util-linux) is missing")
 
 
+def ensure_sshd() -> str:
+    """Debian's openssh-server, installed with the machine's own apt configuration if missing."""
+    if Path(SSHD).exists():
+        return "present"
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise BastionUnavailableError(
+            f"{SSHD} is missing and cannot be installed here (needs root and apt-get): "
+            "install openssh-server"
+        )
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "openssh-server"]
+    if subprocess.run(install, env=env, check=False, capture_output=True).returncode != 0:
+        subprocess.run(["apt-get", "update", "-q"], env=env, check=True, capture_output=True)
+        subprocess.run(install, env=env, check=True, capture_output=True)
+    return "installed"
+
+
 @dataclass(frozen=True)
 class SshResult:
     returncode: int
@@ -74,6 +91,7 @@ class BastionSandbox:
         self.log = self.root / "bastion.log"
         self.known_hosts = self.root / "known_hosts"
         self._proc: subprocess.Popen[bytes] | None = None
+        self._mount_ns = ""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -130,6 +148,7 @@ class BastionSandbox:
             wait_until("bastion /readyz", ready, timeout=timeout)
         except TimeoutError as error:
             raise TimeoutError(f"{error}\n{self.output()}") from None
+        self._mount_ns = os.readlink(f"/proc/{self.pid}/ns/mnt")
         host_key = self._in_namespace_path(
             "/run/devserver-bastion/hostkeys/ssh_host_ed25519_key.pub"
         )
@@ -210,8 +229,17 @@ class BastionSandbox:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        for uid in self.uids():  # sessions outlive sshd's listener; end them with the sandbox
+        # what outlives the bastion (sessions, an sshd of a killed bastion, a benchmark's
+        # second sshd) dies with the sandbox: every process in its mount namespace
+        for uid in self.uids():
             subprocess.run(["pkill", "--signal", "KILL", "--uid", str(uid)], check=False)
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and self._mount_ns:
+                try:
+                    if os.readlink(entry / "ns" / "mnt") == self._mount_ns:
+                        os.kill(int(entry.name), 9)
+                except OSError:
+                    continue
         if os.environ.get("DEVSERVER_KEEP_STATE") != "1":
             shutil.rmtree(self.root, ignore_errors=True)
 

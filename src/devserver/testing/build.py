@@ -1,9 +1,11 @@
-"""`python -m devserver.testing.build`: build or find the control-plane binaries; say how long."""
+"""`python -m devserver.testing.build`: what the tests need besides Python — the control-plane
+binaries (built from Go modules, cached) and Debian's openssh-server for the bastion tests."""
 
 from __future__ import annotations
 
 import time
 
+from devserver.testing.bastion import ensure_sshd
 from devserver.testing.binaries import ensure_binaries
 
 
@@ -11,6 +13,9 @@ def main() -> None:
     started = time.monotonic()
     directory = ensure_binaries()
     print(f"control-plane binaries: {directory} ({time.monotonic() - started:.1f} s)")  # noqa: T201
+    started = time.monotonic()
+    state = ensure_sshd()
+    print(f"openssh-server: {state} ({time.monotonic() - started:.1f} s)")  # noqa: T201
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """`nox -s up`: the local platform in the foreground until Ctrl-C.
 
-The control plane with EKS-like node groups, the CRDs and default flavors, and the operator.
-Ctrl-C (or SIGTERM) stops every process it started.
+The control plane with EKS-like node groups, the CRDs and default flavors, the operator, and —
+where this machine allows it (root, sshd, unshare) — the SSH bastion with a `demo` user whose
+key is generated for you. Ctrl-C (or SIGTERM) stops every process it started.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 import threading
 from types import FrameType
 
+from devserver.testing.bastion import BastionSandbox, BastionUnavailableError, new_key
 from devserver.testing.binaries import read_versions, tools_dir
 from devserver.testing.controlplane import LocalControlPlane, repo_root
 
@@ -31,11 +33,15 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     cluster = LocalControlPlane()
+    bastion: BastionSandbox | None = None
     try:
         cluster.start()
         cluster.install_devserver()
         operator_url = cluster.run_operator()
+        bastion, bastion_text = _start_bastion(cluster)
     except KeyboardInterrupt:
+        if bastion is not None:
+            bastion.stop()
         cluster.stop()
         return 130
     signal.signal(signal.SIGINT, on_signal)
@@ -58,6 +64,7 @@ Try:
   kubectl patch ds mydev --type=merge -p '{{"spec":{{"flavor":"gpu-small"}}}}'   # same home
   kubectl get nodes -L node.kubernetes.io/instance-type,topology.kubernetes.io/zone
 
+{bastion_text}
 Logs (operator too): {cluster.layout.logs}   Audit log: {cluster.audit_log}
 Ctrl-C stops everything.
 """
@@ -69,9 +76,38 @@ Ctrl-C stops everything.
         return 1
     finally:
         _say("stopping the local platform ...")
+        if bastion is not None:
+            bastion.stop()
         cluster.stop()
         _say("stopped; no process left behind.")
     return 0
+
+
+def _start_bastion(cluster: LocalControlPlane) -> tuple[BastionSandbox | None, str]:
+    """The bastion and a `demo` DevUser with a fresh key; what to tell the user."""
+    try:
+        bastion = BastionSandbox(cluster)
+    except BastionUnavailableError as error:
+        return None, f"The SSH bastion is not started: {error}.\n"
+    _say("waiting for the quota controller to count DevServers (once per cluster, <= 30 s) ...")
+    cluster.wait_quota_counts_devservers()
+    bastion.start()
+    key, public = new_key(cluster.layout.state_dir, "demo")
+    cluster.apply(
+        {
+            "apiVersion": "devservers.io/v1",
+            "kind": "DevUser",
+            "metadata": {"name": "demo"},
+            "spec": {"email": "demo@example.com", "sshPublicKeys": [public]},
+        }
+    )
+    ssh = " ".join(bastion.ssh_argv("demo", key))
+    return bastion, (
+        "The SSH bastion runs on 127.0.0.1:"
+        f"{bastion.port} (a real sshd; user `demo`, key generated for you):\n"
+        f"  {ssh}\n"
+        "  then: kubectl get devservers; devctl --help\n"
+    )
 
 
 if __name__ == "__main__":
