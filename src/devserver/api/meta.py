@@ -26,7 +26,9 @@ class ObjectKey(NamedTuple):
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(populate_by_name=True, frozen=True, extra="ignore")
+    # defer_build: a schema is built when a model is first used, not when it is imported
+    # (devctl imports every model and uses one or two)
+    model_config = ConfigDict(populate_by_name=True, frozen=True, extra="ignore", defer_build=True)
 
 
 class OwnerReference(_Model):

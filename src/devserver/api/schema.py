@@ -11,7 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field
 class SpecModel(BaseModel):
     """camelCase on the wire (aliases), snake_case in Python; immutable once read."""
 
-    model_config = ConfigDict(populate_by_name=True, frozen=True, extra="ignore")
+    # defer_build: a schema is built when a model is first used, not when it is imported
+    # (devctl imports every model and uses one or two)
+    model_config = ConfigDict(populate_by_name=True, frozen=True, extra="ignore", defer_build=True)
 
 
 class ConditionStatus(StrEnum):

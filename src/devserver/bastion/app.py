@@ -129,14 +129,14 @@ class Bastion:
         s = self.settings
         prepare_runtime(s)
         await ensure_host_keys(s)
-        ca_file = s.ca_file or self.client.api.configuration.ssl_ca_cert
-        if not ca_file:
+        ca_pem = Path(s.ca_file).read_bytes() if s.ca_file else self.client.config.ca_pem  # noqa: ASYNC240 - once, at start
+        if not ca_pem:
             raise click.UsageError("no CA for users' kubeconfigs; pass --ca-file")
         agent = SessionAgent(
             socket_path=s.agent_socket,
             issuer=TokenIssuer(self.client, lifetime=s.token_lifetime),
             server=s.api_server or self.client.host,
-            ca_pem=Path(ca_file).read_bytes(),  # noqa: ASYNC240 - once, at start
+            ca_pem=ca_pem,
             is_user=self.is_user,
             motd=s.motd,
             refresh_margin=s.token_refresh_margin,

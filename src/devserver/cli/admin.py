@@ -6,8 +6,7 @@ nothing is changed by a refused command.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -15,23 +14,22 @@ import click
 
 from devserver.api.resources import DEVUSERS
 from devserver.api.user import DevUser
-from devserver.client import ApiError, KubeClient, new_client
+from devserver.cli.errors import DevctlError
+from devserver.cli.runner import Devctl
+from devserver.client.blocking import BlockingKubeClient
+from devserver.client.errors import ApiError
 
 T = TypeVar("T")
 
 
-def _run(kubeconfig: str | None, action: Callable[[KubeClient], Awaitable[T]]) -> T:
-    async def go() -> T:
-        client = await new_client(kubeconfig)
-        try:
-            return await action(client)
-        finally:
-            await client.close()
-
+def _run(devctl: Devctl, action: Callable[[BlockingKubeClient], T]) -> T:
+    client = devctl.client()
     try:
-        return asyncio.run(go())
+        return action(client)
     except ApiError as error:
-        raise click.ClickException(_sentence(error)) from None
+        raise DevctlError(_sentence(error)) from None
+    finally:
+        client.close()
 
 
 def _sentence(error: ApiError) -> str:
@@ -66,7 +64,7 @@ def user() -> None:
 @click.option("--gpus", type=click.IntRange(min=0), default=None, help="GPU quota override.")
 @click.pass_obj
 def add(
-    obj: dict[str, Any],
+    obj: Devctl,
     name: str,
     email: str,
     key_files: tuple[Path, ...],
@@ -91,7 +89,7 @@ def add(
         "metadata": {"name": name},
         "spec": spec,
     }
-    _run(obj.get("kubeconfig"), lambda c: c.create(DEVUSERS, body))
+    _run(obj, lambda c: c.create(DEVUSERS, body))
     click.echo(f"user {name} added; their namespace is dev-{name}")
 
 
@@ -101,21 +99,21 @@ def add(
     prompt="This deletes the user's namespace and all their dev servers and home volumes. Continue?"
 )
 @click.pass_obj
-def remove(obj: dict[str, Any], name: str) -> None:
+def remove(obj: Devctl, name: str) -> None:
     """Remove user NAME and everything in their namespace."""
-    _run(obj.get("kubeconfig"), lambda c: c.delete(DEVUSERS, name))
+    _run(obj, lambda c: c.delete(DEVUSERS, name))
     click.echo(f"user {name} removed; dev-{name} is being deleted")
 
 
 @user.command("list")
 @click.pass_obj
-def list_users(obj: dict[str, Any]) -> None:
+def list_users(obj: Devctl) -> None:
     """List users."""
 
-    async def fetch(client: KubeClient) -> list[DevUser]:
-        return (await client.list_page(DEVUSERS)).items
+    def fetch(client: BlockingKubeClient) -> list[DevUser]:
+        return client.list_page(DEVUSERS).items
 
-    users = _run(obj.get("kubeconfig"), fetch)
+    users = _run(obj, fetch)
     click.echo(f"{'NAME':<20} {'EMAIL':<32} {'TEAM':<12} {'KEYS':>4}  READY")
     for u in sorted(users, key=lambda u: u.metadata.name):
         ready = any(

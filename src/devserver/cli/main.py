@@ -1,4 +1,4 @@
-"""devctl entry point: the command group; subcommands live in sibling modules."""
+"""devctl entry point: the command group and its global options; commands live beside it."""
 
 from __future__ import annotations
 
@@ -9,6 +9,13 @@ import click
 
 from devserver import __version__
 from devserver.cli.admin import admin
+from devserver.cli.complete import completion
+from devserver.cli.environment import info, status, test_k8s
+from devserver.cli.flavors import flavors
+from devserver.cli.remote import exec_, logs, ssh
+from devserver.cli.runner import Devctl
+from devserver.cli.servers import create, delete, describe, list_, update
+from devserver.cli.sshconfig import ssh_config
 from devserver.observability.audit import report_command
 
 
@@ -18,14 +25,29 @@ from devserver.observability.audit import report_command
     "--kubeconfig",
     envvar="KUBECONFIG",
     default=None,
-    help="Kubeconfig (on the bastion: your own, refreshed at login).",
+    help="Kubeconfig (on the bastion: your own, renewed while you are logged in).",
+)
+@click.option("--context", default=None, help="Kubeconfig context (default: the current one).")
+@click.option(
+    "-n", "--namespace", default=None, help="Namespace (default: the context's, e.g. dev-<you>)."
 )
 @click.pass_context
-def cli(ctx: click.Context, kubeconfig: str | None) -> None:
+def cli(
+    ctx: click.Context, kubeconfig: str | None, context: str | None, namespace: str | None
+) -> None:
     """devctl: create, use and stop your PyTorch development servers."""
-    ctx.obj = {"kubeconfig": kubeconfig}
+    if kubeconfig and len(kubeconfig.split(":")) > 1:
+        kubeconfig = None  # a KUBECONFIG list: let the loader merge it
+    ctx.obj = Devctl(kubeconfig=kubeconfig, context=context, namespace_flag=namespace)
 
 
+for command in (status, info, test_k8s, flavors, create, list_, describe, delete, update):
+    cli.add_command(command)
+cli.add_command(exec_, "exec")
+cli.add_command(ssh)
+cli.add_command(logs)
+cli.add_command(ssh_config)
+cli.add_command(completion)
 cli.add_command(admin)
 
 

@@ -1,10 +1,10 @@
-"""`KubeClient`: typed requests and raw watch streams over kubernetes_asyncio's transport.
+"""`KubeClient`: typed requests and raw watch streams over one aiohttp session.
 
-kubernetes_asyncio supplies configuration (kubeconfig, in-cluster, token refresh) and its aiohttp
-session (TLS, client certificates, pool); everything above that is ours: URLs from `Resource`,
-JSON parsed by pydantic straight from bytes, errors as `ApiError`, and watch streams read chunk
-by chunk (no line-length limit) with a client-side idle bound that catches connections which
-stay open but deliver nothing, whether before the response headers or between events.
+`config` says where the server is and how to authenticate (kubeconfig, exec plugins, in-cluster);
+this module sends: URLs from `Resource`, JSON parsed by pydantic straight from bytes, errors as
+`ApiError`, and watch streams read chunk by chunk (no line-length limit) with a client-side idle
+bound that catches connections which stay open but deliver nothing, whether before the response
+headers or between events. The session is made on first use, inside the running loop.
 """
 
 from __future__ import annotations
@@ -13,22 +13,20 @@ import asyncio
 import gc
 import io
 import json
-import os
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from enum import StrEnum
 from typing import Any, Generic
 
 import aiohttp
-from kubernetes_asyncio import client as k8s
-from kubernetes_asyncio import config as k8s_config
-from kubernetes_asyncio.client.api_client import ApiClient
 from pydantic import BaseModel
 
 from devserver import __version__
 from devserver.api.meta import EventType, ObjectList, ObjectT
-from devserver.api.resources import Resource
+from devserver.api.resources import PODS, Resource
+from devserver.client.config import ClusterConfig, load_config
 from devserver.client.errors import ApiError, WatchStalledError
+from devserver.client.remote import ExecSession, open_exec
 
 Query = Sequence[tuple[str, str]]
 # Connections are HTTP/1.1: every open watch holds one, so the pool must exceed the watch count.
@@ -48,10 +46,24 @@ class WatchEvent(BaseModel, Generic[ObjectT]):
 
 
 class KubeClient:
-    def __init__(self, api: ApiClient) -> None:
-        self.api = api
-        self.host = str(api.configuration.host)
+    def __init__(self, config: ClusterConfig) -> None:
+        self.config = config
+        self.host = config.server
         self.requests_sent = 0  # every request, watches included (tests count API traffic)
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def namespace(self) -> str:
+        """The context's namespace (on the bastion: the user's own)."""
+        return self.config.namespace
+
+    def _client_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=POOL_SIZE, ssl=self.config.ssl_context),
+                auto_decompress=True,
+            )
+        return self._session
 
     # ------------------------------------------------------------------ plumbing
 
@@ -70,22 +82,21 @@ class KubeClient:
             "Content-Type": content_type,
             "User-Agent": f"devserver/{__version__}",
         }
-        params = list(query)
-        await self.api.update_params_for_auth(headers, params, ["BearerToken"])
-        rest: Any = self.api.rest_client
-        options: dict[str, Any] = {"params": params, "headers": headers, "timeout": timeout}
+        try:
+            headers.update(await self._auth_headers())
+        except OSError as error:
+            raise ApiError(0, "CredentialsUnavailable", str(error)) from error
+        options: dict[str, Any] = {"params": list(query), "headers": headers, "timeout": timeout}
         if body is not None:
             # bytes in a stream: aiohttp neither copies nor warns about large bodies
             options["data"] = io.BytesIO(
                 body if isinstance(body, bytes) else json.dumps(body).encode()
             )
-        if rest.proxy:
-            options["proxy"], options["proxy_headers"] = rest.proxy, rest.proxy_headers
-        if rest.server_hostname:
-            options["server_hostname"] = rest.server_hostname
+        if self.config.server_hostname:
+            options["server_hostname"] = self.config.server_hostname
         self.requests_sent += 1
         try:
-            response: aiohttp.ClientResponse = await rest.pool_manager.request(
+            response: aiohttp.ClientResponse = await self._client_session().request(
                 method, self.host + path, **options
             )
         except (aiohttp.ClientError, OSError, TimeoutError) as error:
@@ -259,11 +270,76 @@ class KubeClient:
         body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation}
         await self.request("DELETE", resource.path(namespace, name), body=body)
 
+    # ------------------------------------------------------------------ pods
+
+    async def _auth_headers(self) -> dict[str, str]:
+        token = await self.config.auth.token()
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    @asynccontextmanager
+    async def exec(
+        self,
+        namespace: str,
+        pod: str,
+        command: Sequence[str],
+        *,
+        container: str = "",
+        tty: bool = False,
+        stdin: bool = False,
+    ) -> AsyncIterator[ExecSession]:
+        """Run `command` in the pod; iterate `session.output()`, then read `exit_code`."""
+        query = [("command", part) for part in command]
+        query += [("stdout", "true"), ("stderr", "false" if tty else "true")]
+        query += [("stdin", "true" if stdin else "false"), ("tty", "true" if tty else "false")]
+        if container:
+            query.append(("container", container))
+        options: dict[str, Any] = {}
+        if self.config.server_hostname:
+            options["server_hostname"] = self.config.server_hostname
+        self.requests_sent += 1
+        session = await open_exec(
+            self._client_session(),
+            self.host + PODS.path(namespace, pod, "exec"),
+            query,
+            {"User-Agent": f"devserver/{__version__}", **(await self._auth_headers())},
+            **options,
+        )
+        try:
+            yield session
+        finally:
+            await session.ws.close()
+
+    @asynccontextmanager
+    async def stream(self, path: str, *, query: Query = ()) -> AsyncIterator[AsyncIterator[bytes]]:
+        """A GET whose body is read as it arrives (pod logs with follow)."""
+        response = await self._send(
+            "GET",
+            path,
+            query=query,
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=None),
+        )
+        try:
+            if response.status != 200:
+                raise ApiError.from_body(response.status, await response.read())
+            yield _chunks(response)
+        finally:
+            response.close()
+
     async def server_version(self) -> str:
         return str(json.loads(await self.request("GET", "/version"))["gitVersion"])
 
     async def close(self) -> None:
-        await self.api.close()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+async def _chunks(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    try:
+        while chunk := await response.content.readany():
+            yield chunk
+    except (aiohttp.ClientError, OSError) as error:
+        raise ApiError(0, "ConnectionFailed", str(error) or type(error).__name__) from error
 
 
 @contextmanager
@@ -311,16 +387,7 @@ async def _events(
                 yield model.model_validate_json(line)
 
 
-async def new_client(kubeconfig: str | None = None) -> KubeClient:
-    """From `kubeconfig` (or $KUBECONFIG); inside a pod with neither, the ServiceAccount."""
-    configuration = k8s.Configuration()
-    path = kubeconfig or os.environ.get("KUBECONFIG")
-    if path is None and "KUBERNETES_SERVICE_HOST" in os.environ:
-        load_incluster: Any = k8s_config.load_incluster_config  # untyped upstream
-        load_incluster(client_configuration=configuration)
-    else:
-        await k8s_config.load_kube_config(
-            config_file=path, client_configuration=configuration, persist_config=False
-        )
-    configuration.connection_pool_maxsize = POOL_SIZE
-    return KubeClient(ApiClient(configuration))
+async def new_client(kubeconfig: str | None = None, context: str | None = None) -> KubeClient:
+    """From `kubeconfig` (or $KUBECONFIG, ~/.kube/config); inside a pod with none, the
+    ServiceAccount. Raises `ConfigError` with a sentence saying what to fix."""
+    return KubeClient(load_config(kubeconfig, context))

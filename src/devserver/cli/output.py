@@ -1,0 +1,52 @@
+"""Tables for people, JSON or YAML for scripts."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from devserver.cli.durations import short
+
+OUTPUT_OPTION = click.option(
+    "-o",
+    "--output",
+    type=click.Choice(["table", "json", "yaml"]),
+    default="table",
+    show_default=True,
+    help="table for people; json or yaml for scripts.",
+)
+
+
+def table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> str:
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+    lines = ["   ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    for row in rows:
+        lines.append("   ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return "\n".join(lines)
+
+
+def dump(data: Any, fmt: str) -> str:
+    if fmt == "yaml":
+        import yaml  # only when asked for
+
+        return str(yaml.safe_dump(data, sort_keys=False)).rstrip()
+    return json.dumps(data, indent=2)
+
+
+def age(when: datetime | None, now: datetime | None = None) -> str:
+    if when is None:
+        return "-"
+    return short((now or datetime.now(UTC)) - when)
+
+
+def until(when: datetime | None, now: datetime | None = None) -> str:
+    if when is None:
+        return "-"
+    left = when - (now or datetime.now(UTC))
+    return "expired" if left.total_seconds() <= 0 else short(left)
