@@ -137,6 +137,14 @@ async def test_a_user_logs_in_and_works_with_their_own_short_lived_token(
     saved.write_text(json.dumps(config))
     request.config.stash[EXPIRING] = (saved, float(claims["exp"]))
 
+    # devctl works with the session's credentials and knows where the bastion is
+    status = await bastion.ssh("otto", key, "devctl status -o json")
+    assert status.returncode == 0, status.stderr
+    report = json.loads(status.stdout)
+    assert (report["namespace"], report["user"]) == ("dev-otto", lines[1])
+    jump = await bastion.ssh("otto", key, "devctl ssh-config")
+    assert f"HostName 127.0.0.1\n  Port {bastion.port}\n  User otto" in jump.stdout
+
     # one audit line for the session, one per devctl command, with outcome
     fail = await bastion.ssh("otto", key, "devctl admin user list")
     assert fail.returncode == 1
@@ -149,6 +157,8 @@ async def test_a_user_logs_in_and_works_with_their_own_short_lived_token(
     devctl = [e for e in entries if e["kind"] == "devctl"]
     assert [(e["command"], e["outcome"]) for e in devctl] == [
         ("devctl --version", "ok"),
+        ("devctl status -o json", "ok"),
+        ("devctl ssh-config", "ok"),
         ("devctl admin user list", "failed"),
     ]
     assert {"started", "ended", "duration_s", "timestamp"} <= set(sessions[0])

@@ -69,10 +69,12 @@ class SessionAgent:
         is_user: Callable[[str], bool],
         motd: str,
         refresh_margin: int,
+        public_address: str = "",
     ) -> None:
         self.socket_path = socket_path
         self.issuer, self.server, self.ca_pem = issuer, server, ca_pem
         self.is_user, self.motd, self.refresh_margin = is_user, motd, refresh_margin
+        self.public_address = public_address
         self.sessions_open = 0
         self._server: asyncio.Server | None = None
 
@@ -184,6 +186,7 @@ class SessionAgent:
             expires_at=issued.expires_at.isoformat(),
             refresh_in=max(5.0, lifetime - self.refresh_margin),
             motd=self.motd.format(user=user) if motd else "",
+            bastion=self.public_address,
         )
         return True
 

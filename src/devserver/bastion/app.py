@@ -140,6 +140,7 @@ class Bastion:
             is_user=self.is_user,
             motd=s.motd,
             refresh_margin=s.token_refresh_margin,
+            public_address=s.public_address,
         )
         endpoints = HealthEndpoints(healthz=self.healthz, readyz=self.readyz)
         http = await endpoints.serve(s.http_host, s.http_port)
@@ -263,6 +264,7 @@ async def _main(settings: BastionSettings) -> None:
 )
 @click.option("--api-server", default=None, help="API server URL in users' kubeconfigs.")
 @click.option("--ca-file", default=None, help="CA bundle for users' kubeconfigs.")
+@click.option("--public-address", default="", help="Where users reach the bastion (NLB name).")
 @click.option("--log-json/--no-log-json", default=True, show_default=True)
 def main(
     kubeconfig: str | None,
@@ -277,6 +279,7 @@ def main(
     token_refresh_margin: int,
     api_server: str | None,
     ca_file: str | None,
+    public_address: str,
     log_json: bool,
 ) -> None:
     """Run one replica of the devserver SSH bastion (as root, in its container)."""
@@ -294,6 +297,7 @@ def main(
         token_refresh_margin=token_refresh_margin,
         api_server=api_server,
         ca_file=ca_file,
+        public_address=public_address,
         log_json=log_json,
     )
     try:

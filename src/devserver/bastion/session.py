@@ -124,6 +124,8 @@ def main(argv: list[str]) -> int:
         return 1
     delay = apply_credentials(home, reply)
     os.environ["DEVSERVER_AUDIT_SOCKET"] = agent_socket
+    if reply.get("bastion"):
+        os.environ["DEVSERVER_BASTION"] = str(reply["bastion"])  # for `devctl ssh-config`
     if command is None and reply.get("motd"):
         sys.stdout.write(str(reply["motd"]))
         sys.stdout.flush()

@@ -34,6 +34,8 @@ class BastionSettings:
     api_server: str | None = None
     ca_file: str | None = None
     max_startups: str = "200:30:500"
+    # The address users reach the bastion at (the NLB's DNS name): `devctl ssh-config` uses it.
+    public_address: str = ""
     log_json: bool = True
     motd: str = (
         "devserver bastion: your Kubernetes credentials are in ~/.kube/config "

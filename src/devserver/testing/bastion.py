@@ -120,6 +120,7 @@ class BastionSandbox:
             f"--http-port={self.http_port}",
             f"--token-lifetime={self.token_lifetime}",
             f"--token-refresh-margin={self.token_refresh_margin}",
+            f"--public-address=127.0.0.1:{self.port}",
         ]
         with self.log.open("ab") as log:
             self._proc = subprocess.Popen(
