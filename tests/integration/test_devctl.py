@@ -230,6 +230,17 @@ def test_update_moves_the_flavor_and_keeps_the_home(
     assert "nothing to do" in same.stdout
 
 
+def test_wait_stops_with_the_reason_when_the_quota_forbids(user_kubeconfig: Path) -> None:
+    """kim may hold 1 GPU; gpu-large has 8: --wait says so instead of waiting 10 minutes."""
+    started = time.monotonic()
+    big = devctl(user_kubeconfig, "create", "big", "--flavor", "gpu-large", "--wait")
+    assert big.returncode == 1
+    assert "big cannot start: QuotaExceeded" in big.stderr
+    assert "requests.nvidia.com/gpu=8" in big.stderr
+    assert time.monotonic() - started < 60
+    assert devctl(user_kubeconfig, "delete", "big", "--yes").returncode == 0
+
+
 def test_delete_asks_and_keeps_the_home(
     user_kubeconfig: Path, control_plane: LocalControlPlane
 ) -> None:

@@ -171,6 +171,29 @@ def test_status_reports_the_schedulers_reason_and_keeps_transition_times() -> No
     assert again == status, "nothing changed: the same status, timestamps included"
 
 
+def test_a_pod_refused_by_the_quota_says_so() -> None:
+    deployment = KubeObject.model_validate(
+        {
+            "metadata": {"name": "box", "namespace": "dev-alice"},
+            "status": {
+                "conditions": [
+                    {
+                        "type": "ReplicaFailure",
+                        "status": "True",
+                        "reason": "FailedCreate",
+                        "message": 'pods "box-1" is forbidden: exceeded quota: dev-user, '
+                        "requested: requests.nvidia.com/gpu=8, used: 0, limited: 1",
+                    }
+                ]
+            },
+        }
+    )
+    status = observed_status(ds(), Observed(None, deployment, [], None))
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert (status["phase"], ready["reason"]) == ("Pending", "QuotaExceeded")
+    assert "requests.nvidia.com/gpu=8" in ready["message"]
+
+
 def test_is_applied_compares_only_our_fields() -> None:
     live = {
         "spec": {"replicas": 1, "strategy": {"type": "Recreate"}, "extra": True},

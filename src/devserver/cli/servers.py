@@ -160,6 +160,11 @@ def wait_running(client: BlockingKubeClient, namespace: str, name: str, timeout:
             detail = f" — {state[1]}" if state[1] else ""
             click.echo(f"  [{elapsed:5.1f}s] {state[0]}{detail}")
             last = state
+        if _stuck(ds):
+            raise DevctlError(
+                f"{name} cannot start: {state[1]}; free quota (`devctl list`, `devctl delete`) "
+                "or pick another flavor (`devctl update --flavor`)."
+            )
         if state[0] == "Running":
             endpoint = ds.status.ssh_endpoint if ds.status else None
             click.echo(
@@ -173,6 +178,14 @@ def wait_running(client: BlockingKubeClient, namespace: str, name: str, timeout:
                 f"see `devctl describe {name}`."
             )
         time.sleep(1.0)
+
+
+def _stuck(ds: DevServer) -> bool:
+    """States that no amount of waiting fixes without the user acting."""
+    for condition in ds.status.conditions if ds.status else []:
+        if condition.type == "Ready" and condition.status != "True":
+            return condition.reason in ("QuotaExceeded", "FlavorUnavailable")
+    return False
 
 
 # ---------------------------------------------------------------------------- list

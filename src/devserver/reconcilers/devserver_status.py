@@ -1,9 +1,10 @@
 """What a DevServer's status says, computed from what exists (pure; no API calls).
 
 Phase and conditions mirror reality: Running only when the pod is Ready; Pending with the
-scheduler's own words when no node fits; Degraded when the image cannot be pulled; FlavorValid
-False (with what to do) when the requested flavor is missing or invalid — in which case the
-running server is left as it was, so `appliedFlavor` can differ from `spec.flavor`.
+scheduler's own words when no node fits, or the API server's when no pod may be created at all
+(QuotaExceeded: more GPUs than the user's quota); Degraded when the image cannot be pulled;
+FlavorValid False (with what to do) when the requested flavor is missing or invalid — in which
+case the running server is left as it was, so `appliedFlavor` can differ from `spec.flavor`.
 """
 
 from __future__ import annotations
@@ -64,6 +65,11 @@ def observed_status(ds: DevServer, seen: Observed) -> dict[str, Any]:
         reason, message = "FlavorUnavailable", seen.flavor_problem
     elif ready_pods:
         phase, ready, reason, message = Phase.RUNNING, True, "PodReady", "the dev server is up"
+    elif pod is None and (failure := _replica_failure(seen.deployment)) is not None:
+        # no pod at all: the ReplicaSet could not create one (quota, admission) — say why
+        quota = "exceeded quota" in failure
+        reason = "QuotaExceeded" if quota else "PodRefused"
+        message = f"the pod cannot be created: {failure}"
     elif pod is not None:
         scheduled = _pod_condition(pod, "PodScheduled") or {}
         image = _waiting_reason(pod)
@@ -120,6 +126,15 @@ def observed_status(ds: DevServer, seen: Observed) -> dict[str, Any]:
         status["serviceName"] = name
         status["sshEndpoint"] = f"{name}.{ds.metadata.namespace}.svc.cluster.local:{SSH_PORT}"
     return status
+
+
+def _replica_failure(deployment: KubeObject | None) -> str | None:
+    if deployment is None:
+        return None
+    for condition in (deployment.extra.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "ReplicaFailure" and condition.get("status") == "True":
+            return str(condition.get("message", "")) or "refused"
+    return None
 
 
 def _template_flavor(deployment: KubeObject | None) -> str | None:
