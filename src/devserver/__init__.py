@@ -7,7 +7,8 @@ Layers, top to bottom (enforced by import-linter, see pyproject.toml):
 - ``reconcilers``: one module per concern (devserver, distributed, flavor, user, expiry);
 - ``controller``: worker loop, reconcile outcomes, owner mapping;
 - ``informers`` and ``workqueue``: raw-watch reflectors, the shared cache, rate-limited queues;
-- ``client``: the only code that talks to the API server (kubernetes_asyncio as transport);
+- ``client``: the only code that talks to the API server (kubeconfig loading, aiohttp for
+  the operator and streams, the standard library for devctl's short commands);
 - ``api``: pydantic models of our resources, the single source of truth for the CRDs.
 
 ``observability`` (logging, metrics) may be used by any layer; ``testing`` is the local
