@@ -98,6 +98,11 @@ class DevServerSpec(SpecModel):
         description="Keep the home volume when the DevServer is deleted (default: keep).",
     )
     lifecycle: LifecycleSpec = Field(default_factory=LifecycleSpec, description="When to stop.")
+    stopped: bool = Field(
+        default=False,
+        description="Scaled to zero with the home kept: set at expiry or by `devctl stop`; "
+        "`devctl start` clears it.",
+    )
 
 
 class DevServerStatus(SpecModel):
@@ -114,7 +119,13 @@ class DevServerStatus(SpecModel):
     ssh_endpoint: str | None = Field(default=None, alias="sshEndpoint")
     home_claim: str | None = Field(default=None, alias="homeClaim", description="Home PVC.")
     started_at: datetime | None = Field(default=None, alias="startedAt")
-    expires_at: datetime | None = Field(default=None, alias="expiresAt")
+    expires_at: datetime | None = Field(
+        default=None, alias="expiresAt", description="When it stops (after any cap)."
+    )
+    stopped_at: datetime | None = Field(default=None, alias="stoppedAt")
+    last_extension: str | None = Field(
+        default=None, alias="lastExtension", description="Who extended it, when, by how much."
+    )
 
 
 class DevServer(KubeObject):

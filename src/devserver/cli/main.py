@@ -12,6 +12,7 @@ from devserver.cli.admin import admin
 from devserver.cli.complete import completion
 from devserver.cli.environment import info, status, test_k8s
 from devserver.cli.flavors import flavors
+from devserver.cli.lifecycle import extend, start, stop
 from devserver.cli.remote import exec_, logs, ssh
 from devserver.cli.runner import Devctl
 from devserver.cli.servers import create, delete, describe, list_, update
@@ -41,7 +42,20 @@ def cli(
     ctx.obj = Devctl(kubeconfig=kubeconfig, context=context, namespace_flag=namespace)
 
 
-for command in (status, info, test_k8s, flavors, create, list_, describe, delete, update):
+for command in (
+    status,
+    info,
+    test_k8s,
+    flavors,
+    create,
+    list_,
+    describe,
+    delete,
+    update,
+    stop,
+    start,
+    extend,
+):
     cli.add_command(command)
 cli.add_command(exec_, "exec")
 cli.add_command(ssh)

@@ -13,11 +13,13 @@ import sys
 import click
 import structlog
 
+from devserver.api.lifecycle import parse_ttl
 from devserver.client import new_client
 from devserver.manager.app import Manager, Settings
 from devserver.manager.leader import LeadershipLostError
 from devserver.observability.logging import configure_logging
 from devserver.reconcilers import register_all
+from devserver.reconcilers.lifecycle_config import LifecycleConfig
 
 __all__ = ["Manager", "Settings", "main", "run"]
 
@@ -31,7 +33,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         version = await client.server_version()
         log.info("connected", server_version=version, identity=settings.identity)
         manager = Manager(client, settings)
-        register_all(manager.informers, client, manager.add)
+        register_all(manager.informers, client, manager.add, settings.lifecycle)
         await manager.run(stop)
     finally:
         await client.close()
@@ -54,6 +56,18 @@ async def _main(settings: Settings) -> None:
     "--lease-namespace", envvar="POD_NAMESPACE", default="devserver-system", show_default=True
 )
 @click.option("--lease-name", default="devserver-operator", show_default=True)
+@click.option(
+    "--max-lifetime",
+    default="7d",
+    show_default=True,
+    help="Every dev server stops this long after it (re)started at the latest; 0: no cap.",
+)
+@click.option(
+    "--warn-before",
+    default="15m,5m",
+    show_default=True,
+    help="Warn (Event) this long before a deadline; a comma-separated list.",
+)
 @click.option("--log-json/--no-log-json", default=True, show_default=True)
 def main(
     kubeconfig: str | None,
@@ -62,16 +76,27 @@ def main(
     leader_elect: bool,
     lease_namespace: str,
     lease_name: str,
+    max_lifetime: str,
+    warn_before: str,
     log_json: bool,
 ) -> None:
     """devserver-operator: reconciles DevServers, flavors and users."""
     configure_logging(json=log_json)
+    try:
+        lifecycle = LifecycleConfig(
+            max_lifetime=None if max_lifetime in ("0", "") else parse_ttl(max_lifetime),
+            warn_before=tuple(parse_ttl(t) for t in warn_before.split(",") if t.strip()),
+        )
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
     settings = Settings(
         kubeconfig=kubeconfig,
         http_host=http_host,
         http_port=http_port,
         leader_election=leader_elect,
         lease_namespace=lease_namespace,
+        lease_name=lease_name,
+        lifecycle=lifecycle,
     )
     try:
         asyncio.run(_main(settings))

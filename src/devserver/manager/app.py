@@ -23,6 +23,7 @@ from devserver.controller import Controller
 from devserver.informers import InformerFactory, ReflectorOptions
 from devserver.manager.leader import LeaderElectionConfig, LeaderElector, LeadershipLostError
 from devserver.observability.http import HealthEndpoints
+from devserver.reconcilers.lifecycle_config import LifecycleConfig
 
 log = structlog.get_logger("devserver.manager")
 
@@ -44,6 +45,7 @@ class Settings:
     identity: str = field(default_factory=default_identity)
     drain_timeout: float = 30.0
     reflector: ReflectorOptions = field(default_factory=ReflectorOptions)
+    lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
 
 
 class Manager:

@@ -7,21 +7,31 @@ adds its reconciler's setup function to `_setups()`.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 from devserver.client import KubeClient
 from devserver.controller import Controller
 from devserver.informers import InformerFactory
-from devserver.reconcilers import devserver, flavor, user
+from devserver.reconcilers import devserver, expiry, flavor, user
+from devserver.reconcilers.lifecycle_config import LifecycleConfig
 
 Setup = Callable[[InformerFactory, KubeClient], Controller]
 
 
-def _setups() -> list[Setup]:
-    return [flavor.setup, devserver.setup, user.setup]
+def _setups(lifecycle: LifecycleConfig) -> list[Setup]:
+    return [
+        flavor.setup,
+        partial(devserver.setup, lifecycle=lifecycle),
+        partial(expiry.setup, lifecycle=lifecycle),
+        user.setup,
+    ]
 
 
 def register_all(
-    informers: InformerFactory, client: KubeClient, add: Callable[[Controller], None]
+    informers: InformerFactory,
+    client: KubeClient,
+    add: Callable[[Controller], None],
+    lifecycle: LifecycleConfig | None = None,
 ) -> None:
-    for setup in _setups():
+    for setup in _setups(lifecycle or LifecycleConfig()):
         add(setup(informers, client))

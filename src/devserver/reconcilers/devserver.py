@@ -13,6 +13,7 @@ from typing import Any
 
 from devserver.api.devserver import DevServer, DevServerStatus, Mode
 from devserver.api.flavor import DevServerFlavor
+from devserver.api.lifecycle import EXPIRED, STOP_REASON, deadline
 from devserver.api.meta import KubeObject, ObjectKey
 from devserver.api.resources import (
     DEPLOYMENTS,
@@ -30,6 +31,7 @@ from devserver.controller.applied import apply_if_changed, write_status_if_chang
 from devserver.informers import Informer, InformerFactory
 from devserver.reconcilers.devserver_status import Observed, current_status, observed_status
 from devserver.reconcilers.flavor import FLAVOR_INDEX, by_flavor, validate
+from devserver.reconcilers.lifecycle_config import LifecycleConfig
 from devserver.reconcilers.standalone import (
     NAME_LABEL,
     desired_deployment,
@@ -52,6 +54,7 @@ class DevServerReconciler:
     services: Informer[KubeObject]
     claims: Informer[KubeObject]
     pods: Informer[KubeObject]
+    lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
     _written: dict[ObjectKey, tuple[str, dict[str, Any]]] = field(default_factory=dict)
 
     async def reconcile(self, key: ObjectKey) -> Result | None:
@@ -69,8 +72,11 @@ class DevServerReconciler:
             self.claims.store.get(ObjectKey(key.namespace, home_claim_name(ds))),
         )
         if problem is None and flavor is not None:
+            replicas = 0 if ds.spec.stopped else 1
             await self._ensure(
-                DEPLOYMENTS, desired_deployment(ds, flavor), self.deployments.store.get(key)
+                DEPLOYMENTS,
+                desired_deployment(ds, flavor, replicas=replicas),
+                self.deployments.store.get(key),
             )
         service = self.services.store.get(key)
         if ds.spec.enable_ssh:
@@ -78,11 +84,14 @@ class DevServerReconciler:
         elif service is not None:
             await self.client.delete(SERVICES, key.name, key.namespace)
             service = None
+        expires_at, capped = deadline(ds, self.lifecycle.max_lifetime)
         seen = Observed(
             flavor_problem=problem,
             deployment=self.deployments.store.get(key),
             pods=self.pods.store.by_index(NAME_INDEX, f"{key.namespace}/{key.name}"),
             service=self.services.store.get(key) if ds.spec.enable_ssh else None,
+            expires_at=expires_at,
+            capped=capped,
         )
         # Only we write this status, so what we last wrote is newer than a cache that has not
         # caught up with it yet; building on it avoids repeating the same patch and Event.
@@ -110,6 +119,26 @@ class DevServerReconciler:
                 await self._event(ds, EventType.WARNING, c["reason"], c["message"])
             elif c["type"] == "FlavorValid" and c["status"] == "False":
                 await self._event(ds, EventType.WARNING, "FlavorUnavailable", c["message"])
+        if status.get("phase") == "Stopped" and ds.status and ds.status.phase != "Stopped":
+            why = ds.metadata.annotations.get(STOP_REASON, "")
+            if why != EXPIRED:  # the expiry reconciler announces its own stops
+                await self._event(ds, EventType.NORMAL, "Stopped", "stopped; home volume kept")
+        extension = status.get("lastExtension")
+        if extension and extension != (ds.status.last_extension if ds.status else None):
+            await self._event(ds, EventType.NORMAL, "Extended", f"extended: {extension}")
+        if (
+            status.get("conditions")
+            and any(c["type"] == "LifetimeCapped" for c in status["conditions"])
+            and not any(
+                c.type == "LifetimeCapped" for c in (ds.status.conditions if ds.status else [])
+            )
+        ):
+            await self._event(
+                ds,
+                EventType.WARNING,
+                "LifetimeCapped",
+                next(c["message"] for c in status["conditions"] if c["type"] == "LifetimeCapped"),
+            )
         applied = status.get("appliedFlavor")
         previous = ds.status.applied_flavor if ds.status else None
         if applied and previous and applied != previous:
@@ -145,7 +174,9 @@ def by_devserver_name(obj: KubeObject) -> tuple[str, ...]:
     return (f"{obj.metadata.namespace}/{name}",) if name else ()
 
 
-def setup(informers: InformerFactory, client: KubeClient) -> Controller:
+def setup(
+    informers: InformerFactory, client: KubeClient, lifecycle: LifecycleConfig | None = None
+) -> Controller:
     mine = f"{NAME_LABEL}"  # only objects we made: smaller caches, fewer events
     devservers = informers.informer(DEVSERVERS)
     if FLAVOR_INDEX not in devservers.store.indexer_names:
@@ -159,7 +190,14 @@ def setup(informers: InformerFactory, client: KubeClient) -> Controller:
         if NAME_INDEX not in informer.store.indexer_names:
             informer.store.add_indexer(NAME_INDEX, by_devserver_name)
     reconciler = DevServerReconciler(
-        client, devservers, flavors, deployments, services, claims, pods
+        client,
+        devservers,
+        flavors,
+        deployments,
+        services,
+        claims,
+        pods,
+        lifecycle or LifecycleConfig(),
     )
     controller = Controller("devserver", reconciler, workers=4)
     controller.watch(devservers)

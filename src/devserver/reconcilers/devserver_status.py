@@ -10,9 +10,13 @@ case the running server is left as it was, so `appliedFlavor` can differ from `s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import TypeAdapter
+
 from devserver.api.devserver import DevServer, Phase
+from devserver.api.lifecycle import EXPIRED, LAST_EXTENSION, STOP_REASON
 from devserver.api.meta import KubeObject
 from devserver.api.schema import Condition, ConditionStatus
 from devserver.reconcilers.conditions import merge_conditions
@@ -27,6 +31,8 @@ class Observed:
     deployment: KubeObject | None
     pods: list[KubeObject]
     service: KubeObject | None
+    expires_at: datetime | None = None  # the deadline, after the operator's cap
+    capped: bool = False  # the cap shortened what the spec asked for
 
 
 def _pod_condition(pod: KubeObject, kind: str) -> dict[str, Any] | None:
@@ -61,7 +67,14 @@ def observed_status(ds: DevServer, seen: Observed) -> dict[str, Any]:
     pod = ready_pods[0] if ready_pods else (live[0] if live else None)
     phase, ready, reason, message = Phase.PENDING, False, "Creating", "creating the dev server"
     degraded: tuple[str, str] | None = None
-    if seen.deployment is None and seen.flavor_problem:
+    if ds.spec.stopped:
+        why = ds.metadata.annotations.get(STOP_REASON) or "Stopped"
+        phase, reason = Phase.STOPPED, why
+        message = (
+            "stopped at its deadline" if why == EXPIRED else "stopped"
+        ) + f"; the home volume is kept — `devctl start {ds.metadata.name}` brings it back"
+        ready_pods, pod = [], None
+    elif seen.deployment is None and seen.flavor_problem:
         reason, message = "FlavorUnavailable", seen.flavor_problem
     elif ready_pods:
         phase, ready, reason, message = Phase.RUNNING, True, "PodReady", "the dev server is up"
@@ -87,9 +100,9 @@ def observed_status(ds: DevServer, seen: Observed) -> dict[str, Any]:
         _cond("Ready", ready, reason, message, gen),
         _cond(
             "Progressing",
-            not ready and seen.flavor_problem is None,
-            "Rolling" if not ready else "Done",
-            "waiting for the pod" if not ready else "nothing in progress",
+            not ready and seen.flavor_problem is None and not ds.spec.stopped,
+            "Done" if ready or ds.spec.stopped else "Rolling",
+            "nothing in progress" if ready or ds.spec.stopped else "waiting for the pod",
             gen,
         ),
         _cond(
@@ -107,7 +120,20 @@ def observed_status(ds: DevServer, seen: Observed) -> dict[str, Any]:
             gen,
         ),
     ]
-    previous = ds.status.conditions if ds.status else []
+    if seen.capped and not ds.spec.stopped:
+        desired.append(
+            _cond(
+                "LifetimeCapped",
+                True,
+                "MaximumLifetime",
+                "the requested deadline is past the platform's maximum lifetime; it stops at "
+                f"{seen.expires_at:%Y-%m-%d %H:%M} UTC",
+                gen,
+            )
+        )
+    previous = [
+        c for c in (ds.status.conditions if ds.status else []) if c.type != "LifetimeCapped"
+    ]
     status: dict[str, Any] = {
         "phase": phase.value,
         "conditions": merge_conditions(previous, desired),
@@ -116,6 +142,14 @@ def observed_status(ds: DevServer, seen: Observed) -> dict[str, Any]:
     }
     if applied:
         status["appliedFlavor"] = applied
+    if seen.expires_at is not None and not ds.spec.stopped:
+        status["expiresAt"] = _json_time(seen.expires_at)
+    if ds.spec.stopped:
+        before = ds.status.stopped_at if ds.status else None
+        status["stoppedAt"] = _json_time(before or datetime.now(UTC).replace(microsecond=0))
+    extension = ds.metadata.annotations.get(LAST_EXTENSION)
+    if extension:
+        status["lastExtension"] = extension
     if pod is not None:
         status["podName"] = pod.metadata.name
         started = (pod.extra.get("status") or {}).get("startTime")
@@ -126,6 +160,14 @@ def observed_status(ds: DevServer, seen: Observed) -> dict[str, Any]:
         status["serviceName"] = name
         status["sshEndpoint"] = f"{name}.{ds.metadata.namespace}.svc.cluster.local:{SSH_PORT}"
     return status
+
+
+_TIME = TypeAdapter(datetime)
+
+
+def _json_time(value: datetime) -> str:
+    """Exactly as the status reads back, so a converged server compares equal (no rewrite)."""
+    return str(_TIME.dump_python(value, mode="json"))
 
 
 def _replica_failure(deployment: KubeObject | None) -> str | None:

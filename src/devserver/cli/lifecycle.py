@@ -1,0 +1,166 @@
+"""`devctl stop`, `devctl start`, `devctl extend`: a dev server's time, in the user's hands."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime, timedelta
+
+import click
+
+from devserver.api.devserver import DevServer
+from devserver.api.lifecycle import (
+    LAST_EXTENSION,
+    STARTED_AT,
+    STOP_REASON,
+    STOPPED_BY_USER,
+    WARNED,
+    requested_deadline,
+)
+from devserver.api.resources import DEVSERVERS
+from devserver.cli.complete import complete_servers
+from devserver.cli.durations import DurationError, parse_duration, short
+from devserver.cli.errors import DevctlError
+from devserver.cli.runner import Devctl
+from devserver.cli.servers import owner_of, wait_running
+from devserver.client.blocking import BlockingKubeClient
+
+pass_devctl = click.make_pass_decorator(Devctl, ensure=True)
+
+
+def _iso(when: datetime) -> str:
+    return when.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def _stamp(when: datetime) -> str:
+    return f"{when.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text).total_seconds()
+    except DurationError as error:
+        raise DevctlError(str(error)) from None
+
+
+@click.command()
+@click.argument("name", shell_complete=complete_servers)
+@pass_devctl
+def stop(devctl: Devctl, name: str) -> None:
+    """Stop NAME now: no pod, no GPU, no cost; the home volume stays."""
+
+    def go() -> None:
+        client = devctl.client()
+        namespace = devctl.namespace()
+        ds = client.get(DEVSERVERS, name, namespace)
+        if ds.spec.stopped:
+            click.echo(f"{name} is already stopped; `devctl start {name}` brings it back")
+            return
+        patch = {
+            "metadata": {"annotations": {STOP_REASON: STOPPED_BY_USER}},
+            "spec": {"stopped": True},
+        }
+        client.patch(DEVSERVERS, name, patch, namespace)
+        click.echo(
+            f"stopped {name}; its home volume is kept — `devctl start {name}` brings it back"
+        )
+
+    devctl.run(go, what="update dev servers", name=name)
+
+
+@click.command()
+@click.argument("name", shell_complete=complete_servers)
+@click.option("--time", "ttl", default=None, help="Stop after this long (default: as before).")
+@click.option("--wait/--no-wait", default=False, help="Wait until it runs.")
+@click.option("--timeout", default="10m", show_default=True, help="How long --wait waits.")
+@pass_devctl
+def start(devctl: Devctl, name: str, ttl: str | None, wait: bool, timeout: str) -> None:
+    """Start a stopped NAME again, with the same home volume."""
+    lifetime = _duration(ttl) if ttl else None
+    waiting = _duration(timeout)
+
+    def go() -> None:
+        client = devctl.client()
+        namespace = devctl.namespace()
+        ds = client.get(DEVSERVERS, name, namespace)
+        if not ds.spec.stopped:
+            click.echo(f"{name} is not stopped; nothing to do")
+            return
+        now = datetime.now(UTC)
+        lifecycle: dict[str, object] = {}
+        if lifetime is not None:
+            lifecycle = {"expirationTime": _iso(now + _seconds(lifetime)), "timeToLive": None}
+        elif ds.spec.lifecycle.expiration_time is not None:
+            # a fixed time has passed: give it the lifetime it had before
+            old = ds.spec.lifecycle.expiration_time - (ds.metadata.creation_timestamp or now)
+            lifecycle = {"expirationTime": _iso(now + old)}
+        patch = {
+            "metadata": {"annotations": {STOP_REASON: None, WARNED: None, STARTED_AT: _iso(now)}},
+            "spec": {"stopped": False, **({"lifecycle": lifecycle} if lifecycle else {})},
+        }
+        client.patch(DEVSERVERS, name, patch, namespace)
+        click.echo(f"starting {name} with its home volume")
+        if wait:
+            wait_running(client, namespace, name, waiting)
+
+    devctl.run(go, what="update dev servers", name=name)
+
+
+def _seconds(value: float) -> timedelta:
+    return timedelta(seconds=value)
+
+
+@click.command()
+@click.argument("name", shell_complete=complete_servers)
+@click.option("--time", "added", required=True, help="How much longer: 30m, 1h, 2h30m, 1d.")
+@pass_devctl
+def extend(devctl: Devctl, name: str, added: str) -> None:
+    """Give NAME more time (up to the platform's maximum lifetime)."""
+    seconds = _duration(added)
+
+    def go() -> None:
+        client = devctl.client()
+        namespace = devctl.namespace()
+        ds = client.get(DEVSERVERS, name, namespace)
+        if ds.spec.stopped:
+            raise DevctlError(f"{name} is stopped; `devctl start {name} --time {added}` instead.")
+        now = datetime.now(UTC)
+        current = (ds.status.expires_at if ds.status else None) or requested_deadline(ds) or now
+        new = max(current, now) + _seconds(seconds)
+        record = json.dumps(
+            {"by": owner_of(namespace), "at": _iso(now), "added": added, "until": _iso(new)}
+        )
+        patch = {
+            "metadata": {"annotations": {LAST_EXTENSION: record, WARNED: None}},
+            "spec": {"lifecycle": {"expirationTime": _iso(new), "timeToLive": None}},
+        }
+        client.patch(DEVSERVERS, name, patch, namespace)
+        effective = _effective(client, namespace, name, new)
+        if effective is not None and effective < new - _seconds(1):
+            click.echo(
+                f"{name} now stops at {_stamp(effective)} (in {short(effective - now)}): "
+                f"capped by the platform's maximum lifetime, not {_stamp(new)}"
+            )
+        else:
+            click.echo(f"{name} now stops at {_stamp(new)} (in {short(new - now)})")
+
+    devctl.run(go, what="update dev servers", name=name)
+
+
+def _effective(
+    client: BlockingKubeClient, namespace: str, name: str, asked: datetime
+) -> datetime | None:
+    """The deadline the operator settled on (it applies the cap), waiting up to 5 s."""
+    deadline = time.monotonic() + 5
+    expires: datetime | None = None
+    while time.monotonic() < deadline:
+        ds: DevServer = client.get(DEVSERVERS, name, namespace)
+        expires = ds.status.expires_at if ds.status else None
+        wanted = ds.spec.lifecycle.expiration_time
+        capped = any(
+            c.type == "LifetimeCapped" for c in (ds.status.conditions if ds.status else [])
+        )
+        if expires is not None and wanted is not None and (expires == wanted or capped):
+            return expires
+        time.sleep(0.2)
+    return expires

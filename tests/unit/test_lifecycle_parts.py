@@ -1,0 +1,70 @@
+"""Deadlines (pure): time-to-live from the last start, fixed times, the operator's cap."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from devserver.api.devserver import DevServer
+from devserver.api.lifecycle import STARTED_AT, deadline, parse_ttl, requested_deadline
+from devserver.reconcilers.lifecycle_config import lead_label
+
+CREATED = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
+
+
+def ds(lifecycle: dict[str, Any], annotations: dict[str, str] | None = None) -> DevServer:
+    return DevServer.model_validate(
+        {
+            "metadata": {
+                "name": "box",
+                "namespace": "dev-ana",
+                "creationTimestamp": CREATED.isoformat(),
+                "annotations": annotations or {},
+            },
+            "spec": {"owner": "ana", "flavor": "cpu-small", "image": "x", "lifecycle": lifecycle},
+        }
+    )
+
+
+def test_time_to_live_counts_from_creation_or_the_last_start() -> None:
+    assert requested_deadline(ds({"timeToLive": "2h30m"})) == CREATED + timedelta(hours=2.5)
+    restarted = CREATED + timedelta(days=1)
+    again = ds({"timeToLive": "1h"}, {STARTED_AT: restarted.isoformat()})
+    assert requested_deadline(again) == restarted + timedelta(hours=1)
+
+
+def test_a_fixed_expiration_time_wins() -> None:
+    fixed = CREATED + timedelta(minutes=5)
+    assert requested_deadline(ds({"timeToLive": "4h", "expirationTime": fixed.isoformat()})) == (
+        fixed
+    )
+
+
+def test_the_cap_shortens_long_requests_and_bounds_servers_without_one() -> None:
+    cap = timedelta(hours=3)
+    assert deadline(ds({"timeToLive": "1h"}), cap) == (CREATED + timedelta(hours=1), False)
+    assert deadline(ds({"timeToLive": "1d"}), cap) == (CREATED + cap, True)
+    assert deadline(ds({}), cap) == (CREATED + cap, False)
+    assert deadline(ds({}), None) == (None, False)
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("1h30m", 5400), ("1d", 86400)])
+def test_the_operator_reads_the_crd_durations(text: str, seconds: int) -> None:
+    assert parse_ttl(text) == timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("text", ["", "1x", "h", "1h 2m"])
+def test_bad_durations_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_ttl(text)
+
+
+def test_warning_labels() -> None:
+    assert [lead_label(timedelta(seconds=s)) for s in (900, 300, 8, 3600)] == [
+        "15m",
+        "5m",
+        "8s",
+        "1h",
+    ]
