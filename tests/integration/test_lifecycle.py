@@ -212,6 +212,11 @@ def test_stop_and_start_by_the_user(kubeconfig: Path, control_plane: LocalContro
     made = devctl(kubeconfig, "create", "pause", "--flavor", "cpu-small", "--wait")
     assert made.returncode == 0, made.stderr
     home = get(control_plane, "pvc", "pause-home", NS)["metadata"]["uid"]
+    time.sleep(3)
+    running = json.loads(devctl(kubeconfig, "cost", "pause", "-o", "json").stdout)["items"][0]
+    assert running["running"] is True
+    assert running["pricePerHour"] > 0
+    assert running["hours"] > 0.0008  # > 3 s on a node
     stopped = devctl(kubeconfig, "stop", "pause")
     assert "its home volume is kept" in stopped.stdout
     ds = wait(
@@ -223,6 +228,22 @@ def test_stop_and_start_by_the_user(kubeconfig: Path, control_plane: LocalContro
         30,
     )
     assert ready_reason(ds) == "StoppedByUser"
+    wait(
+        lambda: (
+            not get(control_plane, "devservers.devservers.io", "pause", NS)["status"][
+                "billing"
+            ].get("since")
+        ),
+        30,
+        "the billing period to close",
+    )
+    first = json.loads(devctl(kubeconfig, "cost", "pause", "-o", "json").stdout)
+    time.sleep(1.5)
+    second = json.loads(devctl(kubeconfig, "cost", "pause", "-o", "json").stdout)
+    assert first == second  # a stopped server costs nothing more
+    assert first["items"][0]["cost"] > 0
+    table = devctl(kubeconfig, "cost")
+    assert "total: $" in table.stdout
     extend_stopped = devctl(kubeconfig, "extend", "pause", "--time", "1h")
     assert extend_stopped.returncode == 1
     assert "devctl start pause" in extend_stopped.stderr

@@ -141,3 +141,16 @@ def test_api_errors_parse_status_bodies() -> None:
     assert error.gone
     assert (error.reason, error.message) == ("Expired", "too old")
     assert ApiError.from_body(502, b"<html>bad gateway</html>").retryable
+
+
+def test_status_patches_clear_dropped_fields_at_any_depth() -> None:
+    from devserver.controller.applied import merge_patch
+
+    current = {"phase": "Running", "podName": "p", "billing": {"seconds": 1, "since": "t"}}
+    desired = {"phase": "Stopped", "billing": {"seconds": 5}}
+    assert merge_patch(current, desired) == {
+        "podName": None,
+        "phase": "Stopped",
+        "billing": {"seconds": 5, "since": None},
+    }
+    assert merge_patch(desired, desired) == {}

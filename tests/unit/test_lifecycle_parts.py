@@ -68,3 +68,19 @@ def test_warning_labels() -> None:
         "8s",
         "1h",
     ]
+
+
+def test_billing_opens_on_a_node_closes_on_stop_and_reprices_on_a_flavor_change() -> None:
+    from devserver.api.billing import next_billing, totals
+
+    t0 = CREATED
+    bill = next_billing(None, holding=True, price=2.0, now=t0)
+    assert (bill.since, bill.price_per_hour, bill.seconds) == (t0, 2.0, 0)
+    same = next_billing(bill, holding=True, price=2.0, now=t0 + timedelta(hours=1))
+    assert same == bill  # nothing to write between transitions
+    moved = next_billing(bill, holding=True, price=8.0, now=t0 + timedelta(hours=1))
+    assert (moved.seconds, moved.cost, moved.price_per_hour) == (3600, 2.0, 8.0)
+    stopped = next_billing(moved, holding=False, price=8.0, now=t0 + timedelta(hours=1.5))
+    assert (stopped.seconds, stopped.cost, stopped.since) == (5400, 6.0, None)
+    assert totals(stopped, t0 + timedelta(days=9)) == (1.5, 6.0)  # stopped: no more cost
+    assert totals(moved, t0 + timedelta(hours=2)) == (2.0, 10.0)  # the open period counts

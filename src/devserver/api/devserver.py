@@ -105,6 +105,19 @@ class DevServerSpec(SpecModel):
     )
 
 
+class Billing(SpecModel):
+    """Time the server held a node, priced by its flavor; written only at transitions."""
+
+    seconds: float = Field(default=0, ge=0, description="Closed periods: seconds on a node.")
+    cost: float = Field(default=0, ge=0, description="Closed periods: USD.")
+    since: datetime | None = Field(
+        default=None, description="Start of the open period (a pod on a node), if any."
+    )
+    price_per_hour: float | None = Field(
+        default=None, alias="pricePerHour", description="USD per hour of the open period."
+    )
+
+
 class DevServerStatus(SpecModel):
     phase: Phase | None = Field(default=None, description="Pending, Running, Stopped or Failed.")
     conditions: list[Condition] = Field(
@@ -126,6 +139,7 @@ class DevServerStatus(SpecModel):
     last_extension: str | None = Field(
         default=None, alias="lastExtension", description="Who extended it, when, by how much."
     )
+    billing: Billing | None = Field(default=None, description="Running time and cost.")
 
 
 class DevServer(KubeObject):

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import click
 
+from devserver.api.billing import totals
 from devserver.api.devserver import DevServer
 from devserver.api.lifecycle import (
     LAST_EXTENSION,
@@ -21,6 +22,7 @@ from devserver.api.resources import DEVSERVERS
 from devserver.cli.complete import complete_servers
 from devserver.cli.durations import DurationError, parse_duration, short
 from devserver.cli.errors import DevctlError
+from devserver.cli.output import OUTPUT_OPTION, dump, table
 from devserver.cli.runner import Devctl
 from devserver.cli.servers import owner_of, wait_running
 from devserver.client.blocking import BlockingKubeClient
@@ -164,3 +166,54 @@ def _effective(
             return expires
         time.sleep(0.2)
     return expires
+
+
+@click.command()
+@click.argument("name", required=False, shell_complete=complete_servers)
+@OUTPUT_OPTION
+@pass_devctl
+def cost(devctl: Devctl, name: str | None, output: str) -> None:
+    """What NAME (or each of your dev servers) has cost: hours on a node x flavor price."""
+
+    def go() -> None:
+        client = devctl.client()
+        namespace = devctl.namespace()
+        servers = (
+            [client.get(DEVSERVERS, name, namespace)]
+            if name
+            else client.list_page(DEVSERVERS, namespace).items
+        )
+        now = datetime.now(UTC)
+        rows, total = [], 0.0
+        for ds in sorted(servers, key=lambda s: s.metadata.name):
+            bill = ds.status.billing if ds.status else None
+            hours, usd = totals(bill, now)
+            total += usd
+            rows.append(
+                {
+                    "name": ds.metadata.name,
+                    "flavor": (ds.status.applied_flavor if ds.status else None) or ds.spec.flavor,
+                    "running": bool(bill and bill.since),
+                    "pricePerHour": bill.price_per_hour if bill else None,
+                    "hours": round(hours, 4),
+                    "cost": round(usd, 4),
+                }
+            )
+        if output != "table":
+            click.echo(dump({"items": rows, "total": round(total, 4)}, output))
+            return
+        table_rows = [
+            [
+                str(r["name"]),
+                str(r["flavor"]),
+                "running" if r["running"] else "stopped",
+                f"{r['pricePerHour']:.2f}" if r["pricePerHour"] is not None else "-",
+                f"{r['hours']:.2f}",
+                f"${r['cost']:.2f}",
+            ]
+            for r in rows
+        ]
+        click.echo(table(table_rows, ["NAME", "FLAVOR", "NOW", "$/HOUR", "HOURS", "COST"]))
+        click.echo(f"total: ${total:.2f}")
+
+    devctl.run(go, what="read dev servers", name=name or "")

@@ -65,16 +65,31 @@ async def write_status_if_changed(
     desired: dict[str, Any],
     current: dict[str, Any],
 ) -> bool:
-    """Merge-patch the status subresource when it differs; fields we dropped are cleared."""
+    """Merge-patch the status subresource when it differs; fields we dropped are cleared, at
+    any depth (a merge patch keeps every key it does not mention)."""
     if desired == current:
         return False
-    cleared = {k: None for k in current if k not in desired}
     await client.patch(
         resource,
         key.name,
-        {"status": {**cleared, **desired}},
+        {"status": merge_patch(current, desired)},
         key.namespace,
         subresource="status",
         patch_type=PatchType.MERGE,
     )
     return True
+
+
+def merge_patch(current: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) turning `current` into `desired`: objects are diffed key
+    by key with removed keys set to null; anything else is replaced whole."""
+    patch: dict[str, Any] = {k: None for k in current if k not in desired}
+    for k, value in desired.items():
+        before = current.get(k)
+        if isinstance(value, dict) and isinstance(before, dict):
+            inner = merge_patch(before, value)
+            if inner:
+                patch[k] = inner
+        elif value != before or k not in current:
+            patch[k] = value
+    return patch

@@ -92,6 +92,7 @@ class DevServerReconciler:
             service=self.services.store.get(key) if ds.spec.enable_ssh else None,
             expires_at=expires_at,
             capped=capped,
+            price_per_hour=flavor.spec.price_per_hour if flavor is not None else None,
         )
         # Only we write this status, so what we last wrote is newer than a cache that has not
         # caught up with it yet; building on it avoids repeating the same patch and Event.

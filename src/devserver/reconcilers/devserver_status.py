@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
+from devserver.api.billing import as_status, next_billing
 from devserver.api.devserver import DevServer, Phase
 from devserver.api.lifecycle import EXPIRED, LAST_EXTENSION, STOP_REASON
 from devserver.api.meta import KubeObject
@@ -33,6 +34,8 @@ class Observed:
     service: KubeObject | None
     expires_at: datetime | None = None  # the deadline, after the operator's cap
     capped: bool = False  # the cap shortened what the spec asked for
+    price_per_hour: float | None = None  # of the flavor it runs with
+    now: datetime | None = None  # for billing transitions; the wall clock when unset
 
 
 def _pod_condition(pod: KubeObject, kind: str) -> dict[str, Any] | None:
@@ -147,6 +150,17 @@ def observed_status(ds: DevServer, seen: Observed) -> dict[str, Any]:
     if ds.spec.stopped:
         before = ds.status.stopped_at if ds.status else None
         status["stoppedAt"] = _json_time(before or datetime.now(UTC).replace(microsecond=0))
+    holding = any((p.extra.get("spec") or {}).get("nodeName") for p in seen.pods)
+    previous_bill = ds.status.billing if ds.status else None
+    if holding or previous_bill is not None:
+        status["billing"] = as_status(
+            next_billing(
+                previous_bill,
+                holding=holding,
+                price=seen.price_per_hour,
+                now=seen.now or datetime.now(UTC).replace(microsecond=0),
+            )
+        )
     extension = ds.metadata.annotations.get(LAST_EXTENSION)
     if extension:
         status["lastExtension"] = extension
