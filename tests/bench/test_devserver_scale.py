@@ -141,8 +141,8 @@ class _OwnAgent:
 @pytest_asyncio.fixture
 async def kube(cluster: LocalControlPlane) -> AsyncIterator[KubeClient]:
     client = await new_client(str(cluster.kubeconfig))
-    rest: Any = client.api.rest_client  # its pool_manager is an aiohttp session
-    rest.pool_manager = _OwnAgent(rest.pool_manager)
+    own: Any = _OwnAgent(client._client_session())
+    client._session = own  # every request of this client goes through the wrapper
     yield client
     await client.close()
 

@@ -19,3 +19,10 @@ def generation_changed(note: Notification[Any]) -> bool:
     if note.change is not Change.UPDATED or note.old is None:
         return True
     return bool(note.old.metadata.generation != note.obj.metadata.generation)
+
+
+def spec_or_annotations_changed(note: Notification[Any]) -> bool:
+    """Like `generation_changed`, but annotation edits pass too (they carry lifecycle state)."""
+    if generation_changed(note) or note.old is None:
+        return True
+    return bool(note.old.metadata.annotations != note.obj.metadata.annotations)
