@@ -15,7 +15,6 @@ import contextlib
 import os
 import shlex
 import shutil
-import signal
 import sys
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from devserver.bastion.tokens import TokenIssuer
 from devserver.client import KubeClient, new_client
 from devserver.controller import Controller
 from devserver.informers import InformerFactory
+from devserver.manager import until_signalled
 from devserver.observability.http import HealthEndpoints
 from devserver.observability.logging import configure_logging
 
@@ -229,11 +229,7 @@ async def run(settings: BastionSettings, stop: asyncio.Event) -> None:
 
 
 async def _main(settings: BastionSettings) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await run(settings, stop)
+    await until_signalled(lambda stop: run(settings, stop))
 
 
 @click.command()

@@ -38,9 +38,9 @@ def _stamp(when: datetime) -> str:
     return f"{when.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
 
 
-def _duration(text: str) -> float:
+def _duration(text: str) -> timedelta:
     try:
-        return parse_duration(text).total_seconds()
+        return parse_duration(text)
     except DurationError as error:
         raise DevctlError(str(error)) from None
 
@@ -91,7 +91,7 @@ def start(devctl: Devctl, name: str, ttl: str | None, wait: bool, timeout: str) 
         now = datetime.now(UTC)
         lifecycle: dict[str, object] = {}
         if lifetime is not None:
-            lifecycle = {"expirationTime": _iso(now + _seconds(lifetime)), "timeToLive": None}
+            lifecycle = {"expirationTime": _iso(now + lifetime), "timeToLive": None}
         elif ds.spec.lifecycle.expiration_time is not None:
             # a fixed time has passed: give it the lifetime it had before
             old = ds.spec.lifecycle.expiration_time - (ds.metadata.creation_timestamp or now)
@@ -103,13 +103,9 @@ def start(devctl: Devctl, name: str, ttl: str | None, wait: bool, timeout: str) 
         client.patch(DEVSERVERS, name, patch, namespace)
         click.echo(f"starting {name} with its home volume")
         if wait:
-            wait_running(client, namespace, name, waiting)
+            wait_running(client, namespace, name, waiting.total_seconds())
 
     devctl.run(go, what="update dev servers", name=name)
-
-
-def _seconds(value: float) -> timedelta:
-    return timedelta(seconds=value)
 
 
 @click.command()
@@ -118,7 +114,7 @@ def _seconds(value: float) -> timedelta:
 @pass_devctl
 def extend(devctl: Devctl, name: str, added: str) -> None:
     """Give NAME more time (up to the platform's maximum lifetime)."""
-    seconds = _duration(added)
+    more = _duration(added)
 
     def go() -> None:
         client = devctl.client()
@@ -128,7 +124,7 @@ def extend(devctl: Devctl, name: str, added: str) -> None:
             raise DevctlError(f"{name} is stopped; `devctl start {name} --time {added}` instead.")
         now = datetime.now(UTC)
         current = (ds.status.expires_at if ds.status else None) or requested_deadline(ds) or now
-        new = max(current, now) + _seconds(seconds)
+        new = max(current, now) + more
         record = json.dumps(
             {"by": owner_of(namespace), "at": _iso(now), "added": added, "until": _iso(new)}
         )
@@ -138,7 +134,7 @@ def extend(devctl: Devctl, name: str, added: str) -> None:
         }
         client.patch(DEVSERVERS, name, patch, namespace)
         effective = _effective(client, namespace, name, new)
-        if effective is not None and effective < new - _seconds(1):
+        if effective is not None and effective < new - timedelta(seconds=1):
             click.echo(
                 f"{name} now stops at {_stamp(effective)} (in {short(effective - now)}): "
                 f"capped by the platform's maximum lifetime, not {_stamp(new)}"

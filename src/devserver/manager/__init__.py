@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 
 import click
 import structlog
@@ -21,7 +22,7 @@ from devserver.observability.logging import configure_logging
 from devserver.reconcilers import register_all
 from devserver.reconcilers.lifecycle_config import LifecycleConfig
 
-__all__ = ["Manager", "Settings", "main", "run"]
+__all__ = ["Manager", "Settings", "main", "run", "until_signalled"]
 
 log = structlog.get_logger("devserver.manager")
 
@@ -39,12 +40,17 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         await client.close()
 
 
-async def _main(settings: Settings) -> None:
+async def until_signalled(run: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run `run(stop)` with `stop` set on SIGTERM or SIGINT (the operator's and the bastion's)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await run(settings, stop)
+    await run(stop)
+
+
+async def _main(settings: Settings) -> None:
+    await until_signalled(lambda stop: run(settings, stop))
 
 
 @click.command()
