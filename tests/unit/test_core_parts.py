@@ -154,3 +154,35 @@ def test_status_patches_clear_dropped_fields_at_any_depth() -> None:
         "billing": {"seconds": 5, "since": None},
     }
     assert merge_patch(desired, desired) == {}
+
+
+def test_typed_watches_decode_bookmarks_and_errors_and_refuse_broken_objects() -> None:
+    """Found by the expiry bench: the API server's first BOOKMARK (about a minute into a watch)
+    has no spec, and decoding it as a DevServer killed the DevServer cache for good."""
+    from pydantic import ValidationError
+
+    from devserver.api.devserver import DevServer
+    from devserver.api.meta import EventType
+    from devserver.client.kube import WatchEvent, decode_event
+
+    model = WatchEvent[DevServer]
+    bookmark = (
+        b'{"type":"BOOKMARK","object":{"kind":"DevServer","apiVersion":"devservers.io/v1",'
+        b'"metadata":{"resourceVersion":"1970","creationTimestamp":null}}}'
+    )
+    event = decode_event(bookmark, model)
+    assert event.type is EventType.BOOKMARK
+    assert event.object.metadata.resource_version == "1970"
+    error = (
+        b'{"type":"ERROR","object":{"kind":"Status","apiVersion":"v1","status":"Failure",'
+        b'"message":"too old resource version","reason":"Expired","code":410}}'
+    )
+    assert decode_event(error, model).object.extra["code"] == 410
+    added = (
+        b'{"type":"ADDED","object":{"apiVersion":"devservers.io/v1","kind":"DevServer",'
+        b'"metadata":{"name":"a","namespace":"n","resourceVersion":"5"},'
+        b'"spec":{"owner":"u","flavor":"cpu-small","image":"x"}}}'
+    )
+    assert isinstance(decode_event(added, model).object, DevServer)
+    with pytest.raises(ValidationError):  # a real object that breaks the model is not hidden
+        decode_event(added.replace(b'"owner":"u",', b""), model)

@@ -19,10 +19,10 @@ from enum import StrEnum
 from typing import Any, Generic
 
 import aiohttp
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from devserver import __version__
-from devserver.api.meta import EventType, ObjectList, ObjectT
+from devserver.api.meta import EventType, KubeObject, ObjectList, ObjectT
 from devserver.api.resources import PODS, Resource
 from devserver.client.config import ClusterConfig, load_config
 from devserver.client.errors import ApiError, WatchStalledError
@@ -384,7 +384,19 @@ async def _events(
         while (newline := buffer.find(b"\n")) >= 0:
             line, buffer = buffer[:newline], buffer[newline + 1 :]
             if line.strip():
-                yield model.model_validate_json(line)
+                yield decode_event(line, model)
+
+
+def decode_event(line: bytes, model: type[WatchEvent[Any]]) -> WatchEvent[Any]:
+    """One watch event. A BOOKMARK carries only a resourceVersion and an ERROR a Status, which
+    a typed model (a DevServer needs its spec) rejects: those come back as plain KubeObjects."""
+    try:
+        return model.model_validate_json(line)
+    except ValidationError:
+        loose = WatchEvent[KubeObject].model_validate_json(line)
+        if loose.type in (EventType.BOOKMARK, EventType.ERROR):
+            return loose
+        raise
 
 
 async def new_client(kubeconfig: str | None = None, context: str | None = None) -> KubeClient:

@@ -137,6 +137,14 @@ class Reflector(Generic[ObjectT]):
                     delay=delay,
                 )
                 await asyncio.sleep(delay)
+            except Exception:
+                # Anything else (an object our model rejects, a bug): never die silently, which
+                # would freeze this cache for good. Log it, back off, and start over.
+                self._metrics.restart("error")
+                delay = backoff.next()
+                log.exception("watch failed unexpectedly; relisting", resource=self.name)
+                list_rv = ""
+                await asyncio.sleep(delay)
 
     # ------------------------------------------------------------------ list
 
