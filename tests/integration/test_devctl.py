@@ -94,7 +94,8 @@ def devctl(
 def running(user_kubeconfig: Path) -> Iterator[str]:
     """One dev server, created and waited for by devctl itself."""
     made = devctl(
-        user_kubeconfig, "create", "work", "--flavor", "cpu-small", "--time", "2h30m", "--wait"
+        user_kubeconfig,
+        *("create", "work", "--flavor", "cpu-small", "--time", "2h30m", "--idle", "45m", "--wait"),
     )
     assert made.returncode == 0, made.stderr
     assert "created dev server work (cpu-small, stops in 2h30m) in dev-kim" in made.stdout
@@ -148,11 +149,14 @@ def test_list_and_describe_show_the_running_server(user_kubeconfig: Path, runnin
     items = json.loads(devctl(user_kubeconfig, "list", "-o", "json").stdout)["items"]
     work = next(i for i in items if i["metadata"]["name"] == running)
     assert work["spec"]["lifecycle"]["timeToLive"] == "2h30m"
+    assert work["spec"]["lifecycle"]["idleTimeout"] == 2700
     assert work["spec"]["owner"] == USER
     described = devctl(user_kubeconfig, "describe", running)
     assert described.returncode == 0
     assert "Phase:        Running" in described.stdout
     assert f"Home:         {running}-home" in described.stdout
+    # no agent reports in kwok (no containers run): unknown, which never counts as idle
+    assert "Activity:     in use or not reported (stops after 45m idle)" in described.stdout
     as_yaml = devctl(user_kubeconfig, "describe", running, "-o", "yaml")
     assert "devServer:" in as_yaml.stdout
     assert "pod:" in as_yaml.stdout
@@ -262,6 +266,7 @@ def test_delete_asks_and_keeps_the_home(
         (["create", "My_Dev", "--flavor", "cpu-small"], 1, "is not a valid dev server name"),
         (["create", "ok", "--flavor", "cpu-small", "--time", "2x"], 1, "is not a duration"),
         (["create", "ok", "--flavor", "cpu-small", "--time", "90s"], 1, "is not a duration"),
+        (["create", "ok", "--flavor", "cpu-small", "--idle", "soon"], 1, "is not a duration"),
         (
             ["create", "ok", "--flavor", "cpu-small", "--home-size", "lots"],
             1,

@@ -17,9 +17,11 @@ from devserver.api.resources import (
     DEPLOYMENTS,
     DEVSERVERS,
     EVENTS,
+    LEASES,
     NODES,
     PERSISTENT_VOLUME_CLAIMS,
     PODS,
+    ROLES,
     SERVICES,
 )
 from devserver.client import ApiError, KubeClient
@@ -96,7 +98,11 @@ async def test_cpu_devserver_becomes_ready_on_the_cpu_pool(
     assert deployment.extra["spec"]["strategy"]["type"] == "Recreate"
     pod_spec = deployment.extra["spec"]["template"]["spec"]
     container = pod_spec["containers"][0]
-    assert container["command"] == ["sleep", "infinity"]
+    assert container["command"][-2:] == ["sleep", "infinity"]  # after the agent's entrypoint
+    assert pod_spec["serviceAccountName"] == "box-agent"
+    role = await kube.get(ROLES, "box-agent", namespace)
+    assert role.extra["rules"][0]["resourceNames"] == ["box-activity"]
+    assert await kube.get(LEASES, "box-activity", namespace)
     assert container["resources"]["limits"] == {"cpu": "2", "memory": "2Gi"}
     assert {"name": "home", "mountPath": "/home/dev"} in container["volumeMounts"]
     shm = next(v for v in pod_spec["volumes"] if v["name"] == "dshm")

@@ -86,8 +86,15 @@ def test_deployment_carries_the_flavor_and_mounts_the_home() -> None:
     assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
     container = pod["containers"][0]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
-    assert container["command"] == ["sleep", "infinity"]
+    # the entrypoint starts the activity agent, then becomes `sleep infinity`
+    assert container["command"] == ["/bin/sh", "/opt/devserver/entrypoint.sh", "sleep", "infinity"]
     assert {"name": "home", "persistentVolumeClaim": {"claimName": "box-home"}} in pod["volumes"]
+    assert pod["serviceAccountName"] == "box-agent"
+    env = {e["name"]: e for e in container["env"]}
+    assert env["DEVSERVER_LEASE"]["value"] == "box-activity"
+    assert env["DEVSERVER_POD"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    podinfo = next(v for v in pod["volumes"] if v["name"] == "devserver-podinfo")
+    assert podinfo["downwardAPI"]["items"][0]["fieldRef"]["fieldPath"] == "metadata.annotations"
     assert spec["template"]["metadata"]["labels"]["devserver.io/user"] == "alice.smith"
     assert deployment["metadata"]["ownerReferences"][0]["uid"] == "u-1"
 
@@ -241,3 +248,22 @@ def test_a_missing_flavor_on_a_new_server_says_what_to_do() -> None:
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert (status["phase"], ready["reason"]) == ("Pending", "FlavorUnavailable")
     assert "appliedFlavor" not in status
+
+
+def test_the_agent_role_allows_exactly_its_own_lease() -> None:
+    from devserver.reconcilers.pod_agent import desired_role, desired_role_binding, desired_scripts
+
+    role = desired_role(ds())
+    assert role["rules"] == [
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": ["box-activity"],
+            "verbs": ["get", "update", "patch"],
+        }
+    ]
+    binding = desired_role_binding(ds())
+    assert binding["subjects"][0]["name"] == "box-agent"
+    scripts = desired_scripts(ds())["data"]
+    assert scripts["agent.py"].startswith('"""devserver activity agent')
+    assert 'exec "$@"' in scripts["entrypoint.sh"]

@@ -52,10 +52,14 @@ class LifecycleSpec(SpecModel):
         default=None,
         alias="idleTimeout",
         ge=60,
-        description="Stop after this many seconds without activity; unset: never for idleness.",
+        description="Stop after this many seconds without activity (sessions, processes, CPU, "
+        "GPU, as the in-pod agent reports); unset: never for idleness.",
     )
     auto_shutdown: bool = Field(
-        default=True, alias="autoShutdown", description="Stop (never delete) when expired or idle."
+        default=True,
+        alias="autoShutdown",
+        description="Stop (never delete) after idleTimeout without activity; deadlines apply "
+        "either way.",
     )
     expiration_time: datetime | None = Field(
         default=None, alias="expirationTime", description="Stop at this time (RFC 3339)."
@@ -136,6 +140,11 @@ class DevServerStatus(SpecModel):
         default=None, alias="expiresAt", description="When it stops (after any cap)."
     )
     stopped_at: datetime | None = Field(default=None, alias="stoppedAt")
+    idle_since: datetime | None = Field(
+        default=None,
+        alias="idleSince",
+        description="Nothing has happened in the pod since then (sessions, processes, CPU, GPU).",
+    )
     last_extension: str | None = Field(
         default=None, alias="lastExtension", description="Who extended it, when, by how much."
     )

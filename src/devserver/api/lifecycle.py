@@ -3,23 +3,35 @@
 - `spec.lifecycle.expirationTime` wins; else `timeToLive` counted from the last start (the
   `devservers.io/started-at` annotation `devctl start` writes) or from creation.
 - The operator caps every deadline at start + its maximum lifetime (`--max-lifetime`).
-- Annotations carry what is not desired state: why it was stopped, which warnings were given,
-  the last extension (who, when, how much) for the record.
+- Annotations carry what is not desired state: why it was stopped, which warnings were given
+  (for which deadline: a moved deadline re-arms them), the last extension (who, when, how much).
+- Idleness comes from the DevServer's activity Lease, written by the agent in the pod: with
+  `autoShutdown` and an `idleTimeout`, a server idle since T stops at T + idleTimeout — but only
+  on a *fresh* Lease. A Lease the agent stopped renewing means "unknown", never "idle".
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from devserver.api.devserver import DevServer
+from devserver.api.meta import KubeObject
 
 STOP_REASON = "devservers.io/stop-reason"
 STARTED_AT = "devservers.io/started-at"
 WARNED = "devservers.io/warned"
 LAST_EXTENSION = "devservers.io/last-extension"
+RETENTION = "devservers.io/retention"  # "kept": past retention, but deleting would take the home
 
-EXPIRED, STOPPED_BY_USER = "Expired", "StoppedByUser"
+# on the activity Lease, written by the in-pod agent
+IDLE_SINCE = "devservers.io/idle-since"
+ACTIVITY = "devservers.io/activity"
+# on the pod, written by the operator, read by the agent through the downward API
+NOTICE = "devservers.io/notice"
+
+EXPIRED, IDLE, STOPPED_BY_USER = "Expired", "Idle", "StoppedByUser"
 
 _PART = re.compile(r"(\d+)([smhd])")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -67,5 +79,82 @@ def deadline(ds: DevServer, max_lifetime: timedelta | None) -> tuple[datetime | 
     return requested, False
 
 
-def warned(ds: DevServer) -> set[str]:
-    return {w for w in ds.metadata.annotations.get(WARNED, "").split(",") if w}
+def _time(text: object) -> datetime | None:
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def warned(ds: DevServer, when: datetime | None = None) -> set[str]:
+    """The lead times already warned of for the deadline `when` (`labels@deadline`)."""
+    labels, _, recorded = ds.metadata.annotations.get(WARNED, "").partition("@")
+    if when is not None and recorded and _time(recorded) != when:
+        return set()  # given for another deadline (extended, or idleness moved it)
+    return {w for w in labels.split(",") if w}
+
+
+def warned_value(labels: set[str], when: datetime) -> str:
+    return f"{','.join(sorted(labels))}@{when.isoformat()}"
+
+
+@dataclass(frozen=True)
+class Activity:
+    """What the in-pod agent last reported on the Lease."""
+
+    renewed: datetime | None
+    valid_until: datetime | None  # renewed + leaseDurationSeconds
+    idle_since: datetime | None  # None while active
+    summary: str
+
+    def fresh(self, now: datetime) -> bool:
+        return self.valid_until is not None and now <= self.valid_until
+
+
+def activity_of(lease: KubeObject | None) -> Activity | None:
+    if lease is None:
+        return None
+    spec = lease.extra.get("spec") or {}
+    renewed = _time(spec.get("renewTime"))
+    duration = spec.get("leaseDurationSeconds")
+    valid = renewed + timedelta(seconds=int(duration)) if renewed and duration else None
+    annotations = lease.metadata.annotations
+    return Activity(
+        renewed, valid, _time(annotations.get(IDLE_SINCE)), annotations.get(ACTIVITY, "")
+    )
+
+
+def idle_deadline(ds: DevServer, activity: Activity | None, now: datetime) -> datetime | None:
+    """When idleness stops it: on a fresh Lease saying idle, with autoShutdown and a timeout."""
+    lifecycle = ds.spec.lifecycle
+    if not lifecycle.auto_shutdown or lifecycle.idle_timeout is None or activity is None:
+        return None
+    if activity.idle_since is None or not activity.fresh(now):
+        return None
+    since = activity.idle_since
+    start = lifetime_start(ds)
+    if start is not None and start > since:
+        since = start  # a report from before the last start says nothing about this run
+    return since + timedelta(seconds=lifecycle.idle_timeout)
+
+
+@dataclass(frozen=True)
+class NextStop:
+    when: datetime
+    reason: str  # EXPIRED or IDLE
+    capped: bool  # the operator's cap shortened the requested deadline
+
+
+def next_stop(
+    ds: DevServer, activity: Activity | None, max_lifetime: timedelta | None, now: datetime
+) -> NextStop | None:
+    """The earliest stop ahead: the deadline (after the cap) or the idle deadline."""
+    when, capped = deadline(ds, max_lifetime)
+    idle = idle_deadline(ds, activity, now)
+    if idle is not None and (when is None or idle < when):
+        return NextStop(idle, IDLE, capped)
+    if when is None:
+        return None
+    return NextStop(when, EXPIRED, capped)

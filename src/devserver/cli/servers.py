@@ -6,7 +6,7 @@ import os
 import re
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import click
@@ -78,6 +78,19 @@ def deadline_of(ds: DevServer) -> datetime | None:
     return None
 
 
+def activity_line(ds: DevServer, now: datetime) -> str:
+    timeout = ds.spec.lifecycle.idle_timeout
+    policy = (
+        f"stops after {canonical(timedelta(seconds=timeout))} idle"
+        if timeout and ds.spec.lifecycle.auto_shutdown
+        else "never stopped for idleness"
+    )
+    since = ds.status.idle_since if ds.status else None
+    if since is not None:
+        return f"idle for {age(since, now)} ({policy})"
+    return f"in use or not reported ({policy})"
+
+
 def phase_of(ds: DevServer) -> str:
     return (ds.status.phase.value if ds.status and ds.status.phase else None) or "Pending"
 
@@ -92,6 +105,12 @@ def phase_of(ds: DevServer) -> str:
 @click.option("--home-size", default=None, help="Persistent home volume size, e.g. 100Gi.")
 @click.option("--shared-volume", default=None, help="An existing PVC to mount at /shared.")
 @click.option("--time", "ttl", default=None, help="Stop after this long: 30m, 1h, 2h30m, 1d.")
+@click.option(
+    "--idle",
+    "idle",
+    default=None,
+    help="Stop after this long without use (no session, process or CPU/GPU load): 30m, 2h.",
+)
 @click.option("--wait/--no-wait", default=False, help="Wait until it runs, showing progress.")
 @click.option("--timeout", default="10m", show_default=True, help="How long --wait waits.")
 @pass_devctl
@@ -103,6 +122,7 @@ def create(
     home_size: str | None,
     shared_volume: str | None,
     ttl: str | None,
+    idle: str | None,
     wait: bool,
     timeout: str,
 ) -> None:
@@ -110,9 +130,12 @@ def create(
     check_name(name)
     try:
         lifetime = parse_duration(ttl) if ttl else None
+        idle_after = parse_duration(idle) if idle else None
         wait_for = parse_duration(timeout)
     except DurationError as error:
         raise DevctlError(str(error)) from None
+    if idle_after is not None and idle_after.total_seconds() < 60:
+        raise DevctlError(f"--idle {idle} is too short; use at least 1m, e.g. --idle 30m.")
     if home_size is not None:
         try:
             if parse_quantity(home_size) <= 0:
@@ -131,8 +154,13 @@ def create(
             spec["persistentHomeSize"] = home_size
         if shared_volume:
             spec["sharedVolumeClaimName"] = shared_volume
+        lifecycle: dict[str, Any] = {}
         if lifetime is not None:
-            spec["lifecycle"] = {"timeToLive": canonical(lifetime)}
+            lifecycle["timeToLive"] = canonical(lifetime)
+        if idle_after is not None:
+            lifecycle["idleTimeout"] = int(idle_after.total_seconds())
+        if lifecycle:
+            spec["lifecycle"] = lifecycle
         body = {
             "apiVersion": DEVSERVERS.api_version,
             "kind": DEVSERVERS.kind,
@@ -218,7 +246,8 @@ def list_(devctl: Devctl, output: str) -> None:
                 (s.status.applied_flavor if s.status else None) or s.spec.flavor,
                 phase_of(s),
                 age(s.metadata.creation_timestamp, now),
-                until(deadline_of(s), now),
+                until(deadline_of(s), now)
+                + (" (idle)" if s.status and s.status.idle_since else ""),
                 message_of(s)[:60],
             ]
             for s in sorted(servers, key=lambda s: s.metadata.name)
@@ -294,6 +323,7 @@ def render_describe(ds: DevServer, pod: dict[str, Any] | None, events: list[dict
         f"SSH:          {(status.ssh_endpoint if status else None) or '-'}",
         f"Created:      {age(ds.metadata.creation_timestamp, now)} ago",
         f"Time left:    {until(deadline_of(ds), now)}",
+        f"Activity:     {activity_line(ds, now)}",
         "",
         "Conditions:",
     ]

@@ -74,6 +74,12 @@ async def _main(settings: Settings) -> None:
     show_default=True,
     help="Warn (Event) this long before a deadline; a comma-separated list.",
 )
+@click.option(
+    "--stopped-retention",
+    default="0",
+    show_default=True,
+    help="Delete a DevServer stopped this long (its home volume is kept); 0: never.",
+)
 @click.option("--log-json/--no-log-json", default=True, show_default=True)
 def main(
     kubeconfig: str | None,
@@ -84,6 +90,7 @@ def main(
     lease_name: str,
     max_lifetime: str,
     warn_before: str,
+    stopped_retention: str,
     log_json: bool,
 ) -> None:
     """devserver-operator: reconciles DevServers, flavors and users."""
@@ -92,6 +99,9 @@ def main(
         lifecycle = LifecycleConfig(
             max_lifetime=None if max_lifetime in ("0", "") else parse_ttl(max_lifetime),
             warn_before=tuple(parse_ttl(t) for t in warn_before.split(",") if t.strip()),
+            stopped_retention=(
+                None if stopped_retention in ("0", "") else parse_ttl(stopped_retention)
+            ),
         )
     except ValueError as error:
         raise click.BadParameter(str(error)) from None

@@ -9,18 +9,25 @@ keeps its last good flavor and the status says what to do.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from devserver.api.devserver import DevServer, DevServerStatus, Mode
 from devserver.api.flavor import DevServerFlavor
-from devserver.api.lifecycle import EXPIRED, STOP_REASON, deadline
+from devserver.api.lifecycle import EXPIRED, IDLE, STOP_REASON, activity_of, deadline, next_stop
 from devserver.api.meta import KubeObject, ObjectKey
+from devserver.api.quantity import parse_quantity
 from devserver.api.resources import (
+    CONFIGMAPS,
     DEPLOYMENTS,
     DEVSERVERS,
     FLAVORS,
+    LEASES,
     PERSISTENT_VOLUME_CLAIMS,
     PODS,
+    ROLE_BINDINGS,
+    ROLES,
+    SERVICE_ACCOUNTS,
     SERVICES,
     Resource,
 )
@@ -31,9 +38,20 @@ from devserver.controller.applied import apply_if_changed, write_status_if_chang
 from devserver.informers import Informer, InformerFactory
 from devserver.reconcilers.devserver_status import Observed, current_status, observed_status
 from devserver.reconcilers.flavor import FLAVOR_INDEX, by_flavor, validate
+from devserver.reconcilers.gpu_hours import GpuHours, Holding, shared_gpu_hours
 from devserver.reconcilers.lifecycle_config import LifecycleConfig
+from devserver.reconcilers.naming import NAME_INDEX, NAME_LABEL, by_devserver_name
+from devserver.reconcilers.pod_agent import (
+    agent_name,
+    desired_lease,
+    desired_role,
+    desired_role_binding,
+    desired_scripts,
+    desired_service_account,
+    lease_name,
+    scripts_name,
+)
 from devserver.reconcilers.standalone import (
-    NAME_LABEL,
     desired_deployment,
     desired_home_claim,
     desired_service,
@@ -41,8 +59,20 @@ from devserver.reconcilers.standalone import (
 )
 
 FIELD_MANAGER = "devserver-operator"
+GPU_RESOURCE = "nvidia.com/gpu"
 # Ready=False reasons worth a Warning (not the ordinary Creating/Starting on the way up)
 WARN_REASONS = {"Unschedulable", "ErrImagePull", "ImagePullBackOff", "InvalidImageName"}
+
+
+@dataclass(frozen=True)
+class AgentInformers:
+    """Caches of what the in-pod activity agent needs (only objects we labelled)."""
+
+    config_maps: Informer[KubeObject]
+    accounts: Informer[KubeObject]
+    roles: Informer[KubeObject]
+    bindings: Informer[KubeObject]
+    leases: Informer[KubeObject]
 
 
 @dataclass
@@ -54,13 +84,16 @@ class DevServerReconciler:
     services: Informer[KubeObject]
     claims: Informer[KubeObject]
     pods: Informer[KubeObject]
+    agent: AgentInformers
     lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
+    gpu_hours: GpuHours = field(default_factory=GpuHours)
     _written: dict[ObjectKey, tuple[str, dict[str, Any]]] = field(default_factory=dict)
 
     async def reconcile(self, key: ObjectKey) -> Result | None:
         ds = self.devservers.store.get(key)
         if ds is None or ds.metadata.deletion_timestamp:
             self._written.pop(key, None)
+            self.gpu_hours.report(key, None)
             return None  # owned children go with it; a retained home volume stays
         if ds.spec.mode is Mode.DISTRIBUTED:
             return None  # the distributed reconciler's
@@ -71,6 +104,7 @@ class DevServerReconciler:
             desired_home_claim(ds),
             self.claims.store.get(ObjectKey(key.namespace, home_claim_name(ds))),
         )
+        await self._ensure_agent(ds)
         if problem is None and flavor is not None:
             replicas = 0 if ds.spec.stopped else 1
             await self._ensure(
@@ -84,14 +118,22 @@ class DevServerReconciler:
         elif service is not None:
             await self.client.delete(SERVICES, key.name, key.namespace)
             service = None
-        expires_at, capped = deadline(ds, self.lifecycle.max_lifetime)
+        now = datetime.now(UTC).replace(microsecond=0)
+        activity = activity_of(
+            self.agent.leases.store.get(ObjectKey(key.namespace, lease_name(ds)))
+        )
+        stop = next_stop(ds, activity, self.lifecycle.max_lifetime, now)
+        deadline_at, capped = deadline(ds, self.lifecycle.max_lifetime)
         seen = Observed(
             flavor_problem=problem,
             deployment=self.deployments.store.get(key),
             pods=self.pods.store.by_index(NAME_INDEX, f"{key.namespace}/{key.name}"),
             service=self.services.store.get(key) if ds.spec.enable_ssh else None,
-            expires_at=expires_at,
+            deadline=deadline_at,
             capped=capped,
+            stop=stop,
+            activity=activity,
+            now=now,
             price_per_hour=flavor.spec.price_per_hour if flavor is not None else None,
         )
         # Only we write this status, so what we last wrote is newer than a cache that has not
@@ -100,12 +142,35 @@ class DevServerReconciler:
         if written is not None and written[0] == ds.metadata.uid:
             ds = ds.model_copy(update={"status": DevServerStatus.model_validate(written[1])})
         status = observed_status(ds, seen)
+        self.gpu_hours.report(key, self._holding(ds, seen, status))
         current = current_status(ds)
         if status != current:
             await self._announce(ds, status)
             await write_status_if_changed(self.client, DEVSERVERS, key, status, current)
             self._written[key] = (ds.metadata.uid, status)
         return None
+
+    def _holding(self, ds: DevServer, seen: Observed, status: dict[str, Any]) -> Holding:
+        flavor = self.flavors.store.get(
+            ObjectKey("", status.get("appliedFlavor") or ds.spec.flavor)
+        )
+        held = any((p.extra.get("spec") or {}).get("nodeName") for p in seen.pods)
+        activity, now = seen.activity, seen.now or datetime.now(UTC)
+        active = activity is not None and activity.fresh(now) and activity.idle_since is None
+        name = flavor.metadata.name if flavor is not None else ds.spec.flavor
+        return Holding(name, gpu_count(flavor), held, held and active)
+
+    async def _ensure_agent(self, ds: DevServer) -> None:
+        """The activity agent's ConfigMap, Lease, ServiceAccount and exactly-one-Lease Role."""
+        ns = ds.metadata.namespace
+        for resource, intent, informer, name in (
+            (CONFIGMAPS, desired_scripts(ds), self.agent.config_maps, scripts_name(ds)),
+            (SERVICE_ACCOUNTS, desired_service_account(ds), self.agent.accounts, agent_name(ds)),
+            (ROLES, desired_role(ds), self.agent.roles, agent_name(ds)),
+            (ROLE_BINDINGS, desired_role_binding(ds), self.agent.bindings, agent_name(ds)),
+            (LEASES, desired_lease(ds), self.agent.leases, lease_name(ds)),
+        ):
+            await self._ensure(resource, intent, informer.store.get(ObjectKey(ns, name)))
 
     async def _announce(self, ds: DevServer, status: dict[str, Any]) -> None:
         """One Event per transition a user cares about; the status remembers what was said."""
@@ -122,7 +187,7 @@ class DevServerReconciler:
                 await self._event(ds, EventType.WARNING, "FlavorUnavailable", c["message"])
         if status.get("phase") == "Stopped" and ds.status and ds.status.phase != "Stopped":
             why = ds.metadata.annotations.get(STOP_REASON, "")
-            if why != EXPIRED:  # the expiry reconciler announces its own stops
+            if why not in (EXPIRED, IDLE):  # the expiry reconciler announces its own stops
                 await self._event(ds, EventType.NORMAL, "Stopped", "stopped; home volume kept")
         extension = status.get("lastExtension")
         if extension and extension != (ds.status.last_extension if ds.status else None):
@@ -155,6 +220,14 @@ class DevServerReconciler:
         await apply_if_changed(self.client, resource, intent, live, field_manager=FIELD_MANAGER)
 
 
+def gpu_count(flavor: DevServerFlavor | None) -> int:
+    if flavor is None:
+        return 0
+    resources = flavor.spec.resources
+    limit = resources.limits.get(GPU_RESOURCE) or resources.requests.get(GPU_RESOURCE)
+    return int(parse_quantity(limit)) if limit else 0
+
+
 def flavor_problem(ds: DevServer, flavor: DevServerFlavor | None) -> str | None:
     if flavor is None:
         return (
@@ -165,14 +238,6 @@ def flavor_problem(ds: DevServer, flavor: DevServerFlavor | None) -> str | None:
     if problem:
         return f"flavor {ds.spec.flavor!r} is invalid: {problem}"
     return None
-
-
-NAME_INDEX = "devserver-name"
-
-
-def by_devserver_name(obj: KubeObject) -> tuple[str, ...]:
-    name = obj.metadata.labels.get(NAME_LABEL)
-    return (f"{obj.metadata.namespace}/{name}",) if name else ()
 
 
 def setup(
@@ -187,6 +252,13 @@ def setup(
     services = informers.informer(SERVICES, label_selector=mine)
     claims = informers.informer(PERSISTENT_VOLUME_CLAIMS, label_selector=mine)
     pods = informers.informer(PODS, label_selector=mine)
+    agent = AgentInformers(
+        informers.informer(CONFIGMAPS, label_selector=mine),
+        informers.informer(SERVICE_ACCOUNTS, label_selector=mine),
+        informers.informer(ROLES, label_selector=mine),
+        informers.informer(ROLE_BINDINGS, label_selector=mine),
+        informers.informer(LEASES, label_selector=mine),
+    )
     for informer in (pods, claims):
         if NAME_INDEX not in informer.store.indexer_names:
             informer.store.add_indexer(NAME_INDEX, by_devserver_name)
@@ -198,7 +270,9 @@ def setup(
         services,
         claims,
         pods,
+        agent,
         lifecycle or LifecycleConfig(),
+        shared_gpu_hours(),
     )
     controller = Controller("devserver", reconciler, workers=4)
     controller.watch(devservers)
@@ -211,6 +285,8 @@ def setup(
 
     controller.watch_mapped(claims, by_label)
     controller.watch_mapped(pods, by_label)
+    for informer in (agent.config_maps, agent.accounts, agent.roles, agent.bindings, agent.leases):
+        controller.watch_mapped(informer, by_label)
 
     def users_of(flavor: KubeObject) -> list[ObjectKey]:
         return [ds.key for ds in devservers.store.by_index(FLAVOR_INDEX, flavor.metadata.name)]

@@ -17,7 +17,15 @@ from pydantic import TypeAdapter
 
 from devserver.api.billing import as_status, next_billing
 from devserver.api.devserver import DevServer, Phase
-from devserver.api.lifecycle import EXPIRED, LAST_EXTENSION, STOP_REASON
+from devserver.api.lifecycle import (
+    EXPIRED,
+    IDLE,
+    LAST_EXTENSION,
+    STOP_REASON,
+    Activity,
+    NextStop,
+    warned,
+)
 from devserver.api.meta import KubeObject
 from devserver.api.schema import Condition, ConditionStatus
 from devserver.reconcilers.conditions import merge_conditions
@@ -32,8 +40,10 @@ class Observed:
     deployment: KubeObject | None
     pods: list[KubeObject]
     service: KubeObject | None
-    expires_at: datetime | None = None  # the deadline, after the operator's cap
+    deadline: datetime | None = None  # the deadline, after the operator's cap
     capped: bool = False  # the cap shortened what the spec asked for
+    stop: NextStop | None = None  # the earliest stop ahead: the deadline or idleness
+    activity: Activity | None = None  # what the in-pod agent last reported
     price_per_hour: float | None = None  # of the flavor it runs with
     now: datetime | None = None  # for billing transitions; the wall clock when unset
 
@@ -73,8 +83,8 @@ def observed_status(ds: DevServer, seen: Observed) -> dict[str, Any]:
     if ds.spec.stopped:
         why = ds.metadata.annotations.get(STOP_REASON) or "Stopped"
         phase, reason = Phase.STOPPED, why
-        message = (
-            "stopped at its deadline" if why == EXPIRED else "stopped"
+        message = {EXPIRED: "stopped at its deadline", IDLE: "stopped after being idle"}.get(
+            why, "stopped"
         ) + f"; the home volume is kept — `devctl start {ds.metadata.name}` brings it back"
         ready_pods, pod = [], None
     elif seen.deployment is None and seen.flavor_problem:
@@ -130,10 +140,12 @@ def observed_status(ds: DevServer, seen: Observed) -> dict[str, Any]:
                 True,
                 "MaximumLifetime",
                 "the requested deadline is past the platform's maximum lifetime; it stops at "
-                f"{seen.expires_at:%Y-%m-%d %H:%M} UTC",
+                f"{seen.deadline:%Y-%m-%d %H:%M} UTC",
                 gen,
             )
         )
+    if seen.stop is not None and not ds.spec.stopped and warned(ds, seen.stop.when):
+        desired.append(_expiring(seen.stop, gen))  # a warning was given for this stop
     previous = [
         c for c in (ds.status.conditions if ds.status else []) if c.type != "LifetimeCapped"
     ]
@@ -145,8 +157,15 @@ def observed_status(ds: DevServer, seen: Observed) -> dict[str, Any]:
     }
     if applied:
         status["appliedFlavor"] = applied
-    if seen.expires_at is not None and not ds.spec.stopped:
-        status["expiresAt"] = _json_time(seen.expires_at)
+    if seen.stop is not None and not ds.spec.stopped:
+        status["expiresAt"] = _json_time(seen.stop.when)
+    if (
+        seen.activity is not None
+        and seen.activity.idle_since is not None
+        and not ds.spec.stopped
+        and seen.activity.fresh(seen.now or datetime.now(UTC))
+    ):
+        status["idleSince"] = _json_time(seen.activity.idle_since)
     if ds.spec.stopped:
         before = ds.status.stopped_at if ds.status else None
         status["stoppedAt"] = _json_time(before or datetime.now(UTC).replace(microsecond=0))
@@ -174,6 +193,17 @@ def observed_status(ds: DevServer, seen: Observed) -> dict[str, Any]:
         status["serviceName"] = name
         status["sshEndpoint"] = f"{name}.{ds.metadata.namespace}.svc.cluster.local:{SSH_PORT}"
     return status
+
+
+def _expiring(stop: NextStop, generation: int) -> Condition:
+    why = "idle; it" if stop.reason == IDLE else "it"
+    return _cond(
+        "ExpiringSoon",
+        True,
+        stop.reason,
+        f"{why} stops at {stop.when:%Y-%m-%d %H:%M:%S} UTC",
+        generation,
+    )
 
 
 _TIME = TypeAdapter(datetime)

@@ -1,12 +1,20 @@
-"""The expiry reconciler: stop a dev server at its deadline, warn before it, never poll.
+"""The expiry reconciler: stop a dev server at its deadline or when idle, warn first, never poll.
 
-For each running DevServer with a deadline (its time-to-live, expiration time or the operator's
-maximum lifetime) it asks to be woken at the next moment that matters — a warning lead time or
-the deadline itself — with requeue-after; 1,000 servers with staggered deadlines cost one
-reconcile each per moment, not a loop. At a lead time it records a Warning Event with the exact
-stop time and the command to extend, once (the `warned` annotation remembers it across
-restarts). At the deadline it *stops* the server — `spec.stopped` with reason Expired: the
-workload scales to zero, the home volume stays — and records an Event. `devctl start` undoes it.
+For each running DevServer it computes the next stop (`api.lifecycle.next_stop`): its deadline
+(time-to-live, expiration time, or the operator's maximum lifetime) or, with `autoShutdown` and
+an `idleTimeout`, the moment idleness reaches the timeout according to the in-pod agent's Lease.
+It asks to be woken at the next moment that matters — a warning lead time or the stop itself —
+with requeue-after; 1,000 servers with staggered deadlines cost one reconcile each per moment,
+not a loop. Lease changes wake it too (a server turning idle, or active again).
+
+- At a lead time: a Warning Event (ExpiringSoon or IdleSoon) with the exact stop time and what
+  to do, once per deadline (the `warned` annotation records it, keyed by the deadline, so an
+  extension or new activity re-arms it), and the same text as the pod's `devservers.io/notice`
+  annotation, which the agent shows in every open terminal.
+- At the stop: `spec.stopped` with reason Expired or Idle; the workload scales to zero, the home
+  volume stays; an Event. `devctl start` undoes it.
+- Stopped longer than `--stopped-retention` (off by default): the DevServer is deleted and its
+  home volume kept; a server whose home would go with it (retainHomeOnDelete false) is kept.
 """
 
 from __future__ import annotations
@@ -16,18 +24,48 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from devserver.api.devserver import DevServer
-from devserver.api.lifecycle import EXPIRED, STOP_REASON, WARNED, deadline, warned
-from devserver.api.meta import ObjectKey
-from devserver.api.resources import DEVSERVERS
-from devserver.client import KubeClient
+from devserver.api.lifecycle import (
+    IDLE,
+    NOTICE,
+    RETENTION,
+    STOP_REASON,
+    WARNED,
+    NextStop,
+    activity_of,
+    next_stop,
+    warned,
+    warned_value,
+)
+from devserver.api.meta import KubeObject, ObjectKey
+from devserver.api.resources import DEVSERVERS, LEASES, PODS
+from devserver.client import ApiError, KubeClient
 from devserver.client.events import EventType, record_event
 from devserver.controller import Controller, Result
 from devserver.informers import Informer, InformerFactory
 from devserver.reconcilers.lifecycle_config import LifecycleConfig, lead_label
+from devserver.reconcilers.naming import NAME_INDEX, NAME_LABEL, by_devserver_name
+from devserver.reconcilers.pod_agent import lease_name
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def _stamp(when: datetime) -> str:
+    return f"{when:%Y-%m-%d %H:%M:%S} UTC"
+
+
+def warning_text(name: str, stop: NextStop, now: datetime) -> str:
+    minutes = max(1, round((stop.when - now).total_seconds() / 60))
+    if stop.reason == IDLE:
+        return (
+            f"{name} has been idle and stops at {_stamp(stop.when)} (in about {minutes} min) "
+            "unless it is used: a session, a running process or CPU/GPU load keeps it"
+        )
+    return (
+        f"{name} stops at {_stamp(stop.when)} (in about {minutes} min); keep it with "
+        f"`devctl extend {name} --time 1h`"
+    )
 
 
 @dataclass
@@ -35,70 +73,136 @@ class ExpiryReconciler:
     client: KubeClient
     devservers: Informer[DevServer]
     config: LifecycleConfig
+    leases: Informer[KubeObject] | None = None
+    pods: Informer[KubeObject] | None = None
     now: Callable[[], datetime] = field(default=utc_now)
 
     async def reconcile(self, key: ObjectKey) -> Result | None:
         ds = self.devservers.store.get(key)
-        if ds is None or ds.metadata.deletion_timestamp or ds.spec.stopped:
+        if ds is None or ds.metadata.deletion_timestamp:
             return None
-        when, _capped = deadline(ds, self.config.max_lifetime)
-        if when is None:
-            return None
+        if ds.spec.stopped:
+            return await self._retention(ds)
+        lease = (
+            self.leases.store.get(ObjectKey(key.namespace, lease_name(ds))) if self.leases else None
+        )
         now = self.now()
+        stop = next_stop(ds, activity_of(lease), self.config.max_lifetime, now)
+        if stop is None:
+            return None
         name = ds.metadata.name
-        stamp = f"{when:%Y-%m-%d %H:%M:%S} UTC"
-        if now >= when:
+        if now >= stop.when:
             patch = {
-                "metadata": {"annotations": {STOP_REASON: EXPIRED, WARNED: None}},
+                "metadata": {"annotations": {STOP_REASON: stop.reason, WARNED: None}},
                 "spec": {"stopped": True},
             }
             await self.client.patch(DEVSERVERS, name, patch, key.namespace)
+            what = "was idle until" if stop.reason == IDLE else "reached its deadline"
             await record_event(
                 self.client,
                 DEVSERVERS,
                 ds,
                 EventType.NORMAL,
-                "Expired",
-                f"stopped at its deadline {stamp}; the home volume is kept — "
+                stop.reason,
+                f"stopped: it {what} {_stamp(stop.when)}; the home volume is kept — "
                 f"`devctl start {name}` brings it back",
             )
             return None
-        given = warned(ds)
+        given = warned(ds, stop.when)
         due = [
             lead
             for lead in self.config.warn_before
-            if now >= when - lead and lead_label(lead) not in given
+            if now >= stop.when - lead and lead_label(lead) not in given
         ]
         if due:
-            left = when - now
-            minutes = max(1, round(left.total_seconds() / 60))
-            await record_event(
-                self.client,
-                DEVSERVERS,
-                ds,
-                EventType.WARNING,
-                "ExpiringSoon",
-                f"stops at {stamp} (in about {minutes} min); keep it with "
-                f"`devctl extend {name} --time 1h`",
-            )
-            labels = sorted(given | {lead_label(lead) for lead in due})
-            patch = {"metadata": {"annotations": {WARNED: ",".join(labels)}}}
+            text = warning_text(name, stop, now)
+            reason = "IdleSoon" if stop.reason == IDLE else "ExpiringSoon"
+            await record_event(self.client, DEVSERVERS, ds, EventType.WARNING, reason, text)
+            given |= {lead_label(lead) for lead in due}
+            patch = {"metadata": {"annotations": {WARNED: warned_value(given, stop.when)}}}
             await self.client.patch(DEVSERVERS, name, patch, key.namespace)
-            given = set(labels)
-        moments = [when] + [
-            when - lead
+            await self._notify_pods(key, text)
+        moments = [stop.when] + [
+            stop.when - lead
             for lead in self.config.warn_before
-            if lead_label(lead) not in given and when - lead > now
+            if lead_label(lead) not in given and stop.when - lead > now
         ]
         return Result(requeue_after=max(0.05, (min(moments) - now).total_seconds()))
+
+    async def _retention(self, ds: DevServer) -> Result | None:
+        """Delete a server stopped longer than the retention, never its home volume."""
+        retention = self.config.stopped_retention
+        stopped_at = ds.status.stopped_at if ds.status else None
+        if retention is None or stopped_at is None:
+            return None
+        now = self.now()
+        if now < stopped_at + retention:
+            return Result(requeue_after=(stopped_at + retention - now).total_seconds())
+        name, ns = ds.metadata.name, ds.metadata.namespace
+        if not ds.spec.retain_home_on_delete:
+            # deleting it would take the home volume with it: that is the user's call, not ours
+            if ds.metadata.annotations.get(RETENTION) != "kept":
+                await record_event(
+                    self.client,
+                    DEVSERVERS,
+                    ds,
+                    EventType.WARNING,
+                    "RetentionSkipped",
+                    f"stopped since {_stamp(stopped_at)}, past the retention period, but kept: "
+                    "retainHomeOnDelete is false, so deleting it would delete its home volume; "
+                    f"`devctl delete {name}` if you no longer need it",
+                )
+                patch = {"metadata": {"annotations": {RETENTION: "kept"}}}
+                await self.client.patch(DEVSERVERS, name, patch, ns)
+            return None
+        await record_event(
+            self.client,
+            DEVSERVERS,
+            ds,
+            EventType.NORMAL,
+            "RetentionExpired",
+            f"deleted after being stopped since {_stamp(stopped_at)}; its home volume "
+            f"{name}-home is kept — `devctl create {name} …` with the same name mounts it again",
+        )
+        try:
+            await self.client.delete(DEVSERVERS, name, ns)
+        except ApiError as error:
+            if error.status != 404:
+                raise
+        return None
+
+    async def _notify_pods(self, key: ObjectKey, text: str) -> None:
+        """The agent in the pod shows the notice in every open terminal (downward API)."""
+        if self.pods is None:
+            return
+        for pod in self.pods.store.by_index(NAME_INDEX, f"{key.namespace}/{key.name}"):
+            if pod.metadata.deletion_timestamp:
+                continue
+            patch = {"metadata": {"annotations": {NOTICE: text}}}
+            try:
+                await self.client.patch(PODS, pod.metadata.name, patch, key.namespace)
+            except ApiError as error:
+                if error.status != 404:
+                    raise
 
 
 def setup(
     informers: InformerFactory, client: KubeClient, lifecycle: LifecycleConfig | None = None
 ) -> Controller:
     devservers = informers.informer(DEVSERVERS)
-    controller = Controller(
-        "expiry", ExpiryReconciler(client, devservers, lifecycle or LifecycleConfig()), workers=2
+    leases = informers.informer(LEASES, label_selector=NAME_LABEL)
+    pods = informers.informer(PODS, label_selector=NAME_LABEL)
+    if NAME_INDEX not in pods.store.indexer_names:
+        pods.store.add_indexer(NAME_INDEX, by_devserver_name)
+    reconciler = ExpiryReconciler(
+        client, devservers, lifecycle or LifecycleConfig(), leases=leases, pods=pods
     )
+    controller = Controller("expiry", reconciler, workers=2)
     controller.watch(devservers)
+
+    def by_label(obj: KubeObject) -> list[ObjectKey]:
+        name = obj.metadata.labels.get(NAME_LABEL)
+        return [ObjectKey(obj.metadata.namespace, name)] if name else []
+
+    controller.watch_mapped(leases, by_label)
     return controller

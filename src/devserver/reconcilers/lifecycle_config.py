@@ -14,6 +14,8 @@ class LifecycleConfig:
     warn_before: tuple[timedelta, ...] = field(
         default=(timedelta(minutes=15), timedelta(minutes=5))
     )
+    # a DevServer stopped this long is deleted — only when its home volume survives that
+    stopped_retention: timedelta | None = None
 
 
 def lead_label(lead: timedelta) -> str:

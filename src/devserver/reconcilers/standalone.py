@@ -14,18 +14,26 @@
 
 from __future__ import annotations
 
-import re
 from decimal import Decimal
 from typing import Any
 
 from devserver.api.devserver import DevServer
 from devserver.api.flavor import DevServerFlavor
 from devserver.api.quantity import format_binary, parse_quantity
+from devserver.reconcilers.naming import (
+    MANAGED_BY,
+    NAME_LABEL,
+    USER_LABEL,
+    labels,
+    owner_reference,
+    selector,
+    user_label,
+)
+from devserver.reconcilers.pod_agent import agent_env, agent_name, agent_pod_parts
 
-NAME_LABEL = "devserver.io/name"
-USER_LABEL = "devserver.io/user"
+__all__ = ["MANAGED_BY", "NAME_LABEL", "USER_LABEL", "labels", "owner_reference", "user_label"]
+
 FLAVOR_ANNOTATION = "devserver.io/flavor"
-MANAGED_BY = {"app.kubernetes.io/managed-by": "devserver-operator"}
 HOME_MOUNT = "/home/dev"
 SHARED_MOUNT = "/shared"
 SSH_PORT = 22
@@ -33,32 +41,6 @@ SSH_PORT = 22
 
 def home_claim_name(ds: DevServer) -> str:
     return f"{ds.metadata.name}-home"
-
-
-def user_label(owner: str) -> str:
-    """A label-safe form of the owner: the local part of an e-mail, lower-case."""
-    local = owner.split("@", 1)[0].lower()
-    cleaned = re.sub(r"[^a-z0-9._-]+", "-", local).strip("-._")
-    return cleaned[:63].rstrip("-._") or "unknown"
-
-
-def selector(ds: DevServer) -> dict[str, str]:
-    return {NAME_LABEL: ds.metadata.name}
-
-
-def labels(ds: DevServer) -> dict[str, str]:
-    return {**selector(ds), USER_LABEL: user_label(ds.spec.owner), **MANAGED_BY}
-
-
-def owner_reference(ds: DevServer) -> dict[str, Any]:
-    return {
-        "apiVersion": "devservers.io/v1",
-        "kind": "DevServer",
-        "name": ds.metadata.name,
-        "uid": ds.metadata.uid,
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
 
 
 def _meta(ds: DevServer, name: str, *, owned: bool = True) -> dict[str, Any]:
@@ -113,13 +95,17 @@ def desired_deployment(
                 "persistentVolumeClaim": {"claimName": ds.spec.shared_volume_claim_name},
             }
         )
+    entrypoint, agent_mounts, agent_volumes = agent_pod_parts(ds)
+    mounts += agent_mounts
+    volumes += agent_volumes
     container: dict[str, Any] = {
         "name": "dev",
         "image": ds.spec.image,
-        "command": ["sleep", "infinity"],
+        "command": [*entrypoint, "sleep", "infinity"],
         "env": [
             {"name": "HOME", "value": HOME_MOUNT},
             {"name": "DEVSERVER_NAME", "value": ds.metadata.name},
+            *agent_env(ds),
         ],
         "resources": {
             key: dict(value)
@@ -135,6 +121,8 @@ def desired_deployment(
         container["ports"] = [{"name": "ssh", "containerPort": SSH_PORT, "protocol": "TCP"}]
     pod_spec: dict[str, Any] = {
         "containers": [container],
+        "serviceAccountName": agent_name(ds),
+        "automountServiceAccountToken": True,  # the agent's token: one Lease, nothing else
         "volumes": volumes,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": 30,

@@ -1,0 +1,402 @@
+"""devserver activity agent: runs inside every dev pod and tells the operator whether it is used.
+
+Shipped by the operator in the pod's `<name>-scripts` ConfigMap and started by its entrypoint
+next to the main process. Standard library only (Python >= 3.8): it runs in the user's image.
+
+Every few seconds it looks at the pod's processes (/proc) and, where `nvidia-smi` exists, the
+GPUs. The pod is **active** when any of these holds:
+
+- a session is open: a `kubectl exec`/`devctl ssh` session (a process whose parent is outside
+  the container) or an SSH connection (an `sshd: user@...` process);
+- user processes use CPU (above a threshold, in cores, over the last sample);
+- a GPU is busy (utilisation above a threshold);
+- a user process is still running: anything but shells, terminal multiplexers, `sleep`, sshd
+  and this agent — so a `nohup`/`tmux` training run with nobody connected counts, while a
+  forgotten idle tmux with a shell in it does not.
+
+It writes what it saw to the DevServer's Lease (the only object its ServiceAccount may touch):
+`spec.renewTime` proves it is alive, the annotation `devservers.io/idle-since` says since when
+nothing happened (absent while active), `devservers.io/activity` says what it saw. It writes at
+once when the pod turns active or idle, else once per renew period. The operator stops a server
+only on a fresh Lease that says idle: a dead agent never gets a server stopped for idleness.
+
+It also reads the pod's annotations through a downward-API volume: when the operator sets the
+`devservers.io/notice` annotation (a stop is coming), the agent writes the notice into every
+open terminal of the pod, once per distinct notice.
+"""
+
+from __future__ import annotations
+
+import glob
+import http.client
+import json
+import os
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+
+IDLE_SINCE = "devservers.io/idle-since"
+ACTIVITY = "devservers.io/activity"
+NOTICE = "devservers.io/notice"
+
+# Programs whose mere presence is not work: shells, multiplexers, pagers, the main `sleep`.
+IDLE_COMMANDS = frozenset(
+    {
+        "bash",
+        "sh",
+        "dash",
+        "zsh",
+        "fish",
+        "ksh",
+        "tcsh",
+        "csh",
+        "tmux",
+        "tmux: server",
+        "tmux: client",
+        "screen",
+        "SCREEN",
+        "sleep",
+        "sshd",
+        "sshd-session",
+        "ssh-agent",
+        "tini",
+        "dumb-init",
+        "less",
+        "more",
+        "cat",
+        "tail",
+        "login",
+        "su",
+        "sudo",
+    }
+)
+SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+class Proc:
+    __slots__ = ("cmdline", "comm", "pid", "ppid", "ticks")
+
+    def __init__(self, pid: int, ppid: int, comm: str, ticks: int, cmdline: str) -> None:
+        self.pid, self.ppid, self.comm, self.ticks, self.cmdline = pid, ppid, comm, ticks, cmdline
+
+    def __repr__(self) -> str:
+        return f"Proc({self.pid}, ppid={self.ppid}, {self.comm!r})"
+
+
+def read_processes(proc: str = "/proc") -> list[Proc]:
+    """Every process under `proc`; ticks = user + system CPU including reaped children."""
+    found = []
+    for entry in os.listdir(proc):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(os.path.join(proc, entry, "stat"), "rb") as f:
+                stat = f.read().decode(errors="replace")
+            with open(os.path.join(proc, entry, "cmdline"), "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue  # it exited meanwhile
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        # fields[0] is state (field 3); utime..cstime are fields 14..17
+        ticks = sum(int(x) for x in fields[11:15])
+        found.append(Proc(int(entry), int(fields[1]), comm, ticks, cmdline))
+    return found
+
+
+def scope(processes: list[Proc], root: int | None) -> tuple[list[Proc], int]:
+    """The pod's processes and the pid their top-level processes have as parent.
+
+    In the pod (root None) that is every process, with parent 0. Run locally against a real
+    API server (tests), `root` plays the container runtime: only its descendants count."""
+    if root is None:
+        return processes, 0
+    children: dict[int, list[Proc]] = {}
+    for p in processes:
+        children.setdefault(p.ppid, []).append(p)
+    inside, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            inside.append(child)
+            todo.append(child.pid)
+    return inside, root
+
+
+def own_pids(processes: list[Proc], me: int) -> set[int]:
+    """This agent and whatever it started (nvidia-smi)."""
+    mine, grew = {me}, True
+    while grew:
+        grew = False
+        for p in processes:
+            if p.ppid in mine and p.pid not in mine:
+                mine.add(p.pid)
+                grew = True
+    return mine
+
+
+def sessions(processes: list[Proc], top_parent: int, main: int, me: set[int]) -> list[str]:
+    found = []
+    for p in processes:
+        if p.pid in me or p.pid == main:
+            continue
+        if p.ppid == top_parent:
+            found.append(f"exec:{p.comm}")
+        elif p.comm in ("sshd", "sshd-session") and "@" in p.cmdline:
+            found.append(p.cmdline.split(":", 1)[-1].strip())
+    return found
+
+
+def user_processes(processes: list[Proc], main: int, me: set[int]) -> list[str]:
+    return sorted(
+        {
+            p.comm
+            for p in processes
+            if p.pid not in me and p.pid != main and p.comm not in IDLE_COMMANDS
+        }
+    )
+
+
+def cpu_cores(before: dict[int, int], now: dict[int, int], seconds: float, hz: int) -> float:
+    """CPU used between two samples, in cores; a new process counts all its ticks."""
+    used = sum(max(0, ticks - before.get(pid, 0)) for pid, ticks in now.items())
+    return used / hz / seconds if seconds > 0 else 0.0
+
+
+def gpu_utilisation() -> float | None:
+    """The busiest GPU's utilisation in percent; None without nvidia-smi or on error."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        out = subprocess.run(
+            [smi, "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+        values = [float(v) for v in out.split() if v.replace(".", "", 1).isdigit()]
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+    return max(values) if values else None
+
+
+class Sample:
+    def __init__(
+        self,
+        sessions: list[str],
+        processes: list[str],
+        cpu: float,
+        gpu: float | None,
+        cpu_threshold: float,
+        gpu_threshold: float,
+    ) -> None:
+        self.sessions, self.processes, self.cpu, self.gpu = sessions, processes, cpu, gpu
+        self.reasons = []
+        if sessions:
+            self.reasons.append("sessions")
+        if processes:
+            self.reasons.append("processes")
+        if cpu >= cpu_threshold:
+            self.reasons.append("cpu")
+        if gpu is not None and gpu >= gpu_threshold:
+            self.reasons.append("gpu")
+
+    @property
+    def active(self) -> bool:
+        return bool(self.reasons)
+
+    def summary(self) -> str:
+        gpu = "-" if self.gpu is None else f"{self.gpu:.0f}%"
+        text = (
+            f"{'active (' + ','.join(self.reasons) + ')' if self.active else 'idle'}; "
+            f"sessions={len(self.sessions)} cpu={self.cpu:.2f} gpu={gpu} "
+            f"processes={','.join(self.processes[:5]) or '-'}"
+        )
+        return text[:250]
+
+
+def parse_downward(text: str) -> dict[str, str]:
+    """The kubelet's downward-API annotations file: `key="value"` lines, Go-quoted values."""
+    found = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if not sep:
+            continue
+        try:
+            found[key] = json.loads(value)
+        except ValueError:
+            found[key] = value.strip('"')
+    return found
+
+
+def write_terminals(pattern: str, message: str) -> int:
+    """Write `message` into every terminal matching `pattern`, as `wall` would; count them."""
+    reached = 0
+    text = "\r\n" + message.replace("\n", "\r\n") + "\r\n"
+    for path in sorted(glob.glob(pattern)):
+        if path.endswith("ptmx"):
+            continue
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NOCTTY | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            os.write(fd, text.encode())
+            reached += 1
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return reached
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def micro_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class LeaseWriter:
+    """Merge-patches one Lease with the pod's ServiceAccount token (re-read: it rotates)."""
+
+    def __init__(self, api: str, namespace: str, name: str, token_file: str, ca_file: str) -> None:
+        url = urlsplit(api)
+        self.host, self.port = url.hostname or "", url.port or 443
+        self.path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}"
+        self.token_file = token_file
+        self.context = ssl.create_default_context(cafile=ca_file if ca_file else None)
+
+    def patch(self, body: dict[str, object]) -> int:
+        with open(self.token_file) as f:
+            token = f.read().strip()
+        conn = http.client.HTTPSConnection(self.host, self.port, context=self.context, timeout=15)
+        try:
+            conn.request(
+                "PATCH",
+                self.path,
+                body=json.dumps(body),
+                headers={
+                    "Authorization": f"Bearer {token}",
+                    "Content-Type": "application/merge-patch+json",
+                    "Accept": "application/json",
+                },
+            )
+            response = conn.getresponse()
+            response.read()
+            return response.status
+        finally:
+            conn.close()
+
+
+def log(**fields: object) -> None:
+    sys.stdout.write(
+        json.dumps({"agent": "devserver-activity", "time": utc_now(), **fields}) + "\n"
+    )
+    sys.stdout.flush()
+
+
+class Agent:
+    def __init__(self, env: dict[str, str]) -> None:
+        host = env.get("KUBERNETES_SERVICE_HOST", "kubernetes.default.svc")
+        port = env.get("KUBERNETES_SERVICE_PORT", "443")
+        self.writer = LeaseWriter(
+            env.get("DEVSERVER_API", f"https://{host}:{port}"),
+            env.get("DEVSERVER_NAMESPACE", ""),
+            env["DEVSERVER_LEASE"],
+            env.get("DEVSERVER_TOKEN_FILE", f"{SERVICE_ACCOUNT}/token"),
+            env.get("DEVSERVER_CA_FILE", f"{SERVICE_ACCOUNT}/ca.crt"),
+        )
+        self.identity = env.get("DEVSERVER_POD") or os.uname().nodename
+        self.proc = env.get("DEVSERVER_PROC", "/proc")
+        root = env.get("DEVSERVER_SCOPE_ROOT")
+        self.root = int(root) if root else None
+        self.podinfo = env.get("DEVSERVER_PODINFO", "/etc/devserver/podinfo/annotations")
+        self.terminals = env.get("DEVSERVER_TERMINALS", "/dev/pts/[0-9]*")
+        self.interval = float(env.get("DEVSERVER_SAMPLE_SECONDS", "10"))
+        self.renew = float(env.get("DEVSERVER_RENEW_SECONDS", "60"))
+        self.cpu_threshold = float(env.get("DEVSERVER_CPU_THRESHOLD", "0.05"))
+        self.gpu_threshold = float(env.get("DEVSERVER_GPU_THRESHOLD", "5"))
+        self.hz = os.sysconf("SC_CLK_TCK")
+        self.me = os.getpid()
+        self.main = os.getppid()  # the entrypoint exec'd the main process: our parent
+        self.idle_since: str | None = utc_now()  # nothing has happened yet
+        self.written: tuple[str | None, float] | None = None  # (idle-since, when) last written
+        self.ticks: dict[int, int] = {}
+        self.sampled = time.monotonic()
+        self.noticed = ""
+
+    def sample(self) -> Sample:
+        everything = read_processes(self.proc)
+        pod, top = scope(everything, self.root)
+        me = own_pids(everything, self.me)
+        ticks = {p.pid: p.ticks for p in pod if p.pid not in me}
+        now = time.monotonic()
+        cpu = cpu_cores(self.ticks, ticks, now - self.sampled, self.hz) if self.ticks else 0.0
+        self.ticks, self.sampled = ticks, now
+        return Sample(
+            sessions(pod, top, self.main, me),
+            user_processes(pod, self.main, me),
+            cpu,
+            gpu_utilisation(),
+            self.cpu_threshold,
+            self.gpu_threshold,
+        )
+
+    def step(self) -> None:
+        sample = self.sample()
+        if sample.active:
+            self.idle_since = None
+        elif self.idle_since is None:
+            self.idle_since = utc_now()
+        changed = self.written is None or self.written[0] != self.idle_since
+        due = self.written is None or time.monotonic() - self.written[1] >= self.renew
+        if changed or due:
+            body = {
+                "metadata": {
+                    "annotations": {IDLE_SINCE: self.idle_since, ACTIVITY: sample.summary()}
+                },
+                "spec": {
+                    "holderIdentity": self.identity,
+                    "renewTime": micro_now(),
+                    "leaseDurationSeconds": int(self.renew * 3),
+                },
+            }
+            status = self.writer.patch(body)
+            if status < 300:
+                self.written = (self.idle_since, time.monotonic())
+            if changed or status >= 300:
+                log(event="lease written", status=status, activity=sample.summary())
+        self.notify()
+
+    def notify(self) -> None:
+        try:
+            with open(self.podinfo) as f:
+                notice = parse_downward(f.read()).get(NOTICE, "")
+        except OSError:
+            return
+        if notice and notice != self.noticed:
+            reached = write_terminals(self.terminals, f"*** devserver: {notice} ***")
+            log(event="notice shown", terminals=reached, notice=notice)
+        self.noticed = notice
+
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        log(event="started", lease=self.writer.path, interval=self.interval)
+        while True:
+            try:
+                self.step()
+            except Exception as error:  # noqa: BLE001 - the agent must outlive any one failure
+                log(event="step failed", error=f"{type(error).__name__}: {error}")
+            time.sleep(self.interval)
+
+
+if __name__ == "__main__":
+    Agent(dict(os.environ)).run()

@@ -1,0 +1,207 @@
+"""The in-pod activity agent's measurements and the operator's idle arithmetic (pure parts)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from devserver.api.devserver import DevServer
+from devserver.api.lifecycle import (
+    EXPIRED,
+    IDLE,
+    activity_of,
+    idle_deadline,
+    next_stop,
+    warned,
+    warned_value,
+)
+from devserver.api.meta import KubeObject
+from devserver.podagent.agent import (
+    Proc,
+    Sample,
+    cpu_cores,
+    own_pids,
+    parse_downward,
+    read_processes,
+    scope,
+    sessions,
+    user_processes,
+    write_terminals,
+)
+
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+
+def devserver(**lifecycle: object) -> DevServer:
+    return DevServer.model_validate(
+        {
+            "apiVersion": "devservers.io/v1",
+            "kind": "DevServer",
+            "metadata": {
+                "name": "box",
+                "namespace": "dev-a",
+                "creationTimestamp": "2026-11-26T08:00:00Z",
+            },
+            "spec": {"owner": "a", "flavor": "gpu", "image": "x", "lifecycle": lifecycle},
+        }
+    )
+
+
+def lease(idle_since: str | None, renewed: datetime = NOW, duration: int = 180) -> KubeObject:
+    annotations = {"devservers.io/idle-since": idle_since} if idle_since else {}
+    return KubeObject.model_validate(
+        {
+            "metadata": {"name": "box-activity", "namespace": "dev-a", "annotations": annotations},
+            "spec": {
+                "renewTime": renewed.isoformat().replace("+00:00", "Z"),
+                "leaseDurationSeconds": duration,
+            },
+        }
+    )
+
+
+def test_an_idle_server_stops_idle_timeout_after_its_last_activity() -> None:
+    ds = devserver(idleTimeout=1800, timeToLive="8h")
+    stop = next_stop(ds, activity_of(lease("2026-11-26T11:45:00Z")), None, NOW)
+    assert stop is not None
+    assert (stop.when, stop.reason) == (datetime(2026, 11, 26, 12, 15, tzinfo=UTC), IDLE)
+
+
+def test_activity_never_stops_a_server_for_idleness() -> None:
+    ds = devserver(idleTimeout=1800, timeToLive="8h")
+    stop = next_stop(ds, activity_of(lease(None)), None, NOW)
+    assert stop is not None
+    assert (stop.when, stop.reason) == (datetime(2026, 11, 26, 16, 0, tzinfo=UTC), EXPIRED)
+
+
+def test_a_silent_agent_means_unknown_not_idle() -> None:
+    ds = devserver(idleTimeout=600)
+    stale = lease("2026-11-26T09:00:00Z", renewed=NOW - timedelta(minutes=10), duration=180)
+    assert idle_deadline(ds, activity_of(stale), NOW) is None
+    assert idle_deadline(ds, activity_of(None), NOW) is None
+    unwritten = KubeObject.model_validate({"metadata": {"name": "box-activity"}})
+    assert idle_deadline(ds, activity_of(unwritten), NOW) is None
+
+
+def test_idleness_needs_auto_shutdown_and_a_timeout_and_counts_from_the_last_start() -> None:
+    report = activity_of(lease("2026-11-26T09:00:00Z"))
+    assert idle_deadline(devserver(), report, NOW) is None
+    assert idle_deadline(devserver(idleTimeout=600, autoShutdown=False), report, NOW) is None
+    ds = devserver(idleTimeout=600)
+    ds.metadata.annotations["devservers.io/started-at"] = "2026-11-26T11:55:00Z"
+    assert idle_deadline(ds, report, NOW) == datetime(2026, 11, 26, 12, 5, tzinfo=UTC)
+
+
+def test_warnings_are_remembered_per_deadline() -> None:
+    ds = devserver()
+    when = datetime(2026, 11, 26, 13, 0, tzinfo=UTC)
+    ds.metadata.annotations["devservers.io/warned"] = warned_value({"15m"}, when)
+    assert warned(ds, when) == {"15m"}
+    assert warned(ds, when + timedelta(hours=1)) == set()  # extended: warn again
+    ds.metadata.annotations["devservers.io/warned"] = "15m,5m"  # written before deadlines were
+    assert warned(ds, when) == {"15m", "5m"}
+
+
+def procs(*rows: tuple[int, int, str, str]) -> list[Proc]:
+    return [Proc(pid, ppid, comm, 0, cmdline) for pid, ppid, comm, cmdline in rows]
+
+
+def test_sessions_are_execs_from_outside_and_ssh_connections() -> None:
+    table = procs(
+        (1, 0, "sleep", "sleep infinity"),  # main
+        (7, 1, "python3", "python3 agent.py"),  # the agent
+        (20, 0, "bash", "bash"),  # kubectl exec -it … bash
+        (30, 1, "sshd", "sshd: /usr/sbin/sshd -D [listener] 0 of 10-100 startups"),
+        (31, 30, "sshd", "sshd: dev@pts/0"),
+        (32, 31, "bash", "-bash"),
+        (40, 1, "tmux: server", "tmux new -d"),
+        (41, 40, "bash", "bash"),
+    )
+    assert sessions(table, 0, 1, {7}) == ["exec:bash", "dev@pts/0"]
+    assert user_processes(table, 1, {7}) == []  # shells, sshd, a detached idle tmux: not work
+
+
+def test_a_training_run_with_nobody_connected_is_work() -> None:
+    table = procs(
+        (1, 0, "sleep", "sleep infinity"),
+        (7, 1, "python3", "python3 agent.py"),
+        (50, 1, "python", "python train.py"),  # nohup'd, its shell long gone
+    )
+    assert sessions(table, 0, 1, {7}) == []
+    assert user_processes(table, 1, {7}) == ["python"]
+    assert Sample([], ["python"], 0.0, None, 0.05, 5).reasons == ["processes"]
+
+
+def test_cpu_and_gpu_thresholds() -> None:
+    assert cpu_cores({1: 100}, {1: 150, 2: 50}, 10.0, 100) == 0.1
+    assert Sample([], [], 0.1, None, 0.05, 5).reasons == ["cpu"]
+    assert not Sample([], [], 0.01, 2.0, 0.05, 5).active
+    assert Sample([], [], 0.0, 80.0, 0.05, 5).reasons == ["gpu"]
+
+
+def test_the_agent_reads_this_machine_s_processes_and_scopes_them() -> None:
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        everything = read_processes()
+        mine, top = scope(everything, os.getpid())
+        assert top == os.getpid()
+        assert [p.comm for p in mine if p.pid == child.pid] == ["sleep"]
+        assert child.pid in own_pids(everything, os.getpid())
+        before = {p.pid: p.ticks for p in read_processes() if p.pid == os.getpid()}
+        end = time.process_time() + 0.3
+        while time.process_time() < end:
+            pass
+        after = {p.pid: p.ticks for p in read_processes() if p.pid == os.getpid()}
+        assert cpu_cores(before, after, 0.3, os.sysconf("SC_CLK_TCK")) > 0.5
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_downward_api_annotations_and_terminal_notices(tmp_path: Path) -> None:
+    text = 'devservers.io/notice="box stops at 2026-11-26 13:00:00 UTC; keep it with \\"x\\""\n'
+    text += 'kubectl.kubernetes.io/restartedAt="2026-11-26T10:00:00Z"\n'
+    assert parse_downward(text)["devservers.io/notice"] == (
+        'box stops at 2026-11-26 13:00:00 UTC; keep it with "x"'
+    )
+    main, follower = os.openpty()
+    try:
+        assert write_terminals(os.ttyname(follower), "stops at 13:00") == 1
+        assert b"stops at 13:00" in os.read(main, 1024)
+    finally:
+        os.close(main)
+        os.close(follower)
+
+
+def test_gpu_hours_integrate_held_and_active_between_reports() -> None:
+    from devserver.api.meta import ObjectKey
+    from devserver.reconcilers.gpu_hours import GpuHours, Holding
+
+    clock = [0.0]
+    hours = GpuHours(clock=lambda: clock[0])
+    a, b = ObjectKey("dev-a", "a"), ObjectKey("dev-b", "b")
+    hours.report(a, Holding("gpu-large", 4, held=True, active=True))
+    hours.report(b, Holding("gpu-small", 1, held=True, active=False))
+    clock[0] = 3600.0
+    hours.report(a, Holding("gpu-large", 4, held=True, active=False))  # went idle
+    clock[0] = 7200.0
+    hours.report(a, None)  # deleted
+    clock[0] = 10800.0
+    held, active, held_now, active_now = hours.snapshot()
+    assert held == {"gpu-large": 8.0, "gpu-small": 3.0}
+    assert active == {"gpu-large": 4.0, "gpu-small": 0.0}
+    assert held_now == {"gpu-large": 0, "gpu-small": 1}
+    assert active_now == {"gpu-large": 0, "gpu-small": 0}
+    hours.report(ObjectKey("x", "cpu"), Holding("cpu-small", 0, held=True, active=True))
+    assert "cpu-small" not in hours.snapshot()[0]  # no GPUs, no series
+
+
+def test_the_agent_parses_as_python_3_8_for_older_images() -> None:
+    import ast
+
+    from devserver.podagent import agent_source
+
+    ast.parse(agent_source(), feature_version=(3, 8))  # raises SyntaxError on newer syntax
