@@ -75,18 +75,21 @@ def test_up_serves_a_cluster_and_ctrl_c_stops_every_process() -> None:
 
     # the bastion: a real ssh login as the demo user, with its own token
     ssh = next(line.strip() for line in output if line.strip().startswith("ssh -F"))
-    whoami = ""
-    for _ in range(100):  # the demo user is being provisioned
-        whoami = subprocess.run(
+    whoami, tried = "", None
+    until = time.monotonic() + 90  # the demo user is being provisioned (slow under CI load)
+    while not whoami and time.monotonic() < until:
+        tried = subprocess.run(
             [*ssh.split(), "kubectl auth whoami -o jsonpath={.status.userInfo.username}"],
             capture_output=True,
             text=True,
             check=False,
-        ).stdout
-        if whoami:
-            break
-        time.sleep(0.3)
-    assert whoami == "system:serviceaccount:dev-demo:user-demo"
+        )
+        whoami = tried.stdout
+        if not whoami:
+            time.sleep(0.5)
+    assert whoami == "system:serviceaccount:dev-demo:user-demo", (
+        f"last ssh attempt: {tried.stderr if tried else ''}\n" + "".join(output)
+    )
 
     proc.send_signal(signal.SIGINT)
     rest, _ = proc.communicate(timeout=60)
