@@ -8,6 +8,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from devserver.api.devserver import DevServer
 from devserver.api.lifecycle import (
     EXPIRED,
@@ -205,3 +207,18 @@ def test_the_agent_parses_as_python_3_8_for_older_images() -> None:
     from devserver.podagent import agent_source
 
     ast.parse(agent_source(), feature_version=(3, 8))  # raises SyntaxError on newer syntax
+
+
+def test_gpu_utilisation_reads_nvidia_smi_and_is_absent_without_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No GPU here: a script prints what `nvidia-smi --query-gpu=utilization.gpu
+    --format=csv,noheader,nounits` prints on a 2-GPU node; the busiest GPU counts."""
+    from devserver.podagent.agent import gpu_utilisation
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert gpu_utilisation() is None  # no nvidia-smi: no GPU signal, not "idle GPU"
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\nprintf '3\\n87\\n'\n")
+    smi.chmod(0o755)
+    assert gpu_utilisation() == 87.0
