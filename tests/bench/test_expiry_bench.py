@@ -151,7 +151,9 @@ async def test_staggered_deadlines(control_plane: LocalControlPlane, kube: KubeC
             [
                 f"{SERVERS} DevServers, deadlines spread over {SPREAD:.0f} s, warned 5 s before",
                 f"expiry reconciles after creation: {after - before:.0f} "
-                f"({per_server:.2f} per server; floor 2: the warning and the deadline)",
+                f"({per_server:.2f} per server: 2 timed wake-ups, the warning and the deadline, "
+                "plus one for each change of the server itself: its warning annotation, its stop, "
+                "its stoppedAt)",
                 f"stops after the deadline (stoppedAt, 1 s resolution): p50 "
                 f"{statistics.median(late):.1f} s, p99 {late[int(0.99 * SERVERS) - 1]:.1f} s, "
                 f"max {late[-1]:.1f} s",

@@ -222,3 +222,21 @@ def test_gpu_utilisation_reads_nvidia_smi_and_is_absent_without_it(
     smi.write_text("#!/bin/sh\nprintf '3\\n87\\n'\n")
     smi.chmod(0o755)
     assert gpu_utilisation() == 87.0
+
+
+def test_routine_lease_renewals_do_not_wake_the_expiry_reconciler() -> None:
+    from devserver.informers import Change, Notification
+    from devserver.reconcilers.expiry import idle_report_changed
+
+    def update(old: KubeObject, new: KubeObject) -> bool:
+        return idle_report_changed(Notification(Change.UPDATED, new, old))
+
+    active = lease(None)
+    assert not update(active, lease(None, renewed=NOW + timedelta(seconds=60)))  # a renewal
+    assert update(active, lease("2026-11-26T12:01:00Z", renewed=NOW + timedelta(seconds=60)))
+    assert update(lease("2026-11-26T11:00:00Z"), active)  # active again
+    lapsed = lease(None, renewed=NOW + timedelta(minutes=10))  # after a 10-minute silence
+    assert update(active, lapsed)
+    assert idle_report_changed(Notification(Change.ADDED, active))
+    unwritten = KubeObject.model_validate({"metadata": {"name": "box-activity"}})
+    assert not idle_report_changed(Notification(Change.ADDED, unwritten))  # nothing to say yet

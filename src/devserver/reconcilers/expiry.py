@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from devserver.api.devserver import DevServer
 from devserver.api.lifecycle import (
@@ -41,7 +42,8 @@ from devserver.api.resources import DEVSERVERS, LEASES, PODS
 from devserver.client import ApiError, KubeClient
 from devserver.client.events import EventType, record_event
 from devserver.controller import Controller, Result
-from devserver.informers import Informer, InformerFactory
+from devserver.controller.predicates import spec_or_annotations_changed
+from devserver.informers import Change, Informer, InformerFactory, Notification
 from devserver.reconcilers.lifecycle_config import LifecycleConfig, lead_label
 from devserver.reconcilers.naming import NAME_INDEX, NAME_LABEL, by_devserver_name
 from devserver.reconcilers.pod_agent import lease_name
@@ -198,11 +200,40 @@ def setup(
         client, devservers, lifecycle or LifecycleConfig(), leases=leases, pods=pods
     )
     controller = Controller("expiry", reconciler, workers=2)
-    controller.watch(devservers)
+    controller.watch(devservers, lifecycle_inputs_changed)
 
     def by_label(obj: KubeObject) -> list[ObjectKey]:
         name = obj.metadata.labels.get(NAME_LABEL)
         return [ObjectKey(obj.metadata.namespace, name)] if name else []
 
-    controller.watch_mapped(leases, by_label)
+    controller.watch_mapped(leases, by_label, idle_report_changed)
     return controller
+
+
+def lifecycle_inputs_changed(note: Notification[Any]) -> bool:
+    """What the expiry reconciler reads: spec, annotations, `status.stoppedAt` (retention).
+    Other status writes — most of a server's updates — would only cost a no-op reconcile."""
+    old, new = note.old, note.obj
+    if note.change is not Change.UPDATED or old is None or old is new:
+        return True  # adds, deletes and resyncs
+    stopped = (old.status.stopped_at if old.status else None) != (
+        new.status.stopped_at if new.status else None
+    )
+    return stopped or spec_or_annotations_changed(note)
+
+
+def idle_report_changed(note: Notification[Any]) -> bool:
+    """A Lease matters when idleness begins or ends, or the agent reports again after a silence
+    (a renewal after the Lease had lapsed); routine renewals do not wake the reconciler."""
+    old, new = note.old, note.obj
+    if note.change is Change.ADDED:
+        report = activity_of(new)
+        return report is not None and report.renewed is not None  # not a Lease we just made
+    if note.change is not Change.UPDATED or old is None or old is new:
+        return True
+    before, after = activity_of(old), activity_of(new)
+    if before is None or after is None or before.idle_since != after.idle_since:
+        return True
+    if after.renewed is None:
+        return False
+    return before.valid_until is None or after.renewed > before.valid_until
