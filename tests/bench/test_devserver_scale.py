@@ -4,7 +4,9 @@ A report (`nox -s bench`; `-s` shows the table), not a pass/fail timing. On a co
 own, with 36 more m5.2xlarge kwok nodes so that both runs' 2,000 pods fit side by side:
 
 A. the operator (a subprocess, no leader election) and 1,000 DevServers of the tiny `bench-tiny`
-   flavor with SSH on (home PVC + Deployment + Service each), created 32 at a time: seconds until
+   flavor with SSH on (home PVC + Deployment + Service + the activity agent's ServiceAccount,
+   Role, RoleBinding and Lease: 7 objects each, and one scripts ConfigMap per namespace),
+   created 32 at a time: seconds until
    every one is Ready, the operator's CPU seconds and peak RSS, its API requests by verb (from the
    audit log; the benchmark's own client sends another User-Agent), then its writes during 60 s
    of steady state (goal: none);
@@ -41,17 +43,29 @@ import pytest_asyncio
 from devserver.api.devserver import DevServer
 from devserver.api.flavor import DevServerFlavor
 from devserver.api.resources import (
+    CONFIGMAPS,
     DEPLOYMENTS,
     DEVSERVERS,
     EVENTS,
+    LEASES,
     NAMESPACES,
     PERSISTENT_VOLUME_CLAIMS,
     PODS,
+    ROLE_BINDINGS,
+    ROLES,
+    SERVICE_ACCOUNTS,
     SERVICES,
     Resource,
 )
 from devserver.client import ApiError, KubeClient, new_client
 from devserver.client.events import COMPONENT
+from devserver.reconcilers.pod_agent import (
+    desired_lease,
+    desired_role,
+    desired_role_binding,
+    desired_scripts,
+    desired_service_account,
+)
 from devserver.reconcilers.standalone import (
     USER_LABEL,
     desired_deployment,
@@ -172,6 +186,12 @@ def floor_children(
     body["metadata"] |= {"uid": str(uuid.uuid4()), "generation": 1}  # only the builders see it
     ds = DevServer.model_validate(body)
     children = [
+        # the activity agent's objects first: a pod may not name a ServiceAccount that is missing
+        *([(CONFIGMAPS, desired_scripts(namespace))] if index == 0 else []),  # one per namespace
+        (SERVICE_ACCOUNTS, desired_service_account(ds)),
+        (ROLES, desired_role(ds)),
+        (ROLE_BINDINGS, desired_role_binding(ds)),
+        (LEASES, desired_lease(ds)),
         (PERSISTENT_VOLUME_CLAIMS, desired_home_claim(ds)),
         (DEPLOYMENTS, desired_deployment(ds, flavor)),
         (SERVICES, desired_service(ds)),

@@ -310,3 +310,25 @@ def test_retention_deletes_long_stopped_servers_but_never_a_home(
         e for e in events(control_plane, "old-kept") if e["reason"] == "RetentionExpired"
     )
     assert "old-kept-home is kept" in deleted["message"]
+
+    # the user protects that home after all: the owner reference goes before the delete comes
+    owned = get(control_plane, "pvc", "old-owned-home")["metadata"]
+    assert owned["ownerReferences"][0]["name"] == "old-owned"
+    control_plane.kubectl(
+        "patch", "devservers.devservers.io", "old-owned", "-n", NS, "--type=merge",
+        "-p", json.dumps({"spec": {"retainHomeOnDelete": True}}),
+    )  # fmt: skip
+    wait(
+        lambda: (
+            control_plane.kubectl(
+                "get", "devservers.devservers.io", "old-owned", "-n", NS, check=False
+            ).returncode
+            != 0
+        ),
+        60,
+        "the delete once the home is kept",
+    )
+    time.sleep(5)  # the garbage collector would have acted by now
+    claim = get(control_plane, "pvc", "old-owned-home")["metadata"]
+    assert claim["uid"] == owned["uid"]
+    assert not claim.get("ownerReferences")

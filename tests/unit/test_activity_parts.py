@@ -79,6 +79,12 @@ def test_activity_never_stops_a_server_for_idleness() -> None:
     assert (stop.when, stop.reason) == (datetime(2026, 11, 26, 16, 0, tzinfo=UTC), EXPIRED)
 
 
+def test_a_time_without_a_zone_is_utc_not_a_crash() -> None:
+    ds = devserver(idleTimeout=600)
+    report = activity_of(lease("2026-11-26T11:55:00"))  # the pod can write its Lease
+    assert idle_deadline(ds, report, NOW) == datetime(2026, 11, 26, 12, 5, tzinfo=UTC)
+
+
 def test_a_silent_agent_means_unknown_not_idle() -> None:
     ds = devserver(idleTimeout=600)
     stale = lease("2026-11-26T09:00:00Z", renewed=NOW - timedelta(minutes=10), duration=180)
@@ -103,8 +109,8 @@ def test_warnings_are_remembered_per_deadline() -> None:
     ds.metadata.annotations["devservers.io/warned"] = warned_value({"15m"}, when)
     assert warned(ds, when) == {"15m"}
     assert warned(ds, when + timedelta(hours=1)) == set()  # extended: warn again
-    ds.metadata.annotations["devservers.io/warned"] = "15m,5m"  # written before deadlines were
-    assert warned(ds, when) == {"15m", "5m"}
+    ds.metadata.annotations["devservers.io/warned"] = "15m,5m"  # before deadlines were recorded
+    assert warned(ds, when) == set()  # unknown deadline: warn again rather than never
 
 
 def procs(*rows: tuple[int, int, str, str]) -> list[Proc]:
@@ -226,7 +232,7 @@ def test_gpu_utilisation_reads_nvidia_smi_and_is_absent_without_it(
 
 def test_routine_lease_renewals_do_not_wake_the_expiry_reconciler() -> None:
     from devserver.informers import Change, Notification
-    from devserver.reconcilers.expiry import idle_report_changed
+    from devserver.reconcilers.agent_sync import idle_report_changed
 
     def update(old: KubeObject, new: KubeObject) -> bool:
         return idle_report_changed(Notification(Change.UPDATED, new, old))
@@ -240,3 +246,33 @@ def test_routine_lease_renewals_do_not_wake_the_expiry_reconciler() -> None:
     assert idle_report_changed(Notification(Change.ADDED, active))
     unwritten = KubeObject.model_validate({"metadata": {"name": "box-activity"}})
     assert not idle_report_changed(Notification(Change.ADDED, unwritten))  # nothing to say yet
+
+
+def test_the_agent_runs_on_the_oldest_python_images_carry() -> None:
+    """Parsing is not enough (a 3.11-only import once slipped in): run it on Python 3.8."""
+    import glob
+    import shutil
+
+    from devserver.podagent import PODAGENT_DIR
+
+    found = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.8*/bin/python3.8")))
+    old = found[0] if found else shutil.which("python3.8")
+    if old is None:
+        pytest.skip("no Python 3.8 on this machine")
+    path = str(PODAGENT_DIR / "agent.py")
+    script = (
+        "import importlib.util, os, sys\n"
+        f"spec = importlib.util.spec_from_file_location('agent', {path!r})\n"
+        "agent = importlib.util.module_from_spec(spec); spec.loader.exec_module(agent)\n"
+        "procs = agent.read_processes()\n"
+        "pod, top = agent.scope(procs, os.getppid())\n"
+        "assert agent.own_pids(procs, os.getpid())\n"
+        "print(agent.Sample([], [], 0.0, None, 0.05, 5).summary(), agent.utc_now()[-1])\n"
+        "print(agent.parse_downward('a=\"b\"\\n'))\n"
+    )
+    out = subprocess.run([old, "-c", script], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        "idle; sessions=0 cpu=0.00 gpu=- processes=- Z",
+        "{'a': 'b'}",
+    ]

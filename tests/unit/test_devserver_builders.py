@@ -264,6 +264,6 @@ def test_the_agent_role_allows_exactly_its_own_lease() -> None:
     ]
     binding = desired_role_binding(ds())
     assert binding["subjects"][0]["name"] == "box-agent"
-    scripts = desired_scripts(ds())["data"]
+    scripts = desired_scripts("dev-alice")["data"]
     assert scripts["agent.py"].startswith('"""devserver activity agent')
     assert 'exec "$@"' in scripts["entrypoint.sh"]

@@ -162,6 +162,12 @@ DEVSERVER = CrdSpec(
             "rule": "self.mode != 'distributed' || has(self.distributed)",
             "message": "mode distributed needs spec.distributed with worldSize >= 1",
         },
+        {
+            "rule": "self.mode == oldSelf.mode",
+            "message": "mode cannot change between standalone and distributed: their home "
+            "volumes differ (<name>-home vs one per rank); create a new DevServer for the other "
+            "mode (this one keeps its home volume)",
+        },
     ],
     root_rules=[
         {

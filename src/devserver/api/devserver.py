@@ -122,6 +122,18 @@ class Billing(SpecModel):
     )
 
 
+class RankStatus(SpecModel):
+    """One pod of a distributed DevServer."""
+
+    rank: int = Field(ge=0, description="The node rank (StatefulSet pod index).")
+    pod: str = Field(description="Pod name.")
+    node: str | None = Field(default=None, description="The node it runs on.")
+    ready: bool = Field(default=False)
+    restarts: int = Field(default=0, ge=0, description="Container restarts.")
+    reason: str | None = Field(default=None, description="Why it is not ready, if it is not.")
+    home_claim: str | None = Field(default=None, alias="homeClaim", description="Its home PVC.")
+
+
 class DevServerStatus(SpecModel):
     phase: Phase | None = Field(default=None, description="Pending, Running, Stopped or Failed.")
     conditions: list[Condition] = Field(
@@ -149,6 +161,15 @@ class DevServerStatus(SpecModel):
         default=None, alias="lastExtension", description="Who extended it, when, by how much."
     )
     billing: Billing | None = Field(default=None, description="Running time and cost.")
+    ranks: list[RankStatus] | None = Field(
+        default=None, description="Distributed: each rank's pod, node, readiness."
+    )
+    master_addr: str | None = Field(
+        default=None, alias="masterAddr", description="Distributed: rank 0's host:port."
+    )
+    ready_ranks: int | None = Field(
+        default=None, alias="readyRanks", description="Distributed: ranks ready, of worldSize."
+    )
 
 
 class DevServer(KubeObject):

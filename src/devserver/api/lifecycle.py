@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from devserver.api.devserver import DevServer
 from devserver.api.meta import KubeObject
@@ -45,13 +45,8 @@ def parse_ttl(text: str) -> timedelta:
 
 
 def lifetime_start(ds: DevServer) -> datetime | None:
-    started = ds.metadata.annotations.get(STARTED_AT)
-    if started:
-        try:
-            return datetime.fromisoformat(started.replace("Z", "+00:00"))
-        except ValueError:
-            pass
-    return ds.metadata.creation_timestamp
+    started = _time(ds.metadata.annotations.get(STARTED_AT))
+    return started if started is not None else ds.metadata.creation_timestamp
 
 
 def requested_deadline(ds: DevServer) -> datetime | None:
@@ -80,19 +75,22 @@ def deadline(ds: DevServer, max_lifetime: timedelta | None) -> tuple[datetime | 
 
 
 def _time(text: object) -> datetime | None:
+    """RFC 3339 from an annotation or a Lease. A time without a zone is taken as UTC: the
+    Lease is writable from inside the pod, and a naive time must not break the arithmetic."""
     if not isinstance(text, str) or not text:
         return None
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def warned(ds: DevServer, when: datetime | None = None) -> set[str]:
     """The lead times already warned of for the deadline `when` (`labels@deadline`)."""
     labels, _, recorded = ds.metadata.annotations.get(WARNED, "").partition("@")
-    if when is not None and recorded and _time(recorded) != when:
-        return set()  # given for another deadline (extended, or idleness moved it)
+    if when is not None and _time(recorded) != when:
+        return set()  # given for another deadline (extended, idleness moved it, or unknown)
     return {w for w in labels.split(",") if w}
 
 
@@ -123,6 +121,26 @@ def activity_of(lease: KubeObject | None) -> Activity | None:
     annotations = lease.metadata.annotations
     return Activity(
         renewed, valid, _time(annotations.get(IDLE_SINCE)), annotations.get(ACTIVITY, "")
+    )
+
+
+def combined_activity(leases: list[KubeObject | None]) -> Activity | None:
+    """A distributed server's activity: idle only when every rank is idle; fresh only while
+    every rank reports; a missing Lease means unknown (None)."""
+    reports = [activity_of(lease) for lease in leases]
+    if not reports or any(r is None for r in reports):
+        return None
+    known = [r for r in reports if r is not None]
+    if len(known) == 1:
+        return known[0]
+    renewed = [r.renewed for r in known]
+    valid = [r.valid_until for r in known]
+    idle = [r.idle_since for r in known]
+    return Activity(
+        None if any(t is None for t in renewed) else min(t for t in renewed if t is not None),
+        None if any(t is None for t in valid) else min(t for t in valid if t is not None),
+        None if any(t is None for t in idle) else max(t for t in idle if t is not None),
+        "; ".join(f"rank {i}: {r.summary}" for i, r in enumerate(known)),
     )
 
 

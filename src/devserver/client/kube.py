@@ -266,8 +266,21 @@ class KubeClient:
         namespace: str = "",
         *,
         propagation: str = "Background",
+        uid: str | None = None,
+        resource_version: str | None = None,
     ) -> None:
-        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation}
+        """Delete; with `uid`/`resource_version`, only that very object in that very state
+        (409 Conflict otherwise): a decision made on a cached copy stays safe."""
+        body: dict[str, Any] = {
+            "kind": "DeleteOptions",
+            "apiVersion": "v1",
+            "propagationPolicy": propagation,
+        }
+        preconditions = {
+            k: v for k, v in (("uid", uid), ("resourceVersion", resource_version)) if v
+        }
+        if preconditions:
+            body["preconditions"] = preconditions
         await self.request("DELETE", resource.path(namespace, name), body=body)
 
     # ------------------------------------------------------------------ pods

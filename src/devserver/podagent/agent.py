@@ -37,7 +37,7 @@ import ssl
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
 IDLE_SINCE = "devservers.io/idle-since"
@@ -103,6 +103,8 @@ def read_processes(proc: str = "/proc") -> list[Proc]:
             continue  # it exited meanwhile
         comm = stat[stat.index("(") + 1 : stat.rindex(")")]
         fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] in ("Z", "X"):
+            continue  # finished, waiting to be reaped (sleep as PID 1 never reaps): not work
         # fields[0] is state (field 3); utime..cstime are fields 14..17
         ticks = sum(int(x) for x in fields[11:15])
         found.append(Proc(int(entry), int(fields[1]), comm, ticks, cmdline))
@@ -256,12 +258,16 @@ def write_terminals(pattern: str, message: str) -> int:
     return reached
 
 
+# `timezone.utc`, not `datetime.UTC`: that name is Python 3.11+, and images carry older ones
+_UTC = timezone.utc  # noqa: UP017
+
+
 def utc_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(_UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def micro_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.now(_UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class LeaseWriter:
@@ -307,6 +313,8 @@ class Agent:
     def __init__(self, env: dict[str, str]) -> None:
         host = env.get("KUBERNETES_SERVICE_HOST", "kubernetes.default.svc")
         port = env.get("KUBERNETES_SERVICE_PORT", "443")
+        if ":" in host:
+            host = f"[{host}]"  # an IPv6 cluster
         self.writer = LeaseWriter(
             env.get("DEVSERVER_API", f"https://{host}:{port}"),
             env.get("DEVSERVER_NAMESPACE", ""),
@@ -332,6 +340,7 @@ class Agent:
         self.ticks: dict[int, int] = {}
         self.sampled = time.monotonic()
         self.noticed = ""
+        self.last_status = 0
 
     def sample(self) -> Sample:
         everything = read_processes(self.proc)
@@ -372,9 +381,9 @@ class Agent:
             status = self.writer.patch(body)
             if status < 300:
                 self.written = (self.idle_since, time.monotonic())
-            if changed or status >= 300:
+            if changed or status != self.last_status:
                 log(event="lease written", status=status, activity=sample.summary())
-        self.notify()
+            self.last_status = status
 
     def notify(self) -> None:
         try:
@@ -390,11 +399,16 @@ class Agent:
     def run(self) -> None:
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         log(event="started", lease=self.writer.path, interval=self.interval)
+        failed = ""
         while True:
-            try:
-                self.step()
-            except Exception as error:  # noqa: BLE001 - the agent must outlive any one failure
-                log(event="step failed", error=f"{type(error).__name__}: {error}")
+            for part in (self.step, self.notify):  # a failed report must not hide a notice
+                try:
+                    part()
+                except Exception as error:  # noqa: BLE001 - the agent must outlive any failure
+                    text = f"{type(error).__name__}: {error}"
+                    if text != failed:  # once per distinct failure, not every 10 s
+                        log(event="step failed", error=text)
+                    failed = text
             time.sleep(self.interval)
 
 

@@ -14,20 +14,15 @@ from typing import Any
 
 from devserver.api.devserver import DevServer, DevServerStatus, Mode
 from devserver.api.flavor import DevServerFlavor
-from devserver.api.lifecycle import EXPIRED, IDLE, STOP_REASON, activity_of, deadline, next_stop
+from devserver.api.lifecycle import EXPIRED, IDLE, STOP_REASON, deadline, next_stop
 from devserver.api.meta import KubeObject, ObjectKey
 from devserver.api.quantity import parse_quantity
 from devserver.api.resources import (
-    CONFIGMAPS,
     DEPLOYMENTS,
     DEVSERVERS,
     FLAVORS,
-    LEASES,
     PERSISTENT_VOLUME_CLAIMS,
     PODS,
-    ROLE_BINDINGS,
-    ROLES,
-    SERVICE_ACCOUNTS,
     SERVICES,
     Resource,
 )
@@ -35,22 +30,18 @@ from devserver.client import KubeClient
 from devserver.client.events import EventType, record_event
 from devserver.controller import Controller, Result
 from devserver.controller.applied import apply_if_changed, write_status_if_changed
-from devserver.informers import Informer, InformerFactory
+from devserver.controller.outcome import TerminalError
+from devserver.informers import NAMESPACE_INDEX, Informer, InformerFactory
+from devserver.reconcilers.agent_sync import (
+    AgentInformers,
+    ensure_agent_objects,
+    idle_report_changed,
+)
 from devserver.reconcilers.devserver_status import Observed, current_status, observed_status
 from devserver.reconcilers.flavor import FLAVOR_INDEX, by_flavor, validate
 from devserver.reconcilers.gpu_hours import GpuHours, Holding, shared_gpu_hours
 from devserver.reconcilers.lifecycle_config import LifecycleConfig
 from devserver.reconcilers.naming import NAME_INDEX, NAME_LABEL, by_devserver_name
-from devserver.reconcilers.pod_agent import (
-    agent_name,
-    desired_lease,
-    desired_role,
-    desired_role_binding,
-    desired_scripts,
-    desired_service_account,
-    lease_name,
-    scripts_name,
-)
 from devserver.reconcilers.standalone import (
     desired_deployment,
     desired_home_claim,
@@ -62,17 +53,6 @@ FIELD_MANAGER = "devserver-operator"
 GPU_RESOURCE = "nvidia.com/gpu"
 # Ready=False reasons worth a Warning (not the ordinary Creating/Starting on the way up)
 WARN_REASONS = {"Unschedulable", "ErrImagePull", "ImagePullBackOff", "InvalidImageName"}
-
-
-@dataclass(frozen=True)
-class AgentInformers:
-    """Caches of what the in-pod activity agent needs (only objects we labelled)."""
-
-    config_maps: Informer[KubeObject]
-    accounts: Informer[KubeObject]
-    roles: Informer[KubeObject]
-    bindings: Informer[KubeObject]
-    leases: Informer[KubeObject]
 
 
 @dataclass
@@ -99,12 +79,20 @@ class DevServerReconciler:
             return None  # the distributed reconciler's
         flavor = self.flavors.store.get(ObjectKey("", ds.spec.flavor))
         problem = flavor_problem(ds, flavor)
-        await self._ensure(
-            PERSISTENT_VOLUME_CLAIMS,
-            desired_home_claim(ds),
-            self.claims.store.get(ObjectKey(key.namespace, home_claim_name(ds))),
-        )
-        await self._ensure_agent(ds)
+        claim = self.claims.store.get(ObjectKey(key.namespace, home_claim_name(ds)))
+        if claim is not None and ds.spec.retain_home_on_delete and owned_by(claim, ds):
+            # retention turned on: apply drops the owner reference we no longer claim, so the
+            # home survives the server (a plain compare would call the claim up to date)
+            await self.client.apply(
+                PERSISTENT_VOLUME_CLAIMS, desired_home_claim(ds), field_manager=FIELD_MANAGER
+            )
+        else:
+            await self._ensure(PERSISTENT_VOLUME_CLAIMS, desired_home_claim(ds), claim)
+        agent_problem: TerminalError | None = None
+        try:
+            await ensure_agent_objects(self.client, self.agent, ds)
+        except TerminalError as error:  # e.g. RBAC: must not keep the workload from start/stop
+            agent_problem = error
         if problem is None and flavor is not None:
             replicas = 0 if ds.spec.stopped else 1
             await self._ensure(
@@ -119,9 +107,7 @@ class DevServerReconciler:
             await self.client.delete(SERVICES, key.name, key.namespace)
             service = None
         now = datetime.now(UTC).replace(microsecond=0)
-        activity = activity_of(
-            self.agent.leases.store.get(ObjectKey(key.namespace, lease_name(ds)))
-        )
+        activity = self.agent.activity(ds)
         stop = next_stop(ds, activity, self.lifecycle.max_lifetime, now)
         deadline_at, capped = deadline(ds, self.lifecycle.max_lifetime)
         seen = Observed(
@@ -148,6 +134,8 @@ class DevServerReconciler:
             await self._announce(ds, status)
             await write_status_if_changed(self.client, DEVSERVERS, key, status, current)
             self._written[key] = (ds.metadata.uid, status)
+        if agent_problem is not None:
+            raise agent_problem  # counted and logged; the server itself is reconciled
         return None
 
     def _holding(self, ds: DevServer, seen: Observed, status: dict[str, Any]) -> Holding:
@@ -159,18 +147,6 @@ class DevServerReconciler:
         active = activity is not None and activity.fresh(now) and activity.idle_since is None
         name = flavor.metadata.name if flavor is not None else ds.spec.flavor
         return Holding(name, gpu_count(flavor), held, held and active)
-
-    async def _ensure_agent(self, ds: DevServer) -> None:
-        """The activity agent's ConfigMap, Lease, ServiceAccount and exactly-one-Lease Role."""
-        ns = ds.metadata.namespace
-        for resource, intent, informer, name in (
-            (CONFIGMAPS, desired_scripts(ds), self.agent.config_maps, scripts_name(ds)),
-            (SERVICE_ACCOUNTS, desired_service_account(ds), self.agent.accounts, agent_name(ds)),
-            (ROLES, desired_role(ds), self.agent.roles, agent_name(ds)),
-            (ROLE_BINDINGS, desired_role_binding(ds), self.agent.bindings, agent_name(ds)),
-            (LEASES, desired_lease(ds), self.agent.leases, lease_name(ds)),
-        ):
-            await self._ensure(resource, intent, informer.store.get(ObjectKey(ns, name)))
 
     async def _announce(self, ds: DevServer, status: dict[str, Any]) -> None:
         """One Event per transition a user cares about; the status remembers what was said."""
@@ -220,6 +196,10 @@ class DevServerReconciler:
         await apply_if_changed(self.client, resource, intent, live, field_manager=FIELD_MANAGER)
 
 
+def owned_by(obj: KubeObject, ds: DevServer) -> bool:
+    return any(ref.uid == ds.metadata.uid for ref in obj.metadata.owner_references)
+
+
 def gpu_count(flavor: DevServerFlavor | None) -> int:
     if flavor is None:
         return 0
@@ -252,13 +232,7 @@ def setup(
     services = informers.informer(SERVICES, label_selector=mine)
     claims = informers.informer(PERSISTENT_VOLUME_CLAIMS, label_selector=mine)
     pods = informers.informer(PODS, label_selector=mine)
-    agent = AgentInformers(
-        informers.informer(CONFIGMAPS, label_selector=mine),
-        informers.informer(SERVICE_ACCOUNTS, label_selector=mine),
-        informers.informer(ROLES, label_selector=mine),
-        informers.informer(ROLE_BINDINGS, label_selector=mine),
-        informers.informer(LEASES, label_selector=mine),
-    )
+    agent = AgentInformers.shared(informers)
     for informer in (pods, claims):
         if NAME_INDEX not in informer.store.indexer_names:
             informer.store.add_indexer(NAME_INDEX, by_devserver_name)
@@ -285,8 +259,18 @@ def setup(
 
     controller.watch_mapped(claims, by_label)
     controller.watch_mapped(pods, by_label)
-    for informer in (agent.config_maps, agent.accounts, agent.roles, agent.bindings, agent.leases):
-        controller.watch_mapped(informer, by_label)
+    for informer in agent.all():
+        if informer is agent.leases:  # routine renewals change nothing we show
+            controller.watch_mapped(informer, by_label, idle_report_changed)
+        elif informer is agent.config_maps:  # one per namespace, for all its servers
+
+            def in_namespace(obj: KubeObject) -> list[ObjectKey]:
+                servers = devservers.store.by_index(NAMESPACE_INDEX, obj.metadata.namespace)
+                return [ds.key for ds in servers]
+
+            controller.watch_mapped(informer, in_namespace)
+        else:
+            controller.watch_mapped(informer, by_label)
 
     def users_of(flavor: KubeObject) -> list[ObjectKey]:
         return [ds.key for ds in devservers.store.by_index(FLAVOR_INDEX, flavor.metadata.name)]

@@ -32,21 +32,23 @@ from devserver.api.lifecycle import (
     STOP_REASON,
     WARNED,
     NextStop,
-    activity_of,
+    combined_activity,
     next_stop,
     warned,
     warned_value,
 )
 from devserver.api.meta import KubeObject, ObjectKey
-from devserver.api.resources import DEVSERVERS, LEASES, PODS
+from devserver.api.resources import DEVSERVERS, LEASES, PERSISTENT_VOLUME_CLAIMS, PODS
 from devserver.client import ApiError, KubeClient
 from devserver.client.events import EventType, record_event
 from devserver.controller import Controller, Result
 from devserver.controller.predicates import spec_or_annotations_changed
 from devserver.informers import Change, Informer, InformerFactory, Notification
+from devserver.reconcilers.agent_sync import idle_report_changed
 from devserver.reconcilers.lifecycle_config import LifecycleConfig, lead_label
 from devserver.reconcilers.naming import NAME_INDEX, NAME_LABEL, by_devserver_name
-from devserver.reconcilers.pod_agent import lease_name
+from devserver.reconcilers.pod_agent import lease_names
+from devserver.reconcilers.standalone import home_claim_name
 
 
 def utc_now() -> datetime:
@@ -85,20 +87,34 @@ class ExpiryReconciler:
             return None
         if ds.spec.stopped:
             return await self._retention(ds)
-        lease = (
-            self.leases.store.get(ObjectKey(key.namespace, lease_name(ds))) if self.leases else None
+        activity = (
+            combined_activity(
+                [self.leases.store.get(ObjectKey(key.namespace, n)) for n in lease_names(ds)]
+            )
+            if self.leases
+            else None
         )
         now = self.now()
-        stop = next_stop(ds, activity_of(lease), self.config.max_lifetime, now)
+        stop = next_stop(ds, activity, self.config.max_lifetime, now)
         if stop is None:
             return None
         name = ds.metadata.name
         if now >= stop.when:
+            # only the version this decision was made on: an extend, a start or a new report
+            # that raced with it makes this a 409, and the next reconcile decides again
             patch = {
-                "metadata": {"annotations": {STOP_REASON: stop.reason, WARNED: None}},
+                "metadata": {
+                    "annotations": {STOP_REASON: stop.reason, WARNED: None},
+                    "resourceVersion": ds.metadata.resource_version,
+                },
                 "spec": {"stopped": True},
             }
-            await self.client.patch(DEVSERVERS, name, patch, key.namespace)
+            try:
+                await self.client.patch(DEVSERVERS, name, patch, key.namespace)
+            except ApiError as error:
+                if error.status == 409:
+                    return Result(requeue_after=0.5)
+                raise
             what = "was idle until" if stop.reason == IDLE else "reached its deadline"
             await record_event(
                 self.client,
@@ -141,6 +157,10 @@ class ExpiryReconciler:
         if now < stopped_at + retention:
             return Result(requeue_after=(stopped_at + retention - now).total_seconds())
         name, ns = ds.metadata.name, ds.metadata.namespace
+        if ds.spec.retain_home_on_delete and await self._home_owned_by(ds):
+            # retention was just turned on and the home still names this server as its owner:
+            # deleting now would take it with it; the DevServer reconciler drops that reference
+            return Result(requeue_after=30)
         if not ds.spec.retain_home_on_delete:
             # deleting it would take the home volume with it: that is the user's call, not ours
             if ds.metadata.annotations.get(RETENTION) != "kept":
@@ -167,11 +187,31 @@ class ExpiryReconciler:
             f"{name}-home is kept — `devctl create {name} …` with the same name mounts it again",
         )
         try:
-            await self.client.delete(DEVSERVERS, name, ns)
+            await self.client.delete(
+                DEVSERVERS,
+                name,
+                ns,
+                uid=ds.metadata.uid,
+                resource_version=ds.metadata.resource_version,
+            )
         except ApiError as error:
+            if error.status == 409:
+                return Result(requeue_after=1)  # it changed meanwhile: decide again
             if error.status != 404:
                 raise
         return None
+
+    async def _home_owned_by(self, ds: DevServer) -> bool:
+        """Read live, not from a cache: this guards a delete."""
+        try:
+            claim = await self.client.get(
+                PERSISTENT_VOLUME_CLAIMS, home_claim_name(ds), ds.metadata.namespace
+            )
+        except ApiError as error:
+            if error.status == 404:
+                return False
+            raise
+        return any(ref.uid == ds.metadata.uid for ref in claim.metadata.owner_references)
 
     async def _notify_pods(self, key: ObjectKey, text: str) -> None:
         """The agent in the pod shows the notice in every open terminal (downward API)."""
@@ -220,20 +260,3 @@ def lifecycle_inputs_changed(note: Notification[Any]) -> bool:
         new.status.stopped_at if new.status else None
     )
     return stopped or spec_or_annotations_changed(note)
-
-
-def idle_report_changed(note: Notification[Any]) -> bool:
-    """A Lease matters when idleness begins or ends, or the agent reports again after a silence
-    (a renewal after the Lease had lapsed); routine renewals do not wake the reconciler."""
-    old, new = note.old, note.obj
-    if note.change is Change.ADDED:
-        report = activity_of(new)
-        return report is not None and report.renewed is not None  # not a Lease we just made
-    if note.change is not Change.UPDATED or old is None or old is new:
-        return True
-    before, after = activity_of(old), activity_of(new)
-    if before is None or after is None or before.idle_since != after.idle_since:
-        return True
-    if after.renewed is None:
-        return False
-    return before.valid_until is None or after.renewed > before.valid_until

@@ -1,7 +1,8 @@
 """What the in-pod activity agent needs, per DevServer: pure builders of the desired objects.
 
-- ConfigMap `<name>-scripts`: the agent and the entrypoint that starts it (mounted read-only at
-  /opt/devserver).
+- ConfigMap `devserver-scripts`, one per namespace (not per server: 1,000 copies of the agent
+  cost the operator's cache ~50 MiB and 1,000 writes): the agent, the entrypoint that starts it
+  and the distributed helpers, mounted read-only at /opt/devserver.
 - Lease `<name>-activity` (coordination.k8s.io): where the agent reports. The operator creates
   it, because a Role cannot grant `create` for one name only.
 - ServiceAccount, Role and RoleBinding `<name>-agent`: the Role allows get/update/patch of
@@ -15,20 +16,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from devserver.api.devserver import DevServer
-from devserver.podagent import agent_source, entrypoint_source
-from devserver.reconcilers.naming import labels, owner_reference
+from devserver.api.devserver import DevServer, Mode
+from devserver.podagent import agent_source, distributed_scripts, entrypoint_source
+from devserver.reconcilers.naming import MANAGED_BY, labels, owner_reference
 
 SCRIPTS_MOUNT = "/opt/devserver"
 PODINFO_MOUNT = "/etc/devserver/podinfo"
 
 
-def scripts_name(ds: DevServer) -> str:
-    return f"{ds.metadata.name}-scripts"
+SCRIPTS_CONFIGMAP = "devserver-scripts"
+SCRIPTS_COMPONENT = {"devserver.io/component": "scripts"}
 
 
 def lease_name(ds: DevServer) -> str:
+    """Standalone: the one Lease. Distributed servers have one per rank (`lease_names`)."""
     return f"{ds.metadata.name}-activity"
+
+
+def lease_names(ds: DevServer) -> list[str]:
+    if ds.spec.mode is Mode.DISTRIBUTED and ds.spec.distributed is not None:
+        return [f"{lease_name(ds)}-{i}" for i in range(ds.spec.distributed.world_size)]
+    return [lease_name(ds)]
 
 
 def agent_name(ds: DevServer) -> str:
@@ -44,21 +52,30 @@ def _meta(ds: DevServer, name: str) -> dict[str, Any]:
     }
 
 
-def desired_scripts(ds: DevServer) -> dict[str, Any]:
+def desired_scripts(namespace: str) -> dict[str, Any]:
+    """Shared by the namespace's dev servers; owned by none (it goes with the namespace)."""
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _meta(ds, scripts_name(ds)),
-        "data": {"agent.py": agent_source(), "entrypoint.sh": entrypoint_source()},
+        "metadata": {
+            "name": SCRIPTS_CONFIGMAP,
+            "namespace": namespace,
+            "labels": {**MANAGED_BY, **SCRIPTS_COMPONENT},
+        },
+        "data": {
+            "agent.py": agent_source(),
+            "entrypoint.sh": entrypoint_source(),
+            **distributed_scripts(),
+        },
     }
 
 
-def desired_lease(ds: DevServer) -> dict[str, Any]:
+def desired_lease(ds: DevServer, name: str | None = None) -> dict[str, Any]:
     """Only the metadata: the spec and annotations are the agent's to write."""
     return {
         "apiVersion": "coordination.k8s.io/v1",
         "kind": "Lease",
-        "metadata": _meta(ds, lease_name(ds)),
+        "metadata": _meta(ds, name or lease_name(ds)),
     }
 
 
@@ -80,7 +97,7 @@ def desired_role(ds: DevServer) -> dict[str, Any]:
             {
                 "apiGroups": ["coordination.k8s.io"],
                 "resources": ["leases"],
-                "resourceNames": [lease_name(ds)],
+                "resourceNames": lease_names(ds),
                 "verbs": ["get", "update", "patch"],
             }
         ],
@@ -117,7 +134,7 @@ def agent_pod_parts(ds: DevServer) -> tuple[list[str], list[dict[str, Any]], lis
     volumes = [
         {
             "name": "devserver-scripts",
-            "configMap": {"name": scripts_name(ds), "defaultMode": 0o555},
+            "configMap": {"name": SCRIPTS_CONFIGMAP, "defaultMode": 0o555},
         },
         {
             "name": "devserver-podinfo",
@@ -132,8 +149,13 @@ def agent_pod_parts(ds: DevServer) -> tuple[list[str], list[dict[str, Any]], lis
 
 
 def agent_env(ds: DevServer) -> list[dict[str, Any]]:
+    """Distributed pods report to their rank's Lease: `$(NODE_RANK)` is expanded by the kubelet
+    from the variable the distributed environment defines before this one."""
+    lease = lease_name(ds)
+    if ds.spec.mode is Mode.DISTRIBUTED:
+        lease += "-$(NODE_RANK)"
     return [
-        {"name": "DEVSERVER_LEASE", "value": lease_name(ds)},
+        {"name": "DEVSERVER_LEASE", "value": lease},
         {
             "name": "DEVSERVER_NAMESPACE",
             "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},

@@ -75,16 +75,23 @@ def shm_size(flavor: DevServerFlavor) -> str:
     return format_binary(Decimal(half_in_mib * 2**20))
 
 
-def desired_deployment(
-    ds: DevServer, flavor: DevServerFlavor, *, replicas: int = 1
+def pod_template(
+    ds: DevServer,
+    flavor: DevServerFlavor,
+    *,
+    home_volume: dict[str, Any] | None,
+    env: list[dict[str, Any]] | None = None,
+    ports: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    """The dev pod, for a Deployment or a StatefulSet. `home_volume` is the pod's `home` volume,
+    or None when a volumeClaimTemplate named `home` provides it."""
     spec = flavor.spec
     mounts: list[dict[str, Any]] = [
         {"name": "home", "mountPath": HOME_MOUNT},
         {"name": "dshm", "mountPath": "/dev/shm"},  # noqa: S108 - the pod's shm, not a temp file
     ]
     volumes: list[dict[str, Any]] = [
-        {"name": "home", "persistentVolumeClaim": {"claimName": home_claim_name(ds)}},
+        *([home_volume] if home_volume is not None else []),
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": shm_size(flavor)}},
     ]
     if ds.spec.shared_volume_claim_name:
@@ -105,6 +112,7 @@ def desired_deployment(
         "env": [
             {"name": "HOME", "value": HOME_MOUNT},
             {"name": "DEVSERVER_NAME", "value": ds.metadata.name},
+            *(env or []),
             *agent_env(ds),
         ],
         "resources": {
@@ -117,12 +125,15 @@ def desired_deployment(
         },
         "volumeMounts": mounts,
     }
+    all_ports = list(ports or [])
     if ds.spec.enable_ssh:
-        container["ports"] = [{"name": "ssh", "containerPort": SSH_PORT, "protocol": "TCP"}]
+        all_ports.append({"name": "ssh", "containerPort": SSH_PORT, "protocol": "TCP"})
+    if all_ports:
+        container["ports"] = all_ports
     pod_spec: dict[str, Any] = {
         "containers": [container],
         "serviceAccountName": agent_name(ds),
-        "automountServiceAccountToken": True,  # the agent's token: one Lease, nothing else
+        "automountServiceAccountToken": True,  # the agent's token: its Lease, nothing else
         "volumes": volumes,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": 30,
@@ -134,6 +145,19 @@ def desired_deployment(
             t.model_dump(by_alias=True, exclude_none=True) for t in spec.tolerations
         ]
     return {
+        "metadata": {
+            "labels": labels(ds),
+            "annotations": {FLAVOR_ANNOTATION: flavor.metadata.name},
+        },
+        "spec": pod_spec,
+    }
+
+
+def desired_deployment(
+    ds: DevServer, flavor: DevServerFlavor, *, replicas: int = 1
+) -> dict[str, Any]:
+    home = {"name": "home", "persistentVolumeClaim": {"claimName": home_claim_name(ds)}}
+    return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": _meta(ds, ds.metadata.name),
@@ -141,13 +165,7 @@ def desired_deployment(
             "replicas": replicas,
             "strategy": {"type": "Recreate"},
             "selector": {"matchLabels": selector(ds)},
-            "template": {
-                "metadata": {
-                    "labels": labels(ds),
-                    "annotations": {FLAVOR_ANNOTATION: flavor.metadata.name},
-                },
-                "spec": pod_spec,
-            },
+            "template": pod_template(ds, flavor, home_volume=home),
         },
     }
 

@@ -1,0 +1,180 @@
+"""What a distributed DevServer's status says, from its StatefulSet and pods (pure).
+
+Per rank: pod, node, ready, restarts, its home volume and why it is not ready. Overall: Running
+only when every rank is ready (a job needs all of them), with `readyRanks` counting; Pending with
+the first problem in rank order otherwise; Stopped when stopped. The lifecycle parts (deadline,
+idleness, billing, warnings) are the standalone builder's.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from devserver.api.billing import as_status, next_billing
+from devserver.api.devserver import DevServer, Phase
+from devserver.api.lifecycle import EXPIRED, IDLE, LAST_EXTENSION, STOP_REASON, warned
+from devserver.api.meta import KubeObject
+from devserver.reconcilers.conditions import merge_conditions
+from devserver.reconcilers.devserver_status import (
+    Observed,
+    _cond,
+    _expiring,
+    _json_time,
+    _pod_condition,
+    _waiting_reason,
+)
+from devserver.reconcilers.distributed_objects import (
+    DIST_PORT,
+    POD_INDEX_LABEL,
+    rank_home_claim,
+    world,
+)
+from devserver.reconcilers.standalone import SSH_PORT
+
+
+def _rank_of(pod: KubeObject) -> int | None:
+    index = pod.metadata.labels.get(POD_INDEX_LABEL)
+    if index is None:  # before Kubernetes 1.28: the name's suffix
+        index = pod.metadata.name.rsplit("-", 1)[-1]
+    return int(index) if index.isdigit() else None
+
+
+def _restarts(pod: KubeObject) -> int:
+    statuses = (pod.extra.get("status") or {}).get("containerStatuses") or []
+    return sum(int(s.get("restartCount", 0)) for s in statuses)
+
+
+def rank_entries(ds: DevServer, pods: list[KubeObject]) -> list[dict[str, Any]]:
+    w, _ = world(ds)
+    by_rank = {
+        rank: pod
+        for pod in pods
+        if not pod.metadata.deletion_timestamp and (rank := _rank_of(pod)) is not None
+    }
+    entries = []
+    for rank in range(w):
+        pod = by_rank.get(rank)
+        entry: dict[str, Any] = {
+            "rank": rank,
+            "pod": f"{ds.metadata.name}-{rank}",
+            "homeClaim": rank_home_claim(ds, rank),
+            "ready": False,
+            "restarts": 0,
+        }
+        if pod is None:
+            entry["reason"] = "NoPod"
+        else:
+            entry["restarts"] = _restarts(pod)
+            node = (pod.extra.get("spec") or {}).get("nodeName")
+            if node:
+                entry["node"] = node
+            ready = (_pod_condition(pod, "Ready") or {}).get("status") == "True"
+            entry["ready"] = ready
+            if not ready:
+                scheduled = _pod_condition(pod, "PodScheduled") or {}
+                image = _waiting_reason(pod)
+                if scheduled.get("reason") == "Unschedulable":
+                    entry["reason"] = "Unschedulable"
+                elif image is not None:
+                    entry["reason"] = image[0]
+                else:
+                    entry["reason"] = "Starting"
+        entries.append(entry)
+    return entries
+
+
+def distributed_status(
+    ds: DevServer, seen: Observed, statefulset: KubeObject | None
+) -> dict[str, Any]:
+    gen = ds.metadata.generation
+    w, p = world(ds)
+    ranks = [] if ds.spec.stopped else rank_entries(ds, seen.pods)
+    ready_count = sum(1 for r in ranks if r["ready"])
+    phase, ready, reason = Phase.PENDING, False, "Creating"
+    message = f"creating {w} ranks"
+    if ds.spec.stopped:
+        why = ds.metadata.annotations.get(STOP_REASON) or "Stopped"
+        phase, reason = Phase.STOPPED, why
+        message = {EXPIRED: "stopped at its deadline", IDLE: "stopped after being idle"}.get(
+            why, "stopped"
+        ) + f"; every rank's home volume is kept — `devctl start {ds.metadata.name}`"
+    elif statefulset is None and seen.flavor_problem:
+        reason, message = "FlavorUnavailable", seen.flavor_problem
+    elif ready_count == w:
+        phase, ready, reason = Phase.RUNNING, True, "AllRanksReady"
+        message = f"all {w} ranks ready ({w * p} processes with torchrun)"
+    elif ranks:
+        first = next(r for r in ranks if not r["ready"])
+        reason = str(first.get("reason") or "Starting")
+        message = f"{ready_count}/{w} ranks ready; rank {first['rank']}: {reason}"
+        if reason == "Unschedulable":
+            pod = next((q for q in seen.pods if _rank_of(q) == first["rank"]), None)
+            detail = ((_pod_condition(pod, "PodScheduled") or {}) if pod else {}).get("message")
+            if detail:
+                message += f" ({detail})"
+    desired = [
+        _cond("Ready", ready, reason, message, gen),
+        _cond(
+            "Progressing",
+            not ready and seen.flavor_problem is None and not ds.spec.stopped,
+            "Done" if ready or ds.spec.stopped else "Rolling",
+            "nothing in progress" if ready or ds.spec.stopped else "waiting for the ranks",
+            gen,
+        ),
+        _cond(
+            "FlavorValid",
+            seen.flavor_problem is None,
+            "Valid" if seen.flavor_problem is None else "FlavorUnavailable",
+            seen.flavor_problem or f"flavor {ds.spec.flavor} is valid",
+            gen,
+        ),
+    ]
+    if seen.stop is not None and not ds.spec.stopped and warned(ds, seen.stop.when):
+        desired.append(_expiring(seen.stop, gen))
+    previous = ds.status.conditions if ds.status else []
+    name, ns = ds.metadata.name, ds.metadata.namespace
+    status: dict[str, Any] = {
+        "phase": phase.value,
+        "conditions": merge_conditions(previous, desired),
+        "observedGeneration": gen,
+        "homeClaim": rank_home_claim(ds, 0),
+        "ranks": ranks,
+        "readyRanks": ready_count,
+        "serviceName": name,
+        "podName": f"{name}-0",
+    }
+    if ds.spec.enable_ssh:
+        status["sshEndpoint"] = f"{name}-0.{name}.{ns}.svc.cluster.local:{SSH_PORT}"
+    status["masterAddr"] = f"{name}-0.{name}.{ns}.svc.cluster.local:{DIST_PORT}"
+    if seen.stop is not None and not ds.spec.stopped:
+        status["expiresAt"] = _json_time(seen.stop.when)
+    now = seen.now or datetime.now(UTC).replace(microsecond=0)
+    if (
+        seen.activity is not None
+        and seen.activity.idle_since is not None
+        and not ds.spec.stopped
+        and seen.activity.fresh(now)
+    ):
+        status["idleSince"] = _json_time(seen.activity.idle_since)
+    if ds.spec.stopped:
+        before = ds.status.stopped_at if ds.status else None
+        status["stoppedAt"] = _json_time(before or now)
+    on_nodes = sum(1 for q in seen.pods if (q.extra.get("spec") or {}).get("nodeName"))
+    holding = on_nodes > 0
+    previous_bill = ds.status.billing if ds.status else None
+    if holding or previous_bill is not None:
+        # the flavor's price is per pod: the period's price is that times the pods on nodes (a
+        # change of that count is a transition that closes the period)
+        price = seen.price_per_hour * on_nodes if seen.price_per_hour is not None else None
+        status["billing"] = as_status(
+            next_billing(previous_bill, holding=holding, price=price, now=now)
+        )
+    extension = ds.metadata.annotations.get(LAST_EXTENSION)
+    if extension:
+        status["lastExtension"] = extension
+    applied = (statefulset.extra.get("spec") or {}).get("template", {}) if statefulset else {}
+    flavor = ((applied.get("metadata") or {}).get("annotations") or {}).get("devserver.io/flavor")
+    if flavor:
+        status["appliedFlavor"] = flavor
+    return status

@@ -1,0 +1,113 @@
+"""Golden render of a distributed DevServer (W=3 pods, P=2 processes each), and its key facts."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from devserver.reconcilers.distributed_objects import (
+    desired_headless_service,
+    desired_statefulset,
+    master_addr,
+)
+from devserver.reconcilers.pod_agent import desired_role, desired_scripts
+from tests.unit.test_devserver_builders import ds, flavor
+
+GOLDEN = Path(__file__).parent / "golden" / "distributed-w3-p2.yaml"
+
+
+def distributed(**spec: Any):  # type: ignore[no-untyped-def]
+    return ds(
+        mode="distributed",
+        distributed={
+            "worldSize": 3,
+            "nprocsPerNode": 2,
+            "backend": "nccl",
+            "ncclSettings": {"NCCL_DEBUG": "INFO", "NCCL_IB_DISABLE": "1"},
+        },
+        sharedVolumeClaimName="team-efs",
+        **spec,
+    )
+
+
+def render() -> str:
+    server = distributed()
+    objects = [
+        desired_headless_service(server),
+        desired_statefulset(server, flavor()),
+        desired_role(server),
+    ]
+    return yaml.safe_dump_all(objects, sort_keys=True, width=100)
+
+
+def test_the_render_matches_the_reviewed_golden_file() -> None:
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        GOLDEN.write_text(render())
+    assert render() == GOLDEN.read_text(), "rerun with UPDATE_GOLDEN=1 and review the diff"
+
+
+def env_of(sts: dict[str, Any]) -> dict[str, Any]:
+    container = sts["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def test_the_facts_torchrun_depends_on() -> None:
+    server = distributed()
+    service = desired_headless_service(server)
+    assert service["metadata"]["name"] == "box"
+    assert service["spec"]["clusterIP"] == "None"
+    assert service["spec"]["publishNotReadyAddresses"] is True
+    assert {"name": "dist", "port": 29500, "targetPort": 29500, "protocol": "TCP"} in service[
+        "spec"
+    ]["ports"]
+    sts = desired_statefulset(server, flavor())
+    spec = sts["spec"]
+    assert (spec["serviceName"], spec["replicas"], spec["podManagementPolicy"]) == (
+        "box",
+        3,
+        "Parallel",
+    )
+    assert spec["volumeClaimTemplates"][0]["metadata"]["name"] == "home"
+    assert spec["persistentVolumeClaimRetentionPolicy"] == {
+        "whenDeleted": "Retain",
+        "whenScaled": "Retain",
+    }
+    env = env_of(sts)
+    assert master_addr(server) == "box-0.box.dev-alice.svc.cluster.local"
+    assert env["MASTER_ADDR"] == env["PET_MASTER_ADDR"] == "box-0.box.dev-alice.svc.cluster.local"
+    assert env["MASTER_PORT"] == env["PET_MASTER_PORT"] == "29500"
+    assert (env["WORLD_SIZE"], env["PET_NNODES"], env["PET_NPROC_PER_NODE"]) == ("6", "3", "2")
+    index = {"fieldRef": {"fieldPath": "metadata.labels['apps.kubernetes.io/pod-index']"}}
+    assert env["NODE_RANK"] == env["PET_NODE_RANK"] == index
+    assert "RANK" not in env  # with P > 1, torchrun assigns the process ranks
+    assert env["NCCL_DEBUG"] == "INFO"  # the spec wins over the defaults
+    assert env["NCCL_SOCKET_IFNAME"] == "^lo,docker"
+    assert env["DEVSERVER_LEASE"] == "box-activity-$(NODE_RANK)"  # each rank its own Lease
+    assert "FI_PROVIDER" not in env  # no EFA in this flavor
+    pod = spec["template"]["spec"]
+    assert {"name": "shared", "persistentVolumeClaim": {"claimName": "team-efs"}} in pod["volumes"]
+    assert not any(v["name"] == "home" for v in pod["volumes"])  # from the claim template
+    assert desired_role(server)["rules"][0]["resourceNames"] == [
+        "box-activity-0",
+        "box-activity-1",
+        "box-activity-2",
+    ]
+    scripts = desired_scripts("dev-alice")["data"]
+    assert {"devserver-torchrun", "wait-for-master", "devserver-allreduce"} <= set(scripts)
+
+
+def test_one_process_per_pod_sets_rank_and_efa_flavors_get_efa() -> None:
+    server = ds(mode="distributed", distributed={"worldSize": 2})
+    efa = flavor(
+        resources={
+            "limits": {"nvidia.com/gpu": "8", "vpc.amazonaws.com/efa": "4"},
+            "requests": {"nvidia.com/gpu": "8", "vpc.amazonaws.com/efa": "4"},
+        }
+    )
+    env = env_of(desired_statefulset(server, efa))
+    assert env["WORLD_SIZE"] == "2"
+    assert env["RANK"] == env["NODE_RANK"]
+    assert (env["FI_PROVIDER"], env["FI_EFA_USE_DEVICE_RDMA"]) == ("efa", "1")
