@@ -22,6 +22,15 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
+def distributed(session: nox.Session) -> None:
+    """A real torch.distributed (gloo, CPU) rendezvous with the environment the operator
+    renders on the local control plane. Installs torch (large), hence its own session."""
+    session.install("-e", ".[distributed]")
+    session.run("python", "-m", "devserver.testing.build")
+    session.run("pytest", *(session.posargs or ["tests/distributed"]))
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff, mypy --strict on src, and the import-linter layering contracts."""
     session.install("-e", ".[lint]")

@@ -475,7 +475,8 @@ async def test_report_devserver_scale(kube: KubeClient, cluster: LocalControlPla
     report(
         [
             f"DevServers at scale: {SERVERS:,} in {NAMESPACES_PER_RUN} namespaces, flavor "
-            f"{FLAVOR['metadata']['name']}, SSH on (PVC + Deployment + Service each), "
+            f"{FLAVOR['metadata']['name']}, SSH on (PVC, Deployment, Service and the agent's "
+            "account, Role, binding, Lease each), "
             f"{CONCURRENCY} concurrent creates, {len(cluster.options.nodes)} kwok nodes",
             *summary(a, b, operator),
             "",

@@ -267,6 +267,9 @@ def test_delete_asks_and_keeps_the_home(
         (["create", "ok", "--flavor", "cpu-small", "--time", "2x"], 1, "is not a duration"),
         (["create", "ok", "--flavor", "cpu-small", "--time", "90s"], 1, "is not a duration"),
         (["create", "ok", "--flavor", "cpu-small", "--idle", "soon"], 1, "is not a duration"),
+        (["create", "ok", "--flavor", "cpu-small", "--replicas", "2"], 1, "add --distributed"),
+        (["create", "ok", "--flavor", "cpu-small", "--distributed"], 1, "needs --replicas W"),
+        (["create", "ok", "--flavor", "cpu-small", "--distributed", "--replicas", "99"], 2, "99"),
         (
             ["create", "ok", "--flavor", "cpu-small", "--home-size", "lots"],
             1,

@@ -111,3 +111,29 @@ def test_one_process_per_pod_sets_rank_and_efa_flavors_get_efa() -> None:
     assert env["WORLD_SIZE"] == "2"
     assert env["RANK"] == env["NODE_RANK"]
     assert (env["FI_PROVIDER"], env["FI_EFA_USE_DEVICE_RDMA"]) == ("efa", "1")
+
+
+def test_monitor_shows_each_rank() -> None:
+    from datetime import UTC, datetime
+
+    from devserver.api.devserver import DevServerStatus
+    from devserver.cli.monitor import render_monitor
+
+    status = DevServerStatus.model_validate(
+        {
+            "phase": "Pending",
+            "readyRanks": 2,
+            "masterAddr": "box-0.box.dev-alice.svc.cluster.local:29500",
+            "ranks": [
+                {"rank": 0, "pod": "box-0", "node": "gpu-1", "ready": True},
+                {"rank": 1, "pod": "box-1", "node": "gpu-2", "ready": True},
+                {"rank": 2, "pod": "box-2", "ready": False, "reason": "Unschedulable"},
+            ],
+        }
+    )
+    server = distributed().model_copy(update={"status": status})
+    text = render_monitor(server, datetime(2026, 11, 26, tzinfo=UTC))
+    assert "2/3 ranks ready, 3 pods x 2 processes = 6 workers" in text
+    assert "master box-0.box.dev-alice.svc.cluster.local:29500" in text
+    row = next(line.split() for line in text.splitlines() if line.startswith("2 "))
+    assert row == ["2", "box-2", "-", "no", "0", "Unschedulable"]

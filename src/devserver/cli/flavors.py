@@ -7,11 +7,10 @@ import click
 from devserver.api.flavor import DevServerFlavor
 from devserver.api.resources import FLAVORS
 from devserver.cli.output import OUTPUT_OPTION, dump, table
-from devserver.cli.runner import Devctl
+from devserver.cli.runner import Devctl, pass_devctl
 
 INSTANCE_TYPE = "node.kubernetes.io/instance-type"
 GPU = "nvidia.com/gpu"
-pass_devctl = click.make_pass_decorator(Devctl, ensure=True)
 
 
 def gpus(flavor: DevServerFlavor) -> int:

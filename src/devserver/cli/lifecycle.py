@@ -23,11 +23,9 @@ from devserver.cli.complete import complete_servers
 from devserver.cli.durations import DurationError, parse_duration, short
 from devserver.cli.errors import DevctlError
 from devserver.cli.output import OUTPUT_OPTION, dump, table
-from devserver.cli.runner import Devctl
+from devserver.cli.runner import Devctl, pass_devctl
 from devserver.cli.servers import owner_of, wait_running
 from devserver.client.blocking import BlockingKubeClient
-
-pass_devctl = click.make_pass_decorator(Devctl, ensure=True)
 
 
 def _iso(when: datetime) -> str:

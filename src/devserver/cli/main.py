@@ -13,6 +13,7 @@ from devserver.cli.complete import completion
 from devserver.cli.environment import info, status, test_k8s
 from devserver.cli.flavors import flavors
 from devserver.cli.lifecycle import cost, extend, start, stop
+from devserver.cli.monitor import monitor
 from devserver.cli.remote import exec_, logs, ssh
 from devserver.cli.runner import Devctl
 from devserver.cli.servers import create, delete, describe, list_, update
@@ -56,6 +57,7 @@ for command in (
     start,
     extend,
     cost,
+    monitor,
 ):
     cli.add_command(command)
 cli.add_command(exec_, "exec")

@@ -28,7 +28,6 @@ LOGIN_SHELL = [
     "-c",
     "if command -v bash >/dev/null; then exec bash -l; else exec sh -l; fi",
 ]
-pass_devctl = click.make_pass_decorator(Devctl, ensure=True)
 
 
 async def pod_of(client: KubeClient, namespace: str, name: str) -> str:
@@ -158,23 +157,66 @@ def ssh(ctx: click.Context, name: str) -> None:
 @click.argument("name", shell_complete=complete_servers)
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new output.")
 @click.option("--tail", type=click.IntRange(min=0), default=None, help="Only the last N lines.")
+@click.option(
+    "--rank", type=click.IntRange(min=0), default=None, help="Distributed: this rank's pod."
+)
+@click.option("--all", "all_ranks", is_flag=True, help="Distributed: every rank, prefixed.")
 @click.pass_context
-def logs(ctx: click.Context, name: str, follow: bool, tail: int | None) -> None:
-    """The output of NAME's main process."""
+def logs(
+    ctx: click.Context,
+    name: str,
+    follow: bool,
+    tail: int | None,
+    rank: int | None,
+    all_ranks: bool,
+) -> None:
+    """The output of NAME's main process (of one rank, or of all, for a distributed server)."""
     devctl = ctx.ensure_object(Devctl)
     namespace = devctl.namespace()
+    if rank is not None and all_ranks:
+        raise DevctlError("pass either --rank N or --all, not both.")
 
-    async def go(client: KubeClient) -> None:
-        pod = await pod_of(client, namespace, name)
+    async def one(client: KubeClient, pod: str, prefix: bytes) -> None:
         query = [("container", CONTAINER)]
         if follow:
             query.append(("follow", "true"))
         if tail is not None:
             query.append(("tailLines", str(tail)))
+        pending = b""
         async with client.stream(PODS.path(namespace, pod, "log"), query=query) as chunks:
             async for chunk in chunks:
-                sys.stdout.buffer.write(chunk)
+                if not prefix:
+                    sys.stdout.buffer.write(chunk)
+                else:  # whole lines only, so ranks do not interleave mid-line
+                    pending += chunk
+                    *lines, pending = pending.split(b"\n")
+                    for line in lines:
+                        sys.stdout.buffer.write(prefix + line + b"\n")
                 sys.stdout.flush()
+        if pending:
+            sys.stdout.buffer.write(prefix + pending + b"\n")
+
+    async def go(client: KubeClient) -> None:
+        ds = await client.get(DEVSERVERS, name, namespace)
+        dist = ds.spec.distributed if ds.spec.mode.value == "distributed" else None
+        if dist is None:
+            if rank is not None or all_ranks:
+                raise DevctlError(f"{name} is not distributed; drop --rank/--all.")
+            await one(client, await pod_of(client, namespace, name), b"")
+            return
+        if rank is not None and rank >= dist.world_size:
+            raise DevctlError(
+                f"{name} has ranks 0..{dist.world_size - 1}; pick one of them with --rank."
+            )
+        if all_ranks:
+            await asyncio.gather(
+                *(
+                    one(client, f"{name}-{i}", f"[rank {i}] ".encode())
+                    for i in range(dist.world_size)
+                )
+            )
+        else:
+            await one(client, f"{name}-{rank or 0}", b"")
 
     with contextlib.suppress(BrokenPipeError):
         devctl.run_async(go, what="read pod logs", name=name)

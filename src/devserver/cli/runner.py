@@ -89,3 +89,7 @@ class Devctl:
             raise self._refusal(error, what, name) from None
         except KeyboardInterrupt:
             raise click.Abort from None
+
+
+# `@pass_devctl`: the command gets the Devctl object of the group (made if missing)
+pass_devctl = click.make_pass_decorator(Devctl, ensure=True)

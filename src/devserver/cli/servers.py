@@ -19,7 +19,7 @@ from devserver.cli.complete import complete_flavors, complete_servers
 from devserver.cli.durations import DurationError, canonical, parse_duration
 from devserver.cli.errors import DevctlError
 from devserver.cli.output import OUTPUT_OPTION, age, dump, table, until
-from devserver.cli.runner import Devctl
+from devserver.cli.runner import Devctl, pass_devctl
 from devserver.client.blocking import BlockingKubeClient
 from devserver.client.errors import ApiError
 
@@ -28,7 +28,6 @@ DEFAULT_IMAGE = os.environ.get(
 )
 NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 MAX_NAME = 40
-pass_devctl = click.make_pass_decorator(Devctl, ensure=True)
 
 
 def check_name(name: str) -> None:
@@ -111,6 +110,27 @@ def phase_of(ds: DevServer) -> str:
     default=None,
     help="Stop after this long without use (no session, process or CPU/GPU load): 30m, 2h.",
 )
+@click.option(
+    "--distributed", is_flag=True, help="W pods wired for torchrun (see --replicas, --nprocs)."
+)
+@click.option(
+    "--replicas",
+    type=click.IntRange(min=1, max=64),
+    default=None,
+    help="Distributed: pods (nodes) in the job, 1-64.",
+)
+@click.option(
+    "--nprocs",
+    type=click.IntRange(min=1, max=64),
+    default=None,
+    help="Distributed: torchrun processes per pod (usually its GPUs); default 1.",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["nccl", "gloo"]),
+    default=None,
+    help="Distributed: torch.distributed backend (default nccl; gloo for CPU).",
+)
 @click.option("--wait/--no-wait", default=False, help="Wait until it runs, showing progress.")
 @click.option("--timeout", default="10m", show_default=True, help="How long --wait waits.")
 @pass_devctl
@@ -123,11 +143,21 @@ def create(
     shared_volume: str | None,
     ttl: str | None,
     idle: str | None,
+    distributed: bool,
+    replicas: int | None,
+    nprocs: int | None,
+    backend: str | None,
     wait: bool,
     timeout: str,
 ) -> None:
-    """Create dev server NAME with a persistent home."""
+    """Create dev server NAME with a persistent home (one per rank when distributed)."""
     check_name(name)
+    if not distributed and (replicas is not None or nprocs is not None or backend is not None):
+        raise DevctlError(
+            "--replicas, --nprocs and --backend are for distributed servers; add --distributed."
+        )
+    if distributed and replicas is None:
+        raise DevctlError("a distributed server needs --replicas W (pods), e.g. --replicas 2.")
     try:
         lifetime = parse_duration(ttl) if ttl else None
         idle_after = parse_duration(idle) if idle else None
@@ -161,6 +191,11 @@ def create(
             lifecycle["idleTimeout"] = int(idle_after.total_seconds())
         if lifecycle:
             spec["lifecycle"] = lifecycle
+        if distributed:
+            spec["mode"] = "distributed"
+            spec["distributed"] = {"worldSize": replicas, "nprocsPerNode": nprocs or 1}
+            if backend:
+                spec["distributed"]["backend"] = backend
         body = {
             "apiVersion": DEVSERVERS.api_version,
             "kind": DEVSERVERS.kind,
@@ -169,7 +204,8 @@ def create(
         }
         client.create(DEVSERVERS, body, namespace)
         stops = f", stops in {ttl}" if ttl else ""
-        click.echo(f"created dev server {name} ({flavor}{stops}) in {namespace}")
+        shape = f", {replicas} pods x {nprocs or 1} processes" if distributed else ""
+        click.echo(f"created dev server {name} ({flavor}{shape}{stops}) in {namespace}")
         if wait:
             wait_running(client, namespace, name, wait_for.total_seconds())
 

@@ -8,10 +8,9 @@ import click
 
 from devserver.api.resources import DEVSERVERS
 from devserver.cli.errors import DevctlError
-from devserver.cli.runner import Devctl
+from devserver.cli.runner import Devctl, pass_devctl
 from devserver.cli.servers import owner_of
 
-pass_devctl = click.make_pass_decorator(Devctl, ensure=True)
 BASTION_ENV = "DEVSERVER_BASTION"
 
 
