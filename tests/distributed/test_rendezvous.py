@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from devserver.testing.controlplane import LocalControlPlane
-from devserver.testing.operator import OperatorProcess
+from devserver.testing.operator import OperatorProcess, operator_with_namespace
 
 pytest.importorskip("torch")
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -35,15 +35,8 @@ NS = "dev-rdzv"
 
 @pytest.fixture(scope="module")
 def operator(control_plane: LocalControlPlane) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(control_plane.kubeconfig, ("--max-lifetime", "0"))
-    process.start()
-    process.wait_leading()
-    control_plane.kubectl("create", "namespace", NS)
-    try:
+    with operator_with_namespace(control_plane, NS, "--max-lifetime", "0") as process:
         yield process
-    finally:
-        process.stop()
-        control_plane.kubectl("delete", "namespace", NS, "--wait=false", check=False)
 
 
 def get(control_plane: LocalControlPlane, kind: str, name: str) -> dict[str, Any]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import ssl
-import subprocess
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -27,7 +26,8 @@ import pytest
 from devserver.testing.controlplane import LocalControlPlane
 from devserver.testing.http import fetch
 from devserver.testing.localpod import LocalPod
-from devserver.testing.operator import OperatorProcess
+from devserver.testing.operator import OperatorProcess, operator_with_namespace
+from devserver.testing.process import poll as wait
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(400)]
 
@@ -40,35 +40,13 @@ CPU_LOAD = (
 
 @pytest.fixture(scope="module")
 def operator(control_plane: LocalControlPlane) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(
-        control_plane.kubeconfig,
-        ("--max-lifetime", "0", "--warn-before", "20s", "--stopped-retention", "15s"),
-    )
-    process.start()
-    process.wait_leading()
-    control_plane.kubectl("create", "namespace", NS)
-    try:
+    flags = ("--max-lifetime", "0", "--warn-before", "20s", "--stopped-retention", "15s")
+    with operator_with_namespace(control_plane, NS, *flags) as process:
         yield process
-    finally:
-        process.stop()
-        control_plane.kubectl("delete", "namespace", NS, "--wait=false", check=False)
 
 
 def get(control_plane: LocalControlPlane, kind: str, name: str) -> dict[str, Any]:
     return dict(json.loads(control_plane.kubectl("get", kind, name, "-n", NS, "-o", "json").stdout))
-
-
-def wait(probe: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = probe()
-        except (KeyError, StopIteration, subprocess.CalledProcessError):
-            value = None
-        if value:
-            return value
-        time.sleep(0.5)
-    raise TimeoutError(f"timed out waiting for {what}")
 
 
 def events(control_plane: LocalControlPlane, name: str) -> list[dict[str, Any]]:

@@ -5,15 +5,14 @@ world size keeps every home; a mode switch is refused with a sentence."""
 from __future__ import annotations
 
 import json
-import subprocess
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from devserver.testing.controlplane import LocalControlPlane
-from devserver.testing.operator import OperatorProcess
+from devserver.testing.operator import OperatorProcess, operator_with_namespace
+from devserver.testing.process import poll as wait
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -22,15 +21,8 @@ NS = "dev-dist"
 
 @pytest.fixture(scope="module")
 def operator(control_plane: LocalControlPlane) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(control_plane.kubeconfig, ("--max-lifetime", "0"))
-    process.start()
-    process.wait_leading()
-    control_plane.kubectl("create", "namespace", NS)
-    try:
+    with operator_with_namespace(control_plane, NS, "--max-lifetime", "0") as process:
         yield process
-    finally:
-        process.stop()
-        control_plane.kubectl("delete", "namespace", NS, "--wait=false", check=False)
 
 
 def get(control_plane: LocalControlPlane, kind: str, name: str = "", **flags: str) -> Any:
@@ -38,19 +30,6 @@ def get(control_plane: LocalControlPlane, kind: str, name: str = "", **flags: st
     for key, value in flags.items():
         args += [f"--{key.replace('_', '-')}", value]
     return json.loads(control_plane.kubectl(*args).stdout)
-
-
-def wait(probe: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = probe()
-        except (KeyError, StopIteration, subprocess.CalledProcessError):
-            value = None
-        if value:
-            return value
-        time.sleep(0.5)
-    raise TimeoutError(f"timed out waiting for {what}")
 
 
 def env_of(pod: dict[str, Any]) -> dict[str, Any]:

@@ -109,15 +109,10 @@ def observed_status(ds: DevServer, seen: Observed) -> dict[str, Any]:
     applied = (pod.metadata.annotations.get(FLAVOR_ANNOTATION) if pod is not None else None) or (
         _template_flavor(seen.deployment)
     )
+    progressing, flavor_valid = shared_conditions(ds, seen, ready=ready, waiting="the pod")
     desired = [
         _cond("Ready", ready, reason, message, gen),
-        _cond(
-            "Progressing",
-            not ready and seen.flavor_problem is None and not ds.spec.stopped,
-            "Done" if ready or ds.spec.stopped else "Rolling",
-            "nothing in progress" if ready or ds.spec.stopped else "waiting for the pod",
-            gen,
-        ),
+        progressing,
         _cond(
             "Degraded",
             degraded is not None,
@@ -125,13 +120,7 @@ def observed_status(ds: DevServer, seen: Observed) -> dict[str, Any]:
             message if degraded else "no known problem",
             gen,
         ),
-        _cond(
-            "FlavorValid",
-            seen.flavor_problem is None,
-            "Valid" if seen.flavor_problem is None else "FlavorUnavailable",
-            seen.flavor_problem or f"flavor {ds.spec.flavor} is valid",
-            gen,
-        ),
+        flavor_valid,
     ]
     if seen.capped and not ds.spec.stopped:
         desired.append(
@@ -157,32 +146,8 @@ def observed_status(ds: DevServer, seen: Observed) -> dict[str, Any]:
     }
     if applied:
         status["appliedFlavor"] = applied
-    if seen.stop is not None and not ds.spec.stopped:
-        status["expiresAt"] = _json_time(seen.stop.when)
-    if (
-        seen.activity is not None
-        and seen.activity.idle_since is not None
-        and not ds.spec.stopped
-        and seen.activity.fresh(seen.now or datetime.now(UTC))
-    ):
-        status["idleSince"] = _json_time(seen.activity.idle_since)
-    if ds.spec.stopped:
-        before = ds.status.stopped_at if ds.status else None
-        status["stoppedAt"] = _json_time(before or datetime.now(UTC).replace(microsecond=0))
     holding = any((p.extra.get("spec") or {}).get("nodeName") for p in seen.pods)
-    previous_bill = ds.status.billing if ds.status else None
-    if holding or previous_bill is not None:
-        status["billing"] = as_status(
-            next_billing(
-                previous_bill,
-                holding=holding,
-                price=seen.price_per_hour,
-                now=seen.now or datetime.now(UTC).replace(microsecond=0),
-            )
-        )
-    extension = ds.metadata.annotations.get(LAST_EXTENSION)
-    if extension:
-        status["lastExtension"] = extension
+    status |= lifecycle_fields(ds, seen, holding=holding, price=seen.price_per_hour)
     if pod is not None:
         status["podName"] = pod.metadata.name
         started = (pod.extra.get("status") or {}).get("startTime")
@@ -193,6 +158,59 @@ def observed_status(ds: DevServer, seen: Observed) -> dict[str, Any]:
         status["serviceName"] = name
         status["sshEndpoint"] = f"{name}.{ds.metadata.namespace}.svc.cluster.local:{SSH_PORT}"
     return status
+
+
+def shared_conditions(
+    ds: DevServer, seen: Observed, *, ready: bool, waiting: str
+) -> tuple[Condition, Condition]:
+    """Progressing and FlavorValid, the same in every mode."""
+    gen = ds.metadata.generation
+    settled = ready or ds.spec.stopped
+    progressing = _cond(
+        "Progressing",
+        not ready and seen.flavor_problem is None and not ds.spec.stopped,
+        "Done" if settled else "Rolling",
+        "nothing in progress" if settled else f"waiting for {waiting}",
+        gen,
+    )
+    flavor_valid = _cond(
+        "FlavorValid",
+        seen.flavor_problem is None,
+        "Valid" if seen.flavor_problem is None else "FlavorUnavailable",
+        seen.flavor_problem or f"flavor {ds.spec.flavor} is valid",
+        gen,
+    )
+    return progressing, flavor_valid
+
+
+def lifecycle_fields(
+    ds: DevServer, seen: Observed, *, holding: bool, price: float | None
+) -> dict[str, Any]:
+    """The status fields every mode shares: when it stops, since when it is idle, when it
+    stopped, what it has cost (a period per price; `price` for all its pods on nodes)."""
+    now = seen.now or datetime.now(UTC).replace(microsecond=0)
+    fields: dict[str, Any] = {}
+    if seen.stop is not None and not ds.spec.stopped:
+        fields["expiresAt"] = _json_time(seen.stop.when)
+    activity = seen.activity
+    if (
+        activity is not None
+        and activity.idle_since is not None
+        and not ds.spec.stopped
+        and activity.fresh(now)
+    ):
+        fields["idleSince"] = _json_time(activity.idle_since)
+    if ds.spec.stopped:
+        before = ds.status.stopped_at if ds.status else None
+        fields["stoppedAt"] = _json_time(before or now)
+    previous_bill = ds.status.billing if ds.status else None
+    if holding or previous_bill is not None:
+        bill = next_billing(previous_bill, holding=holding, price=price, now=now)
+        fields["billing"] = as_status(bill)
+    extension = ds.metadata.annotations.get(LAST_EXTENSION)
+    if extension:
+        fields["lastExtension"] = extension
+    return fields
 
 
 def _expiring(stop: NextStop, generation: int) -> Condition:

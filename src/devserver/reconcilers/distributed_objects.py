@@ -87,6 +87,15 @@ def distributed_env(ds: DevServer, flavor: DevServerFlavor) -> list[dict[str, An
     return env
 
 
+def _owned_meta(ds: DevServer) -> dict[str, Any]:
+    return {
+        "name": ds.metadata.name,
+        "namespace": ds.metadata.namespace,
+        "labels": labels(ds),
+        "ownerReferences": [owner_reference(ds)],
+    }
+
+
 def desired_statefulset(
     ds: DevServer, flavor: DevServerFlavor, *, replicas: int | None = None
 ) -> dict[str, Any]:
@@ -101,12 +110,7 @@ def desired_statefulset(
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
-        "metadata": {
-            "name": ds.metadata.name,
-            "namespace": ds.metadata.namespace,
-            "labels": labels(ds),
-            "ownerReferences": [owner_reference(ds)],
-        },
+        "metadata": _owned_meta(ds),
         "spec": {
             "serviceName": ds.metadata.name,
             "replicas": w if replicas is None else replicas,
@@ -139,12 +143,7 @@ def desired_headless_service(ds: DevServer) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {
-            "name": ds.metadata.name,
-            "namespace": ds.metadata.namespace,
-            "labels": labels(ds),
-            "ownerReferences": [owner_reference(ds)],
-        },
+        "metadata": _owned_meta(ds),
         "spec": {
             "clusterIP": "None",
             "publishNotReadyAddresses": True,

@@ -8,21 +8,20 @@ idleness, billing, warnings) are the standalone builder's.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
-from devserver.api.billing import as_status, next_billing
 from devserver.api.devserver import DevServer, Phase
-from devserver.api.lifecycle import EXPIRED, IDLE, LAST_EXTENSION, STOP_REASON, warned
+from devserver.api.lifecycle import EXPIRED, IDLE, STOP_REASON, warned
 from devserver.api.meta import KubeObject
 from devserver.reconcilers.conditions import merge_conditions
 from devserver.reconcilers.devserver_status import (
     Observed,
     _cond,
     _expiring,
-    _json_time,
     _pod_condition,
     _waiting_reason,
+    lifecycle_fields,
+    shared_conditions,
 )
 from devserver.reconcilers.distributed_objects import (
     DIST_PORT,
@@ -113,23 +112,8 @@ def distributed_status(
             detail = ((_pod_condition(pod, "PodScheduled") or {}) if pod else {}).get("message")
             if detail:
                 message += f" ({detail})"
-    desired = [
-        _cond("Ready", ready, reason, message, gen),
-        _cond(
-            "Progressing",
-            not ready and seen.flavor_problem is None and not ds.spec.stopped,
-            "Done" if ready or ds.spec.stopped else "Rolling",
-            "nothing in progress" if ready or ds.spec.stopped else "waiting for the ranks",
-            gen,
-        ),
-        _cond(
-            "FlavorValid",
-            seen.flavor_problem is None,
-            "Valid" if seen.flavor_problem is None else "FlavorUnavailable",
-            seen.flavor_problem or f"flavor {ds.spec.flavor} is valid",
-            gen,
-        ),
-    ]
+    progressing, flavor_valid = shared_conditions(ds, seen, ready=ready, waiting="the ranks")
+    desired = [_cond("Ready", ready, reason, message, gen), progressing, flavor_valid]
     if seen.stop is not None and not ds.spec.stopped and warned(ds, seen.stop.when):
         desired.append(_expiring(seen.stop, gen))
     previous = ds.status.conditions if ds.status else []
@@ -147,32 +131,11 @@ def distributed_status(
     if ds.spec.enable_ssh:
         status["sshEndpoint"] = f"{name}-0.{name}.{ns}.svc.cluster.local:{SSH_PORT}"
     status["masterAddr"] = f"{name}-0.{name}.{ns}.svc.cluster.local:{DIST_PORT}"
-    if seen.stop is not None and not ds.spec.stopped:
-        status["expiresAt"] = _json_time(seen.stop.when)
-    now = seen.now or datetime.now(UTC).replace(microsecond=0)
-    if (
-        seen.activity is not None
-        and seen.activity.idle_since is not None
-        and not ds.spec.stopped
-        and seen.activity.fresh(now)
-    ):
-        status["idleSince"] = _json_time(seen.activity.idle_since)
-    if ds.spec.stopped:
-        before = ds.status.stopped_at if ds.status else None
-        status["stoppedAt"] = _json_time(before or now)
     on_nodes = sum(1 for q in seen.pods if (q.extra.get("spec") or {}).get("nodeName"))
-    holding = on_nodes > 0
-    previous_bill = ds.status.billing if ds.status else None
-    if holding or previous_bill is not None:
-        # the flavor's price is per pod: the period's price is that times the pods on nodes (a
-        # change of that count is a transition that closes the period)
-        price = seen.price_per_hour * on_nodes if seen.price_per_hour is not None else None
-        status["billing"] = as_status(
-            next_billing(previous_bill, holding=holding, price=price, now=now)
-        )
-    extension = ds.metadata.annotations.get(LAST_EXTENSION)
-    if extension:
-        status["lastExtension"] = extension
+    # the flavor's price is per pod: the period's price is that times the pods on nodes (a
+    # change of that count is a transition that closes the period)
+    price = seen.price_per_hour * on_nodes if seen.price_per_hour is not None else None
+    status |= lifecycle_fields(ds, seen, holding=on_nodes > 0, price=price)
     applied = (statefulset.extra.get("spec") or {}).get("template", {}) if statefulset else {}
     flavor = ((applied.get("metadata") or {}).get("annotations") or {}).get("devserver.io/flavor")
     if flavor:

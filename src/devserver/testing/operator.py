@@ -10,11 +10,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 from devserver.manager import Settings, run
-from devserver.testing.controlplane import free_port
+from devserver.testing.controlplane import LocalControlPlane, free_port
 from devserver.testing.http import fetch
 from devserver.testing.process import wait_until
 
@@ -106,3 +106,20 @@ async def operator_in_process(kubeconfig: Path) -> AsyncIterator[Settings]:
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout=30)
+
+
+@contextlib.contextmanager
+def operator_with_namespace(
+    control_plane: LocalControlPlane, namespace: str, *flags: str
+) -> Iterator[OperatorProcess]:
+    """The operator as a subprocess (leading) with `flags`, and a fresh `namespace` for a test
+    module; both go away at the end."""
+    process = OperatorProcess(control_plane.kubeconfig, flags)
+    process.start()
+    process.wait_leading()
+    control_plane.kubectl("create", "namespace", namespace)
+    try:
+        yield process
+    finally:
+        process.stop()
+        control_plane.kubectl("delete", "namespace", namespace, "--wait=false", check=False)

@@ -19,6 +19,9 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 _PR_SET_PDEATHSIG = 1
 
@@ -156,3 +159,18 @@ def reap_stale_runs(runs_dir: Path) -> None:
                     if cmdline.split(b"\0", 1)[0].decode() == exe:  # not a recycled pid
                         os.kill(int(pid_text), signal.SIGKILL)
         shutil.rmtree(run, ignore_errors=True)
+
+
+def poll(probe: Callable[[], T], timeout: float, what: str, interval: float = 0.5) -> T:
+    """Call `probe` until it returns something truthy and return that; a probe that raises
+    (an object not there yet, a kubectl error) counts as not yet."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = probe()
+        except Exception:  # noqa: BLE001 - "not yet", whatever the reason
+            value = None
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
