@@ -5,7 +5,11 @@ world size keeps every home; a mode switch is refused with a sentence."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,6 +34,19 @@ def get(control_plane: LocalControlPlane, kind: str, name: str = "", **flags: st
     for key, value in flags.items():
         args += [f"--{key.replace('_', '-')}", value]
     return json.loads(control_plane.kubectl(*args).stdout)
+
+
+def devctl(control_plane: LocalControlPlane, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "KUBECONFIG": str(control_plane.kubeconfig)}
+    env.pop("DEVSERVER_AUDIT_SOCKET", None)
+    return subprocess.run(
+        [str(Path(sys.prefix) / "bin" / "devctl"), "-n", NS, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
 
 
 def env_of(pod: dict[str, Any]) -> dict[str, Any]:
@@ -97,6 +114,17 @@ def test_ranks_run_on_the_flavor_nodes_with_their_env_and_own_homes(
     uids = {name: get(control_plane, "pvc", name)["metadata"]["uid"] for name in claims.values()}
     for name in claims.values():
         assert get(control_plane, "pvc", name)["status"]["phase"] == "Bound"
+
+    # devctl: one rank, every rank, the monitor
+    said = devctl(control_plane, "exec", "dist", "--rank", "1", "--", "echo", "rank-one")
+    assert said.returncode == 0 and "rank-one" in said.stdout, said.stderr
+    wrong = devctl(control_plane, "exec", "dist", "--rank", "5", "--", "true")
+    assert wrong.returncode == 1 and "dist has ranks 0..2" in wrong.stderr
+    shown = devctl(control_plane, "monitor", "dist", "--once")
+    assert "Running — 3/3 ranks ready, 3 pods x 2 processes = 6 workers" in shown.stdout
+    assert devctl(control_plane, "logs", "dist", "--all").returncode == 0
+    described = devctl(control_plane, "describe", "dist").stdout
+    assert "Ranks:        3/3 ready, 2 processes each" in described
 
     # a rank's pod dies: the same rank comes back with the same home
     old = pods["dist-1"]["metadata"]["uid"]

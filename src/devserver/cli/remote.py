@@ -30,8 +30,23 @@ LOGIN_SHELL = [
 ]
 
 
-async def pod_of(client: KubeClient, namespace: str, name: str) -> str:
+async def pod_of(client: KubeClient, namespace: str, name: str, rank: int | None = None) -> str:
+    """NAME's pod (rank 0's for a distributed server, or `rank`'s), if it is running."""
     ds = await client.get(DEVSERVERS, name, namespace)
+    dist = ds.spec.distributed if ds.spec.mode.value == "distributed" else None
+    if rank is not None:
+        if dist is None:
+            raise DevctlError(f"{name} is not distributed; drop --rank.")
+        if rank >= dist.world_size:
+            raise DevctlError(
+                f"{name} has ranks 0..{dist.world_size - 1}; pick one of them with --rank."
+            )
+        ready = (
+            any(r.rank == rank and r.ready for r in (ds.status.ranks or [])) if ds.status else False
+        )
+        if not ready:
+            raise DevctlError(f"rank {rank} of {name} is not ready; see `devctl monitor {name}`.")
+        return f"{name}-{rank}"
     pod = ds.status.pod_name if ds.status else None
     if not pod or phase_of(ds) != "Running":
         detail = message_of(ds) or phase_of(ds)
@@ -73,14 +88,19 @@ def _report(session: ExecSession) -> int:
 @click.argument("name", shell_complete=complete_servers)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.option("-i", "--stdin", "with_stdin", is_flag=True, help="Pass your stdin to it.")
+@click.option(
+    "--rank", type=click.IntRange(min=0), default=None, help="Distributed: this rank's pod."
+)
 @click.pass_context
-def exec_(ctx: click.Context, name: str, command: tuple[str, ...], with_stdin: bool) -> None:
+def exec_(
+    ctx: click.Context, name: str, command: tuple[str, ...], with_stdin: bool, rank: int | None
+) -> None:
     """Run COMMAND in NAME and exit with its exit code: devctl exec mydev -- nvidia-smi"""
     devctl = ctx.ensure_object(Devctl)
     namespace = devctl.namespace()
 
     async def go(client: KubeClient) -> int:
-        pod = await pod_of(client, namespace, name)
+        pod = await pod_of(client, namespace, name, rank)
         async with client.exec(
             namespace, pod, list(command), container=CONTAINER, stdin=with_stdin
         ) as session:
@@ -97,8 +117,11 @@ def exec_(ctx: click.Context, name: str, command: tuple[str, ...], with_stdin: b
 
 @click.command()
 @click.argument("name", shell_complete=complete_servers)
+@click.option(
+    "--rank", type=click.IntRange(min=0), default=None, help="Distributed: this rank's pod."
+)
 @click.pass_context
-def ssh(ctx: click.Context, name: str) -> None:
+def ssh(ctx: click.Context, name: str, rank: int | None) -> None:
     """An interactive login shell in NAME (a terminal through the API server)."""
     devctl = ctx.ensure_object(Devctl)
     if not sys.stdin.isatty():
@@ -111,7 +134,7 @@ def ssh(ctx: click.Context, name: str) -> None:
     namespace = devctl.namespace()
 
     async def go(client: KubeClient) -> int:
-        pod = await pod_of(client, namespace, name)
+        pod = await pod_of(client, namespace, name, rank)
         loop = asyncio.get_running_loop()
         fd = sys.stdin.fileno()
         async with client.exec(

@@ -352,6 +352,15 @@ def render_describe(ds: DevServer, pod: dict[str, Any] | None, events: list[dict
         f"Image:        {spec.image}",
         f"Phase:        {phase_of(ds)}" + (f" — {message_of(ds)}" if message_of(ds) else ""),
         f"Pod:          {(status.pod_name if status else None) or '-'} on node {node}",
+        *(
+            [
+                f"Ranks:        {(status.ready_ranks if status else None) or 0}/"
+                f"{spec.distributed.world_size} ready, {spec.distributed.nprocs_per_node} "
+                f"processes each (`devctl monitor {ds.metadata.name}`)"
+            ]
+            if spec.distributed is not None and spec.mode.value == "distributed"
+            else []
+        ),
         f"Home:         {(status.home_claim if status else None) or '-'} "
         f"({spec.persistent_home_size}, kept on delete: "
         f"{'yes' if spec.retain_home_on_delete else 'no'})",
