@@ -17,6 +17,7 @@ from devserver.api.resources import (
     DEPLOYMENTS,
     DEVSERVERS,
     EVENTS,
+    FLAVORS,
     LEASES,
     NODES,
     PERSISTENT_VOLUME_CLAIMS,
@@ -25,6 +26,7 @@ from devserver.api.resources import (
     SERVICES,
 )
 from devserver.client import ApiError, KubeClient
+from devserver.reconcilers.standalone import desired_deployment
 from devserver.testing.controlplane import LocalControlPlane
 from devserver.testing.operator import operator_in_process
 from devserver.testing.pytest_plugin import wait_for
@@ -314,3 +316,54 @@ async def test_bad_input_is_rejected_by_the_api_server(
     assert complaint in refused.value.message, refused.value.message
     assert (await kube.list_page(DEVSERVERS, namespace)).items == []
     json.dumps(body)
+
+
+async def test_an_operator_upgrade_does_not_restart_running_servers(
+    kube: KubeClient, control_plane: LocalControlPlane, namespace: str
+) -> None:
+    """A running server made by an older operator (another pod template) keeps its pod when
+    the new operator takes over; the new template arrives with the next start."""
+    async with operator_in_process(control_plane.kubeconfig):
+        await kube.create(DEVSERVERS, devserver("old", namespace), namespace)
+        await until_ready(kube, namespace, "old")
+    # what an older operator version applied: its own intent, with another pod template
+    ds = await kube.get(DEVSERVERS, "old", namespace)
+    flavor = await kube.get(FLAVORS, "cpu-small")
+    older = desired_deployment(ds, flavor)
+    older["spec"]["template"]["metadata"]["annotations"]["devserver.io/era"] = "old"
+    await kube.apply(DEPLOYMENTS, older, field_manager="devserver-operator")
+
+    async def one_pod() -> KubeObject | None:
+        pods = (await kube.list_page(PODS, namespace, label_selector="devserver.io/name=old")).items
+        live = [p for p in pods if not p.metadata.deletion_timestamp]
+        ready = [p for p in live if (p.extra.get("status") or {}).get("phase") == "Running"]
+        return ready[0] if len(live) == 1 and ready else None
+
+    async def old_era_pod() -> KubeObject | None:
+        pod = await one_pod()
+        era = pod.metadata.annotations.get("devserver.io/era") if pod else None
+        return pod if era == "old" else None
+
+    before = await wait_for(old_era_pod, timeout=60, what="the old-era pod")
+    async with operator_in_process(control_plane.kubeconfig):
+        await anyio.sleep(6)  # the new operator reconciles everything at start
+        deployment = await kube.get(DEPLOYMENTS, "old", namespace)
+        template = deployment.extra["spec"]["template"]
+        assert template["metadata"]["annotations"].get("devserver.io/era") == "old"  # kept
+        assert deployment.metadata.annotations["devservers.io/pod-inputs"]  # adopted
+        pod = await wait_for(one_pod, timeout=10, what="the pod")
+        assert pod.metadata.uid == before.metadata.uid  # not restarted
+
+        # the user stops and starts it: now the new template
+        await kube.patch(DEVSERVERS, "old", {"spec": {"stopped": True}}, namespace)
+
+        async def scaled_down() -> bool:
+            live = await kube.get(DEPLOYMENTS, "old", namespace)
+            return bool(live.extra["spec"]["replicas"] == 0)
+
+        await wait_for(scaled_down, timeout=30, what="the stop")
+        await kube.patch(DEVSERVERS, "old", {"spec": {"stopped": False}}, namespace)
+        await until_ready(kube, namespace, "old")
+        deployment = await kube.get(DEPLOYMENTS, "old", namespace)
+        annotations = deployment.extra["spec"]["template"]["metadata"].get("annotations", {})
+        assert "devserver.io/era" not in annotations

@@ -267,3 +267,38 @@ def test_the_agent_role_allows_exactly_its_own_lease() -> None:
     scripts = desired_scripts("dev-alice")["data"]
     assert scripts["agent.py"].startswith('"""devserver activity agent')
     assert 'exec "$@"' in scripts["entrypoint.sh"]
+
+
+def test_a_running_pod_keeps_its_template_unless_its_user_changed_something() -> None:
+    from devserver.reconcilers.running_template import POD_INPUTS, keep_running_template, pod_inputs
+
+    server = ds()
+    new = desired_deployment(server, flavor())
+    old_template = {"metadata": {"annotations": {"era": "old"}}, "spec": {"containers": []}}
+
+    def live(replicas: int, inputs: str | None) -> KubeObject:
+        notes = {POD_INPUTS: inputs} if inputs else {}
+        return KubeObject.model_validate(
+            {
+                "metadata": {"name": "box", "annotations": notes},
+                "spec": {"replicas": replicas, "template": old_template},
+            }
+        )
+
+    kept = keep_running_template(new, live(1, pod_inputs(server)), server)
+    assert kept["spec"]["template"] == old_template  # operator-side change: waits
+    assert kept["metadata"]["annotations"][POD_INPUTS] == pod_inputs(server)
+    adopted = keep_running_template(new, live(1, None), server)  # made by an older operator
+    assert adopted["spec"]["template"] == old_template
+    moved = ds(image="pytorch/pytorch:2.6.0")  # the user changed the image
+    assert keep_running_template(new, live(1, pod_inputs(server)), moved)["spec"]["template"] != (
+        old_template
+    )
+    started = keep_running_template(new, live(0, pod_inputs(server)), server)  # a start
+    assert started["spec"]["template"] == new["spec"]["template"]
+    stopping = desired_deployment(server, flavor(), replicas=0)
+    assert (
+        keep_running_template(stopping, live(1, pod_inputs(server)), server)["spec"]["template"]
+        == stopping["spec"]["template"]
+    )
+    assert pod_inputs(ds(lifecycle={"timeToLive": "9h"})) == pod_inputs(server)  # extend: no

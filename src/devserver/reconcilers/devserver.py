@@ -42,6 +42,7 @@ from devserver.reconcilers.flavor import FLAVOR_INDEX, by_flavor, validate
 from devserver.reconcilers.gpu_hours import GpuHours, Holding, shared_gpu_hours
 from devserver.reconcilers.lifecycle_config import LifecycleConfig
 from devserver.reconcilers.naming import NAME_INDEX, NAME_LABEL, by_devserver_name
+from devserver.reconcilers.running_template import keep_running_template
 from devserver.reconcilers.standalone import (
     desired_deployment,
     desired_home_claim,
@@ -95,11 +96,9 @@ class DevServerReconciler:
             agent_problem = error
         if problem is None and flavor is not None:
             replicas = 0 if ds.spec.stopped else 1
-            await self._ensure(
-                DEPLOYMENTS,
-                desired_deployment(ds, flavor, replicas=replicas),
-                self.deployments.store.get(key),
-            )
+            live = self.deployments.store.get(key)
+            intent = desired_deployment(ds, flavor, replicas=replicas)
+            await self._ensure(DEPLOYMENTS, keep_running_template(intent, live, ds), live)
         service = self.services.store.get(key)
         if ds.spec.enable_ssh:
             await self._ensure(SERVICES, desired_service(ds), service)

@@ -44,6 +44,7 @@ from devserver.reconcilers.flavor import FLAVOR_INDEX, by_flavor
 from devserver.reconcilers.gpu_hours import GpuHours, Holding, shared_gpu_hours
 from devserver.reconcilers.lifecycle_config import LifecycleConfig
 from devserver.reconcilers.naming import NAME_INDEX, NAME_LABEL, by_devserver_name
+from devserver.reconcilers.running_template import keep_running_template
 
 FIELD_MANAGER = "devserver-operator"
 
@@ -80,8 +81,9 @@ class DistributedReconciler:
         statefulset = self.statefulsets.store.get(key)
         if problem is None and flavor is not None:
             replicas = 0 if ds.spec.stopped else None  # None: worldSize
+            intent = desired_statefulset(ds, flavor, replicas=replicas)
             await self._ensure(
-                STATEFULSETS, desired_statefulset(ds, flavor, replicas=replicas), statefulset
+                STATEFULSETS, keep_running_template(intent, statefulset, ds), statefulset
             )
         now = datetime.now(UTC).replace(microsecond=0)
         activity = self.agent.activity(ds)
