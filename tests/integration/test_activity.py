@@ -243,6 +243,11 @@ def test_a_stop_notice_reaches_every_open_terminal(
         text = shown.decode(errors="replace")
         assert f"notice stops at {deadline:%Y-%m-%d %H:%M:%S} UTC" in text
         assert "devctl extend notice --time 1h" in text
+        name = get(control_plane, "devservers.devservers.io", "notice")["status"]["podName"]
+        stop_at = get(control_plane, "pod", name)["metadata"]["annotations"][
+            "devservers.io/stop-at"
+        ]
+        assert stop_at == f"{deadline:%Y-%m-%dT%H:%M:%SZ}"  # the agent samples faster near it
         assert datetime.now(UTC) < deadline  # before the stop, not after
     finally:
         pod.stop()

@@ -276,3 +276,22 @@ def test_the_agent_runs_on_the_oldest_python_images_carry() -> None:
         "idle; sessions=0 cpu=0.00 gpu=- processes=- Z",
         "{'a': 'b'}",
     ]
+
+
+def test_the_agent_samples_every_second_as_an_announced_stop_nears() -> None:
+    from devserver.podagent.agent import parse_time, sleep_for
+
+    stop = parse_time("2026-11-26T12:00:00Z")
+    assert stop == NOW.timestamp()
+    assert sleep_for(10, None, NOW.timestamp()) == 10
+    assert sleep_for(10, stop, NOW.timestamp() - 600) == 10  # five minutes ahead: usual pace
+    assert sleep_for(10, stop, NOW.timestamp() - 60) == 1.0  # the last minute: every second
+    assert sleep_for(10, stop, NOW.timestamp() + 600) == 10  # long past (extended, or active)
+    assert parse_time("soon") is None
+
+
+def test_stop_times_are_shown_in_utc_whatever_offset_the_spec_used() -> None:
+    from devserver.reconcilers.expiry import _stamp
+
+    offset = datetime.fromisoformat("2026-11-26T13:00:00+01:00")
+    assert _stamp(offset) == "2026-11-26 12:00:00 UTC"

@@ -30,6 +30,7 @@ IDLE_SINCE = "devservers.io/idle-since"
 ACTIVITY = "devservers.io/activity"
 # on the pod, written by the operator, read by the agent through the downward API
 NOTICE = "devservers.io/notice"
+STOP_AT = "devservers.io/stop-at"  # beside the notice: the agent samples faster as it nears
 
 EXPIRED, IDLE, STOPPED_BY_USER = "Expired", "Idle", "StoppedByUser"
 

@@ -43,6 +43,8 @@ from urllib.parse import urlsplit
 IDLE_SINCE = "devservers.io/idle-since"
 ACTIVITY = "devservers.io/activity"
 NOTICE = "devservers.io/notice"
+STOP_AT = "devservers.io/stop-at"  # with a notice: when the stop is due (RFC 3339)
+FINAL_SECONDS = 90  # before a due stop, sample every second: a late session must be seen
 
 # Programs whose mere presence is not work: shells, multiplexers, pagers, the main `sleep`.
 IDLE_COMMANDS = frozenset(
@@ -262,6 +264,23 @@ def write_terminals(pattern: str, message: str) -> int:
 _UTC = timezone.utc  # noqa: UP017
 
 
+def parse_time(text: str) -> float | None:
+    """Epoch seconds of an RFC 3339 UTC time such as 2026-11-26T12:00:00Z, else None."""
+    try:
+        when = datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        return None
+    return when.replace(tzinfo=_UTC).timestamp()
+
+
+def sleep_for(interval: float, stop_at: float | None, now: float) -> float:
+    """The usual interval, but every second in the last moments before an announced stop, so
+    a session opened then is reported before the operator decides."""
+    if stop_at is not None and -30 <= stop_at - now <= FINAL_SECONDS:
+        return min(interval, 1.0)
+    return interval
+
+
 def utc_now() -> str:
     return datetime.now(_UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -341,6 +360,7 @@ class Agent:
         self.sampled = time.monotonic()
         self.noticed = ""
         self.last_status = 0
+        self.stop_at: float | None = None  # epoch seconds of a stop the operator announced
 
     def sample(self) -> Sample:
         everything = read_processes(self.proc)
@@ -388,9 +408,11 @@ class Agent:
     def notify(self) -> None:
         try:
             with open(self.podinfo) as f:
-                notice = parse_downward(f.read()).get(NOTICE, "")
+                annotations = parse_downward(f.read())
         except OSError:
             return
+        notice = annotations.get(NOTICE, "")
+        self.stop_at = parse_time(annotations.get(STOP_AT, ""))
         if notice and notice != self.noticed:
             reached = write_terminals(self.terminals, f"*** devserver: {notice} ***")
             log(event="notice shown", terminals=reached, notice=notice)
@@ -409,7 +431,7 @@ class Agent:
                     if text != failed:  # once per distinct failure, not every 10 s
                         log(event="step failed", error=text)
                     failed = text
-            time.sleep(self.interval)
+            time.sleep(sleep_for(self.interval, self.stop_at, time.time()))
 
 
 if __name__ == "__main__":

@@ -122,14 +122,14 @@ def observed_status(ds: DevServer, seen: Observed) -> dict[str, Any]:
         ),
         flavor_valid,
     ]
-    if seen.capped and not ds.spec.stopped:
+    if seen.capped and seen.deadline is not None and not ds.spec.stopped:
         desired.append(
             _cond(
                 "LifetimeCapped",
                 True,
                 "MaximumLifetime",
                 "the requested deadline is past the platform's maximum lifetime; it stops at "
-                f"{seen.deadline:%Y-%m-%d %H:%M} UTC",
+                f"{seen.deadline.astimezone(UTC):%Y-%m-%d %H:%M} UTC",
                 gen,
             )
         )
@@ -219,7 +219,7 @@ def _expiring(stop: NextStop, generation: int) -> Condition:
         "ExpiringSoon",
         True,
         stop.reason,
-        f"{why} stops at {stop.when:%Y-%m-%d %H:%M:%S} UTC",
+        f"{why} stops at {stop.when.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC",
         generation,
     )
 

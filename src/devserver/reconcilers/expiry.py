@@ -29,6 +29,7 @@ from devserver.api.lifecycle import (
     IDLE,
     NOTICE,
     RETENTION,
+    STOP_AT,
     STOP_REASON,
     WARNED,
     NextStop,
@@ -56,7 +57,7 @@ def utc_now() -> datetime:
 
 
 def _stamp(when: datetime) -> str:
-    return f"{when:%Y-%m-%d %H:%M:%S} UTC"
+    return f"{when.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"  # an expirationTime may have an offset
 
 
 def warning_text(name: str, stop: NextStop, now: datetime) -> str:
@@ -139,7 +140,7 @@ class ExpiryReconciler:
             given |= {lead_label(lead) for lead in due}
             patch = {"metadata": {"annotations": {WARNED: warned_value(given, stop.when)}}}
             await self.client.patch(DEVSERVERS, name, patch, key.namespace)
-            await self._notify_pods(key, text)
+            await self._notify_pods(key, text, stop.when)
         moments = [stop.when] + [
             stop.when - lead
             for lead in self.config.warn_before
@@ -213,14 +214,15 @@ class ExpiryReconciler:
             raise
         return any(ref.uid == ds.metadata.uid for ref in claim.metadata.owner_references)
 
-    async def _notify_pods(self, key: ObjectKey, text: str) -> None:
+    async def _notify_pods(self, key: ObjectKey, text: str, when: datetime) -> None:
         """The agent in the pod shows the notice in every open terminal (downward API)."""
         if self.pods is None:
             return
         for pod in self.pods.store.by_index(NAME_INDEX, f"{key.namespace}/{key.name}"):
             if pod.metadata.deletion_timestamp:
                 continue
-            patch = {"metadata": {"annotations": {NOTICE: text}}}
+            stop_at = f"{when.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
+            patch = {"metadata": {"annotations": {NOTICE: text, STOP_AT: stop_at}}}
             try:
                 await self.client.patch(PODS, pod.metadata.name, patch, key.namespace)
             except ApiError as error:
