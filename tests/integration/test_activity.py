@@ -292,7 +292,7 @@ def test_retention_deletes_long_stopped_servers_but_never_a_home(
     deleted = next(
         e for e in events(control_plane, "old-kept") if e["reason"] == "RetentionExpired"
     )
-    assert "old-kept-home is kept" in deleted["message"]
+    assert "(old-kept-home) is kept" in deleted["message"]
 
     # the user protects that home after all: the owner reference goes before the delete comes
     owned = get(control_plane, "pvc", "old-owned-home")["metadata"]

@@ -171,3 +171,74 @@ def test_ranks_run_on_the_flavor_nodes_with_their_env_and_own_homes(
     sts = get(control_plane, "statefulset", "dist")
     env = env_of(sts["spec"]["template"])
     assert env["WORLD_SIZE"] == "4"
+    # Running means every rank already runs the new shape, not just that pods are up
+    for pod in get(control_plane, "pods", selector="devserver.io/name=dist")["items"]:
+        assert env_of(pod)["WORLD_SIZE"] == "4", pod["metadata"]["name"]
+
+    # what cannot change is refused with a sentence
+    for change, says in (
+        ({"persistentHomeSize": "50Gi"}, "the home size of a distributed server is fixed"),
+        (
+            {"distributed": {"ncclSettings": {"HOME": "/tmp"}}},
+            "ncclSettings takes NCCL_* variables only",
+        ),
+    ):
+        refused = control_plane.kubectl(
+            "patch", "devservers.devservers.io", "dist", "-n", NS, "--type=merge",
+            "-p", json.dumps({"spec": change}), check=False,
+        )  # fmt: skip
+        assert refused.returncode != 0 and says in refused.stderr, refused.stderr
+
+
+def test_a_stop_frees_the_gpus_even_when_the_flavor_is_gone(
+    operator: OperatorProcess, control_plane: LocalControlPlane
+) -> None:
+    flavor = json.loads(
+        control_plane.kubectl(
+            "get", "devserverflavors.devservers.io", "cpu-small", "-o", "json"
+        ).stdout
+    )
+    control_plane.apply(
+        {
+            "apiVersion": "devservers.io/v1",
+            "kind": "DevServerFlavor",
+            "metadata": {"name": "short-lived"},
+            "spec": flavor["spec"],
+        }
+    )
+    control_plane.apply(
+        {
+            "apiVersion": "devservers.io/v1",
+            "kind": "DevServer",
+            "metadata": {"name": "orphan", "namespace": NS},
+            "spec": {
+                "owner": "ana@example.com",
+                "flavor": "short-lived",
+                "image": "pytorch/pytorch:2.5.1",
+                "mode": "distributed",
+                "distributed": {"worldSize": 2},
+            },
+        }
+    )
+    wait(
+        lambda: (
+            get(control_plane, "devservers.devservers.io", "orphan")["status"]["phase"] == "Running"
+        ),
+        120,
+        "running",
+    )
+    control_plane.kubectl("delete", "devserverflavors.devservers.io", "short-lived")
+    control_plane.kubectl(
+        "patch", "devservers.devservers.io", "orphan", "-n", NS, "--type=merge",
+        "-p", json.dumps({"spec": {"stopped": True}}),
+    )  # fmt: skip
+    wait(
+        lambda: get(control_plane, "statefulset", "orphan")["spec"]["replicas"] == 0,
+        30,
+        "scaled to zero without a flavor",
+    )
+    wait(
+        lambda: not get(control_plane, "pods", selector="devserver.io/name=orphan")["items"],
+        60,
+        "no pods",
+    )

@@ -274,14 +274,18 @@ def test_a_running_pod_keeps_its_template_unless_its_user_changed_something() ->
 
     server = ds()
     new = desired_deployment(server, flavor())
-    old_template = {"metadata": {"annotations": {"era": "old"}}, "spec": {"containers": []}}
+    old_template = {
+        "metadata": {"annotations": {"era": "old", "devserver.io/flavor": "gpu-small"}},
+        "spec": {"containers": [{"name": "dev", "image": "pytorch/pytorch:2.5.1"}]},
+    }
 
-    def live(replicas: int, inputs: str | None) -> KubeObject:
+    def live(replicas: int, inputs: str | None, ready: int | None = None) -> KubeObject:
         notes = {POD_INPUTS: inputs} if inputs else {}
         return KubeObject.model_validate(
             {
                 "metadata": {"name": "box", "annotations": notes},
                 "spec": {"replicas": replicas, "template": old_template},
+                "status": {"readyReplicas": replicas if ready is None else ready},
             }
         )
 
@@ -290,6 +294,13 @@ def test_a_running_pod_keeps_its_template_unless_its_user_changed_something() ->
     assert kept["metadata"]["annotations"][POD_INPUTS] == pod_inputs(server)
     adopted = keep_running_template(new, live(1, None), server)  # made by an older operator
     assert adopted["spec"]["template"] == old_template
+    other = ds(image="pytorch/pytorch:2.6.0")  # ... and the image changed while it was down
+    changed = desired_deployment(other, flavor())
+    assert keep_running_template(changed, live(1, None), other)["spec"]["template"] != (
+        old_template
+    )
+    failing = keep_running_template(new, live(1, pod_inputs(server), ready=0), server)
+    assert failing["spec"]["template"] == new["spec"]["template"]  # not up: nothing to protect
     moved = ds(image="pytorch/pytorch:2.6.0")  # the user changed the image
     assert keep_running_template(new, live(1, pod_inputs(server)), moved)["spec"]["template"] != (
         old_template

@@ -163,6 +163,18 @@ DEVSERVER = CrdSpec(
             "message": "mode distributed needs spec.distributed with worldSize >= 1",
         },
         {
+            "rule": "!has(self.distributed) || !has(self.distributed.ncclSettings) || "
+            "self.distributed.ncclSettings.all(k, k.startsWith('NCCL_'))",
+            "message": "ncclSettings takes NCCL_* variables only, e.g. NCCL_DEBUG: INFO",
+        },
+        {
+            "rule": "self.mode != 'distributed' || "
+            "self.persistentHomeSize == oldSelf.persistentHomeSize",
+            "message": "the home size of a distributed server is fixed when it is created (one "
+            "volume per rank from the StatefulSet's template); create a new server for "
+            "another size",
+        },
+        {
             "rule": "self.mode == oldSelf.mode",
             "message": "mode cannot change between standalone and distributed: their home "
             "volumes differ (<name>-home vs one per rank); create a new DevServer for the other "

@@ -43,7 +43,10 @@ class DistributedSpec(SpecModel):
         default="nccl", description="torch.distributed backend."
     )
     nccl_settings: dict[str, str] = Field(
-        default_factory=dict, alias="ncclSettings", description="Extra NCCL_* environment."
+        default_factory=dict,
+        alias="ncclSettings",
+        max_length=64,  # bounds the CEL rule's cost over its keys
+        description="Extra NCCL_* environment, over the defaults.",
     )
 
 

@@ -17,6 +17,7 @@ from devserver.cli.complete import complete_servers
 from devserver.cli.errors import DevctlError
 from devserver.cli.runner import Devctl
 from devserver.cli.servers import message_of, phase_of
+from devserver.client.errors import ApiError
 from devserver.client.remote import STDERR, ExecSession, exit_code_from_status
 
 if TYPE_CHECKING:
@@ -231,13 +232,19 @@ def logs(
             raise DevctlError(
                 f"{name} has ranks 0..{dist.world_size - 1}; pick one of them with --rank."
             )
-        if all_ranks:
-            await asyncio.gather(
+        if all_ranks:  # a rank without a pod (pending) says so; the others still print
+            results = await asyncio.gather(
                 *(
                     one(client, f"{name}-{i}", f"[rank {i}] ".encode())
                     for i in range(dist.world_size)
-                )
+                ),
+                return_exceptions=True,
             )
+            for i, result in enumerate(results):
+                if isinstance(result, ApiError):
+                    click.echo(f"[rank {i}] no log: {result.message}", err=True)
+                elif isinstance(result, BaseException):
+                    raise result
         else:
             await one(client, f"{name}-{rank or 0}", b"")
 

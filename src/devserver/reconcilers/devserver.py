@@ -42,7 +42,7 @@ from devserver.reconcilers.flavor import FLAVOR_INDEX, by_flavor, validate
 from devserver.reconcilers.gpu_hours import GpuHours, Holding, shared_gpu_hours
 from devserver.reconcilers.lifecycle_config import LifecycleConfig
 from devserver.reconcilers.naming import NAME_INDEX, NAME_LABEL, by_devserver_name
-from devserver.reconcilers.running_template import keep_running_template
+from devserver.reconcilers.running_template import keep_running_template, scale_to_zero
 from devserver.reconcilers.standalone import (
     desired_deployment,
     desired_home_claim,
@@ -94,6 +94,8 @@ class DevServerReconciler:
             await ensure_agent_objects(self.client, self.agent, ds)
         except TerminalError as error:  # e.g. RBAC: must not keep the workload from start/stop
             agent_problem = error
+        if problem is not None and ds.spec.stopped:
+            await scale_to_zero(self.client, DEPLOYMENTS, self.deployments.store.get(key))
         if problem is None and flavor is not None:
             replicas = 0 if ds.spec.stopped else 1
             live = self.deployments.store.get(key)

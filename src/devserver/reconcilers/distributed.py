@@ -44,7 +44,7 @@ from devserver.reconcilers.flavor import FLAVOR_INDEX, by_flavor
 from devserver.reconcilers.gpu_hours import GpuHours, Holding, shared_gpu_hours
 from devserver.reconcilers.lifecycle_config import LifecycleConfig
 from devserver.reconcilers.naming import NAME_INDEX, NAME_LABEL, by_devserver_name
-from devserver.reconcilers.running_template import keep_running_template
+from devserver.reconcilers.running_template import keep_running_template, scale_to_zero
 
 FIELD_MANAGER = "devserver-operator"
 
@@ -79,6 +79,8 @@ class DistributedReconciler:
             agent_problem = error
         await self._ensure(SERVICES, desired_headless_service(ds), self.services.store.get(key))
         statefulset = self.statefulsets.store.get(key)
+        if problem is not None and ds.spec.stopped:
+            await scale_to_zero(self.client, STATEFULSETS, statefulset)
         if problem is None and flavor is not None:
             replicas = 0 if ds.spec.stopped else None  # None: worldSize
             intent = desired_statefulset(ds, flavor, replicas=replicas)
@@ -131,8 +133,8 @@ class DistributedReconciler:
                 ds,
                 EventType.NORMAL,
                 "Ready",
-                f"all {w} ranks are ready; run `devserver-torchrun train.py` on each "
-                f"({w * p} processes)",
+                f"all {w} ranks are ready; run `$DEVSERVER_BIN/devserver-torchrun train.py` on "
+                f"each ({w * p} processes)",
             )
         if status["phase"] == "Stopped" and before is not None and before.phase != "Stopped":
             why = ds.metadata.annotations.get(STOP_REASON, "")

@@ -77,7 +77,9 @@ def distributed_env(ds: DevServer, flavor: DevServerFlavor) -> list[dict[str, An
         env.append({"name": "RANK", "valueFrom": rank()})
     backend = ds.spec.distributed.backend if ds.spec.distributed else "nccl"
     env.append(_value("DEVSERVER_BACKEND", backend))
-    nccl = {**NCCL_DEFAULTS, **(ds.spec.distributed.nccl_settings if ds.spec.distributed else {})}
+    settings = ds.spec.distributed.nccl_settings if ds.spec.distributed else {}
+    # NCCL_* only (the CRD refuses others): no name can collide with the variables set here
+    nccl = {**NCCL_DEFAULTS, **{k: v for k, v in settings.items() if k.startswith("NCCL_")}}
     env += [_value(k, v) for k, v in sorted(nccl.items())]
     env += [_value("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1"), _value("PYTHONUNBUFFERED", "1")]
     resources = flavor.spec.resources

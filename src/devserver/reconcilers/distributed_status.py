@@ -83,6 +83,18 @@ def rank_entries(ds: DevServer, pods: list[KubeObject]) -> list[dict[str, Any]]:
     return entries
 
 
+def rolled_out(statefulset: KubeObject | None, w: int) -> bool:
+    """Every rank runs the current template (the StatefulSet controller says so)."""
+    if statefulset is None:
+        return False
+    status = statefulset.extra.get("status") or {}
+    return (
+        status.get("observedGeneration") == statefulset.metadata.generation
+        and int(status.get("updatedReplicas", 0)) >= w
+        and status.get("currentRevision") == status.get("updateRevision")
+    )
+
+
 def distributed_status(
     ds: DevServer, seen: Observed, statefulset: KubeObject | None
 ) -> dict[str, Any]:
@@ -100,6 +112,15 @@ def distributed_status(
         ) + f"; every rank's home volume is kept — `devctl start {ds.metadata.name}`"
     elif statefulset is None and seen.flavor_problem:
         reason, message = "FlavorUnavailable", seen.flavor_problem
+    elif ready_count == w and not rolled_out(statefulset, w):
+        # every pod ready, but some still run the old shape (another WORLD_SIZE): not yet
+        updated = int(
+            ((statefulset.extra.get("status") or {}) if statefulset else {}).get(
+                "updatedReplicas", 0
+            )
+        )
+        reason = "Updating"
+        message = f"{updated}/{w} ranks restarted with the new settings; wait before torchrun"
     elif ready_count == w:
         phase, ready, reason = Phase.RUNNING, True, "AllRanksReady"
         message = f"all {w} ranks ready ({w * p} processes with torchrun)"

@@ -39,7 +39,13 @@ from devserver.api.lifecycle import (
     warned_value,
 )
 from devserver.api.meta import KubeObject, ObjectKey
-from devserver.api.resources import DEVSERVERS, LEASES, PERSISTENT_VOLUME_CLAIMS, PODS
+from devserver.api.resources import (
+    DEVSERVERS,
+    LEASES,
+    PERSISTENT_VOLUME_CLAIMS,
+    PODS,
+    STATEFULSETS,
+)
 from devserver.client import ApiError, KubeClient
 from devserver.client.events import EventType, record_event
 from devserver.controller import Controller, Result
@@ -58,6 +64,13 @@ def utc_now() -> datetime:
 
 def _stamp(when: datetime) -> str:
     return f"{when.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"  # an expirationTime may have an offset
+
+
+def homes(ds: DevServer) -> str:
+    dist = ds.spec.distributed
+    if ds.spec.mode.value == "distributed" and dist is not None:
+        return f"home-{ds.metadata.name}-0..{dist.world_size - 1}"
+    return home_claim_name(ds)
 
 
 def warning_text(name: str, stop: NextStop, now: datetime) -> str:
@@ -185,7 +198,8 @@ class ExpiryReconciler:
             EventType.NORMAL,
             "RetentionExpired",
             f"deleted after being stopped since {_stamp(stopped_at)}; its home volume "
-            f"{name}-home is kept — `devctl create {name} …` with the same name mounts it again",
+            f"({homes(ds)}) is kept — `devctl create {name} …` with the same name mounts it "
+            "again",
         )
         try:
             await self.client.delete(
@@ -203,16 +217,26 @@ class ExpiryReconciler:
         return None
 
     async def _home_owned_by(self, ds: DevServer) -> bool:
-        """Read live, not from a cache: this guards a delete."""
+        """Would deleting the server take a home with it? Read live, not from a cache: this
+        guards a delete. A home goes with it when a claim of the server (its `<name>-home`, or
+        a rank's `home-<name>-<i>`) has an owner — the server or its StatefulSet — or the
+        StatefulSet still says its claims are deleted with it."""
+        ns, name = ds.metadata.namespace, ds.metadata.name
+        claims = await self.client.list_page(
+            PERSISTENT_VOLUME_CLAIMS, ns, label_selector=f"{NAME_LABEL}={name}"
+        )
+        if any(claim.metadata.owner_references for claim in claims.items):
+            return True
         try:
-            claim = await self.client.get(
-                PERSISTENT_VOLUME_CLAIMS, home_claim_name(ds), ds.metadata.namespace
-            )
+            statefulset = await self.client.get(STATEFULSETS, name, ns)
         except ApiError as error:
             if error.status == 404:
                 return False
             raise
-        return any(ref.uid == ds.metadata.uid for ref in claim.metadata.owner_references)
+        policy = (statefulset.extra.get("spec") or {}).get(
+            "persistentVolumeClaimRetentionPolicy"
+        ) or {}
+        return bool(policy.get("whenDeleted") == "Delete")
 
     async def _notify_pods(self, key: ObjectKey, text: str, when: datetime) -> None:
         """The agent in the pod shows the notice in every open terminal (downward API)."""

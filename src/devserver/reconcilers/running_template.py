@@ -5,8 +5,8 @@ entrypoint, volumes, defaults) and from the flavor object. A new operator versio
 edit of a flavor would otherwise restart every running server at once, killing shells and
 training runs. So a workload that is running keeps its live template unless what the user
 controls changed — the pod inputs of the spec (flavor name, image, volumes, SSH, the distributed
-shape), recorded as a hash on the workload — or it is being started or stopped. Everything else
-takes effect at the server's next start.
+shape), recorded as a hash on the workload — or it is being started or stopped, or is not up at
+all. Everything else takes effect at the server's next start.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from typing import Any
 
 from devserver.api.devserver import DevServer
 from devserver.api.meta import KubeObject
+from devserver.api.resources import Resource
+from devserver.client import KubeClient
 
 POD_INPUTS = "devservers.io/pod-inputs"
 
@@ -48,10 +50,46 @@ def keep_running_template(
     if live is None:
         return intent
     live_spec = live.extra.get("spec") or {}
-    running = bool(live_spec.get("replicas")) and bool(intent["spec"].get("replicas"))
+    live_status = live.extra.get("status") or {}
+    # StatefulSet volume templates cannot change after creation: always the live ones
+    if "volumeClaimTemplates" in intent["spec"] and live_spec.get("volumeClaimTemplates"):
+        intent["spec"]["volumeClaimTemplates"] = live_spec["volumeClaimTemplates"]
+    wanted = intent["spec"].get("replicas")
+    # "running": every replica up. A server still failing to start (unschedulable, a bad
+    # template) takes a fix at once; there is no work in it to protect.
+    running = bool(wanted) and live_status.get("readyReplicas") == live_spec.get("replicas")
     recorded = live.metadata.annotations.get(POD_INPUTS)
-    same_inputs = recorded is None or recorded == inputs  # None: made before this rule existed
-    changes_size = live_spec.get("replicas") != intent["spec"].get("replicas")
-    if running and same_inputs and not changes_size and live_spec.get("template"):
-        intent["spec"]["template"] = live_spec["template"]
+    template = live_spec.get("template") or {}
+    if recorded is None:  # made before this rule existed: compare what the user controls
+        same_inputs = _image(template) == _image(intent["spec"]["template"]) and _flavor(
+            template
+        ) == _flavor(intent["spec"]["template"])
+    else:
+        same_inputs = recorded == inputs
+    changes_size = live_spec.get("replicas") != wanted
+    if running and same_inputs and not changes_size and template:
+        intent["spec"]["template"] = template
     return intent
+
+
+def _image(template: dict[str, Any]) -> str | None:
+    containers = (template.get("spec") or {}).get("containers") or [{}]
+    image = containers[0].get("image")
+    return str(image) if image else None
+
+
+def _flavor(template: dict[str, Any]) -> str | None:
+    annotations = (template.get("metadata") or {}).get("annotations") or {}
+    flavor = annotations.get("devserver.io/flavor")
+    return str(flavor) if flavor else None
+
+
+async def scale_to_zero(
+    client: KubeClient, resource: Resource[Any], live: KubeObject | None
+) -> None:
+    """A stop needs no flavor: with the flavor gone or invalid, the workload is still scaled to
+    zero (its template untouched), so a stopped server never keeps its GPUs."""
+    if live is None or not (live.extra.get("spec") or {}).get("replicas"):
+        return
+    patch = {"spec": {"replicas": 0}}
+    await client.patch(resource, live.metadata.name, patch, live.metadata.namespace)
