@@ -111,6 +111,11 @@ def metric(operator: OperatorProcess, name: str) -> float:
     return -1.0
 
 
+def gone(control_plane: LocalControlPlane, name: str) -> bool:
+    found = control_plane.kubectl("get", "devservers.devservers.io", name, "-n", NS, check=False)
+    return found.returncode != 0
+
+
 def lease_request(
     control_plane: LocalControlPlane, token_file: str, lease: str, method: str = "GET"
 ) -> int:
@@ -268,16 +273,7 @@ def test_retention_deletes_long_stopped_servers_but_never_a_home(
             "patch", "devservers.devservers.io", name, "-n", NS, "--type=merge",
             "-p", json.dumps({"spec": {"stopped": True}}),
         )  # fmt: skip
-    wait(
-        lambda: (
-            control_plane.kubectl(
-                "get", "devservers.devservers.io", "old-kept", "-n", NS, check=False
-            ).returncode
-            != 0
-        ),
-        60,
-        "the retention delete",
-    )
+    wait(lambda: gone(control_plane, "old-kept"), 60, "the retention delete")
     assert get(control_plane, "pvc", "old-kept-home")["metadata"]["uid"] == home  # home kept
     skipped = wait(
         lambda: next(
@@ -301,16 +297,7 @@ def test_retention_deletes_long_stopped_servers_but_never_a_home(
         "patch", "devservers.devservers.io", "old-owned", "-n", NS, "--type=merge",
         "-p", json.dumps({"spec": {"retainHomeOnDelete": True}}),
     )  # fmt: skip
-    wait(
-        lambda: (
-            control_plane.kubectl(
-                "get", "devservers.devservers.io", "old-owned", "-n", NS, check=False
-            ).returncode
-            != 0
-        ),
-        60,
-        "the delete once the home is kept",
-    )
+    wait(lambda: gone(control_plane, "old-owned"), 60, "the delete once the home is kept")
     time.sleep(5)  # the garbage collector would have acted by now
     claim = get(control_plane, "pvc", "old-owned-home")["metadata"]
     assert claim["uid"] == owned["uid"]

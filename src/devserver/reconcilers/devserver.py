@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from devserver.api.devserver import DevServer, DevServerStatus, Mode
+from devserver.api.devserver import DevServer, Mode
 from devserver.api.flavor import DevServerFlavor
 from devserver.api.lifecycle import EXPIRED, IDLE, STOP_REASON, deadline, next_stop
 from devserver.api.meta import KubeObject, ObjectKey
@@ -29,7 +29,7 @@ from devserver.api.resources import (
 from devserver.client import KubeClient
 from devserver.client.events import EventType, record_event
 from devserver.controller import Controller, Result
-from devserver.controller.applied import apply_if_changed, write_status_if_changed
+from devserver.controller.applied import apply_if_changed
 from devserver.controller.outcome import TerminalError
 from devserver.informers import NAMESPACE_INDEX, Informer, InformerFactory
 from devserver.reconcilers.agent_sync import (
@@ -37,7 +37,7 @@ from devserver.reconcilers.agent_sync import (
     ensure_agent_objects,
     idle_report_changed,
 )
-from devserver.reconcilers.devserver_status import Observed, current_status, observed_status
+from devserver.reconcilers.devserver_status import Observed, observed_status
 from devserver.reconcilers.flavor import FLAVOR_INDEX, by_flavor, validate
 from devserver.reconcilers.gpu_hours import GpuHours, Holding, shared_gpu_hours
 from devserver.reconcilers.lifecycle_config import LifecycleConfig
@@ -49,6 +49,7 @@ from devserver.reconcilers.standalone import (
     desired_service,
     home_claim_name,
 )
+from devserver.reconcilers.status_writer import StatusWriter
 
 FIELD_MANAGER = "devserver-operator"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -68,12 +69,15 @@ class DevServerReconciler:
     agent: AgentInformers
     lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
     gpu_hours: GpuHours = field(default_factory=GpuHours)
-    _written: dict[ObjectKey, tuple[str, dict[str, Any]]] = field(default_factory=dict)
+    writer: StatusWriter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.writer = StatusWriter(self.client)
 
     async def reconcile(self, key: ObjectKey) -> Result | None:
         ds = self.devservers.store.get(key)
         if ds is None or ds.metadata.deletion_timestamp:
-            self._written.pop(key, None)
+            self.writer.forget(key)
             self.gpu_hours.report(key, None)
             return None  # owned children go with it; a retained home volume stays
         if ds.spec.mode is Mode.DISTRIBUTED:
@@ -123,18 +127,10 @@ class DevServerReconciler:
             now=now,
             price_per_hour=flavor.spec.price_per_hour if flavor is not None else None,
         )
-        # Only we write this status, so what we last wrote is newer than a cache that has not
-        # caught up with it yet; building on it avoids repeating the same patch and Event.
-        written = self._written.get(key)
-        if written is not None and written[0] == ds.metadata.uid:
-            ds = ds.model_copy(update={"status": DevServerStatus.model_validate(written[1])})
+        ds = self.writer.latest(ds)
         status = observed_status(ds, seen)
         self.gpu_hours.report(key, self._holding(ds, seen, status))
-        current = current_status(ds)
-        if status != current:
-            await self._announce(ds, status)
-            await write_status_if_changed(self.client, DEVSERVERS, key, status, current)
-            self._written[key] = (ds.metadata.uid, status)
+        await self.writer.write(ds, status, self._announce)
         if agent_problem is not None:
             raise agent_problem  # counted and logged; the server itself is reconciled
         return None

@@ -81,11 +81,8 @@ def observed_status(ds: DevServer, seen: Observed) -> dict[str, Any]:
     phase, ready, reason, message = Phase.PENDING, False, "Creating", "creating the dev server"
     degraded: tuple[str, str] | None = None
     if ds.spec.stopped:
-        why = ds.metadata.annotations.get(STOP_REASON) or "Stopped"
-        phase, reason = Phase.STOPPED, why
-        message = {EXPIRED: "stopped at its deadline", IDLE: "stopped after being idle"}.get(
-            why, "stopped"
-        ) + f"; the home volume is kept — `devctl start {ds.metadata.name}` brings it back"
+        phase, (reason, message) = Phase.STOPPED, stopped_reason(ds, "the home volume is kept")
+        message += f" — `devctl start {ds.metadata.name}` brings it back"
         ready_pods, pod = [], None
     elif seen.deployment is None and seen.flavor_problem:
         reason, message = "FlavorUnavailable", seen.flavor_problem
@@ -158,6 +155,15 @@ def observed_status(ds: DevServer, seen: Observed) -> dict[str, Any]:
         status["serviceName"] = name
         status["sshEndpoint"] = f"{name}.{ds.metadata.namespace}.svc.cluster.local:{SSH_PORT}"
     return status
+
+
+def stopped_reason(ds: DevServer, kept: str) -> tuple[str, str]:
+    """(reason, message) of a stopped server: why it stopped, and what it kept."""
+    why = ds.metadata.annotations.get(STOP_REASON) or "Stopped"
+    said = {EXPIRED: "stopped at its deadline", IDLE: "stopped after being idle"}.get(
+        why, "stopped"
+    )
+    return why, f"{said}; {kept}"
 
 
 def shared_conditions(

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from devserver.api.devserver import DevServer, DevServerStatus, Mode
+from devserver.api.devserver import DevServer, Mode
 from devserver.api.flavor import DevServerFlavor
 from devserver.api.lifecycle import EXPIRED, IDLE, STOP_REASON, deadline, next_stop
 from devserver.api.meta import KubeObject, ObjectKey
@@ -24,7 +24,7 @@ from devserver.api.resources import DEVSERVERS, FLAVORS, PODS, SERVICES, STATEFU
 from devserver.client import KubeClient
 from devserver.client.events import EventType, record_event
 from devserver.controller import Controller, Result
-from devserver.controller.applied import apply_if_changed, write_status_if_changed
+from devserver.controller.applied import apply_if_changed
 from devserver.controller.outcome import TerminalError
 from devserver.informers import NAMESPACE_INDEX, Informer, InformerFactory
 from devserver.reconcilers.agent_sync import (
@@ -33,7 +33,7 @@ from devserver.reconcilers.agent_sync import (
     idle_report_changed,
 )
 from devserver.reconcilers.devserver import flavor_problem, gpu_count
-from devserver.reconcilers.devserver_status import Observed, current_status
+from devserver.reconcilers.devserver_status import Observed
 from devserver.reconcilers.distributed_objects import (
     desired_headless_service,
     desired_statefulset,
@@ -45,6 +45,7 @@ from devserver.reconcilers.gpu_hours import GpuHours, Holding, shared_gpu_hours
 from devserver.reconcilers.lifecycle_config import LifecycleConfig
 from devserver.reconcilers.naming import NAME_INDEX, NAME_LABEL, by_devserver_name
 from devserver.reconcilers.running_template import keep_running_template, scale_to_zero
+from devserver.reconcilers.status_writer import StatusWriter
 
 FIELD_MANAGER = "devserver-operator"
 
@@ -60,12 +61,15 @@ class DistributedReconciler:
     agent: AgentInformers
     lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
     gpu_hours: GpuHours = field(default_factory=GpuHours)
-    _written: dict[ObjectKey, tuple[str, dict[str, Any]]] = field(default_factory=dict)
+    writer: StatusWriter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.writer = StatusWriter(self.client)
 
     async def reconcile(self, key: ObjectKey) -> Result | None:
         ds = self.devservers.store.get(key)
         if ds is None or ds.metadata.deletion_timestamp:
-            self._written.pop(key, None)
+            self.writer.forget(key)
             self.gpu_hours.report(key, None)
             return None
         if ds.spec.mode is not Mode.DISTRIBUTED or ds.spec.distributed is None:
@@ -103,9 +107,7 @@ class DistributedReconciler:
             now=now,
             price_per_hour=flavor.spec.price_per_hour if flavor is not None else None,
         )
-        written = self._written.get(key)
-        if written is not None and written[0] == ds.metadata.uid:
-            ds = ds.model_copy(update={"status": DevServerStatus.model_validate(written[1])})
+        ds = self.writer.latest(ds)
         status = distributed_status(ds, seen, self.statefulsets.store.get(key))
         on_nodes = sum(1 for p in pods if (p.extra.get("spec") or {}).get("nodeName"))
         active = activity is not None and activity.fresh(now) and activity.idle_since is None
@@ -113,11 +115,7 @@ class DistributedReconciler:
         self.gpu_hours.report(
             key, Holding(name, gpu_count(flavor) * on_nodes, on_nodes > 0, active and on_nodes > 0)
         )
-        current = current_status(ds)
-        if status != current:
-            await self._announce(ds, status)
-            await write_status_if_changed(self.client, DEVSERVERS, key, status, current)
-            self._written[key] = (ds.metadata.uid, status)
+        await self.writer.write(ds, status, self._announce)
         if agent_problem is not None:
             raise agent_problem
         return None

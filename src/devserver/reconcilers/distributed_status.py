@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from devserver.api.devserver import DevServer, Phase
-from devserver.api.lifecycle import EXPIRED, IDLE, STOP_REASON, warned
+from devserver.api.lifecycle import warned
 from devserver.api.meta import KubeObject
 from devserver.reconcilers.conditions import merge_conditions
 from devserver.reconcilers.devserver_status import (
@@ -22,6 +22,7 @@ from devserver.reconcilers.devserver_status import (
     _waiting_reason,
     lifecycle_fields,
     shared_conditions,
+    stopped_reason,
 )
 from devserver.reconcilers.distributed_objects import (
     DIST_PORT,
@@ -105,11 +106,11 @@ def distributed_status(
     phase, ready, reason = Phase.PENDING, False, "Creating"
     message = f"creating {w} ranks"
     if ds.spec.stopped:
-        why = ds.metadata.annotations.get(STOP_REASON) or "Stopped"
-        phase, reason = Phase.STOPPED, why
-        message = {EXPIRED: "stopped at its deadline", IDLE: "stopped after being idle"}.get(
-            why, "stopped"
-        ) + f"; every rank's home volume is kept — `devctl start {ds.metadata.name}`"
+        phase, (reason, message) = (
+            Phase.STOPPED,
+            stopped_reason(ds, "every rank's home volume is kept"),
+        )
+        message += f" — `devctl start {ds.metadata.name}`"
     elif statefulset is None and seen.flavor_problem:
         reason, message = "FlavorUnavailable", seen.flavor_problem
     elif ready_count == w and not rolled_out(statefulset, w):
