@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from devserver.api.devserver import DevServer
+from devserver.api.devserver import DevServer, DevServerStatus
 from devserver.api.lifecycle import (
     EXPIRED,
     IDLE,
@@ -99,7 +99,8 @@ def test_idleness_needs_auto_shutdown_and_a_timeout_and_counts_from_the_last_sta
     assert idle_deadline(devserver(), report, NOW) is None
     assert idle_deadline(devserver(idleTimeout=600, autoShutdown=False), report, NOW) is None
     ds = devserver(idleTimeout=600)
-    ds.metadata.annotations["devservers.io/started-at"] = "2026-11-26T11:55:00Z"
+    started = DevServerStatus(lastStart=datetime(2026, 11, 26, 11, 55, tzinfo=UTC))
+    ds = ds.model_copy(update={"status": started})
     assert idle_deadline(ds, report, NOW) == datetime(2026, 11, 26, 12, 5, tzinfo=UTC)
 
 

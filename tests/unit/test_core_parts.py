@@ -159,11 +159,9 @@ def test_status_patches_clear_dropped_fields_at_any_depth() -> None:
 def test_typed_watches_decode_bookmarks_and_errors_and_refuse_broken_objects() -> None:
     """Found by the expiry bench: the API server's first BOOKMARK (about a minute into a watch)
     has no spec, and decoding it as a DevServer killed the DevServer cache for good."""
-    from pydantic import ValidationError
-
     from devserver.api.devserver import DevServer
-    from devserver.api.meta import EventType
-    from devserver.client.kube import WatchEvent, decode_event
+    from devserver.api.meta import EventType, Unreadable
+    from devserver.client.decoding import WatchEvent, decode_event
 
     model = WatchEvent[DevServer]
     bookmark = (
@@ -184,5 +182,26 @@ def test_typed_watches_decode_bookmarks_and_errors_and_refuse_broken_objects() -
         b'"spec":{"owner":"u","flavor":"cpu-small","image":"x"}}}'
     )
     assert isinstance(decode_event(added, model).object, DevServer)
-    with pytest.raises(ValidationError):  # a real object that breaks the model is not hidden
-        decode_event(added.replace(b'"owner":"u",', b""), model)
+    # a real object that breaks the model is neither hidden nor fatal: it says why
+    broken = decode_event(added.replace(b'"owner":"u",', b""), model)
+    assert isinstance(broken.object, Unreadable)
+    assert broken.object.key == ("n", "a")
+    assert "spec.owner" in broken.object.problem
+    # a status only the operator writes is dropped, not the object
+    bad_status = added.replace(b"}}}", b'},"status":{"phase":"Exploded"}}}')
+    assert isinstance(decode_event(bad_status, model).object, DevServer)
+
+
+def test_a_page_with_an_unreadable_object_keeps_the_others() -> None:
+    from devserver.api.devserver import DevServer
+    from devserver.client.decoding import decode_list
+
+    good = (
+        b'{"metadata":{"name":"a","namespace":"n"},"spec":{"owner":"u","flavor":"f","image":"x"}}'
+    )
+    bad = b'{"metadata":{"name":"b","namespace":"n"},"spec":{"flavor":"f","image":"x"}}'
+    page = decode_list(b'{"metadata":{"resourceVersion":"9"},"items":[' + good + b"," + bad + b"]}",
+                       DevServer)  # fmt: skip
+    assert [d.metadata.name for d in page.items] == ["a"]
+    assert [u.metadata.name for u in page.unreadable] == ["b"]
+    assert page.metadata.resource_version == "9"

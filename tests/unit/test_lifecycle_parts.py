@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from devserver.api.devserver import DevServer
+from devserver.api.devserver import DevServer, DevServerStatus
 from devserver.api.lifecycle import STARTED_AT, deadline, parse_ttl, requested_deadline
 from devserver.reconcilers.lifecycle_config import lead_label
 
@@ -28,11 +28,20 @@ def ds(lifecycle: dict[str, Any], annotations: dict[str, str] | None = None) -> 
     )
 
 
-def test_time_to_live_counts_from_creation_or_the_last_start() -> None:
+def test_time_to_live_counts_from_creation_or_the_recorded_start() -> None:
     assert requested_deadline(ds({"timeToLive": "2h30m"})) == CREATED + timedelta(hours=2.5)
     restarted = CREATED + timedelta(days=1)
-    again = ds({"timeToLive": "1h"}, {STARTED_AT: restarted.isoformat()})
+    again = ds({"timeToLive": "1h"}).model_copy(
+        update={"status": DevServerStatus(lastStart=restarted)}
+    )
     assert requested_deadline(again) == restarted + timedelta(hours=1)
+
+
+def test_the_old_started_at_annotation_is_the_users_and_moves_nothing() -> None:
+    """The annotation `devctl start` used to write: a user could set it to 2100."""
+    forged = ds({"timeToLive": "1h"}, {STARTED_AT: "2100-01-01T00:00:00Z"})
+    assert requested_deadline(forged) == CREATED + timedelta(hours=1)
+    assert deadline(forged, timedelta(days=7)) == (CREATED + timedelta(hours=1), False)
 
 
 def test_a_fixed_expiration_time_wins() -> None:

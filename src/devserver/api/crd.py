@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from devserver.api.devserver import MAX_NAME_LENGTH, DevServerSpec, DevServerStatus
+from devserver.api.devserver import MAX_NAME_LENGTH, NAME_PATTERN, DevServerSpec, DevServerStatus
 from devserver.api.flavor import GROUP, VERSION, DevServerFlavorSpec, DevServerFlavorStatus
 from devserver.api.user import (
     MAX_USERNAME,
@@ -186,7 +186,12 @@ DEVSERVER = CrdSpec(
             "rule": f"self.metadata.name.size() <= {MAX_NAME_LENGTH}",
             "message": f"name must be at most {MAX_NAME_LENGTH} characters so the names of "
             "its volumes, pods and services fit Kubernetes' 63-character limit",
-        }
+        },
+        {
+            "rule": f"self.metadata.name.matches('{NAME_PATTERN}')",
+            "message": "name must start with a lower-case letter and hold only lower-case "
+            "letters, digits and '-' (it becomes a Service and host name), e.g. my-dev",
+        },
     ],
 )
 

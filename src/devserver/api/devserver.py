@@ -7,11 +7,11 @@ server to new hardware with the same home volume.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from devserver.api.meta import KubeObject
 from devserver.api.schema import Condition, SpecModel
@@ -19,7 +19,26 @@ from devserver.api.schema import Condition, SpecModel
 # Derived object names append at most this many characters (e.g. "-home", "-scripts") and
 # StatefulSet pods "-NN"; DNS labels hold 63.
 MAX_NAME_LENGTH = 40
-DURATION_PATTERN = r"^([0-9]+(s|m|h|d))+$"
+# A DevServer's name becomes a Service, a hostname and label values: a DNS-1035 label (a
+# DevServer name is otherwise any DNS-1123 subdomain, dots and leading digits included).
+NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+DURATION_PATTERN = r"^([0-9]{1,9}(s|m|h|d))+$"
+MAX_DURATION_TEXT = 32
+# Inputs are bounded where they enter (the CRD), and the arithmetic saturates anyway
+# (`api.lifecycle`): no value the API server accepts can make the operator raise.
+MAX_IDLE_TIMEOUT = 30 * 86400
+QUANTITY_PATTERN = r"^[0-9]{1,12}(\.[0-9]{1,6})?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$"
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """A time without a zone is UTC: comparing it with the API server's times must not raise."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+AwareTime = Annotated[datetime, AfterValidator(_aware)]
 
 
 class Mode(StrEnum):
@@ -42,7 +61,7 @@ class DistributedSpec(SpecModel):
     backend: Literal["nccl", "gloo"] = Field(
         default="nccl", description="torch.distributed backend."
     )
-    nccl_settings: dict[str, str] = Field(
+    nccl_settings: dict[str, Annotated[str, Field(max_length=1024)]] = Field(
         default_factory=dict,
         alias="ncclSettings",
         max_length=64,  # bounds the CEL rule's cost over its keys
@@ -55,6 +74,7 @@ class LifecycleSpec(SpecModel):
         default=None,
         alias="idleTimeout",
         ge=60,
+        le=MAX_IDLE_TIMEOUT,
         description="Stop after this many seconds without activity (sessions, processes, CPU, "
         "GPU, as the in-pod agent reports); unset: never for idleness.",
     )
@@ -64,23 +84,31 @@ class LifecycleSpec(SpecModel):
         description="Stop (never delete) after idleTimeout without activity; deadlines apply "
         "either way.",
     )
-    expiration_time: datetime | None = Field(
+    expiration_time: AwareTime | None = Field(
         default=None, alias="expirationTime", description="Stop at this time (RFC 3339)."
     )
     time_to_live: str | None = Field(
         default=None,
         alias="timeToLive",
         pattern=DURATION_PATTERN,
-        description="Stop this long after creation, e.g. 4h or 1h30m.",
+        max_length=MAX_DURATION_TEXT,
+        description="Stop this long after the last start, e.g. 4h or 1h30m.",
     )
 
 
 class DevServerSpec(SpecModel):
-    owner: str = Field(description="The user it belongs to (e-mail or user name).")
-    flavor: str = Field(min_length=1, description="Name of a DevServerFlavor.")
+    owner: str = Field(max_length=254, description="The user it belongs to (e-mail or user name).")
+    flavor: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN,
+        description="Name of a DevServerFlavor.",
+    )
     image: str = Field(
         min_length=1,
-        pattern=r"^[^\s]+$",
+        max_length=1024,
+        # ASCII classes only: the API server (RE2) and pydantic must agree on every string
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$",
         description="Container image, e.g. pytorch/pytorch:2.5.1.",
     )
     mode: Mode = Field(default=Mode.STANDALONE, description="standalone or distributed.")
@@ -90,12 +118,15 @@ class DevServerSpec(SpecModel):
     persistent_home_size: str = Field(
         default="20Gi",
         alias="persistentHomeSize",
-        pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$",
+        pattern=QUANTITY_PATTERN,
+        max_length=24,
         description="Size of the home volume mounted at /home/dev.",
     )
     shared_volume_claim_name: str | None = Field(
         default=None,
         alias="sharedVolumeClaimName",
+        max_length=253,
+        pattern=DNS_SUBDOMAIN,
         description="An existing PVC (e.g. EFS) mounted at /shared in every pod.",
     )
     enable_ssh: bool = Field(default=True, alias="enableSSH", description="Expose port 22.")
@@ -151,6 +182,12 @@ class DevServerStatus(SpecModel):
     ssh_endpoint: str | None = Field(default=None, alias="sshEndpoint")
     home_claim: str | None = Field(default=None, alias="homeClaim", description="Home PVC.")
     started_at: datetime | None = Field(default=None, alias="startedAt")
+    last_start: datetime | None = Field(
+        default=None,
+        alias="lastStart",
+        description="When it was created or last started, as the operator saw it: deadlines "
+        "and the maximum lifetime count from here (only the operator writes it).",
+    )
     expires_at: datetime | None = Field(
         default=None, alias="expiresAt", description="When it stops (after any cap)."
     )

@@ -1,8 +1,12 @@
-"""When a DevServer stops: its deadline, from the spec and a few annotations (pure).
+"""When a DevServer stops: its deadline, from the spec and the operator's own status (pure).
 
-- `spec.lifecycle.expirationTime` wins; else `timeToLive` counted from the last start (the
-  `devservers.io/started-at` annotation `devctl start` writes) or from creation.
-- The operator caps every deadline at start + its maximum lifetime (`--max-lifetime`).
+- `spec.lifecycle.expirationTime` wins; else `timeToLive` counted from the last start.
+- The last start is `status.lastStart`, which only the operator writes (it records the moment
+  it sees a stopped server started), else the creation time, which the API server sets. Nothing
+  the user can write — annotations, labels, the agent's Lease — moves the start, so the
+  operator's cap (start + `--max-lifetime`) always holds.
+- Arithmetic saturates: durations and times of any magnitude the API server accepts give a
+  time no later than `FAR_FUTURE`, never an OverflowError.
 - Annotations carry what is not desired state: why it was stopped, which warnings were given
   (for which deadline: a moved deadline re-arms them), the last extension (who, when, how much).
 - Idleness comes from the DevServer's activity Lease, written by the agent in the pod: with
@@ -20,7 +24,7 @@ from devserver.api.devserver import DevServer
 from devserver.api.meta import KubeObject
 
 STOP_REASON = "devservers.io/stop-reason"
-STARTED_AT = "devservers.io/started-at"
+STARTED_AT = "devservers.io/started-at"  # written by devctl before 0.2; read once, clamped
 WARNED = "devservers.io/warned"
 LAST_EXTENSION = "devservers.io/last-extension"
 RETENTION = "devservers.io/retention"  # "kept": past retention, but deleting would take the home
@@ -33,31 +37,108 @@ NOTICE = "devservers.io/notice"
 STOP_AT = "devservers.io/stop-at"  # beside the notice: the agent samples faster as it nears
 
 EXPIRED, IDLE, STOPPED_BY_USER = "Expired", "Idle", "StoppedByUser"
+USER_REMOVED = "UserRemoved"  # its DevUser was deleted: access revoked, data kept
 
-_PART = re.compile(r"(\d+)([smhd])")
+_PART = re.compile(r"([0-9]+)([smhd])")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+# Saturation points: far beyond any lifetime, far inside what datetime can hold.
+LONGEST = timedelta(days=36_500)
+FAR_FUTURE = datetime(9000, 1, 1, tzinfo=UTC)
+_FAR_PAST = datetime(1, 1, 2, tzinfo=UTC)
 
 
 def parse_ttl(text: str) -> timedelta:
-    """`4h`, `1h30m`, `90s`, `1d` (the CRD's pattern); ValueError otherwise."""
+    """`4h`, `1h30m`, `90s`, `1d` (the CRD's pattern), at most `LONGEST`; ValueError otherwise."""
     if not text or _PART.sub("", text):
         raise ValueError(f"{text!r} is not a duration such as 30m, 4h or 1d")
-    return timedelta(seconds=sum(int(n) * _UNIT[u] for n, u in _PART.findall(text)))
+    seconds = sum(int(n) * _UNIT[u] for n, u in _PART.findall(text))
+    return seconds_at_most(seconds)
+
+
+def seconds_at_most(seconds: float) -> timedelta:
+    """A duration in seconds, clamped to [0, LONGEST] (timedelta raises past ~2.7 million years)."""
+    if seconds != seconds:  # NaN
+        return timedelta(0)
+    return timedelta(seconds=min(max(seconds, 0.0), LONGEST.total_seconds()))
+
+
+def later(when: datetime, by: timedelta) -> datetime:
+    """`when + by`, saturating at `FAR_FUTURE` (and at the far past) instead of raising."""
+    when = _aware(when)
+    if by >= timedelta(0) and when >= FAR_FUTURE - by:
+        return FAR_FUTURE
+    if by < timedelta(0) and when <= _FAR_PAST - by:
+        return _FAR_PAST
+    return when + by
+
+
+def _aware(when: datetime) -> datetime:
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def lifetime_start(ds: DevServer) -> datetime | None:
-    started = _time(ds.metadata.annotations.get(STARTED_AT))
-    return started if started is not None else ds.metadata.creation_timestamp
+    """The last start as the operator recorded it, else the creation time (both out of the
+    user's reach). Before the first status exists, that is the creation time."""
+    recorded = ds.status.last_start if ds.status else None
+    if recorded is not None:
+        return _aware(recorded)
+    return ds.metadata.creation_timestamp
+
+
+def migrated_start(ds: DevServer, now: datetime) -> datetime | None:
+    """The first `lastStart` for a server made before the operator recorded starts: the old
+    annotation, clamped between creation and now — a value a user wrote into the future can
+    give at most one lifetime from the upgrade, never an unbounded one."""
+    created = ds.metadata.creation_timestamp
+    old = _time(ds.metadata.annotations.get(STARTED_AT))
+    if old is None or created is None:
+        return created
+    return max(created, min(old, now))
+
+
+def start_pending(ds: DevServer) -> bool:
+    """Running (spec) but the status has not recorded this run's start yet: just started (the
+    status still says stopped), or made by an operator that did not record starts."""
+    status = ds.status
+    return (
+        not ds.spec.stopped
+        and status is not None
+        and (status.stopped_at is not None or status.last_start is None)
+    )
+
+
+def start_to_record(ds: DevServer, now: datetime) -> datetime | None:
+    """What `status.lastStart` says after this reconcile: now for a start just seen, the
+    recorded one while it runs, the creation time for a new server."""
+    status = ds.status
+    if status is None:
+        return ds.metadata.creation_timestamp
+    if ds.spec.stopped:
+        return status.last_start or ds.metadata.creation_timestamp
+    if status.stopped_at is not None:
+        return now
+    if status.last_start is not None:
+        return status.last_start
+    return migrated_start(ds, now)
+
+
+def with_start(ds: DevServer, now: datetime) -> DevServer:
+    """`ds` as the lifecycle sees it after this reconcile records the start."""
+    start = start_to_record(ds, now)
+    if ds.status is None or start == ds.status.last_start:
+        return ds
+    return ds.model_copy(update={"status": ds.status.model_copy(update={"last_start": start})})
 
 
 def requested_deadline(ds: DevServer) -> datetime | None:
     lifecycle = ds.spec.lifecycle
     if lifecycle.expiration_time is not None:
-        return lifecycle.expiration_time
+        return _aware(lifecycle.expiration_time)
     start = lifetime_start(ds)
     if lifecycle.time_to_live and start is not None:
         try:
-            return start + parse_ttl(lifecycle.time_to_live)
+            return later(start, parse_ttl(lifecycle.time_to_live))
         except ValueError:
             return None
     return None
@@ -69,7 +150,7 @@ def deadline(ds: DevServer, max_lifetime: timedelta | None) -> tuple[datetime | 
     start = lifetime_start(ds)
     if max_lifetime is None or start is None:
         return requested, False
-    cap = start + max_lifetime
+    cap = later(start, max_lifetime)
     if requested is None or requested > cap:
         return cap, requested is not None
     return requested, False
@@ -82,9 +163,9 @@ def _time(text: object) -> datetime | None:
         return None
     try:
         when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+    except (ValueError, OverflowError):
         return None
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+    return _aware(when)
 
 
 def warned(ds: DevServer, when: datetime | None = None) -> set[str]:
@@ -115,10 +196,14 @@ class Activity:
 def activity_of(lease: KubeObject | None) -> Activity | None:
     if lease is None:
         return None
-    spec = lease.extra.get("spec") or {}
+    spec = lease.extra.get("spec")
+    spec = spec if isinstance(spec, dict) else {}
     renewed = _time(spec.get("renewTime"))
     duration = spec.get("leaseDurationSeconds")
-    valid = renewed + timedelta(seconds=int(duration)) if renewed and duration else None
+    # the Lease is the pod's to write: any number, any time; a lease that claims to be valid
+    # for longer than a day is taken as valid for a day (freshness only ever shortens a run)
+    seconds = min(duration, 86_400) if isinstance(duration, int) and duration > 0 else 0
+    valid = later(renewed, timedelta(seconds=seconds)) if renewed and seconds else None
     annotations = lease.metadata.annotations
     return Activity(
         renewed, valid, _time(annotations.get(IDLE_SINCE)), annotations.get(ACTIVITY, "")
@@ -156,7 +241,7 @@ def idle_deadline(ds: DevServer, activity: Activity | None, now: datetime) -> da
     start = lifetime_start(ds)
     if start is not None and start > since:
         since = start  # a report from before the last start says nothing about this run
-    return since + timedelta(seconds=lifecycle.idle_timeout)
+    return later(since, seconds_at_most(lifecycle.idle_timeout))
 
 
 @dataclass(frozen=True)

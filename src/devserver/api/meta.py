@@ -79,6 +79,13 @@ class KubeObject(_Model):
 ObjectT = TypeVar("ObjectT", bound=KubeObject)
 
 
+class Unreadable(KubeObject):
+    """An object the API server stored that our model cannot read; `problem` says why. It
+    never reaches a typed cache: a reconciler sees it as absent, a reporter writes its status."""
+
+    problem: str = ""
+
+
 class ListMeta(_Model):
     resource_version: str = Field(default="", alias="resourceVersion")
     continue_: str = Field(default="", alias="continue")
@@ -88,6 +95,8 @@ class ListMeta(_Model):
 class ObjectList(_Model, Generic[ObjectT]):
     metadata: ListMeta = Field(default_factory=ListMeta)
     items: list[ObjectT] = Field(default_factory=list)
+    # items of the page that the model could not read (see `client.kube.decode_list`)
+    unreadable: list[Unreadable] = Field(default_factory=list, exclude=True)
 
 
 class EventType(StrEnum):

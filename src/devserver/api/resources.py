@@ -84,3 +84,7 @@ CLUSTER_ROLE_BINDINGS = Resource(
     False,
     KubeObject,
 )
+NETWORK_POLICIES = Resource(
+    "networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True, KubeObject
+)
+PERSISTENT_VOLUMES = Resource("", "v1", "persistentvolumes", "PersistentVolume", False, KubeObject)

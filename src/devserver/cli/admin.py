@@ -12,7 +12,13 @@ from typing import Any, TypeVar
 
 import click
 
-from devserver.api.resources import DEVUSERS
+from devserver.api.meta import KubeObject
+from devserver.api.resources import (
+    DEVUSERS,
+    NAMESPACES,
+    PERSISTENT_VOLUME_CLAIMS,
+    PERSISTENT_VOLUMES,
+)
 from devserver.api.user import DevUser
 from devserver.cli.errors import DevctlError
 from devserver.cli.runner import Devctl
@@ -95,14 +101,61 @@ def add(
 
 @user.command("remove")
 @click.argument("name")
-@click.confirmation_option(
-    prompt="This deletes the user's namespace and all their dev servers and home volumes. Continue?"
+@click.option(
+    "--delete-homes",
+    is_flag=True,
+    help="Also delete namespace dev-NAME with every home volume in it (asks first).",
 )
+@click.option("--yes", is_flag=True, help="Do not ask (with --delete-homes).")
 @click.pass_obj
-def remove(obj: Devctl, name: str) -> None:
-    """Remove user NAME and everything in their namespace."""
-    _run(obj, lambda c: c.delete(DEVUSERS, name))
-    click.echo(f"user {name} removed; dev-{name} is being deleted")
+def remove(obj: Devctl, name: str, delete_homes: bool, yes: bool) -> None:
+    """Remove user NAME: access goes at once, servers stop; the data stays unless asked."""
+    namespace = f"dev-{name}"
+    if delete_homes and not yes:
+        click.confirm(
+            f"This deletes namespace {namespace}, every dev server in it and every home volume "
+            "with its data, for good. Continue?",
+            abort=True,
+        )
+
+    def act(client: BlockingKubeClient) -> int:
+        try:
+            client.delete(DEVUSERS, name)
+        except ApiError as error:
+            if error.status != 404 or not delete_homes:
+                raise
+        claims = _claims(client, namespace)
+        if delete_homes:
+            for claim in claims:  # the operator set kept homes to Retain: undo it first
+                volume = (claim.extra.get("spec") or {}).get("volumeName")
+                if volume:
+                    patch = {"spec": {"persistentVolumeReclaimPolicy": "Delete"}}
+                    client.patch(PERSISTENT_VOLUMES, volume, patch)
+            try:
+                client.delete(NAMESPACES, namespace)
+            except ApiError as error:
+                if error.status != 404:
+                    raise
+        return len(claims)
+
+    homes = _run(obj, act)
+    if delete_homes:
+        click.echo(f"user {name} removed; {namespace} and its {homes} volume(s) are being deleted")
+    else:
+        click.echo(
+            f"user {name} removed: access revoked and their servers stopped; namespace "
+            f"{namespace} and its {homes} home volume(s) are kept (adding {name} again gives "
+            f"them back; `devctl admin user remove {name} --delete-homes` deletes them)"
+        )
+
+
+def _claims(client: BlockingKubeClient, namespace: str) -> list[KubeObject]:
+    try:
+        return client.list_page(PERSISTENT_VOLUME_CLAIMS, namespace).items
+    except ApiError as error:
+        if error.status == 404:
+            return []
+        raise
 
 
 @user.command("list")

@@ -95,7 +95,9 @@ def start(devctl: Devctl, name: str, ttl: str | None, wait: bool, timeout: str) 
             old = ds.spec.lifecycle.expiration_time - (ds.metadata.creation_timestamp or now)
             lifecycle = {"expirationTime": _iso(now + old)}
         patch = {
-            "metadata": {"annotations": {STOP_REASON: None, WARNED: None, STARTED_AT: _iso(now)}},
+            # the operator records the start itself (status.lastStart); the annotation older
+            # devctl versions wrote is removed
+            "metadata": {"annotations": {STOP_REASON: None, WARNED: None, STARTED_AT: None}},
             "spec": {"stopped": False, **({"lifecycle": lifecycle} if lifecycle else {})},
         }
         client.patch(DEVSERVERS, name, patch, namespace)

@@ -76,5 +76,12 @@ def main() -> None:
     except SystemExit as done:
         code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
         raise
+    except Exception as error:  # noqa: BLE001 - the promise: one sentence, never a traceback
+        click.echo(
+            f"devctl: something unexpected went wrong ({type(error).__name__}: {error}); "
+            "run it again, and if it persists report it with the command you ran",
+            err=True,
+        )
+        raise SystemExit(1) from None
     finally:
         report_command(["devctl", *sys.argv[1:]], code, time.monotonic() - started)

@@ -264,7 +264,14 @@ def list_(devctl: Devctl, output: str) -> None:
     def go() -> None:
         client = devctl.client()
         namespace = devctl.namespace()
-        servers = (client.list_page(DEVSERVERS, namespace)).items
+        page = client.list_page(DEVSERVERS, namespace)
+        servers = page.items
+        for bad in page.unreadable:
+            click.echo(
+                f"devctl: dev server {bad.metadata.name} cannot be read ({bad.problem}); "
+                "ask your platform admin",
+                err=True,
+            )
         if output != "table":
             items = [s.model_dump(by_alias=True, mode="json", exclude_none=True) for s in servers]
             click.echo(dump({"items": items}, output))

@@ -16,12 +16,13 @@ from devserver.client.errors import ApiError, WatchStalledError
 
 if TYPE_CHECKING:
     from devserver.client.blocking import BlockingKubeClient, new_blocking_client
-    from devserver.client.kube import KubeClient, PatchType, WatchEvent, new_client
+    from devserver.client.decoding import WatchEvent
+    from devserver.client.kube import KubeClient, PatchType, new_client
 
 _LAZY = {
     "KubeClient": "devserver.client.kube",
     "PatchType": "devserver.client.kube",
-    "WatchEvent": "devserver.client.kube",
+    "WatchEvent": "devserver.client.decoding",
     "new_client": "devserver.client.kube",
     "BlockingKubeClient": "devserver.client.blocking",
     "new_blocking_client": "devserver.client.blocking",

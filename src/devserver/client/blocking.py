@@ -18,9 +18,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from devserver import __version__
-from devserver.api.meta import ObjectList, ObjectT
+from devserver.api.meta import ObjectList, ObjectT, Unreadable
 from devserver.api.resources import Resource
 from devserver.client.config import ClusterConfig
+from devserver.client.decoding import decode_item, decode_list
 from devserver.client.errors import ApiError
 
 Query = Sequence[tuple[str, str]]
@@ -102,7 +103,12 @@ class BlockingKubeClient:
 
     def get(self, resource: Resource[ObjectT], name: str, namespace: str = "") -> ObjectT:
         data = self.request("GET", resource.path(namespace, name))
-        return resource.model.model_validate_json(data)
+        obj = decode_item(json.loads(data), resource.model)
+        if isinstance(obj, Unreadable):
+            raise ApiError(
+                422, "Unreadable", f"{resource.kind} {name} cannot be read: {obj.problem}"
+            )
+        return obj
 
     def list_page(
         self,
@@ -119,7 +125,7 @@ class BlockingKubeClient:
         if field_selector:
             query.append(("fieldSelector", field_selector))
         data = self.request("GET", resource.path(namespace), query=query)
-        return ObjectList[resource.model].model_validate_json(data)  # type: ignore[name-defined]
+        return decode_list(data, resource.model)
 
     def create(
         self, resource: Resource[ObjectT], body: Mapping[str, Any], namespace: str = ""

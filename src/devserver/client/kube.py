@@ -16,15 +16,15 @@ import json
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from enum import StrEnum
-from typing import Any, Generic
+from typing import Any
 
 import aiohttp
-from pydantic import BaseModel, ValidationError
 
 from devserver import __version__
-from devserver.api.meta import EventType, KubeObject, ObjectList, ObjectT
+from devserver.api.meta import ObjectList, ObjectT
 from devserver.api.resources import PODS, Resource
 from devserver.client.config import ClusterConfig, load_config
+from devserver.client.decoding import WatchEvent, decode_event, decode_list
 from devserver.client.errors import ApiError, WatchStalledError
 from devserver.client.remote import ExecSession, open_exec
 
@@ -38,11 +38,6 @@ class PatchType(StrEnum):
     MERGE = "application/merge-patch+json"
     JSON = "application/json-patch+json"
     STRATEGIC = "application/strategic-merge-patch+json"
-
-
-class WatchEvent(BaseModel, Generic[ObjectT]):
-    type: EventType
-    object: ObjectT
 
 
 class KubeClient:
@@ -154,7 +149,7 @@ class KubeClient:
         query += _selectors(label_selector, field_selector)
         data = await self.request("GET", resource.path(namespace), query=query)
         with _gc_paused():
-            return ObjectList[resource.model].model_validate_json(data)  # type: ignore[name-defined]
+            return decode_list(data, resource.model)
 
     async def get(self, resource: Resource[ObjectT], name: str, namespace: str = "") -> ObjectT:
         data = await self.request("GET", resource.path(namespace, name))
@@ -398,18 +393,6 @@ async def _events(
             line, buffer = buffer[:newline], buffer[newline + 1 :]
             if line.strip():
                 yield decode_event(line, model)
-
-
-def decode_event(line: bytes, model: type[WatchEvent[Any]]) -> WatchEvent[Any]:
-    """One watch event. A BOOKMARK carries only a resourceVersion and an ERROR a Status, which
-    a typed model (a DevServer needs its spec) rejects: those come back as plain KubeObjects."""
-    try:
-        return model.model_validate_json(line)
-    except ValidationError:
-        loose = WatchEvent[KubeObject].model_validate_json(line)
-        if loose.type in (EventType.BOOKMARK, EventType.ERROR):
-            return loose
-        raise
 
 
 async def new_client(kubeconfig: str | None = None, context: str | None = None) -> KubeClient:

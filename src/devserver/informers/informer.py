@@ -17,7 +17,7 @@ from typing import Generic
 
 import structlog
 
-from devserver.api.meta import ObjectT
+from devserver.api.meta import ObjectKey, ObjectT, Unreadable
 from devserver.api.resources import Resource
 from devserver.client import KubeClient
 from devserver.informers.reflector import Reflector, ReflectorOptions
@@ -92,6 +92,8 @@ class Informer(Generic[ObjectT]):
         self.name = self.reflector.name
         self.resync_period = resync_period
         self._handlers: list[_HandlerRunner[ObjectT]] = []
+        self._unreadable_handlers: list[Callable[[Unreadable], None]] = []
+        self.unreadable_now: dict[ObjectKey, Unreadable] = {}
         self._synced = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -143,7 +145,8 @@ class Informer(Generic[ObjectT]):
 
     # ------------------------------------------------------------------ ReflectorSink
 
-    def replace(self, objects: list[ObjectT]) -> None:
+    def replace(self, objects: list[ObjectT], unreadable: list[Unreadable] | None = None) -> None:
+        self.unreadable_now = {obj.key: obj for obj in unreadable or []}
         result = self.store.replace(objects)
         for obj in result.added:
             self._fan_out(Notification(Change.ADDED, obj))
@@ -152,8 +155,29 @@ class Informer(Generic[ObjectT]):
         for gone in result.deleted:
             self._fan_out(Notification(Change.DELETED, gone))
         self._synced.set()
+        for bad in unreadable or []:
+            self._report_unreadable(bad)
+
+    def unreadable(self, obj: Unreadable) -> None:
+        """Stored, but not readable by our model: out of the cache (a reconciler sees it as
+        absent, and deletes nothing for it), and reported to whoever can tell its owner."""
+        self.unreadable_now[obj.key] = obj
+        old = self.store.delete(obj.key)
+        if old is not None:
+            self._fan_out(Notification(Change.DELETED, old))
+        self._report_unreadable(obj)
+
+    def add_unreadable_handler(self, handler: Callable[[Unreadable], None]) -> None:
+        self._unreadable_handlers.append(handler)
+
+    def _report_unreadable(self, obj: Unreadable) -> None:
+        metrics.UNREADABLE_OBJECTS.labels(resource=self.name).inc()
+        log.error("object unreadable by our model", key=str(obj.key), problem=obj.problem)
+        for handler in self._unreadable_handlers:
+            handler(obj)
 
     def upsert(self, obj: ObjectT) -> None:
+        self.unreadable_now.pop(obj.key, None)
         old = self.store.upsert(obj)
         self._fan_out(
             Notification(Change.ADDED, obj)
@@ -162,6 +186,7 @@ class Informer(Generic[ObjectT]):
         )
 
     def remove(self, obj: ObjectT) -> None:
+        self.unreadable_now.pop(obj.key, None)
         old = self.store.delete(obj.key)
         self._fan_out(Notification(Change.DELETED, old if old is not None else obj))
 

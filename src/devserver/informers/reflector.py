@@ -28,7 +28,7 @@ from typing import Generic, Protocol
 
 import structlog
 
-from devserver.api.meta import INITIAL_EVENTS_END, EventType, ObjectT
+from devserver.api.meta import INITIAL_EVENTS_END, EventType, ObjectT, Unreadable
 from devserver.api.resources import Resource
 from devserver.client import ApiError, KubeClient, WatchStalledError
 from devserver.observability import metrics
@@ -37,9 +37,10 @@ log = structlog.get_logger("devserver.reflector")
 
 
 class ReflectorSink(Protocol[ObjectT]):
-    def replace(self, objects: list[ObjectT]) -> None: ...
+    def replace(self, objects: list[ObjectT], unreadable: list[Unreadable]) -> None: ...
     def upsert(self, obj: ObjectT) -> None: ...
     def remove(self, obj: ObjectT) -> None: ...
+    def unreadable(self, obj: Unreadable) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,7 @@ class Reflector(Generic[ObjectT]):
 
     async def _list(self, resource_version: str) -> None:
         items: list[ObjectT] = []
+        unreadable: list[Unreadable] = []
         continue_token = ""
         rv = resource_version
         while True:
@@ -169,15 +171,16 @@ class Reflector(Generic[ObjectT]):
                 if (error.gone or too_large) and (rv or continue_token):
                     # an expired continue token or an RV the server can't serve: start over
                     # with a consistent read
-                    items, continue_token, rv = [], "", ""
+                    items, unreadable, continue_token, rv = [], [], "", ""
                     continue
                 raise
             self.last_progress = time.monotonic()
             items.extend(page.items)
+            unreadable.extend(page.unreadable)
             continue_token = page.metadata.continue_
             if not continue_token:
                 break
-        self.sink.replace(items)
+        self.sink.replace(items, unreadable)
         self.resource_version = self.list_resource_version = page.metadata.resource_version
         self.lists += 1
         self._metrics.relist()
@@ -187,6 +190,7 @@ class Reflector(Generic[ObjectT]):
         if not self._streaming:
             return False
         initial: list[ObjectT] = []
+        unreadable: list[Unreadable] = []
         try:
             async with self.client.watch(
                 self.resource,
@@ -200,12 +204,14 @@ class Reflector(Generic[ObjectT]):
             ) as events:
                 async for event in events:
                     self.last_progress = time.monotonic()
-                    if event.type is EventType.ADDED:
+                    if event.type is EventType.ADDED and isinstance(event.object, Unreadable):
+                        unreadable.append(event.object)
+                    elif event.type is EventType.ADDED:
                         initial.append(event.object)
                     elif event.type is EventType.BOOKMARK:
                         annotations = event.object.metadata.annotations
                         if annotations.get(INITIAL_EVENTS_END) == "true":
-                            self.sink.replace(initial)
+                            self.sink.replace(initial, unreadable)
                             rv = event.object.metadata.resource_version
                             self.resource_version = self.list_resource_version = rv
                             self.lists += 1
@@ -249,7 +255,9 @@ class Reflector(Generic[ObjectT]):
                 self.resource_version = obj.metadata.resource_version
                 if event.type is EventType.BOOKMARK:
                     continue
-                if event.type is EventType.DELETED:
+                if isinstance(obj, Unreadable) and event.type is not EventType.DELETED:
+                    self.sink.unreadable(obj)
+                elif event.type is EventType.DELETED:
                     self.sink.remove(obj)
                 else:
                     self.sink.upsert(obj)

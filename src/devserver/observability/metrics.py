@@ -71,6 +71,11 @@ RECONCILE_ERRORS = Counter(
     "Total number of reconciliation errors per controller",
     ("controller",),
 )
+UNREADABLE_OBJECTS = Counter(
+    "devserver_unreadable_objects_total",
+    "Objects the API server stored that the operator's model could not read (each sighting)",
+    ("resource",),
+)
 TERMINAL_RECONCILE_ERRORS = Counter(
     "controller_runtime_terminal_reconcile_errors_total",
     "Total number of terminal reconciliation errors per controller",

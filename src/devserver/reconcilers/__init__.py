@@ -12,7 +12,7 @@ from functools import partial
 from devserver.client import KubeClient
 from devserver.controller import Controller
 from devserver.informers import InformerFactory
-from devserver.reconcilers import devserver, distributed, expiry, flavor, user
+from devserver.reconcilers import devserver, distributed, expiry, flavor, unreadable, user
 from devserver.reconcilers.lifecycle_config import LifecycleConfig
 
 Setup = Callable[[InformerFactory, KubeClient], Controller]
@@ -25,6 +25,7 @@ def _setups(lifecycle: LifecycleConfig) -> list[Setup]:
         partial(distributed.setup, lifecycle=lifecycle),
         partial(expiry.setup, lifecycle=lifecycle),
         user.setup,
+        unreadable.setup,
     ]
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from devserver.api.devserver import DevServer, Mode
 from devserver.api.flavor import DevServerFlavor
-from devserver.api.lifecycle import EXPIRED, IDLE, STOP_REASON, deadline, next_stop
+from devserver.api.lifecycle import EXPIRED, IDLE, STOP_REASON, deadline, next_stop, with_start
 from devserver.api.meta import KubeObject, ObjectKey
 from devserver.api.quantity import parse_quantity
 from devserver.api.resources import (
@@ -30,16 +30,17 @@ from devserver.client import KubeClient
 from devserver.client.events import EventType, record_event
 from devserver.controller import Controller, Result
 from devserver.controller.applied import apply_if_changed
-from devserver.controller.outcome import TerminalError
 from devserver.informers import NAMESPACE_INDEX, Informer, InformerFactory
 from devserver.reconcilers.agent_sync import (
     AgentInformers,
     ensure_agent_objects,
     idle_report_changed,
 )
+from devserver.reconcilers.children import Attempts
 from devserver.reconcilers.devserver_status import Observed, observed_status
 from devserver.reconcilers.flavor import FLAVOR_INDEX, by_flavor, validate
 from devserver.reconcilers.gpu_hours import GpuHours, Holding, shared_gpu_hours
+from devserver.reconcilers.home_volumes import retain_homes
 from devserver.reconcilers.lifecycle_config import LifecycleConfig
 from devserver.reconcilers.naming import NAME_INDEX, NAME_LABEL, by_devserver_name
 from devserver.reconcilers.running_template import keep_running_template, scale_to_zero
@@ -82,36 +83,33 @@ class DevServerReconciler:
             return None  # owned children go with it; a retained home volume stays
         if ds.spec.mode is Mode.DISTRIBUTED:
             return None  # the distributed reconciler's
+        tried = Attempts()
+        if ds.spec.stopped:  # first, whatever else fails: a stopped server holds no GPU
+            live = self.deployments.store.get(key)
+            await tried.attempt("Deployment", scale_to_zero(self.client, DEPLOYMENTS, live))
         flavor = self.flavors.store.get(ObjectKey("", ds.spec.flavor))
         problem = flavor_problem(ds, flavor)
         claim = self.claims.store.get(ObjectKey(key.namespace, home_claim_name(ds)))
-        if claim is not None and ds.spec.retain_home_on_delete and owned_by(claim, ds):
-            # retention turned on: apply drops the owner reference we no longer claim, so the
-            # home survives the server (a plain compare would call the claim up to date)
-            await self.client.apply(
-                PERSISTENT_VOLUME_CLAIMS, desired_home_claim(ds), field_manager=FIELD_MANAGER
-            )
-        else:
-            await self._ensure(PERSISTENT_VOLUME_CLAIMS, desired_home_claim(ds), claim)
-        agent_problem: TerminalError | None = None
-        try:
-            await ensure_agent_objects(self.client, self.agent, ds)
-        except TerminalError as error:  # e.g. RBAC: must not keep the workload from start/stop
-            agent_problem = error
-        if problem is not None and ds.spec.stopped:
-            await scale_to_zero(self.client, DEPLOYMENTS, self.deployments.store.get(key))
+        await tried.attempt("PersistentVolumeClaim", self._home(ds, claim))
+        if claim is not None:
+            await tried.attempt("PersistentVolume", retain_homes(self.client, ds, [claim]))
+        await tried.attempt("agent objects", ensure_agent_objects(self.client, self.agent, ds))
         if problem is None and flavor is not None:
             replicas = 0 if ds.spec.stopped else 1
             live = self.deployments.store.get(key)
             intent = desired_deployment(ds, flavor, replicas=replicas)
-            await self._ensure(DEPLOYMENTS, keep_running_template(intent, live, ds), live)
+            await tried.attempt(
+                "Deployment",
+                self._ensure(DEPLOYMENTS, keep_running_template(intent, live, ds), live),
+            )
         service = self.services.store.get(key)
         if ds.spec.enable_ssh:
-            await self._ensure(SERVICES, desired_service(ds), service)
+            await tried.attempt("Service", self._ensure(SERVICES, desired_service(ds), service))
         elif service is not None:
-            await self.client.delete(SERVICES, key.name, key.namespace)
-            service = None
+            await tried.attempt("Service", self.client.delete(SERVICES, key.name, key.namespace))
         now = datetime.now(UTC).replace(microsecond=0)
+        recorded = self.writer.latest(ds)
+        ds = with_start(recorded, now)  # the lifecycle counts from this run's start
         activity = self.agent.activity(ds)
         stop = next_stop(ds, activity, self.lifecycle.max_lifetime, now)
         deadline_at, capped = deadline(ds, self.lifecycle.max_lifetime)
@@ -126,14 +124,25 @@ class DevServerReconciler:
             activity=activity,
             now=now,
             price_per_hour=flavor.spec.price_per_hour if flavor is not None else None,
+            applied=tried.condition(ds.metadata.generation),
         )
-        ds = self.writer.latest(ds)
         status = observed_status(ds, seen)
         self.gpu_hours.report(key, self._holding(ds, seen, status))
-        await self.writer.write(ds, status, self._announce)
-        if agent_problem is not None:
-            raise agent_problem  # counted and logged; the server itself is reconciled
+        await self.writer.write(recorded, status, self._announce)
+        tried.raise_if_any()  # after the status: retried with backoff, the user already told
         return None
+
+    async def _home(self, ds: DevServer, claim: KubeObject | None) -> None:
+        if claim is not None and ds.spec.retain_home_on_delete and owned_by(claim, ds):
+            # retention turned on: apply drops the owner reference we no longer claim, so the
+            # home survives the server (a plain compare would call the claim up to date)
+            await self.client.apply(
+                PERSISTENT_VOLUME_CLAIMS,
+                desired_home_claim(ds, claim),
+                field_manager=FIELD_MANAGER,
+            )
+        else:
+            await self._ensure(PERSISTENT_VOLUME_CLAIMS, desired_home_claim(ds, claim), claim)
 
     def _holding(self, ds: DevServer, seen: Observed, status: dict[str, Any]) -> Holding:
         flavor = self.flavors.store.get(

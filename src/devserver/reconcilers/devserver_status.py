@@ -22,8 +22,10 @@ from devserver.api.lifecycle import (
     IDLE,
     LAST_EXTENSION,
     STOP_REASON,
+    USER_REMOVED,
     Activity,
     NextStop,
+    start_to_record,
     warned,
 )
 from devserver.api.meta import KubeObject
@@ -46,6 +48,7 @@ class Observed:
     activity: Activity | None = None  # what the in-pod agent last reported
     price_per_hour: float | None = None  # of the flavor it runs with
     now: datetime | None = None  # for billing transitions; the wall clock when unset
+    applied: Condition | None = None  # whether every child was accepted (`children.Attempts`)
 
 
 def _pod_condition(pod: KubeObject, kind: str) -> dict[str, Any] | None:
@@ -132,6 +135,8 @@ def observed_status(ds: DevServer, seen: Observed) -> dict[str, Any]:
         )
     if seen.stop is not None and not ds.spec.stopped and warned(ds, seen.stop.when):
         desired.append(_expiring(seen.stop, gen))  # a warning was given for this stop
+    if seen.applied is not None:
+        desired.append(seen.applied)
     previous = [
         c for c in (ds.status.conditions if ds.status else []) if c.type != "LifetimeCapped"
     ]
@@ -160,9 +165,11 @@ def observed_status(ds: DevServer, seen: Observed) -> dict[str, Any]:
 def stopped_reason(ds: DevServer, kept: str) -> tuple[str, str]:
     """(reason, message) of a stopped server: why it stopped, and what it kept."""
     why = ds.metadata.annotations.get(STOP_REASON) or "Stopped"
-    said = {EXPIRED: "stopped at its deadline", IDLE: "stopped after being idle"}.get(
-        why, "stopped"
-    )
+    said = {
+        EXPIRED: "stopped at its deadline",
+        IDLE: "stopped after being idle",
+        USER_REMOVED: "stopped because its user was removed",
+    }.get(why, "stopped")
     return why, f"{said}; {kept}"
 
 
@@ -209,6 +216,9 @@ def lifecycle_fields(
     if ds.spec.stopped:
         before = ds.status.stopped_at if ds.status else None
         fields["stoppedAt"] = _json_time(before or now)
+    start = start_to_record(ds, now)
+    if start is not None:
+        fields["lastStart"] = _json_time(start)
     previous_bill = ds.status.billing if ds.status else None
     if holding or previous_bill is not None:
         bill = next_billing(previous_bill, holding=holding, price=price, now=now)

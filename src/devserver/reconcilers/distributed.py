@@ -18,20 +18,27 @@ from typing import Any
 
 from devserver.api.devserver import DevServer, Mode
 from devserver.api.flavor import DevServerFlavor
-from devserver.api.lifecycle import EXPIRED, IDLE, STOP_REASON, deadline, next_stop
+from devserver.api.lifecycle import EXPIRED, IDLE, STOP_REASON, deadline, next_stop, with_start
 from devserver.api.meta import KubeObject, ObjectKey
-from devserver.api.resources import DEVSERVERS, FLAVORS, PODS, SERVICES, STATEFULSETS
+from devserver.api.resources import (
+    DEVSERVERS,
+    FLAVORS,
+    PERSISTENT_VOLUME_CLAIMS,
+    PODS,
+    SERVICES,
+    STATEFULSETS,
+)
 from devserver.client import KubeClient
 from devserver.client.events import EventType, record_event
 from devserver.controller import Controller, Result
 from devserver.controller.applied import apply_if_changed
-from devserver.controller.outcome import TerminalError
 from devserver.informers import NAMESPACE_INDEX, Informer, InformerFactory
 from devserver.reconcilers.agent_sync import (
     AgentInformers,
     ensure_agent_objects,
     idle_report_changed,
 )
+from devserver.reconcilers.children import Attempts
 from devserver.reconcilers.devserver import flavor_problem, gpu_count
 from devserver.reconcilers.devserver_status import Observed
 from devserver.reconcilers.distributed_objects import (
@@ -42,6 +49,7 @@ from devserver.reconcilers.distributed_objects import (
 from devserver.reconcilers.distributed_status import distributed_status
 from devserver.reconcilers.flavor import FLAVOR_INDEX, by_flavor
 from devserver.reconcilers.gpu_hours import GpuHours, Holding, shared_gpu_hours
+from devserver.reconcilers.home_volumes import retain_homes
 from devserver.reconcilers.lifecycle_config import LifecycleConfig
 from devserver.reconcilers.naming import NAME_INDEX, NAME_LABEL, by_devserver_name
 from devserver.reconcilers.running_template import keep_running_template, scale_to_zero
@@ -59,6 +67,7 @@ class DistributedReconciler:
     services: Informer[KubeObject]
     pods: Informer[KubeObject]
     agent: AgentInformers
+    claims: Informer[KubeObject] | None = None
     lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
     gpu_hours: GpuHours = field(default_factory=GpuHours)
     writer: StatusWriter = field(init=False)
@@ -74,24 +83,33 @@ class DistributedReconciler:
             return None
         if ds.spec.mode is not Mode.DISTRIBUTED or ds.spec.distributed is None:
             return None  # the DevServer reconciler's
+        tried = Attempts()
+        if ds.spec.stopped:  # first, whatever else fails: a stopped server holds no GPU
+            live = self.statefulsets.store.get(key)
+            await tried.attempt("StatefulSet", scale_to_zero(self.client, STATEFULSETS, live))
         flavor = self.flavors.store.get(ObjectKey("", ds.spec.flavor))
         problem = flavor_problem(ds, flavor)
-        agent_problem: TerminalError | None = None
-        try:
-            await ensure_agent_objects(self.client, self.agent, ds)
-        except TerminalError as error:  # e.g. RBAC: must not keep the ranks from start/stop
-            agent_problem = error
-        await self._ensure(SERVICES, desired_headless_service(ds), self.services.store.get(key))
+        await tried.attempt("agent objects", ensure_agent_objects(self.client, self.agent, ds))
+        await tried.attempt(
+            "Service",
+            self._ensure(SERVICES, desired_headless_service(ds), self.services.store.get(key)),
+        )
+        if self.claims is not None:
+            homes = self.claims.store.by_index(NAME_INDEX, f"{key.namespace}/{key.name}")
+            await tried.attempt("PersistentVolume", retain_homes(self.client, ds, homes))
         statefulset = self.statefulsets.store.get(key)
-        if problem is not None and ds.spec.stopped:
-            await scale_to_zero(self.client, STATEFULSETS, statefulset)
         if problem is None and flavor is not None:
             replicas = 0 if ds.spec.stopped else None  # None: worldSize
             intent = desired_statefulset(ds, flavor, replicas=replicas)
-            await self._ensure(
-                STATEFULSETS, keep_running_template(intent, statefulset, ds), statefulset
+            await tried.attempt(
+                "StatefulSet",
+                self._ensure(
+                    STATEFULSETS, keep_running_template(intent, statefulset, ds), statefulset
+                ),
             )
         now = datetime.now(UTC).replace(microsecond=0)
+        recorded = self.writer.latest(ds)
+        ds = with_start(recorded, now)  # the lifecycle counts from this run's start
         activity = self.agent.activity(ds)
         deadline_at, capped = deadline(ds, self.lifecycle.max_lifetime)
         pods = self.pods.store.by_index(NAME_INDEX, f"{key.namespace}/{key.name}")
@@ -106,8 +124,8 @@ class DistributedReconciler:
             activity=activity,
             now=now,
             price_per_hour=flavor.spec.price_per_hour if flavor is not None else None,
+            applied=tried.condition(ds.metadata.generation),
         )
-        ds = self.writer.latest(ds)
         status = distributed_status(ds, seen, self.statefulsets.store.get(key))
         on_nodes = sum(1 for p in pods if (p.extra.get("spec") or {}).get("nodeName"))
         active = activity is not None and activity.fresh(now) and activity.idle_since is None
@@ -115,9 +133,8 @@ class DistributedReconciler:
         self.gpu_hours.report(
             key, Holding(name, gpu_count(flavor) * on_nodes, on_nodes > 0, active and on_nodes > 0)
         )
-        await self.writer.write(ds, status, self._announce)
-        if agent_problem is not None:
-            raise agent_problem
+        await self.writer.write(recorded, status, self._announce)
+        tried.raise_if_any()  # after the status: retried with backoff, the user already told
         return None
 
     async def _announce(self, ds: DevServer, status: dict[str, Any]) -> None:
@@ -161,8 +178,10 @@ def setup(
     statefulsets = informers.informer(STATEFULSETS, label_selector=mine)
     services = informers.informer(SERVICES, label_selector=mine)
     pods = informers.informer(PODS, label_selector=mine)
-    if NAME_INDEX not in pods.store.indexer_names:
-        pods.store.add_indexer(NAME_INDEX, by_devserver_name)
+    claims = informers.informer(PERSISTENT_VOLUME_CLAIMS, label_selector=mine)
+    for informer in (pods, claims):
+        if NAME_INDEX not in informer.store.indexer_names:
+            informer.store.add_indexer(NAME_INDEX, by_devserver_name)
     agent = AgentInformers.shared(informers)
     reconciler = DistributedReconciler(
         client,
@@ -172,6 +191,7 @@ def setup(
         services,
         pods,
         agent,
+        claims,
         lifecycle or LifecycleConfig(),
         shared_gpu_hours(),
     )
@@ -190,6 +210,7 @@ def setup(
         return [ObjectKey(obj.metadata.namespace, name)] if name else []
 
     controller.watch_mapped(pods, by_label)
+    controller.watch_mapped(claims, by_label)
     controller.watch_mapped(agent.leases, by_label, idle_report_changed)
     for informer in (agent.accounts, agent.roles, agent.bindings):
         controller.watch_mapped(informer, by_label)

@@ -138,6 +138,8 @@ def distributed_status(
     desired = [_cond("Ready", ready, reason, message, gen), progressing, flavor_valid]
     if seen.stop is not None and not ds.spec.stopped and warned(ds, seen.stop.when):
         desired.append(_expiring(seen.stop, gen))
+    if seen.applied is not None:
+        desired.append(seen.applied)
     previous = ds.status.conditions if ds.status else []
     name, ns = ds.metadata.name, ds.metadata.namespace
     status: dict[str, Any] = {

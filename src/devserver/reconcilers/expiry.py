@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from devserver.api.devserver import DevServer
@@ -35,6 +35,7 @@ from devserver.api.lifecycle import (
     NextStop,
     combined_activity,
     next_stop,
+    start_pending,
     warned,
     warned_value,
 )
@@ -56,6 +57,8 @@ from devserver.reconcilers.lifecycle_config import LifecycleConfig, lead_label
 from devserver.reconcilers.naming import NAME_INDEX, NAME_LABEL, by_devserver_name
 from devserver.reconcilers.pod_agent import lease_names
 from devserver.reconcilers.standalone import home_claim_name
+
+PENDING_START_GRACE = timedelta(seconds=60)
 
 
 def utc_now() -> datetime:
@@ -94,13 +97,20 @@ class ExpiryReconciler:
     leases: Informer[KubeObject] | None = None
     pods: Informer[KubeObject] | None = None
     now: Callable[[], datetime] = field(default=utc_now)
+    # when a start was first seen that the status has not recorded yet (see `_run_start`)
+    _pending: dict[ObjectKey, datetime] = field(default_factory=dict)
 
     async def reconcile(self, key: ObjectKey) -> Result | None:
         ds = self.devservers.store.get(key)
         if ds is None or ds.metadata.deletion_timestamp:
+            self._pending.pop(key, None)
             return None
         if ds.spec.stopped:
+            self._pending.pop(key, None)
             return await self._retention(ds)
+        ds, wait = self._run_start(ds)
+        if wait is not None:
+            return wait
         activity = (
             combined_activity(
                 [self.leases.store.get(ObjectKey(key.namespace, n)) for n in lease_names(ds)]
@@ -160,6 +170,24 @@ class ExpiryReconciler:
             if lead_label(lead) not in given and stop.when - lead > now
         ]
         return Result(requeue_after=max(0.05, (min(moments) - now).total_seconds()))
+
+    def _run_start(self, ds: DevServer) -> tuple[DevServer, Result | None]:
+        """A run's start is what the DevServer reconciler records in the status; until it has
+        (a start just made, or a server from an older operator) the previous run's start would
+        stop the new run at once. Wait for it, but not forever — a status that is never
+        written must not keep GPUs: after a minute the run counts from when the start was
+        first seen here."""
+        key = ds.key
+        if not start_pending(ds):
+            self._pending.pop(key, None)
+            return ds, None
+        now = self.now()
+        first = self._pending.setdefault(key, now)
+        if now - first < PENDING_START_GRACE:
+            return ds, Result(requeue_after=(first + PENDING_START_GRACE - now).total_seconds())
+        assert ds.status is not None  # start_pending implies a status
+        status = ds.status.model_copy(update={"last_start": first, "stopped_at": None})
+        return ds.model_copy(update={"status": status}), None
 
     async def _retention(self, ds: DevServer) -> Result | None:
         """Delete a server stopped longer than the retention, never its home volume."""
@@ -277,7 +305,8 @@ def setup(
 
 
 def lifecycle_inputs_changed(note: Notification[Any]) -> bool:
-    """What the expiry reconciler reads: spec, annotations, `status.stoppedAt` (retention).
+    """What the expiry reconciler reads: spec, annotations, `status.stoppedAt` (retention) and
+    `status.lastStart` (where the lifetime counts from).
     Other status writes — most of a server's updates — would only cost a no-op reconcile."""
     old, new = note.old, note.obj
     if note.change is not Change.UPDATED or old is None or old is new:
@@ -285,4 +314,7 @@ def lifecycle_inputs_changed(note: Notification[Any]) -> bool:
     stopped = (old.status.stopped_at if old.status else None) != (
         new.status.stopped_at if new.status else None
     )
-    return stopped or spec_or_annotations_changed(note)
+    started = (old.status.last_start if old.status else None) != (
+        new.status.last_start if new.status else None
+    )
+    return stopped or started or spec_or_annotations_changed(note)

@@ -19,7 +19,8 @@ from typing import Any
 
 from devserver.api.devserver import DevServer
 from devserver.api.flavor import DevServerFlavor
-from devserver.api.quantity import format_binary, parse_quantity
+from devserver.api.meta import KubeObject
+from devserver.api.quantity import QuantityError, format_binary, parse_quantity
 from devserver.reconcilers.naming import (
     MANAGED_BY,
     NAME_LABEL,
@@ -50,14 +51,31 @@ def _meta(ds: DevServer, name: str, *, owned: bool = True) -> dict[str, Any]:
     return meta
 
 
-def desired_home_claim(ds: DevServer) -> dict[str, Any]:
+def home_size(ds: DevServer, claim: KubeObject | None) -> str:
+    """The size to ask for: the spec's, but never less than the live claim's request — a home
+    never shrinks (the API server would refuse it), so a server re-created by name with a
+    smaller size adopts its kept home as it is."""
+    wanted = ds.spec.persistent_home_size
+    if claim is None:
+        return wanted
+    spec = claim.extra.get("spec") or {}
+    live = ((spec.get("resources") or {}).get("requests") or {}).get("storage")
+    try:
+        if live and parse_quantity(str(live)) > parse_quantity(wanted):
+            return str(live)
+    except QuantityError:
+        return wanted
+    return wanted
+
+
+def desired_home_claim(ds: DevServer, claim: KubeObject | None = None) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
         "metadata": _meta(ds, home_claim_name(ds), owned=not ds.spec.retain_home_on_delete),
         "spec": {
             "accessModes": ["ReadWriteOnce"],
-            "resources": {"requests": {"storage": ds.spec.persistent_home_size}},
+            "resources": {"requests": {"storage": home_size(ds, claim)}},
         },
     }
 

@@ -1,21 +1,34 @@
 """The user reconciler: a DevUser gets a namespace and exactly the rights devctl needs.
 
-Everything it creates is owned by the DevUser, so deleting the DevUser lets the garbage
-collector remove the namespace (and all in it), the ServiceAccount, the roles and bindings.
+Deleting a DevUser never deletes data. Its rights (ServiceAccount, roles, bindings, quota,
+policies) are owned by it and go with it, so the user loses access at once; the namespace is
+not owned and stays with its home volumes. The reconciler then stops every dev server in it (a
+removed user holds no GPU) and marks the namespace `devservers.io/user-removed`. Adding the user
+again finds the namespace (the operator's marker labels say it made it) and gives access back;
+`devctl admin user remove --delete-homes` is the separate, explicit act that deletes the data.
+
+A namespace named `dev-<user>` that the operator did not make is never taken over: the DevUser
+says so in its status and nothing is written into it.
+
 Writes are compare-then-apply against the shared cache of what we made (label selected).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
+from devserver.api.devserver import DevServer
+from devserver.api.lifecycle import STOP_REASON, USER_REMOVED
 from devserver.api.meta import KubeObject, ObjectKey
 from devserver.api.resources import (
     CLUSTER_ROLE_BINDINGS,
+    DEVSERVERS,
     DEVUSERS,
     LIMIT_RANGES,
     NAMESPACES,
+    NETWORK_POLICIES,
     RESOURCE_QUOTAS,
     ROLE_BINDINGS,
     ROLES,
@@ -24,10 +37,10 @@ from devserver.api.resources import (
 )
 from devserver.api.schema import Condition, ConditionStatus
 from devserver.api.user import DevUser
-from devserver.client import KubeClient
+from devserver.client import ApiError, KubeClient
 from devserver.controller import Controller, Result
 from devserver.controller.applied import apply_if_changed, write_status_if_changed
-from devserver.informers import Informer, InformerFactory
+from devserver.informers import NAMESPACE_INDEX, Informer, InformerFactory
 from devserver.reconcilers.conditions import merge_conditions
 from devserver.reconcilers.user_objects import (
     USER_LABEL,
@@ -35,16 +48,19 @@ from devserver.reconcilers.user_objects import (
     desired_flavor_binding,
     desired_limit_range,
     desired_namespace,
+    desired_network_policies,
     desired_quota,
     desired_role,
     desired_role_binding,
     desired_service_account,
     desired_token_binding,
     desired_token_role,
+    is_ours,
     namespace_name,
 )
 
 FIELD_MANAGER = "devserver-operator"
+USER_REMOVED_ANNOTATION = "devservers.io/user-removed"
 
 
 @dataclass
@@ -52,12 +68,19 @@ class UserReconciler:
     client: KubeClient
     users: Informer[DevUser]
     made: dict[str, Informer[KubeObject]]  # resource plural -> informer of what we made
+    devservers: Informer[DevServer] | None = None
     defaults: UserDefaults = field(default_factory=UserDefaults)
 
     async def reconcile(self, key: ObjectKey) -> Result | None:
         user = self.users.store.get(key)
         if user is None or user.metadata.deletion_timestamp:
-            return None  # the garbage collector removes what it owned
+            await self._removed(key.name)
+            return None  # the garbage collector removes the rights it owned; data stays
+        namespace = namespace_name(user)
+        live_ns = self.made[NAMESPACES.plural].store.get(ObjectKey("", namespace))
+        if live_ns is None and await self._foreign_namespace(namespace, user.metadata.name):
+            await self._write_status(user, taken=True)
+            return None
         d = self.defaults
         plan: list[tuple[Resource[Any], dict[str, Any]]] = [
             (NAMESPACES, desired_namespace(user, d)),
@@ -69,40 +92,103 @@ class UserReconciler:
             (ROLE_BINDINGS, desired_token_binding(user, d)),
             (RESOURCE_QUOTAS, desired_quota(user, d)),
             (LIMIT_RANGES, desired_limit_range(user)),
+            *((NETWORK_POLICIES, policy) for policy in desired_network_policies(user, d)),
         ]
         for resource, intent in plan:
             meta = intent["metadata"]
             live = self.made[resource.plural].store.get(
                 ObjectKey(meta.get("namespace", ""), meta["name"])
             )
+            if resource is NAMESPACES and live is not None and live.metadata.owner_references:
+                # made by an operator that let the user own it: apply drops that reference,
+                # so deleting the user can no longer delete the namespace and its homes
+                await self.client.apply(resource, intent, field_manager=FIELD_MANAGER)
+                continue
             await apply_if_changed(self.client, resource, intent, live, field_manager=FIELD_MANAGER)
+        if live_ns is not None and USER_REMOVED_ANNOTATION in live_ns.metadata.annotations:
+            patch = {"metadata": {"annotations": {USER_REMOVED_ANNOTATION: None}}}
+            await self.client.patch(NAMESPACES, namespace, patch)
+        await self._write_status(user, taken=False)
+        return None
+
+    async def _foreign_namespace(self, namespace: str, user: str) -> bool:
+        """Does `namespace` exist without our marker? Read live: the cache holds only ours."""
+        try:
+            found = await self.client.get(NAMESPACES, namespace)
+        except ApiError as error:
+            if error.status == 404:
+                return False
+            raise
+        return not is_ours(found, user)
+
+    async def _removed(self, user: str) -> None:
+        """The user is gone: stop their servers (GPUs back), keep the namespace and homes."""
+        namespace = self.made[NAMESPACES.plural].store.get(ObjectKey("", f"dev-{user}"))
+        if namespace is None or not is_ours(namespace, user):
+            return
+        if namespace.metadata.deletion_timestamp:
+            return  # an admin deleted it on purpose
+        servers = (
+            self.devservers.store.by_index(NAMESPACE_INDEX, namespace.metadata.name)
+            if self.devservers is not None
+            else []
+        )
+        for ds in servers:
+            if ds.spec.stopped or ds.metadata.deletion_timestamp:
+                continue
+            patch = {
+                "metadata": {"annotations": {STOP_REASON: USER_REMOVED}},
+                "spec": {"stopped": True},
+            }
+            try:
+                await self.client.patch(DEVSERVERS, ds.metadata.name, patch, ds.metadata.namespace)
+            except ApiError as error:
+                if error.status != 404:
+                    raise
+        if USER_REMOVED_ANNOTATION not in namespace.metadata.annotations:
+            stamp = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+            patch = {"metadata": {"annotations": {USER_REMOVED_ANNOTATION: stamp}}}
+            await self.client.patch(NAMESPACES, namespace.metadata.name, patch)
+
+    async def _write_status(self, user: DevUser, *, taken: bool) -> None:
+        d = self.defaults
+        namespace = namespace_name(user)
         quota_meta = desired_quota(user, d)["metadata"]
         quota = self.made[RESOURCE_QUOTAS.plural].store.get(
             ObjectKey(quota_meta["namespace"], quota_meta["name"])
         )
         counted = quota_counted(getattr(quota, "status", None) if quota else None)
+        if taken:
+            reason = "NamespaceTaken"
+            message = (
+                f"namespace {namespace} exists and was not made by devserver, so it is left "
+                "alone; delete or rename that namespace, or add the user under another name"
+            )
+        elif counted:
+            reason, message = "Provisioned", f"namespace {namespace} and access are in place"
+        else:
+            reason = "QuotaPending"
+            message = "waiting for the quota controller to count the new namespace"
         ready = Condition(
             type="Ready",
-            status=ConditionStatus.TRUE if counted else ConditionStatus.FALSE,
-            reason="Provisioned" if counted else "QuotaPending",
-            message=f"namespace {namespace_name(user)} and access are in place"
-            if counted
-            else "waiting for the quota controller to count the new namespace",
+            status=ConditionStatus.TRUE if counted and not taken else ConditionStatus.FALSE,
+            reason=reason,
+            message=message,
             observed_generation=user.metadata.generation,
         )
         previous = user.status.conditions if user.status else []
-        status = {
-            "namespace": namespace_name(user),
+        status: dict[str, Any] = {
             "conditions": merge_conditions(previous, [ready]),
             "observedGeneration": user.metadata.generation,
         }
+        if not taken:
+            status["namespace"] = namespace
         current = (
             user.status.model_dump(by_alias=True, mode="json", exclude_none=True)
             if user.status
             else {}
         )
-        await write_status_if_changed(self.client, DEVUSERS, key, status, current)
-        return None
+        await write_status_if_changed(self.client, DEVUSERS, user.key, status, current)
 
 
 def quota_counted(status: Any) -> bool:
@@ -126,10 +212,17 @@ def setup(informers: InformerFactory, client: KubeClient) -> Controller:
             CLUSTER_ROLE_BINDINGS,
             RESOURCE_QUOTAS,
             LIMIT_RANGES,
+            NETWORK_POLICIES,
         )
     }
-    controller = Controller("user", UserReconciler(client, users, made))
+    devservers = informers.informer(DEVSERVERS)
+    controller = Controller("user", UserReconciler(client, users, made, devservers))
     controller.watch(users)
+
+    def by_user_label(obj: KubeObject) -> list[ObjectKey]:
+        name = obj.metadata.labels.get(USER_LABEL)
+        return [ObjectKey("", name)] if name else []
+
     for informer in made.values():
-        controller.watch_owned(informer, DEVUSERS)
+        controller.watch_mapped(informer, by_user_label)
     return controller

@@ -1,5 +1,11 @@
 """What a DevUser is given: pure builders of the desired objects.
 
+The namespace is NOT owned by the DevUser: an owner reference would let the garbage collector
+delete the namespace — and every home volume in it — when the DevUser is deleted (or its CRD).
+The rights (ServiceAccount, roles, bindings, quota) are owned, so deleting a user revokes their
+access at once while their data stays. NetworkPolicies confine each namespace: no ingress from
+other namespaces except the bastion to port 22, and no egress to the instance metadata service.
+
 Rights follow the devctl workflow and nothing more: full control of DevServers in their own
 namespace; read of pods, services, PVCs and events there; exec, logs and port-forward into their
 pods; read of flavors cluster-wide. Users may NOT create pods, Deployments or other workloads
@@ -13,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from devserver.api.meta import KubeObject
 from devserver.api.user import DevUser
 
 CREATED_BY = {"devserver.io/created-by": "devserver-operator"}
@@ -33,6 +40,9 @@ class UserDefaults:
     dev_servers: int = 10
     bastion_namespace: str = "devserver-system"
     bastion_service_account: str = "devserver-bastion"
+    bastion_pod_labels: tuple[tuple[str, str], ...] = (
+        ("app.kubernetes.io/name", "devserver-bastion"),
+    )
     pod_security: str = "baseline"
 
 
@@ -68,8 +78,15 @@ def _meta(user: DevUser, name: str, namespaced: bool = True) -> dict[str, Any]:
     return meta
 
 
+def is_ours(namespace: KubeObject, user: str) -> bool:
+    """Made by the operator for this user (a namespace only an admin can label)."""
+    found = namespace.metadata.labels
+    return found.get(USER_LABEL) == user and all(found.get(k) == v for k, v in CREATED_BY.items())
+
+
 def desired_namespace(user: DevUser, defaults: UserDefaults) -> dict[str, Any]:
     meta = _meta(user, namespace_name(user), namespaced=False)
+    del meta["ownerReferences"]  # see the module docstring: deleting a user keeps their data
     meta["labels"].update(
         {
             "pod-security.kubernetes.io/enforce": defaults.pod_security,
@@ -233,3 +250,49 @@ def desired_limit_range(user: DevUser) -> dict[str, Any]:
             ]
         },
     }
+
+
+METADATA_SERVICE = "169.254.169.254/32"  # EC2 instance metadata: the node's IAM credentials
+
+
+def desired_network_policies(user: DevUser, defaults: UserDefaults) -> list[dict[str, Any]]:
+    """Ingress only from the namespace itself (a user's servers, ranks of one distributed
+    server) and from the bastion to SSH; egress anywhere but the instance metadata address.
+    Policies are additive: a pod selected by any ingress policy takes only what some policy
+    allows."""
+    bastion = {
+        "namespaceSelector": {
+            "matchLabels": {"kubernetes.io/metadata.name": defaults.bastion_namespace}
+        },
+        "podSelector": {"matchLabels": dict(defaults.bastion_pod_labels)},
+    }
+    everywhere = [
+        {"ipBlock": {"cidr": "0.0.0.0/0", "except": [METADATA_SERVICE]}},
+        {"ipBlock": {"cidr": "::/0"}},
+    ]
+    specs = {
+        "same-namespace-only": {
+            "podSelector": {},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"podSelector": {}}]}],
+        },
+        "bastion-ssh": {
+            "podSelector": {},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [bastion], "ports": [{"protocol": "TCP", "port": 22}]}],
+        },
+        "no-instance-metadata": {
+            "podSelector": {},
+            "policyTypes": ["Egress"],
+            "egress": [{"to": everywhere}],
+        },
+    }
+    return [
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": _meta(user, f"devserver-{name}"),
+            "spec": spec,
+        }
+        for name, spec in specs.items()
+    ]

@@ -1,0 +1,69 @@
+"""A DevServer's children are applied one by one, and a refusal of one never hides the others.
+
+A reconcile that stopped at the first child the API server refused (a 422 on a Service, a 403
+from a quota or a webhook) would never scale the workload, never write the status: a later stop
+would be ignored and the user would see nothing. So each child is an *attempt*: refusals and
+failures are collected, the rest proceed, the status says what was refused in the API server's
+own words (condition `Applied`), and only then does the reconcile fail — with the workqueue's
+per-key exponential backoff, so one bad object retries ever more slowly and never slows others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import Any
+
+from devserver.api.schema import Condition, ConditionStatus
+from devserver.client import ApiError
+from devserver.controller.outcome import TerminalError
+
+REFUSALS = (400, 403, 422)
+
+
+class ChildrenRefusedError(Exception):
+    """Some children were refused or failed; the rest of the reconcile went on. Retried with
+    backoff (a quota freed or a webhook fixed is noticed without an edit of the server)."""
+
+
+@dataclass
+class Attempts:
+    refused: list[str] = field(default_factory=list)  # one sentence per refused child
+    failed: list[Exception] = field(default_factory=list)  # transient: connection, 5xx, 429
+
+    async def attempt(self, what: str, action: Awaitable[Any]) -> None:
+        try:
+            await action
+        except TerminalError as error:
+            self.refused.append(str(error))
+        except ApiError as error:
+            if error.status in REFUSALS:
+                self.refused.append(f"{what}: {error.message or error.reason}")
+            else:
+                self.failed.append(error)
+
+    def condition(self, generation: int) -> Condition:
+        if not self.refused:
+            return Condition(
+                type="Applied",
+                status=ConditionStatus.TRUE,
+                reason="Applied",
+                message="every object of the server is in place",
+                observed_generation=generation,
+            )
+        return Condition(
+            type="Applied",
+            status=ConditionStatus.FALSE,
+            reason="Refused",
+            message="the API server refused "
+            + "; ".join(self.refused)[:900]
+            + " — change the DevServer's spec (image, flavor, volumes, size) or ask an admin "
+            "about quotas and policies",
+            observed_generation=generation,
+        )
+
+    def raise_if_any(self) -> None:
+        if self.failed:
+            raise self.failed[0]
+        if self.refused:
+            raise ChildrenRefusedError("; ".join(self.refused))
