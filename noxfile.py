@@ -31,6 +31,24 @@ def distributed(session: nox.Session) -> None:
 
 
 @nox.session
+def fuzz(session: nox.Session) -> None:
+    """The guarantees' generated-input tests at ten times the examples of `nox -s tests`
+    (3,000; seeded, so a failure reproduces), and chaos with more rounds."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "devserver.testing.build")
+    session.env.setdefault("DEVSERVER_FUZZ_EXAMPLES", "3000")
+    session.env.setdefault("DEVSERVER_CHAOS_ROUNDS", "60")
+    session.run(
+        "pytest",
+        "-s",
+        *(
+            session.posargs
+            or ["tests/integration/test_guarantees.py", "tests/integration/test_chaos.py"]
+        ),
+    )
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff, mypy --strict on src, and the import-linter layering contracts."""
     session.install("-e", ".[lint]")

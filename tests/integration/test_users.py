@@ -5,12 +5,19 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 import pytest_asyncio
 
-from devserver.api.resources import DEVUSERS, NAMESPACES
+from devserver.api.resources import (
+    DEVSERVERS,
+    DEVUSERS,
+    NAMESPACES,
+    PERSISTENT_VOLUME_CLAIMS,
+    SERVICE_ACCOUNTS,
+)
 from devserver.client import ApiError, KubeClient
 from devserver.testing.controlplane import LocalControlPlane
 from devserver.testing.operator import operator_in_process
@@ -45,8 +52,8 @@ async def _ready(kube: KubeClient, name: str) -> bool:
     return bool(user.status and any(c.status == "True" for c in user.status.conditions))
 
 
-async def test_a_user_gets_a_guarded_namespace_and_loses_it_on_removal(
-    kube: KubeClient, control_plane: LocalControlPlane
+async def test_a_user_gets_a_guarded_namespace_and_removing_them_keeps_their_data(
+    kube: KubeClient, control_plane: LocalControlPlane, quota_counts_devservers: None
 ) -> None:
     async with operator_in_process(control_plane.kubeconfig):
         await kube.create(DEVUSERS, devuser("cleo"))
@@ -54,10 +61,11 @@ async def test_a_user_gets_a_guarded_namespace_and_loses_it_on_removal(
         ns = await kube.get(NAMESPACES, "dev-cleo")
         assert ns.metadata.labels["pod-security.kubernetes.io/enforce"] == "baseline"
         assert ns.metadata.labels["devserver.io/user"] == "cleo"
+        assert not ns.metadata.owner_references  # deleting the user cannot cascade to it
         got = json.loads(
             control_plane.kubectl(
                 "get",
-                "serviceaccount,role,rolebinding,resourcequota,limitrange",
+                "serviceaccount,role,rolebinding,resourcequota,limitrange,networkpolicy",
                 "-n",
                 "dev-cleo",
                 "-o",
@@ -73,18 +81,96 @@ async def test_a_user_gets_a_guarded_namespace_and_loses_it_on_removal(
             ("RoleBinding", "bastion-token-requester"),
             ("ResourceQuota", "dev-user"),
             ("LimitRange", "dev-user"),
+            ("NetworkPolicy", "devserver-same-namespace-only"),
+            ("NetworkPolicy", "devserver-bastion-ssh"),
+            ("NetworkPolicy", "devserver-no-instance-metadata"),
         } <= kinds
+        metadata = next(i for i in got if i["metadata"]["name"] == "devserver-no-instance-metadata")
+        assert metadata["spec"]["egress"][0]["to"][0]["ipBlock"]["except"] == ["169.254.169.254/32"]
+        await kube.create(
+            DEVSERVERS,
+            {
+                "apiVersion": "devservers.io/v1",
+                "kind": "DevServer",
+                "metadata": {"name": "work", "namespace": "dev-cleo"},
+                "spec": {"owner": "cleo", "flavor": "cpu-small", "image": "busybox"},
+            },
+            "dev-cleo",
+        )
+        claim = await wait_for(
+            lambda: _get(kube, PERSISTENT_VOLUME_CLAIMS, "work-home", "dev-cleo"),
+            timeout=30,
+            what="the home volume",
+        )
         await kube.delete(DEVUSERS, "cleo")
 
-        async def namespace_going() -> bool:
-            try:
-                ns = await kube.get(NAMESPACES, "dev-cleo")
-            except ApiError as error:
-                return error.not_found
-            return ns.metadata.deletion_timestamp is not None
+        async def stopped_for_removal() -> bool:
+            ds = await kube.get(DEVSERVERS, "work", "dev-cleo")
+            reason = ds.metadata.annotations.get("devservers.io/stop-reason")
+            return ds.spec.stopped and reason == "UserRemoved"
 
-        # the garbage collector picks up new CRDs on its ~30 s discovery resync
-        await wait_for(namespace_going, timeout=90, what="the namespace to be removed")
+        await wait_for(stopped_for_removal, timeout=30, what="the user's server stopped")
+        ns = await wait_for(lambda: _marked_removed(kube), timeout=30, what="the namespace marked")
+        assert ns.metadata.deletion_timestamp is None
+        # the garbage collector revokes access (it learns new CRDs on a ~30 s resync)
+        await wait_for(
+            lambda: _gone(kube, SERVICE_ACCOUNTS, "user-cleo", "dev-cleo"),
+            timeout=90,
+            what="the user's ServiceAccount to go",
+        )
+        same = await kube.get(PERSISTENT_VOLUME_CLAIMS, "work-home", "dev-cleo")
+        assert same.metadata.uid == claim.metadata.uid
+        assert (await kube.get(NAMESPACES, "dev-cleo")).metadata.deletion_timestamp is None
+
+        # adding the user again gives the namespace, its server and home back
+        await kube.create(DEVUSERS, devuser("cleo"))
+        await wait_for(lambda: _ready(kube, "cleo"), timeout=30, what="cleo back")
+        ns = await kube.get(NAMESPACES, "dev-cleo")
+        assert "devservers.io/user-removed" not in ns.metadata.annotations
+        assert (await kube.get(DEVSERVERS, "work", "dev-cleo")).spec.stopped
+        await kube.delete(DEVUSERS, "cleo")
+        control_plane.kubectl("delete", "namespace", "dev-cleo", "--wait=false")
+
+
+async def test_a_namespace_the_operator_did_not_make_is_never_taken_over(
+    kube: KubeClient, control_plane: LocalControlPlane
+) -> None:
+    control_plane.kubectl("create", "namespace", "dev-dora")
+    async with operator_in_process(control_plane.kubeconfig):
+        await kube.create(DEVUSERS, devuser("dora"))
+
+        async def refused() -> str:
+            user = await kube.get(DEVUSERS, "dora")
+            ready = [
+                c for c in (user.status.conditions if user.status else []) if c.type == "Ready"
+            ]
+            return ready[0].message if ready and ready[0].reason == "NamespaceTaken" else ""
+
+        message = await wait_for(refused, timeout=30, what="the refusal in the status")
+        assert "dev-dora exists and was not made by devserver" in message
+        ns = await kube.get(NAMESPACES, "dev-dora")
+        assert "devserver.io/user" not in ns.metadata.labels
+        assert await _gone(kube, SERVICE_ACCOUNTS, "user-dora", "dev-dora")
+        await kube.delete(DEVUSERS, "dora")
+    control_plane.kubectl("delete", "namespace", "dev-dora", "--wait=false")
+
+
+async def _get(kube: KubeClient, resource: Any, name: str, namespace: str) -> Any:
+    try:
+        return await kube.get(resource, name, namespace)
+    except ApiError as error:
+        if error.not_found:
+            return None
+        raise
+
+
+async def _gone(kube: KubeClient, resource: Any, name: str, namespace: str) -> bool:
+    return await _get(kube, resource, name, namespace) is None
+
+
+async def _marked_removed(kube: KubeClient) -> Any:
+    ns = await kube.get(NAMESPACES, "dev-cleo")
+    return ns if "devservers.io/user-removed" in ns.metadata.annotations else None
 
 
 @pytest.mark.parametrize("name", ["Root", "root", "a" * 33, "has_underscore", "9lives", "admin"])

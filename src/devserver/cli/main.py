@@ -77,8 +77,9 @@ def main() -> None:
         code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
         raise
     except Exception as error:  # noqa: BLE001 - the promise: one sentence, never a traceback
+        first = (str(error).strip().splitlines() or [""])[0][:200]
         click.echo(
-            f"devctl: something unexpected went wrong ({type(error).__name__}: {error}); "
+            f"devctl: something unexpected went wrong ({type(error).__name__}: {first}); "
             "run it again, and if it persists report it with the command you ran",
             err=True,
         )

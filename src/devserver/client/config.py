@@ -143,7 +143,12 @@ def _read_documents(paths: list[Path]) -> list[dict[str, Any]]:
         except ValueError:
             import yaml  # only for YAML kubeconfigs; JSON ones (the bastion's) skip the import
 
-            document = yaml.safe_load(text)
+            try:
+                document = yaml.safe_load(text)
+            except yaml.YAMLError as error:
+                mark = getattr(error, "problem_mark", None)
+                where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+                raise ConfigError(f"{path} is neither YAML nor JSON{where}") from None
         if isinstance(document, dict):
             document["_dir"] = str(path.parent)
             documents.append(document)

@@ -35,6 +35,9 @@ class OperatorProcess:
             raise RuntimeError("not started")
         return self._proc.pid
 
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"

@@ -33,8 +33,8 @@ import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from devserver.api.devserver import DevServer
-from devserver.api.lifecycle import STARTED_AT, Activity, next_stop
+from devserver.api.devserver import DevServer, DevServerStatus
+from devserver.api.lifecycle import Activity, next_stop
 from devserver.podagent.agent import Sample
 
 WEEK_START = datetime(2026, 11, 30, tzinfo=UTC)  # a Monday
@@ -124,8 +124,8 @@ def _devserver(user: User, idle_timeout: int, started: datetime) -> DevServer:
                 "name": user.name,
                 "namespace": f"dev-{user.name}",
                 "creationTimestamp": started.isoformat(),
-                "annotations": {STARTED_AT: started.isoformat()},
             },
+            "status": {"lastStart": started.isoformat()},
             "spec": {
                 "owner": user.name,
                 "flavor": user.flavor,
@@ -179,7 +179,7 @@ def simulate(users: list[User], policy: str, idle_timeout: int = 3600) -> Outcom
             live = bool(t.connected[m] or t.running[m])
             if not running and t.connected[m]:
                 running, idle_since = True, now  # `devctl start`; the agent starts idle
-                ds.metadata.annotations[STARTED_AT] = now.isoformat()
+                ds = ds.model_copy(update={"status": DevServerStatus(lastStart=now)})
                 out.starts += 1
             if not running:
                 continue
