@@ -13,6 +13,7 @@ import asyncio
 import gc
 import io
 import json
+import re
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from enum import StrEnum
@@ -224,7 +225,7 @@ class KubeClient:
         path = resource.path(meta.get("namespace", ""), meta["name"], subresource)
         query = [("fieldManager", field_manager), ("force", "true" if force else "false")]
         data = await self.request(
-            "PATCH", path, query=query, body=dict(body), content_type=PatchType.APPLY
+            "PATCH", path, query=query, body=apply_body(body), content_type=PatchType.APPLY
         )
         return resource.model.model_validate_json(data)
 
@@ -393,6 +394,21 @@ async def _events(
             line, buffer = buffer[:newline], buffer[newline + 1 :]
             if line.strip():
                 yield decode_event(line, model)
+
+
+_SURROGATE_PAIR = re.compile(r"\\u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})")
+
+
+def apply_body(body: Mapping[str, Any]) -> bytes:
+    """JSON for an apply patch, which the API server parses as YAML: YAML takes no surrogate
+    pairs (`\\ud83d\\ude00`, how JSON escapes a character beyond the BMP, such as an emoji in a
+    user's text), so those become YAML's `\\U0001f600`; all else is ASCII JSON, valid YAML."""
+
+    def astral(match: re.Match[str]) -> str:
+        high, low = int(match.group(1), 16), int(match.group(2), 16)
+        return f"\\U{0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00):08x}"
+
+    return _SURROGATE_PAIR.sub(astral, json.dumps(dict(body))).encode()
 
 
 async def new_client(kubeconfig: str | None = None, context: str | None = None) -> KubeClient:

@@ -42,7 +42,12 @@ class Attempts:
             else:
                 self.failed.append(error)
 
-    def condition(self, generation: int) -> Condition:
+    def condition(
+        self,
+        generation: int,
+        hint: str = "change the DevServer's spec (image, flavor, volumes, size) or ask an admin "
+        "about quotas and policies",
+    ) -> Condition:
         if not self.refused:
             return Condition(
                 type="Applied",
@@ -55,10 +60,7 @@ class Attempts:
             type="Applied",
             status=ConditionStatus.FALSE,
             reason="Refused",
-            message="the API server refused "
-            + "; ".join(self.refused)[:900]
-            + " — change the DevServer's spec (image, flavor, volumes, size) or ask an admin "
-            "about quotas and policies",
+            message="the API server refused " + "; ".join(self.refused)[:900] + " — " + hint,
             observed_generation=generation,
         )
 

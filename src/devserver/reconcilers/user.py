@@ -15,6 +15,7 @@ Writes are compare-then-apply against the shared cache of what we made (label se
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -41,6 +42,7 @@ from devserver.client import ApiError, KubeClient
 from devserver.controller import Controller, Result
 from devserver.controller.applied import apply_if_changed, write_status_if_changed
 from devserver.informers import NAMESPACE_INDEX, Informer, InformerFactory
+from devserver.reconcilers.children import Attempts
 from devserver.reconcilers.conditions import merge_conditions
 from devserver.reconcilers.user_objects import (
     USER_LABEL,
@@ -94,22 +96,34 @@ class UserReconciler:
             (LIMIT_RANGES, desired_limit_range(user)),
             *((NETWORK_POLICIES, policy) for policy in desired_network_policies(user, d)),
         ]
-        for resource, intent in plan:
-            meta = intent["metadata"]
-            live = self.made[resource.plural].store.get(
-                ObjectKey(meta.get("namespace", ""), meta["name"])
+        # the namespace first (everything else lives in it), then the rest together: a burst
+        # of new users waits for round trips, not for each user's dozen writes in turn
+        tried = Attempts()
+        await tried.attempt("Namespace", self._ensure(*plan[0]))
+        await asyncio.gather(
+            *(
+                tried.attempt(resource.kind, self._ensure(resource, intent))
+                for resource, intent in plan[1:]
             )
-            if resource is NAMESPACES and live is not None and live.metadata.owner_references:
-                # made by an operator that let the user own it: apply drops that reference,
-                # so deleting the user can no longer delete the namespace and its homes
-                await self.client.apply(resource, intent, field_manager=FIELD_MANAGER)
-                continue
-            await apply_if_changed(self.client, resource, intent, live, field_manager=FIELD_MANAGER)
+        )
         if live_ns is not None and USER_REMOVED_ANNOTATION in live_ns.metadata.annotations:
             patch = {"metadata": {"annotations": {USER_REMOVED_ANNOTATION: None}}}
             await self.client.patch(NAMESPACES, namespace, patch)
-        await self._write_status(user, taken=False)
+        await self._write_status(user, taken=False, tried=tried)
+        tried.raise_if_any()  # after the status: retried with backoff
         return None
+
+    async def _ensure(self, resource: Resource[Any], intent: dict[str, Any]) -> None:
+        meta = intent["metadata"]
+        live = self.made[resource.plural].store.get(
+            ObjectKey(meta.get("namespace", ""), meta["name"])
+        )
+        if resource is NAMESPACES and live is not None and live.metadata.owner_references:
+            # made by an operator that let the user own it: apply drops that reference, so
+            # deleting the user can no longer delete the namespace and its homes
+            await self.client.apply(resource, intent, field_manager=FIELD_MANAGER)
+            return
+        await apply_if_changed(self.client, resource, intent, live, field_manager=FIELD_MANAGER)
 
     async def _foreign_namespace(self, namespace: str, user: str) -> bool:
         """Does `namespace` exist without our marker? Read live: the cache holds only ours."""
@@ -150,7 +164,9 @@ class UserReconciler:
             patch = {"metadata": {"annotations": {USER_REMOVED_ANNOTATION: stamp}}}
             await self.client.patch(NAMESPACES, namespace.metadata.name, patch)
 
-    async def _write_status(self, user: DevUser, *, taken: bool) -> None:
+    async def _write_status(
+        self, user: DevUser, *, taken: bool, tried: Attempts | None = None
+    ) -> None:
         d = self.defaults
         namespace = namespace_name(user)
         quota_meta = desired_quota(user, d)["metadata"]
@@ -158,7 +174,13 @@ class UserReconciler:
             ObjectKey(quota_meta["namespace"], quota_meta["name"])
         )
         counted = quota_counted(getattr(quota, "status", None) if quota else None)
-        if taken:
+        refused = tried is not None and bool(tried.refused)
+        if tried is not None and tried.refused:
+            reason = "Refused"
+            message = tried.condition(
+                user.metadata.generation, "change the DevUser's spec (quota values) or ask why"
+            ).message
+        elif taken:
             reason = "NamespaceTaken"
             message = (
                 f"namespace {namespace} exists and was not made by devserver, so it is left "
@@ -171,7 +193,9 @@ class UserReconciler:
             message = "waiting for the quota controller to count the new namespace"
         ready = Condition(
             type="Ready",
-            status=ConditionStatus.TRUE if counted and not taken else ConditionStatus.FALSE,
+            status=ConditionStatus.TRUE
+            if counted and not taken and not refused
+            else ConditionStatus.FALSE,
             reason=reason,
             message=message,
             observed_generation=user.metadata.generation,
@@ -216,7 +240,7 @@ def setup(informers: InformerFactory, client: KubeClient) -> Controller:
         )
     }
     devservers = informers.informer(DEVSERVERS)
-    controller = Controller("user", UserReconciler(client, users, made, devservers))
+    controller = Controller("user", UserReconciler(client, users, made, devservers), workers=4)
     controller.watch(users)
 
     def by_user_label(obj: KubeObject) -> list[ObjectKey]:
