@@ -80,19 +80,8 @@ def world(
     operator = OperatorProcess(control_plane.kubeconfig, ("--max-lifetime", "3h"))
     operator.start()
     operator.wait_leading()
-    control_plane.apply(
-        {
-            "apiVersion": "devservers.io/v1",
-            "kind": "DevUser",
-            "metadata": {"name": USER},
-            "spec": {"email": f"{USER}@example.com"},
-        }
-    )
-    _wait(lambda: _ready(control_plane), 60, "the user")
     tmp = tmp_path_factory.mktemp("hostile")
-    config = control_plane.service_account_kubeconfig(
-        NS, f"user-{USER}", path=tmp / "config", embed_ca=True
-    )
+    config = control_plane.add_user(USER, tmp / "config")
     w = World(control_plane, config, tmp)
     made = w.devctl("create", "box", "--flavor", "cpu-small", "--time", "1h", "--wait")
     assert made.returncode == 0, made.stderr
@@ -105,14 +94,6 @@ def world(
         control_plane.kubectl("delete", "devuser.devservers.io", USER, "--wait=false", check=False)
         control_plane.kubectl("delete", "namespace", NS, "--wait=false", check=False)
         assert code == 0
-
-
-def _ready(control_plane: LocalControlPlane) -> bool:
-    out = control_plane.kubectl("get", "devuser.devservers.io", USER, "-o", "json", check=False)
-    if out.returncode != 0:
-        return False
-    conditions = json.loads(out.stdout).get("status", {}).get("conditions", [])
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
 def _wait(probe: Callable[[], Any], timeout: float, what: str) -> Any:

@@ -36,31 +36,7 @@ def kubeconfig(
     )
     operator.start()
     operator.wait_leading()
-    control_plane.apply(
-        {
-            "apiVersion": "devservers.io/v1",
-            "kind": "DevUser",
-            "metadata": {"name": USER},
-            "spec": {"email": f"{USER}@example.com"},
-        }
-    )
-    wait(
-        lambda: (
-            get(control_plane, "devusers.devservers.io", USER).get("status", {}).get("namespace")
-        ),
-        60,
-    )
-    wait(
-        lambda: any(
-            c["status"] == "True"
-            for c in get(control_plane, "devusers.devservers.io", USER)["status"].get(
-                "conditions", []
-            )
-        ),
-        60,
-    )
-    path = tmp_path_factory.mktemp("lee") / "config"
-    control_plane.service_account_kubeconfig(NS, f"user-{USER}", path=path, embed_ca=True)
+    path = control_plane.add_user(USER, tmp_path_factory.mktemp("lee") / "config")
     try:
         yield path
     finally:

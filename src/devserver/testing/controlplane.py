@@ -382,6 +382,29 @@ class LocalControlPlane:
             client_key=pki.admin.key,
         )
 
+    def add_user(self, name: str, path: Path, timeout: float = 60) -> Path:
+        """A DevUser made by a running operator, Ready; a kubeconfig with its own token."""
+        self.apply(
+            {
+                "apiVersion": "devservers.io/v1",
+                "kind": "DevUser",
+                "metadata": {"name": name},
+                "spec": {"email": f"{name}@example.com"},
+            }
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = self.kubectl("get", "devuser.devservers.io", name, "-o", "json", check=False)
+            conditions = json.loads(got.stdout or "{}").get("status", {}).get("conditions", [])
+            if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
+                break
+            time.sleep(0.25)
+        else:
+            raise TimeoutError(f"user {name} was not provisioned within {timeout:.0f} s")
+        return self.service_account_kubeconfig(
+            f"dev-{name}", f"user-{name}", path=path, embed_ca=True
+        )
+
     def service_account_kubeconfig(
         self,
         namespace: str,
