@@ -52,6 +52,8 @@ def config_lines() -> dict[str, str]:
         ("ForceCommand", "/x/wrapper"),
         ("MaxAuthTries", "3"),
         ("LoginGraceTime", "20"),
+        ("PerSourceMaxStartups", "10"),
+        ("PerSourceNetBlockSize", "32:128"),
     ],
 )
 def test_the_sshd_policy_is_hardened(option: str, value: str) -> None:
@@ -162,7 +164,9 @@ def test_every_user_gets_one_uid_of_its_own_whatever_the_order(
 
 @settings(max_examples=200, deadline=None)
 @given(users=USERS, newcomers=st.lists(NAMES, min_size=1, max_size=5, unique=True))
-def test_a_new_user_never_moves_an_existing_one(users: dict[str, int], newcomers: list[str]) -> None:
+def test_a_new_user_never_moves_an_existing_one(
+    users: dict[str, int], newcomers: list[str]
+) -> None:
     """Users are added one by one on a running replica and all at once on a restarted one."""
     low, high = 5000, 5000 + 2 * (len(users) + len(newcomers))
     before = assign_uids(claimants(users), uid_min=low, uid_max=high)
@@ -192,9 +196,7 @@ def test_uids_are_the_same_in_every_process_and_skip_what_is_taken_here() -> Non
     ana = int(seen.pop())
     assert 200000 <= ana <= 1999999999
     one = [Claimant(EPOCH, "ana")]
-    moved = assign_uids(
-        one, uid_min=200000, uid_max=1999999999, taken=lambda name, uid: uid == ana
-    )
+    moved = assign_uids(one, uid_min=200000, uid_max=1999999999, taken=lambda name, uid: uid == ana)
     assert moved["ana"] != ana
 
 
@@ -207,7 +209,7 @@ def test_purging_a_uid_removes_its_files_and_nothing_else(tmp_path: Path) -> Non
     tmp, home = tmp_path / "tmp", tmp_path / "home"
     (tmp / "shared").mkdir(parents=True)
     (home / "kept").mkdir(parents=True)
-    os.chmod(tmp / "shared", 0o1777)
+    os.chmod(tmp / "shared", 0o1777)  # noqa: S103 - a shared /tmp-like directory
     layout = {
         tmp / "mine.txt": gone,
         tmp / "shared" / "deep.txt": gone,  # in another user's directory

@@ -106,8 +106,9 @@ class Origin:
 
 
 class SshdLog:
-    def __init__(self, listener: Callable[[], int | None]) -> None:
+    def __init__(self, listener: Callable[[], int | None], *, wait: float = 5.0) -> None:
         self.listener = listener  # pid of the listening sshd (our child)
+        self.wait = wait  # how long a wrapper's connection waits for sshd's line about it
         self.connections: dict[int, Connection] = {}  # by monitor pid
         self.children: dict[int, Connection] = {}  # by post-auth child pid
         self._changed = asyncio.Event()
@@ -226,9 +227,9 @@ class SshdLog:
 
     # ------------------------------------------------------------------ asking
 
-    async def connection_of(self, child: int, timeout: float = 5.0) -> Connection | None:
+    async def connection_of(self, child: int) -> Connection | None:
         """The connection whose post-auth child is `child`; waits for sshd's line about it."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + self.wait
         while (connection := self.children.get(child)) is None:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or procs.parent(child) is None:
