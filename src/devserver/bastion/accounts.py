@@ -176,6 +176,18 @@ class LocalAccounts:
             log.info("files of a previous holder removed", uid=uid, user=name, entries=removed)
         record.write_text(mine)
 
+    async def _own_group(self, name: str, gid: int) -> None:
+        """The user's own group, gid = uid (useradd --user-group would pick its own gid)."""
+        try:
+            group = grp.getgrnam(name)
+        except KeyError:
+            group = None
+        if group is not None and group.gr_gid == gid:
+            return
+        if group is not None:  # left behind by an interrupted add: `taken` saw no member of it
+            await _must("groupdel", name)
+        await _must("groupadd", "--gid", str(gid), name)
+
     async def add(self, name: str, email: str, *, uid: int, owner: str) -> None:
         """Create the account with `uid`; `owner` is the DevUser object's uid. AccountError if
         the name is taken by an account not ours."""
@@ -191,6 +203,7 @@ class LocalAccounts:
                 raise AccountError(f"uid {uid} for {name!r} is already used on this bastion")
             s = self.settings
             await self._hand_over(name, uid, owner)
+            await self._own_group(name, uid)
             await _must(
                 "useradd",
                 "--create-home",
@@ -202,7 +215,8 @@ class LocalAccounts:
                 s.shell,
                 "--uid",
                 str(uid),
-                "--user-group",  # its own group, gid = uid (checked by `taken`)
+                "--gid",
+                str(uid),
                 "--groups",
                 s.users_group,
                 "--comment",
