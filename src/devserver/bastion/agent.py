@@ -138,7 +138,7 @@ class SessionAgent:
                 self._audit_devctl(user, pid, first)
                 await self._reply_json(writer, ok=True)
             elif first.get("op") == "start":
-                origin = await self.origin_of(pid, user)
+                origin = await self.origin_of(pid, user) if pid not in self._open else None
                 if origin is None:
                     log.warning("session refused: not an sshd session", user=user, pid=pid)
                     await self._reply(
