@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
+import re
 import statistics
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -20,7 +22,7 @@ import pytest
 import pytest_asyncio
 
 from devserver.api.resources import DEVUSERS
-from devserver.client import KubeClient
+from devserver.client import ApiError, KubeClient
 from devserver.testing.bastion import BastionSandbox, SshResult, new_key
 from devserver.testing.controlplane import LocalControlPlane, repo_root
 from devserver.testing.operator import operator_in_process
@@ -162,6 +164,9 @@ async def test_a_user_logs_in_and_works_with_their_own_short_lived_token(
         ("devctl admin user list", "failed"),
     ]
     assert {"started", "ended", "duration_s", "timestamp"} <= set(sessions[0])
+    # sshd's view of the connection: the key that logged in; devctl lines name their session
+    assert sessions[0]["key"].startswith("ED25519 SHA256:")
+    assert all(e["client"].startswith("127.0.0.1 port ") for e in devctl)
 
 
 async def test_an_interactive_login_gets_the_motd_and_a_login_shell(
@@ -377,23 +382,284 @@ async def test_permission_matrix_over_ssh(
     assert wrong == []
 
 
+# ---------------------------------------------------------------------------- confinement (G4)
+
+
+async def test_homes_and_new_files_are_private_to_their_user(
+    kube: KubeClient, bastion: BastionSandbox, keys: Path
+) -> None:
+    kim = await add_user(kube, bastion, keys, "kim")
+    lea = await add_user(kube, bastion, keys, "lea")
+    mine = await bastion.ssh(
+        "kim", kim, "stat -c '%a %U %G' ~; echo secret > /tmp/kim-notes; echo s > ~/notes; id -u"
+    )
+    assert mine.returncode == 0, mine.stderr
+    mode, uid = mine.stdout.splitlines()
+    assert mode == "700 kim kim"
+    assert bastion.accounts()["kim"] == (int(uid), int(uid))  # its own group, gid = uid
+    assert int(uid) >= 200000
+    theirs = await bastion.ssh(
+        "lea", lea, "cat /tmp/kim-notes; ls /home/kim; cat /home/kim/notes; true"
+    )
+    assert "secret" not in theirs.stdout and theirs.stdout.strip() == ""
+    assert theirs.stderr.count("Permission denied") == 3, theirs.stderr
+    assert "kim" not in bastion.read("/etc/subuid")  # no subordinate uids to map others' files
+
+
+LEFTOVERS = "/tmp/{u}-old /var/tmp/{u}-old /dev/shm/{u}-old /tmp/{u}-dir"
+
+
+async def test_a_user_removed_and_created_again_inherits_nothing(
+    kube: KubeClient, bastion: BastionSandbox, keys: Path
+) -> None:
+    key = await add_user(kube, bastion, keys, "moe")
+    first = await bastion.ssh(
+        "moe",
+        key,
+        "echo old > ~/old; for f in /tmp/moe-old /var/tmp/moe-old /dev/shm/moe-old; do "
+        "echo old > $f; chmod 644 $f; done; mkdir -m 777 /tmp/moe-dir; echo x > /tmp/moe-dir/f; "
+        "id -u",
+    )
+    assert first.returncode == 0, first.stderr
+    assert all(bastion.exists(path) for path in LEFTOVERS.format(u="moe").split())
+    await kube.delete(DEVUSERS, "moe")
+
+    def all_gone() -> bool:
+        paths = ["/home/moe", *LEFTOVERS.format(u="moe").split()]
+        return "\nmoe:" not in bastion.read("/etc/passwd") and not any(map(bastion.exists, paths))
+
+    await wait_for(all_gone, timeout=20, what="moe's account and every file of moe removed")
+    again = keys / "again"
+    again.mkdir()
+    await wait_for(lambda: _absent(kube, "moe"), timeout=20, what="the old DevUser gone")
+    key = await add_user(kube, bastion, again, "moe")
+    second = await bastion.ssh(
+        "moe", key, "id -u; ls -A ~; find /tmp /var/tmp /dev/shm -user $(id -u) | wc -l"
+    )
+    lines = second.stdout.splitlines()
+    assert lines[0] == first.stdout.strip()  # the same person-name, the same uid …
+    assert "old" not in lines[1:-1] and lines[-1] == "0"  # … and none of the old files
+
+
+async def _absent(kube: KubeClient, name: str) -> bool:
+    try:
+        await kube.get(DEVUSERS, name)
+    except ApiError as error:
+        return error.status == 404
+    return False
+
+
+async def test_replicas_agree_on_uids_and_a_restart_gives_files_back_to_their_owner_only(
+    kube: KubeClient, bastion: BastionSandbox, keys: Path, control_plane: LocalControlPlane
+) -> None:
+    """A second replica adds every user at once (another order than this one did); after a
+    restart (new /etc, same /home and /tmp) users keep their files; a user deleted and created
+    again while the replica was down does not get the old one's."""
+    ned = await add_user(kube, bastion, keys, "ned")
+    oli = await add_user(kube, bastion, keys, "oli")
+    replica = BastionSandbox(control_plane)
+    await anyio.to_thread.run_sync(replica.start)
+    try:
+
+        def agree() -> bool:
+            ours, theirs = bastion.accounts(), replica.accounts()
+            return {"ned", "oli"} <= set(theirs) and all(
+                theirs[n] == ours[n] for n in set(ours) & set(theirs)
+            )
+
+        await wait_for(agree, timeout=20, what="both replicas to give every user the same uid")
+        before = await replica.ssh("ned", ned, "echo mine > ~/kept; echo t > /tmp/ned-tmp")
+        assert before.returncode == 0, before.stderr
+        assert (await replica.ssh("oli", oli, "echo old > ~/old; : > /tmp/oli-old")).returncode == 0
+
+        await anyio.to_thread.run_sync(replica.halt)
+        await kube.delete(DEVUSERS, "oli")
+        await wait_for(lambda: _absent(kube, "oli"), timeout=20, what="oli gone")
+        await wait_for(
+            lambda: "\noli:" not in bastion.read("/etc/passwd"), timeout=20, what="oli removed"
+        )
+        again = keys / "restart"
+        again.mkdir()
+        oli = await add_user(kube, bastion, again, "oli")
+        await anyio.to_thread.run_sync(replica.start)
+
+        await wait_for(agree, timeout=20, what="the same uids after the restart")
+        kept = await replica.ssh("ned", ned, "cat ~/kept /tmp/ned-tmp")
+        assert kept.stdout.split() == ["mine", "t"], kept.stderr
+        fresh = await replica.ssh("oli", oli, "ls -A ~ /tmp")
+        assert fresh.returncode == 0, fresh.stderr
+        assert "old" not in fresh.stdout and "oli-old" not in fresh.stdout
+    finally:
+        await anyio.to_thread.run_sync(replica.stop)
+
+
+async def test_a_flood_from_one_address_does_not_lock_out_another(
+    kube: KubeClient, bastion: BastionSandbox, keys: Path
+) -> None:
+    """500 half-open logins from 127.0.0.2: sshd serves that address its share (10) and drops
+    the rest at once; a user at 127.0.0.3 logs in meanwhile."""
+    key = await add_user(kube, bastion, keys, "pat")
+    flood: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    async def connect() -> None:
+        with contextlib.suppress(OSError, TimeoutError):
+            async with asyncio.timeout(10):
+                flood.append(
+                    await asyncio.open_connection(
+                        "127.0.0.1", bastion.port, local_addr=("127.0.0.2", 0)
+                    )
+                )
+
+    async def served(reader: asyncio.StreamReader) -> bool:
+        try:
+            async with asyncio.timeout(3):
+                return (await reader.read(64)).startswith(b"SSH-2.0-")
+        except (OSError, TimeoutError):
+            return False
+
+    try:
+        for _ in range(10):  # 500 connections, 50 at a time
+            await asyncio.gather(*(connect() for _ in range(50)))
+        answered = await asyncio.gather(*(served(reader) for reader, _ in flood))
+        from_same = await bastion.ssh(
+            "pat", key, "true", extra=("-o", "BindAddress=127.0.0.2"), timeout=30
+        )
+        from_other = await bastion.ssh(
+            "pat", key, "id -un", extra=("-o", "BindAddress=127.0.0.3"), timeout=30
+        )
+    finally:
+        for _, writer in flood:
+            writer.close()
+    assert sum(answered) <= 10  # PerSourceMaxStartups
+    assert len(flood) - sum(answered) >= 480  # dropped without a banner
+    assert from_same.returncode == 255  # that address is at its limit …
+    assert (from_other.returncode, from_other.stdout.strip()) == (0, "pat")  # … others are not
+
+
+async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while data := await reader.read(4096):
+        writer.write(data)
+        await writer.drain()
+    writer.close()
+
+
+def forwards(bastion: BastionSandbox, user: str) -> list[dict[str, Any]]:
+    return [e for e in audit_lines(bastion, user) if e["kind"] == "forward"]
+
+
+async def test_forwarding_is_audited_as_sshd_saw_it(
+    kube: KubeClient, bastion: BastionSandbox, keys: Path
+) -> None:
+    """ProxyJump's `ssh -W` to a dev server's port 22 (an echo server on 127.0.0.9 here)."""
+    key = await add_user(kube, bastion, keys, "pia")
+    server = await asyncio.start_server(_echo, "127.0.0.9", 22)
+    try:
+        jump = await asyncio.create_subprocess_exec(
+            *bastion.ssh_argv("pia", key, "-W", "127.0.0.9:22"),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(jump.communicate(b"ping\n"), timeout=30)
+        assert out == b"ping\n", err
+        denied = await asyncio.create_subprocess_exec(
+            *bastion.ssh_argv("pia", key, "-W", "127.0.0.9:80"),
+            stdin=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        assert await asyncio.wait_for(denied.wait(), timeout=30) == 255
+        held = await asyncio.create_subprocess_exec(
+            *bastion.ssh_argv("pia", key, "-W", "127.0.0.9:22"),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.DEVNULL,
+        )
+        await wait_for(lambda: len(forwards(bastion, "pia")) >= 4, timeout=20, what="3rd open")
+        held.kill()  # the connection drops without closing its channel
+        await held.wait()
+        await wait_for(lambda: len(forwards(bastion, "pia")) >= 5, timeout=20, what="its end")
+    finally:
+        server.close()
+    lines = forwards(bastion, "pia")
+    assert [(e["target"], e["outcome"]) for e in lines[:4]] == [
+        ("127.0.0.9:22", "open"),
+        ("127.0.0.9:22", "closed"),
+        ("127.0.0.9:80", "denied"),
+        ("127.0.0.9:22", "open"),
+    ]
+    # sshd frees the channel as the connection drops (the reaper would close it otherwise)
+    assert (lines[4]["target"], lines[4]["channel"]) == ("127.0.0.9:22", lines[3]["channel"])
+    assert lines[4]["outcome"] in {"closed", "connection closed"}
+    for line in lines:
+        assert line["client"].startswith("127.0.0.1 port ")
+        assert line["key"].startswith("ED25519 SHA256:")
+    assert lines[1]["started"] <= lines[1]["ended"]
+    assert lines[1]["sshd_pid"] == lines[0]["sshd_pid"] != lines[3]["sshd_pid"]
+
+
+FAKE_SESSION = """
+import json, marshal, os, socket
+s = socket.socket(socket.AF_UNIX); s.connect(os.environ["DEVSERVER_AUDIT_SOCKET"])
+s.sendall(json.dumps({"op": "start", "command": "rm -rf /", "client": "10.6.6.6 1 2 3"}).encode()
+          + b"\\n")
+size = int.from_bytes(s.recv(4), "big"); print(marshal.loads(s.recv(size))["error"])
+"""
+
+
+async def test_a_users_process_cannot_write_a_session_record(
+    kube: KubeClient, bastion: BastionSandbox, keys: Path
+) -> None:
+    key = await add_user(kube, bastion, keys, "quinn")
+    result = await bastion.ssh("quinn", key, "python3 -", stdin=FAKE_SESSION.encode())
+    assert result.stdout.strip() == "only a login through the bastion's sshd starts a session."
+    sessions = [e for e in audit_lines(bastion, "quinn") if e["kind"] == "session"]
+    assert sessions and all(e["client"].startswith("127.0.0.1 port ") for e in sessions)
+    assert "rm -rf /" not in bastion.output()
+
+
+async def test_tokens_are_rate_limited_per_user(
+    kube: KubeClient, bastion: BastionSandbox, keys: Path
+) -> None:
+    """24 quick logins: the burst (20) get tokens, the rest one sentence; others unaffected."""
+    key = await add_user(kube, bastion, keys, "rex")
+    results: list[SshResult] = []
+    for _ in range(3):  # 8 at a time: one address may hold 10 unauthenticated connections
+        results += await asyncio.gather(*(bastion.ssh("rex", key, "true") for _ in range(8)))
+    refusals = [r.stderr for r in results if "too many requests" in r.stderr]
+    assert 1 <= len(refusals) <= 5  # 25 requests, burst 20, a few refilled meanwhile
+    assert re.fullmatch(
+        r"devserver: too many requests for Kubernetes credentials from rex \(at most 20 at "
+        r"once, then 12 a minute\); try again in \d+ s\n",
+        refusals[0],
+    )
+    assert all(r.returncode == 0 for r in results)  # a session without credentials still runs
+    other = await bastion.ssh("kim", keys / "kim_ed25519", "test -s ~/.kube/config")
+    assert other.returncode == 0 and other.stderr == ""
+
+
 # ---------------------------------------------------------------------------- load
 
 
 async def test_a_hundred_concurrent_logins_all_succeed(
     kube: KubeClient, bastion: BastionSandbox, keys: Path
 ) -> None:
+    """20 users, each from their own address (sshd limits unauthenticated connections per
+    address, PerSourceMaxStartups), 5 logins each, all at once."""
     users = [f"load{i:02d}" for i in range(20)]
     user_keys = await asyncio.gather(*(add_user(kube, bastion, keys, u) for u in users))
-    logins = [(user, key) for user, key in zip(users, user_keys, strict=True) for _ in range(5)]
+    logins = [
+        (user, key, f"BindAddress=127.0.1.{index + 1}")
+        for index, (user, key) in enumerate(zip(users, user_keys, strict=True))
+        for _ in range(5)
+    ]
     started = time.monotonic()
+    command = "test -s ~/.kube/config && id -un"
     results = await asyncio.gather(
-        *(bastion.ssh(u, k, "test -s ~/.kube/config && id -un", timeout=120) for u, k in logins)
+        *(bastion.ssh(u, k, command, extra=("-o", a), timeout=120) for u, k, a in logins)
     )
     wall = time.monotonic() - started
     failures = [
         (u, r.returncode, r.stderr.strip())
-        for (u, _), r in zip(logins, results, strict=True)
+        for (u, _, _), r in zip(logins, results, strict=True)
         if r.returncode != 0 or r.stdout.strip() != u
     ]
     assert failures == []

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from devserver.bastion import session
-from devserver.bastion.accounts import gecos
+from devserver.bastion.accounts import gecos, purge_files
 from devserver.bastion.keys import check_keys
 from devserver.bastion.settings import BastionSettings
 from devserver.bastion.sshd_config import render_sshd_config
 from devserver.bastion.tokens import render_kubeconfig
+from devserver.bastion.uids import Claimant, assign_uids
 from devserver.reconcilers.user import quota_counted
 
 ED25519 = "AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
@@ -47,6 +52,8 @@ def config_lines() -> dict[str, str]:
         ("ForceCommand", "/x/wrapper"),
         ("MaxAuthTries", "3"),
         ("LoginGraceTime", "20"),
+        ("PerSourceMaxStartups", "10"),
+        ("PerSourceNetBlockSize", "32:128"),
     ],
 )
 def test_the_sshd_policy_is_hardened(option: str, value: str) -> None:
@@ -126,3 +133,109 @@ def test_a_user_is_ready_only_once_the_quota_counts_everything() -> None:
     assert quota_counted(
         {"hard": hard, "used": {"pods": "0", "count/devservers.devservers.io": "0"}}
     )
+
+
+# ---------------------------------------------------------------------------- uids
+
+EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+NAMES = st.from_regex(r"[a-z][a-z0-9-]{0,20}", fullmatch=True)
+# a few creation seconds for many users: ties (settled by name) are common
+USERS = st.dictionaries(NAMES, st.integers(0, 5), min_size=1, max_size=25)
+
+
+def claimants(users: dict[str, int]) -> list[Claimant]:
+    return [Claimant(EPOCH + timedelta(seconds=s), name) for name, s in users.items()]
+
+
+@settings(max_examples=200, deadline=None)
+@given(users=USERS, data=st.data())
+def test_every_user_gets_one_uid_of_its_own_whatever_the_order(
+    users: dict[str, int], data: st.DataObject
+) -> None:
+    # a range barely larger than the users: collisions are the rule, not the exception
+    low, high = 5000, 5000 + 2 * len(users)
+    first = assign_uids(claimants(users), uid_min=low, uid_max=high)
+    shuffled = data.draw(st.permutations(claimants(users)))
+    assert assign_uids(shuffled, uid_min=low, uid_max=high) == first
+    assert set(first) == set(users)
+    assert len(set(first.values())) == len(users)
+    assert all(low <= uid <= high for uid in first.values())
+
+
+@settings(max_examples=200, deadline=None)
+@given(users=USERS, newcomers=st.lists(NAMES, min_size=1, max_size=5, unique=True))
+def test_a_new_user_never_moves_an_existing_one(
+    users: dict[str, int], newcomers: list[str]
+) -> None:
+    """Users are added one by one on a running replica and all at once on a restarted one."""
+    low, high = 5000, 5000 + 2 * (len(users) + len(newcomers))
+    before = assign_uids(claimants(users), uid_min=low, uid_max=high)
+    later = {name: 6 for name in newcomers if name not in users}  # created afterwards
+    after = assign_uids(claimants(users | later), uid_min=low, uid_max=high)
+    assert {name: after[name] for name in before} == before
+
+
+def test_uids_are_the_same_in_every_process_and_skip_what_is_taken_here() -> None:
+    """Another replica is another interpreter: the uid must not depend on Python's hash seed."""
+    probe = (
+        "from datetime import datetime, UTC; from devserver.bastion.uids import *; "
+        "print(assign_uids([Claimant(datetime(2026,1,1,tzinfo=UTC), 'ana')], "
+        "uid_min=200000, uid_max=1999999999)['ana'])"
+    )
+    seen = {
+        subprocess.run(
+            [sys.executable, "-c", probe],
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        for seed in (1, 2)
+    }
+    assert len(seen) == 1
+    ana = int(seen.pop())
+    assert 200000 <= ana <= 1999999999
+    one = [Claimant(EPOCH, "ana")]
+    moved = assign_uids(one, uid_min=200000, uid_max=1999999999, taken=lambda name, uid: uid == ana)
+    assert moved["ana"] != ana
+
+
+# ---------------------------------------------------------------------------- files
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_purging_a_uid_removes_its_files_and_nothing_else(tmp_path: Path) -> None:
+    gone, kept = 4242001, 4242002
+    tmp, home = tmp_path / "tmp", tmp_path / "home"
+    (tmp / "shared").mkdir(parents=True)
+    (home / "kept").mkdir(parents=True)
+    os.chmod(tmp / "shared", 0o1777)  # noqa: S103 - a shared /tmp-like directory
+    layout = {
+        tmp / "mine.txt": gone,
+        tmp / "shared" / "deep.txt": gone,  # in another user's directory
+        tmp / "shared" / "theirs.txt": kept,
+        home / "kept" / "file": kept,
+    }
+    for path, uid in layout.items():
+        path.write_text("x")
+        os.chown(path, uid, uid)
+    (tmp / "mydir" / "sub").mkdir(parents=True)
+    (tmp / "mydir" / "sub" / "theirs-inside").write_text("x")  # goes with the directory
+    os.chown(tmp / "mydir", gone, gone)
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep me")
+    (tmp / "link").symlink_to(outside)
+    os.chown(tmp / "link", gone, gone, follow_symlinks=False)
+
+    assert purge_files(gone, [tmp, home, tmp_path / "missing"]) == 4
+    left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    assert left == [
+        "home",
+        "home/kept",
+        "home/kept/file",
+        "outside.txt",
+        "tmp",
+        "tmp/shared",
+        "tmp/shared/theirs.txt",
+    ]
+    assert outside.read_text() == "keep me"

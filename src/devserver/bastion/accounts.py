@@ -2,18 +2,34 @@
 
 Each DevUser becomes a Linux account of the same name, member of the users group (the marker of
 "ours": nothing outside it is ever touched, and sshd's AllowGroups admits only it). Accounts are
-made with the shadow tools (`useradd`, `userdel`) so locking and file formats are theirs. A
-removed user's processes are killed before the account goes: a removed user is logged out, not
-only kept from logging in again. The bastion home is scratch space by design; the persistent
-home is on the user's dev server.
+made with the shadow tools (`useradd`, `userdel`) so locking and file formats are theirs, with
+the uid (and the user's own group's gid) that uids.py derives from the DevUsers, and no
+subordinate uid ranges (they would overlap other users' uids). A removed user's processes are
+killed before the account goes: a removed user is logged out, not only kept from logging in
+again. The bastion home is scratch space by design; the persistent home is on the user's dev
+server.
+
+Files belong to a person, not to a number. Homes are 0700 and their user's. /home and /tmp are
+emptyDirs that outlive the container (and /etc/passwd with it), so each uid's owner is recorded
+in a root-only directory beside the homes (`<owners_dir>/<uid>`: name and DevUser object uid).
+Before a uid is given to anyone but the object that last had it — a new user, or one deleted and
+created again under the same name — every file it owns in /home and the shared temporary
+directories is removed first; the same purge runs when an account is removed. A replica that
+restarts gives every user back their own files, and nobody anyone else's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import grp
+import os
 import pwd
 import re
+import shutil
+import stat
+from collections.abc import Iterable
+from pathlib import Path
 
 import structlog
 
@@ -49,6 +65,35 @@ def gecos(email: str) -> str:
     return "devserver " + _GECOS_UNSAFE.sub("", email)[:100]
 
 
+def purge_files(uid: int, roots: Iterable[Path]) -> int:
+    """Remove everything `uid` owns under `roots` (never following links, never leaving a root's
+    filesystem); a directory it owns goes with all it holds. The number of entries removed."""
+    removed = 0
+    for root in roots:
+        try:
+            device = root.lstat().st_dev
+        except FileNotFoundError:
+            continue
+        for directory, subdirs, files in os.walk(root):
+            for name in list(subdirs) + files:
+                path = os.path.join(directory, name)
+                try:
+                    info = os.lstat(path)
+                except FileNotFoundError:
+                    continue
+                if name in subdirs and (info.st_uid == uid or info.st_dev != device):
+                    subdirs.remove(name)  # removed below, or another filesystem: not entered
+                if info.st_uid != uid:
+                    continue
+                if stat.S_ISDIR(info.st_mode):
+                    shutil.rmtree(path, ignore_errors=True)  # fd-based: safe against symlinks
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
+                removed += 1
+    return removed
+
+
 class LocalAccounts:
     def __init__(self, settings: BastionSettings) -> None:
         self.settings = settings
@@ -74,15 +119,78 @@ class LocalAccounts:
         except KeyError:
             return None
 
+    @staticmethod
+    def holders() -> dict[int, set[str]]:
+        """Every uid and gid in use here, with the account and group names that use it."""
+        held: dict[int, set[str]] = {}
+        for account in pwd.getpwall():
+            held.setdefault(account.pw_uid, set()).add(account.pw_name)
+        for group in grp.getgrall():
+            held.setdefault(group.gr_gid, set()).add(group.gr_name)
+        return held
+
+    def taken(self, name: str, uid: int) -> bool:
+        """Whether `uid` (as a uid or a gid) belongs here to something other than `name`."""
+        return bool(self.holders().get(uid, set()) - {name})
+
     async def ensure_group(self) -> None:
         async with self._lock:
             try:
                 grp.getgrnam(self.settings.users_group)
             except KeyError:
                 await _must("groupadd", "--system", self.settings.users_group)
+            self.settings.owners_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(self.settings.owners_dir, 0o700)
 
-    async def add(self, name: str, email: str) -> None:
-        """Create the account; AccountError if the name is taken by an account not ours."""
+    def _shared_roots(self) -> list[Path]:
+        return [self.settings.home_root, *self.settings.shared_dirs]
+
+    async def _kill(self, uid: int) -> None:
+        for _ in range(5):
+            code, _output = await _run("pkill", "--signal", "KILL", "--uid", str(uid))
+            if code == 1:  # nothing (left) to kill
+                return
+            await asyncio.sleep(0.1)
+
+    async def _hand_over(self, name: str, uid: int, owner: str) -> None:
+        """Make sure nothing of a previous holder of `uid` (or of `name`'s home) survives."""
+        record = self.settings.owners_dir / str(uid)
+        try:
+            previous = record.read_text()
+        except FileNotFoundError:
+            previous = ""
+        home = self.settings.home_root / name
+        mine = f"{name}\n{owner}\n"
+        if previous == mine:
+            with contextlib.suppress(FileNotFoundError):
+                if home.lstat().st_uid != uid or home.is_symlink():
+                    shutil.rmtree(home, ignore_errors=True)
+            return
+        await self._kill(uid)
+        if home.is_symlink():
+            home.unlink()
+        elif home.exists():
+            shutil.rmtree(home, ignore_errors=True)
+        removed = await asyncio.to_thread(purge_files, uid, self._shared_roots())
+        if previous or removed:
+            log.info("files of a previous holder removed", uid=uid, user=name, entries=removed)
+        record.write_text(mine)
+
+    async def _own_group(self, name: str, gid: int) -> None:
+        """The user's own group, gid = uid (useradd --user-group would pick its own gid)."""
+        try:
+            group = grp.getgrnam(name)
+        except KeyError:
+            group = None
+        if group is not None and group.gr_gid == gid:
+            return
+        if group is not None:  # left behind by an interrupted add: `taken` saw no member of it
+            await _must("groupdel", name)
+        await _must("groupadd", "--gid", str(gid), name)
+
+    async def add(self, name: str, email: str, *, uid: int, owner: str) -> None:
+        """Create the account with `uid`; `owner` is the DevUser object's uid. AccountError if
+        the name is taken by an account not ours."""
         async with self._lock:
             if name in self.managed():
                 return
@@ -91,7 +199,11 @@ class LocalAccounts:
                     f"a local account {name!r} exists that devserver does not manage; "
                     "rename the DevUser or remove that account from the bastion image."
                 )
+            if self.taken(name, uid):
+                raise AccountError(f"uid {uid} for {name!r} is already used on this bastion")
             s = self.settings
+            await self._hand_over(name, uid, owner)
+            await self._own_group(name, uid)
             await _must(
                 "useradd",
                 "--create-home",
@@ -101,32 +213,39 @@ class LocalAccounts:
                 "*",
                 "--shell",
                 s.shell,
+                "--uid",
+                str(uid),
+                "--gid",
+                str(uid),
                 "--groups",
                 s.users_group,
                 "--comment",
                 gecos(email),
                 "--key",
-                f"UID_MIN={s.uid_min}",
+                "HOME_MODE=0700",
                 "--key",
-                f"UID_MAX={s.uid_max}",
+                "SUB_UID_COUNT=0",
                 "--key",
-                f"GID_MIN={s.uid_min}",
-                "--key",
-                f"GID_MAX={s.uid_max}",
+                "SUB_GID_COUNT=0",
                 name,
             )
-            log.info("account added", user=name, uid=self.uid(name))
+            home = s.home_root / name
+            os.chown(home, uid, pwd.getpwnam(name).pw_gid)
+            os.chmod(home, 0o700)
+            log.info("account added", user=name, uid=uid)
 
     async def remove(self, name: str) -> None:
-        """Log the user out (kill every process) and delete the account and its bastion home."""
+        """Log the user out (kill every process), delete the account, its bastion home and
+        every file its uid still owns in the shared directories."""
         async with self._lock:
             if name not in self.managed():
                 return
             uid = self.uid(name)
-            for _ in range(5):
-                code, _output = await _run("pkill", "--signal", "KILL", "--uid", str(uid))
-                if code == 1:  # nothing (left) to kill
-                    break
-                await asyncio.sleep(0.1)
+            if uid is None:
+                return
+            await self._kill(uid)
             await _must("userdel", "--remove", "--force", name)
-            log.info("account removed", user=name, uid=uid)
+            removed = await asyncio.to_thread(purge_files, uid, self._shared_roots())
+            with contextlib.suppress(FileNotFoundError):
+                (self.settings.owners_dir / str(uid)).unlink()
+            log.info("account removed", user=name, uid=uid, files_removed=removed)

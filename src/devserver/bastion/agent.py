@@ -1,17 +1,25 @@
 """The session agent: a root-owned Unix socket that sessions and devctl talk to.
 
 The caller's identity is the kernel's (SO_PEERCRED), never the message's: a session can only get
-a token for the account it runs as, and audit lines carry that account. A session keeps its
-connection for its whole life, so the audit line is written when the session ends — whatever
-way it ends (a wrapper killed outright shows up as `disconnected`).
+a token for the account it runs as, and audit lines carry that account. A session's audit line
+is tied to the real sshd connection, not to what the wrapper claims: the peer process must be a
+child of an sshd post-auth child that sshd's own log says the same user logged in with
+(sshd_log.py), and the line's client address, key, command and terminal come from sshd and
+/proc; a process that is not a session wrapper gets no session. A devctl line belongs to the
+open session among the caller's ancestors (the kernel's process tree), or to none. A session
+keeps its connection for its whole life, so the audit line is written when the session ends —
+whatever way it ends (a wrapper killed outright shows up as `disconnected`).
+
+Tokens are rate-limited per uid (a token bucket: `token_burst` at once, then
+`token_rate_per_minute`): a user's processes may talk to the socket directly, and each token is
+a TokenRequest to the API server. A refusal is one sentence, with when to try again.
 
 Protocol: requests are newline-delimited JSON. Replies to devctl are JSON lines; replies to
 the session wrapper are length-prefixed `marshal` dicts (the wrapper runs without imports to keep
 logins fast; marshal is safe here because only the trusted side, this agent, produces it).
-Session: `{"op": "start", "command", "client", "tty"}` →
-`{"ok", "kubeconfig", "refresh_in", "expires_at", "motd"}`; then any number of
-`{"op": "refresh"}` → the same; then `{"op": "end", "exit_code"}`. devctl: one
-`{"op": "devctl", "argv", "exit_code", "duration"}` per command.
+Session: `{"op": "start", …}` → `{"ok", "kubeconfig", "refresh_in", "expires_at", "motd"}`;
+then any number of `{"op": "refresh"}` → the same; then `{"op": "end", "exit_code"}`. devctl:
+one `{"op": "devctl", "argv", "exit_code", "duration"}` per command.
 """
 
 from __future__ import annotations
@@ -25,13 +33,17 @@ import pwd
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import structlog
 
+from devserver.bastion import procs
+from devserver.bastion.ratelimit import RateLimiter
+from devserver.bastion.sshd_log import Origin
 from devserver.bastion.tokens import TokenIssuer, render_kubeconfig
 from devserver.client import ApiError
 
@@ -42,12 +54,23 @@ MAX_MESSAGE = 64 * 1024
 _PEERCRED = struct.Struct("3i")
 
 
-def peer_uid(writer: asyncio.StreamWriter) -> int:
+# (wrapper pid, user) → the sshd session it runs in, or None (sshd_log.SshdLog.session_origin)
+OriginOf = Callable[[int, str], Awaitable[Origin | None]]
+
+
+def peer(writer: asyncio.StreamWriter) -> tuple[int, int]:
+    """(pid, uid) of the process at the other end, as the kernel recorded it at connect()."""
     sock: socket.socket = writer.get_extra_info("socket")
-    _pid, uid, _gid = _PEERCRED.unpack(
+    pid, uid, _gid = _PEERCRED.unpack(
         sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
     )
-    return int(uid)
+    return int(pid), int(uid)
+
+
+@dataclass(frozen=True)
+class _Open:
+    origin: Origin
+    started: int | None  # the wrapper's start time (a reused pid is not the session)
 
 
 def _now() -> str:
@@ -69,13 +92,16 @@ class SessionAgent:
         is_user: Callable[[str], bool],
         motd: str,
         refresh_margin: int,
+        origin_of: OriginOf,
+        limiter: RateLimiter,
         public_address: str = "",
     ) -> None:
         self.socket_path = socket_path
         self.issuer, self.server, self.ca_pem = issuer, server, ca_pem
         self.is_user, self.motd, self.refresh_margin = is_user, motd, refresh_margin
+        self.origin_of, self.limiter = origin_of, limiter
         self.public_address = public_address
-        self.sessions_open = 0
+        self._open: dict[int, _Open] = {}  # by wrapper pid
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
@@ -95,7 +121,7 @@ class SessionAgent:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            uid = peer_uid(writer)
+            pid, uid = peer(writer)
             try:
                 user = pwd.getpwuid(uid).pw_name
             except KeyError:
@@ -109,10 +135,20 @@ class SessionAgent:
             if first is None:
                 return
             if first.get("op") == "devctl":
-                self._audit_devctl(user, first)
+                self._audit_devctl(user, pid, first)
                 await self._reply_json(writer, ok=True)
             elif first.get("op") == "start":
-                await self._session(user, first, reader, writer)
+                origin = await self.origin_of(pid, user) if pid not in self._open else None
+                if origin is None:
+                    log.warning("session refused: not an sshd session", user=user, pid=pid)
+                    await self._reply(
+                        writer,
+                        ok=False,
+                        fatal=True,
+                        error="only a login through the bastion's sshd starts a session.",
+                    )
+                    return
+                await self._session(user, uid, pid, origin, reader, writer)
             else:
                 await self._reply(writer, ok=False, fatal=True, error="unknown request.")
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -122,49 +158,74 @@ class SessionAgent:
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
 
+    @property
+    def sessions_open(self) -> int:
+        return len(self._open)
+
     async def _session(
         self,
         user: str,
-        start: dict[str, Any],
+        uid: int,
+        pid: int,
+        origin: Origin,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
     ) -> None:
         started, clock = _now(), time.monotonic()
-        command = _text(start.get("command"))
-        outcome, exit_code, tokens = "disconnected", None, 0
-        self.sessions_open += 1
-        log.info("session opened", user=user, command=command, client=start.get("client"))
+        outcome, exit_code, tokens, refused = "disconnected", None, 0, 0
+        self._open[pid] = _Open(origin, procs.started(pid))
+        log.info("session opened", user=user, command=origin.command, client=origin.client)
         try:
-            if await self._credentials(user, writer, motd=True):
-                tokens += 1
-            while (message := await self._read(reader)) is not None:
-                if message.get("op") == "refresh":
-                    if await self._credentials(user, writer, motd=False):
-                        tokens += 1
+            message: dict[str, Any] | None = {"op": "start"}
+            while message is not None:
+                if message.get("op") in ("start", "refresh"):
+                    issued = await self._credentials(
+                        user, uid, writer, motd=message.get("op") == "start"
+                    )
+                    tokens, refused = tokens + issued, refused + (not issued)
                 elif message.get("op") == "end":
                     code = message.get("exit_code")
                     exit_code = code if isinstance(code, int) else None
                     outcome = "ok" if exit_code == 0 else "failed"
                     await self._reply(writer, ok=True)
                     break
+                message = await self._read(reader)
         finally:
-            self.sessions_open -= 1
+            del self._open[pid]
             audit.info(
                 "audit",
                 kind="session",
                 user=user,
-                command=command or "<interactive shell>",
-                tty=bool(start.get("tty")),
-                client=_text(start.get("client"), 200),
+                command=_text(origin.command) or "<interactive shell>",
+                tty=origin.tty,
+                client=origin.client,
+                key=origin.key,
+                sshd_pid=origin.sshd_pid,
                 started=started,
                 ended=_now(),
                 duration_s=round(time.monotonic() - clock, 3),
                 exit_code=exit_code,
                 outcome=outcome,
                 tokens_issued=tokens,
+                tokens_refused=refused,
             )
 
-    async def _credentials(self, user: str, writer: asyncio.StreamWriter, *, motd: bool) -> bool:
+    async def _credentials(
+        self, user: str, uid: int, writer: asyncio.StreamWriter, *, motd: bool
+    ) -> bool:
+        wait = self.limiter.take(uid)
+        if wait:
+            log.warning("token request refused: rate limit", user=user, retry_in=wait)
+            await self._reply(
+                writer,
+                ok=False,
+                error=f"too many requests for Kubernetes credentials from {user} "
+                f"(at most {self.limiter.burst} at once, then "
+                f"{round(self.limiter.rate * 60)} a minute); try again in {wait:.0f} s",
+                refresh_in=wait,
+                motd=self.motd.format(user=user) if motd else "",
+            )
+            return False
         try:
             issued = await self.issuer.issue(user)
         except ApiError as error:
@@ -190,14 +251,25 @@ class SessionAgent:
         )
         return True
 
-    def _audit_devctl(self, user: str, message: dict[str, Any]) -> None:
+    def _session_of(self, pid: int) -> Origin | None:
+        """The open session among `pid`'s ancestors (the kernel's process tree)."""
+        for ancestor in procs.ancestors(pid)[1:]:
+            found = self._open.get(ancestor)
+            if found is not None and procs.started(ancestor) == found.started:
+                return found.origin
+        return None
+
+    def _audit_devctl(self, user: str, pid: int, message: dict[str, Any]) -> None:
         argv = message.get("argv")
         code = message.get("exit_code")
         duration = message.get("duration")
+        session = self._session_of(pid)
         audit.info(
             "audit",
             kind="devctl",
             user=user,
+            client=session.client if session else None,
+            sshd_pid=session.sshd_pid if session else None,
             command=" ".join(map(str, argv))[:4096] if isinstance(argv, list) else "",
             ended=_now(),
             duration_s=round(duration, 3) if isinstance(duration, int | float) else None,

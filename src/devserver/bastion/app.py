@@ -2,10 +2,11 @@
 
 Start order: runtime directory and host keys; DevUser informer; one full account pass (every
 user present, every stale account gone); the session agent; then sshd. sshd runs as a child in
-the foreground (`-D -e`), its log lines go into ours; if it dies, the replica exits non-zero and
-is restarted. `/readyz` is true only while sshd runs behind a synced account set; `/healthz`
-fails when the watch is dead or sshd is gone. No leader election: every replica keeps its own
-accounts, all of them at once.
+the foreground (`-D -e`), its log lines go into ours and through sshd_log.SshdLog, which audits
+forwarding and tells the agent which sshd connection a session belongs to; if sshd dies, the
+replica exits non-zero and is restarted. `/readyz` is true only while sshd runs behind a synced
+account set; `/healthz` fails when the watch is dead or sshd is gone. No leader election: every
+replica keeps its own accounts, all of them at once.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from devserver.api.meta import ObjectKey
 from devserver.api.resources import DEVUSERS
 from devserver.bastion.accounts import LocalAccounts
 from devserver.bastion.agent import SessionAgent
+from devserver.bastion.ratelimit import RateLimiter
 from devserver.bastion.settings import BastionSettings
 from devserver.bastion.sshd_config import HOST_KEY_TYPES, render_sshd_config
+from devserver.bastion.sshd_log import SshdLog
 from devserver.bastion.sync import AccountReconciler
 from devserver.bastion.tokens import TokenIssuer
 from devserver.client import KubeClient, new_client
@@ -37,7 +40,6 @@ from devserver.observability.http import HealthEndpoints
 from devserver.observability.logging import configure_logging
 
 log = structlog.get_logger("devserver.bastion")
-sshd_log = structlog.get_logger("sshd")
 
 SESSION_SCRIPT = Path(__file__).with_name("session.py")
 
@@ -98,6 +100,7 @@ class Bastion:
         self.controller = Controller("bastion-accounts", self.reconciler, workers=2)
         self.controller.watch(self.users)
         self.sshd: asyncio.subprocess.Process | None = None
+        self.sshd_log = SshdLog(lambda: self.sshd.pid if self.sshd is not None else None)
 
     # ------------------------------------------------------------------ health
 
@@ -140,6 +143,8 @@ class Bastion:
             is_user=self.is_user,
             motd=s.motd,
             refresh_margin=s.token_refresh_margin,
+            origin_of=self.sshd_log.session_origin,
+            limiter=RateLimiter(burst=s.token_burst, rate=s.token_rate_per_minute / 60),
             public_address=s.public_address,
         )
         endpoints = HealthEndpoints(healthz=self.healthz, readyz=self.readyz)
@@ -155,7 +160,7 @@ class Bastion:
             self.sshd = await self._start_sshd()
             tasks = [
                 asyncio.create_task(self.controller.run(controller_stop), name="accounts"),
-                asyncio.create_task(self._pipe_sshd_log(self.sshd), name="sshd-log"),
+                asyncio.create_task(self._read_sshd_log(self.sshd), name="sshd-log"),
             ]
             sshd_exit: asyncio.Task[int] = asyncio.create_task(self.sshd.wait())
             stopped = asyncio.create_task(stop.wait())
@@ -213,11 +218,9 @@ class Bastion:
         log.info("sshd started", pid=process.pid, listen=f"{s.listen}:{s.port}")
         return process
 
-    @staticmethod
-    async def _pipe_sshd_log(process: asyncio.subprocess.Process) -> None:
+    async def _read_sshd_log(self, process: asyncio.subprocess.Process) -> None:
         assert process.stderr is not None
-        while line := await process.stderr.readline():
-            sshd_log.info(line.decode(errors="replace").rstrip())
+        await self.sshd_log.run(process.stderr)
 
 
 async def run(settings: BastionSettings, stop: asyncio.Event) -> None:
@@ -261,6 +264,24 @@ async def _main(settings: BastionSettings) -> None:
 @click.option("--api-server", default=None, help="API server URL in users' kubeconfigs.")
 @click.option("--ca-file", default=None, help="CA bundle for users' kubeconfigs.")
 @click.option("--public-address", default="", help="Where users reach the bastion (NLB name).")
+@click.option(
+    "--per-source-max-startups",
+    default=BastionSettings.per_source_max_startups,
+    show_default=True,
+    help="Unauthenticated connections one address block may hold (sshd).",
+)
+@click.option(
+    "--token-burst",
+    default=BastionSettings.token_burst,
+    show_default=True,
+    help="Tokens one user may get at once from the session agent.",
+)
+@click.option(
+    "--token-rate-per-minute",
+    default=BastionSettings.token_rate_per_minute,
+    show_default=True,
+    help="Tokens per minute and user once the burst is used.",
+)
 @click.option("--log-json/--no-log-json", default=True, show_default=True)
 def main(
     kubeconfig: str | None,
@@ -276,6 +297,9 @@ def main(
     api_server: str | None,
     ca_file: str | None,
     public_address: str,
+    per_source_max_startups: int,
+    token_burst: int,
+    token_rate_per_minute: float,
     log_json: bool,
 ) -> None:
     """Run one replica of the devserver SSH bastion (as root, in its container)."""
@@ -294,6 +318,9 @@ def main(
         api_server=api_server,
         ca_file=ca_file,
         public_address=public_address,
+        per_source_max_startups=per_source_max_startups,
+        token_burst=token_burst,
+        token_rate_per_minute=token_rate_per_minute,
         log_json=log_json,
     )
     try:

@@ -83,11 +83,11 @@ def say(text: str) -> None:
 
 def apply_credentials(home: str, reply: dict[str, object]) -> int:
     """Write the kubeconfig of a successful reply; whole seconds until the next renewal."""
+    refresh = reply.get("refresh_in")
     if not reply.get("ok"):
         say(str(reply.get("error", "no credentials")))
-        return 60
+        return max(1, int(refresh)) if isinstance(refresh, int | float) else 60
     write_kubeconfig(home, str(reply["kubeconfig"]))
-    refresh = reply.get("refresh_in")
     return max(1, int(refresh)) if isinstance(refresh, int | float) else 300
 
 
@@ -107,6 +107,7 @@ def run_child(shell: str, command: str | None) -> int:
 
 def main(argv: list[str]) -> int:
     agent_socket = argv[1]
+    os.umask(0o077)  # what the user makes (in /tmp too) is theirs alone unless they say otherwise
     account = pwd.getpwuid(os.getuid())
     home, shell = account.pw_dir, account.pw_shell or "/bin/sh"
     command = os.environ.get("SSH_ORIGINAL_COMMAND")

@@ -24,8 +24,20 @@ class BastionSettings:
     # Host keys are shared by all replicas (a Secret), or clients behind the NLB see them change.
     host_key_dir: Path | None = None
     users_group: str = USERS_GROUP
-    uid_min: int = 20000
-    uid_max: int = 59999
+    # uids are derived from DevUser names into this range (uids.py); below 2^31, far above the
+    # image's own accounts and useradd's automatic range
+    uid_min: int = 200000
+    uid_max: int = 1999999999
+    home_root: Path = Path("/home")
+    # who last held each uid (root-only; on the /home volume, so it outlives a container)
+    owners_dir: Path = Path("/home/.devserver-owners")
+    # world-writable places whose files of a removed user are purged (accounts.py)
+    shared_dirs: tuple[Path, ...] = (
+        Path("/tmp"),  # noqa: S108 - purged of a uid's files, not used for our own
+        Path("/var/tmp"),  # noqa: S108
+        Path("/dev/shm"),  # noqa: S108
+        Path("/run/lock"),
+    )
     shell: str = "/bin/bash"
     # Tokens written into ~/.kube/config: lifetime, and how long before expiry they are renewed.
     token_lifetime: int = 3600
@@ -33,7 +45,16 @@ class BastionSettings:
     # What users' kubeconfigs point at; by default what this bastion itself talks to.
     api_server: str | None = None
     ca_file: str | None = None
+    # sshd: unauthenticated connections in all (start:rate:full), and per source address block
+    # (PerSourceMaxStartups / PerSourceNetBlockSize, OpenSSH >= 8.5): one address that floods
+    # the bastion with half-open logins uses up its own share, not everyone's
     max_startups: str = "200:30:500"
+    per_source_max_startups: int = 10
+    per_source_net_block_size: str = "32:128"
+    # the session agent mints at most `token_burst` tokens at once per uid, then one every
+    # 60 / token_rate_per_minute seconds (a token bucket per uid)
+    token_burst: int = 20
+    token_rate_per_minute: float = 12.0
     # The address users reach the bastion at (the NLB's DNS name): `devctl ssh-config` uses it.
     public_address: str = ""
     log_json: bool = True

@@ -4,13 +4,17 @@ Keys only (no passwords, no keyboard-interactive, no host-based), no root, only 
 users group, strict modes; no agent, X11, stream-local or tunnel forwarding and no remote
 forwarding; local TCP forwarding only to port 22 — what `ssh -J bastion devserver` and VS Code
 Remote-SSH need to reach a dev server's sshd and nothing else. Modern algorithms only (OpenSSH
-9.x, Mozilla's "modern" guideline plus the post-quantum sntrup761 hybrid). Every session runs
+9.x, Mozilla's "modern" guideline plus the post-quantum sntrup761 hybrid). Unauthenticated
+connections are bounded in all (MaxStartups) and per source address block
+(PerSourceMaxStartups, PerSourceNetBlockSize; OpenSSH >= 8.5): one address cannot use up the
+slots everyone else needs to log in. Every session runs
 through the session wrapper (ForceCommand), which fetches the user's token and writes the audit.
 """
 
 from __future__ import annotations
 
 from devserver.bastion.settings import BastionSettings
+from devserver.bastion.sshd_log import LOG_VERBOSE
 
 KEX = "sntrup761x25519-sha512@openssh.com,curve25519-sha256,curve25519-sha256@libssh.org"
 CIPHERS = (
@@ -45,6 +49,8 @@ ListenAddress {settings.listen}
 PidFile {settings.runtime_dir / "sshd.pid"}
 LogLevel VERBOSE
 SyslogFacility AUTH
+# the lines the audit reads, tagged with their pid (sshd_log.py)
+LogVerbose {LOG_VERBOSE}
 
 # who may log in, and how
 PermitRootLogin no
@@ -70,6 +76,8 @@ LoginGraceTime 20
 MaxAuthTries 3
 MaxSessions 10
 MaxStartups {settings.max_startups}
+PerSourceMaxStartups {settings.per_source_max_startups}
+PerSourceNetBlockSize {settings.per_source_net_block_size}
 ClientAliveInterval 30
 ClientAliveCountMax 4
 

@@ -2,13 +2,16 @@
 
 Order matters for the bad days. A new user: account first, keys last (a key never names an
 account that does not exist yet). A removed user: keys first (no new logins), then processes
-killed and the account deleted. The keys directory is emptied at start and sshd starts only
-after the first full pass (every cached DevUser applied, every local account without a DevUser
-removed): a bastion restarted while someone was removed never admits them from stale files.
+killed and the account deleted. Each account's uid is derived from the cached DevUsers
+(uids.py), so it is the same on every replica and after every restart. The keys directory is
+emptied at start and sshd starts only after the first full pass (every local account without a
+DevUser removed, every cached DevUser applied): a bastion restarted while someone was removed
+never admits them from stale files.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
@@ -18,10 +21,13 @@ from devserver.api.user import DevUser
 from devserver.bastion.accounts import AccountError, LocalAccounts
 from devserver.bastion.keys import check_keys, remove_keys, write_keys
 from devserver.bastion.settings import BastionSettings
+from devserver.bastion.uids import Claimant, UidRangeExhaustedError, assign_uids
 from devserver.controller import Result, TerminalError
 from devserver.informers import Informer
 
 log = structlog.get_logger("devserver.bastion.sync")
+
+_NEVER = datetime.max.replace(tzinfo=UTC)  # an object without a creation time sorts last
 
 
 class AccountReconciler:
@@ -42,18 +48,36 @@ class AccountReconciler:
         for sentence in check.refused:
             log.warning("key refused", user=name, reason=sentence)
         try:
-            await self.accounts.add(name, user.spec.email)
-        except AccountError as error:
+            uid = self.uid_for(name)
+            await self.accounts.add(name, user.spec.email, uid=uid, owner=user.metadata.uid)
+        except (AccountError, UidRangeExhaustedError) as error:
             remove_keys(self.settings.keys_dir, name)
             raise TerminalError(str(error)) from error
         if write_keys(self.settings.keys_dir, name, check.accepted):
             log.info("keys written", user=name, keys=len(check.accepted))
         return None
 
+    def uid_for(self, name: str) -> int:
+        claimants = (
+            Claimant(user.metadata.creation_timestamp or _NEVER, user.metadata.name)
+            for user in self.users.store.objects()
+        )
+        held = self.accounts.holders()  # one read of passwd and group, not one per probe
+        s = self.settings
+        uids = assign_uids(
+            claimants,
+            uid_min=s.uid_min,
+            uid_max=s.uid_max,
+            taken=lambda who, uid: bool(held.get(uid, set()) - {who}),
+        )
+        return uids[name]
+
     async def full_pass(self) -> None:
-        """Apply every cached DevUser and remove every local account without one; then open."""
+        """Remove every local account without a DevUser, apply every cached DevUser; then open.
+        Removals first: a uid a stale account holds may be the one a new user should get."""
         wanted = {user.metadata.name for user in self.users.store.objects()}
-        for name in sorted(wanted | self.accounts.managed()):
+        gone = self.accounts.managed() - wanted
+        for name in [*sorted(gone), *sorted(wanted)]:
             try:
                 await self.reconcile(ObjectKey("", name))
             except TerminalError as error:

@@ -2,11 +2,13 @@
 
 The bastion adds Linux accounts, writes their homes and runs sshd as root; on a shared test
 machine that must not touch the host. So it runs in a private mount namespace that looks like
-its image: a copy of /etc (useradd writes there), empty /home and /run, /usr/local/bin holding
-kubectl and devctl, and /root replaced by an empty, traversable directory into which only the
-Python runtime and the venv are bound back (users must be able to run devctl; nothing else of
-root's — the cluster's keys, kubeconfigs — is visible to them). Processes, network and kernel
-are the host's: sshd listens on loopback, sessions are real processes with their own uids.
+its image: a copy of /etc (useradd writes there; the container layer, new at every start), its
+own /home, /tmp, /var/tmp and /dev/shm (the pod's emptyDirs: they outlive a `restart()`), an
+empty /run, /usr/local/bin holding kubectl and devctl, and /root replaced by an empty, traversable
+directory into which only the Python runtime and the venv are bound back (users must be able to
+run devctl; nothing else of root's — the cluster's keys, kubeconfigs — is visible to them).
+Processes, network and kernel are the host's: sshd listens on loopback, sessions are real
+processes with their own uids.
 """
 
 from __future__ import annotations
@@ -28,7 +30,16 @@ from devserver.testing.http import fetch
 from devserver.testing.process import wait_until
 
 SSHD = "/usr/sbin/sshd"
-UID_MIN = 20000
+UID_MIN = 200000  # BastionSettings.uid_min
+# the pod's emptyDirs, kept under the sandbox's root: (directory there, mount point, mode)
+# (mounted in this order: /tmp, which hides the sandbox's own root, last)
+VOLUMES = (
+    ("home", "/home", 0o755),
+    ("shm", "/dev/shm", 0o1777),  # noqa: S108 - a mount point in the sandbox
+    ("vartmp", "/var/tmp", 0o1777),  # noqa: S108
+    ("tmp", "/tmp", 0o1777),  # noqa: S108
+)
+INSIDE = "/run/devserver-sandbox"  # the sandbox's root as the bastion sees it
 
 
 class BastionUnavailableError(RuntimeError):
@@ -96,24 +107,34 @@ class BastionSandbox:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self, timeout: float = 60) -> BastionSandbox:
+        """Start the replica; again after `halt()`, it is a restarted container: new /etc (no
+        accounts), the same volumes."""
         root = self.root
+        shutil.rmtree(root / "etc", ignore_errors=True)
         shutil.copytree("/etc", root / "etc", symlinks=True)
-        for name in ("home", "run", "bin", "rootorig", "runtime"):
-            (root / name).mkdir()
-        os.symlink(self.kubectl, root / "bin" / "kubectl")
-        os.symlink(Path(sys.prefix) / "bin" / "devctl", root / "bin" / "devctl")
-        kubeconfig = self.control_plane.service_account_kubeconfig(
-            "devserver-system",
-            "devserver-bastion",
-            duration="24h",
-            path=root / "bastion.kubeconfig",
-            embed_ca=True,
-        )
+        for name in ("run", "bin", "rootorig", "runtime"):
+            (root / name).mkdir(exist_ok=True)
+        for name, _mountpoint, mode in VOLUMES:
+            (root / name).mkdir(exist_ok=True)
+            os.chmod(root / name, mode)
+        tools = (("kubectl", self.kubectl), ("devctl", Path(sys.prefix) / "bin" / "devctl"))
+        for tool, target in tools:
+            if not (root / "bin" / tool).is_symlink():
+                os.symlink(target, root / "bin" / tool)
+        kubeconfig = root / "bastion.kubeconfig"
+        if not kubeconfig.exists():
+            self.control_plane.service_account_kubeconfig(
+                "devserver-system",
+                "devserver-bastion",
+                duration="24h",
+                path=kubeconfig,
+                embed_ca=True,
+            )
         argv = [
             sys.executable,
             "-m",
             "devserver.bastion",
-            f"--kubeconfig={kubeconfig}",
+            f"--kubeconfig={INSIDE}/bastion.kubeconfig",
             "--listen=127.0.0.1",
             f"--port={self.port}",
             "--http-host=127.0.0.1",
@@ -170,8 +191,9 @@ class BastionSandbox:
         lines = [
             f"mount --bind {root / 'etc'} /etc",
             f"mount --bind {root / 'bin'} /usr/local/bin",
-            "mount -t tmpfs -o mode=755 tmpfs /home",
             "mount -t tmpfs -o mode=755 tmpfs /run",
+            f"mkdir {INSIDE}",
+            f"mount --bind {root} {INSIDE}",  # root is 0700: nothing in it is the users'
             f"mount --bind /root {root / 'rootorig'}",
             "mount -t tmpfs -o mode=755 tmpfs /root",
         ]
@@ -182,6 +204,8 @@ class BastionSandbox:
                 f"mount --bind {shlex.quote(str(root / 'rootorig' / inner))} "
                 f"{shlex.quote(str(path))}",
             ]
+        for name, mountpoint, _mode in VOLUMES:  # last: /tmp hides the sandbox's root
+            lines.append(f"mount --bind {root / name} {mountpoint}")
         lines.append(f"exec {shlex.join(argv)}")
         return "\n".join(lines)
 
@@ -213,15 +237,20 @@ class BastionSandbox:
         except FileNotFoundError:
             return ""
 
-    def uids(self) -> list[int]:
-        uids = []
+    def accounts(self) -> dict[str, tuple[int, int]]:
+        """The bastion's users' accounts: name → (uid, gid)."""
+        found = {}
         for line in (self.root / "etc" / "passwd").read_text().splitlines():
             fields = line.split(":")
-            if len(fields) > 2 and fields[2].isdigit() and int(fields[2]) >= UID_MIN:
-                uids.append(int(fields[2]))
-        return uids
+            if len(fields) > 3 and fields[2].isdigit() and int(fields[2]) >= UID_MIN:
+                found[fields[0]] = (int(fields[2]), int(fields[3]))
+        return found
 
-    def stop(self) -> None:
+    def uids(self) -> list[int]:
+        return [uid for uid, _gid in self.accounts().values()]
+
+    def halt(self) -> None:
+        """Stop the replica and everything in its mount namespace; keep its volumes."""
         proc = self._proc
         if proc is not None and proc.poll() is None:
             proc.terminate()
@@ -231,9 +260,8 @@ class BastionSandbox:
                 proc.kill()
                 proc.wait()
         # what outlives the bastion (sessions, an sshd of a killed bastion, a benchmark's
-        # second sshd) dies with the sandbox: every process in its mount namespace
-        for uid in self.uids():
-            subprocess.run(["pkill", "--signal", "KILL", "--uid", str(uid)], check=False)
+        # second sshd) dies with the sandbox: every process in its mount namespace (not by
+        # uid: another replica's users have the same uids)
         for entry in Path("/proc").iterdir():
             if entry.name.isdigit() and self._mount_ns:
                 try:
@@ -241,6 +269,9 @@ class BastionSandbox:
                         os.kill(int(entry.name), 9)
                 except OSError:
                     continue
+
+    def stop(self) -> None:
+        self.halt()
         if os.environ.get("DEVSERVER_KEEP_STATE") != "1":
             shutil.rmtree(self.root, ignore_errors=True)
 

@@ -1,0 +1,261 @@
+"""sshd's own account of each connection: who logged in from where, and what they forwarded.
+
+The audit must not rest on what a user's process says about itself. sshd runs as our child
+(`-D -e`), so its log arrives on a pipe only sshd holds: the monitor (root) and the post-auth
+child (the user's uid, but not dumpable, so the user cannot read its memory or descriptors, and
+their session gets other descriptors) write it, the user's processes cannot. Plain log lines
+carry no pid, so `LogVerbose` (OpenSSH >= 8.5) forces the few messages the audit needs and sshd
+tags each forced line with its source and pid: `file:function():line (pid=N): message`.
+
+- `auth.c:auth_log()` in the monitor M: "Accepted publickey for U from IP port P ssh2: KEY".
+  Accepted only from a root process whose parent is our listening sshd (checked in /proc).
+- `sshd.c:privsep_postauth()` in M: "User child is on pid C" — C runs the connection as U.
+- `serverloop.c`/`channels.c` in C: a `direct-tcpip` channel (`ssh -J`, `ssh -W`, `-L`, VS Code
+  Remote-SSH) connected to host:port, refused by PermitOpen, failed, or freed.
+
+Forwarding is audited from this alone: one `forward` audit line when a channel opens (state
+open) and one when it ends (closed; or "connection closed" when C exits without freeing it,
+found by `reap`; or denied/failed). Sessions are audited by the agent, which asks
+`session_origin` for the sshd connection a wrapper process belongs to: its parent must be a
+post-auth child C we saw being born, of the same user. Client strings sshd puts in messages
+(hosts) are escaped by sshd (no newline can start a forged line), and lines are only believed
+from pids sshd's own lines introduced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import structlog
+
+from devserver.bastion import procs
+
+log = structlog.get_logger("devserver.bastion.sshd_log")
+sshd_log = structlog.get_logger("sshd")
+audit = structlog.get_logger("devserver.audit")
+
+LOG_VERBOSE = ",".join(
+    [
+        "auth.c:auth_log():*",
+        "sshd.c:privsep_postauth():*",
+        "channels.c:channel_connect_to_port():*",
+        "channels.c:connect_to_helper():*",
+        "channels.c:channel_post_connecting():*",
+        "channels.c:channel_free():*",
+    ]
+)
+
+_FORCED = re.compile(
+    r"^(?:debug\d: )?(?P<where>[\w.-]+:\w+\(\)):\d+ \(pid=(?P<pid>\d+)\): (?P<msg>.*?)\r?$"
+)
+_ACCEPTED = re.compile(
+    r"^Accepted (?P<method>\S+) for (?P<user>\S+) from (?P<ip>\S+) port (?P<port>\d+) ssh2"
+    r"(?:: (?P<key>.*))?$"
+)
+_CHILD = re.compile(r"^User child is on pid (?P<child>\d+)$")
+_CONNECTED = re.compile(r"^channel (?P<channel>\d+): connected to (?P<host>.*) port (?P<port>\d+)$")
+_DENIED = re.compile(
+    r"^Received request from \S+ port \d+ to connect to host (?P<host>.*) port (?P<port>\d+), "
+    r"but the request was denied\.$"
+)
+_FAILED = re.compile(
+    r"^(?:connect_to (?P<h1>.*) port (?P<p1>\d+): failed\."
+    r"|connect to (?P<h2>.*) port (?P<p2>\d+) failed: .*"
+    r"|connect_to (?P<h3>.*): unknown host .*)$"
+)
+_FREED = re.compile(r"^channel (?P<channel>\d+): free: (?P<kind>[^,]*), nchannels \d+$")
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class Forward:
+    target: str
+    started: str
+    clock: float
+
+
+@dataclass
+class Connection:
+    monitor: int
+    user: str
+    client: str  # "IP port P", as sshd saw the TCP connection
+    key: str  # the key that logged in: "ED25519 SHA256:…"
+    started: str
+    child: int | None = None
+    child_started: int | None = None
+    forwards: dict[int, Forward] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """The sshd session a wrapper process runs in, as sshd and the kernel say."""
+
+    sshd_pid: int
+    client: str
+    key: str
+    command: str | None
+    tty: bool
+
+
+class SshdLog:
+    def __init__(self, listener: Callable[[], int | None], *, wait: float = 5.0) -> None:
+        self.listener = listener  # pid of the listening sshd (our child)
+        self.wait = wait  # how long a wrapper's connection waits for sshd's line about it
+        self.connections: dict[int, Connection] = {}  # by monitor pid
+        self.children: dict[int, Connection] = {}  # by post-auth child pid
+        self._changed = asyncio.Event()
+
+    # ------------------------------------------------------------------ reading
+
+    def feed(self, line: str) -> None:
+        sshd_log.info(line)
+        forced = _FORCED.match(line)
+        if forced is None:
+            return
+        pid, message = int(forced["pid"]), forced["msg"]
+        if forced["where"] == "auth.c:auth_log()":
+            self._accepted(pid, message)
+        elif forced["where"] == "sshd.c:privsep_postauth()":
+            self._child(pid, message)
+        elif pid in self.children:
+            self._channel(self.children[pid], message)
+
+    def _accepted(self, pid: int, message: str) -> None:
+        found = _ACCEPTED.match(message)
+        if found is None or pid in self.connections:
+            return
+        if procs.owner(pid) != 0 or procs.parent(pid) != self.listener():
+            log.warning("sshd log line from an unexpected process ignored", pid=pid)
+            return
+        self.connections[pid] = Connection(
+            monitor=pid,
+            user=found["user"],
+            client=f"{found['ip']} port {found['port']}",
+            key=found["key"] or found["method"],
+            started=now_iso(),
+        )
+
+    def _child(self, pid: int, message: str) -> None:
+        found = _CHILD.match(message)
+        connection = self.connections.get(pid)
+        if found is None or connection is None or connection.child is not None:
+            return
+        child = int(found["child"])
+        if procs.parent(child) != pid:
+            return  # gone already, or not what sshd says
+        connection.child, connection.child_started = child, procs.started(child)
+        self.children[child] = connection
+        self._changed.set()
+
+    def _channel(self, connection: Connection, message: str) -> None:
+        if found := _CONNECTED.match(message):
+            target = f"{found['host']}:{found['port']}"
+            channel = int(found["channel"])
+            connection.forwards[channel] = Forward(target, now_iso(), time.monotonic())
+            self._audit(connection, target, channel=channel, started=now_iso(), outcome="open")
+        elif found := _FREED.match(message):
+            forward = connection.forwards.pop(int(found["channel"]), None)
+            if forward is not None:
+                self._end(connection, int(found["channel"]), forward, "closed")
+        elif found := _DENIED.match(message):
+            self._audit(connection, f"{found['host']}:{found['port']}", outcome="denied")
+        elif found := _FAILED.match(message):
+            host = found["h1"] or found["h2"] or found["h3"]
+            port = found["p1"] or found["p2"] or "?"
+            self._audit(connection, f"{host}:{port}", outcome="failed")
+
+    def _end(self, connection: Connection, channel: int, forward: Forward, outcome: str) -> None:
+        self._audit(
+            connection,
+            forward.target,
+            channel=channel,
+            started=forward.started,
+            ended=now_iso(),
+            duration_s=round(time.monotonic() - forward.clock, 3),
+            outcome=outcome,
+        )
+
+    @staticmethod
+    def _audit(connection: Connection, target: str, **fields: object) -> None:
+        audit.info(
+            "audit",
+            kind="forward",
+            user=connection.user,
+            target=target[:300],
+            client=connection.client,
+            key=connection.key,
+            sshd_pid=connection.monitor,
+            **fields,
+        )
+
+    def reap(self) -> None:
+        """Forget connections whose processes are gone; their open forwards end here."""
+        for monitor, connection in list(self.connections.items()):
+            child = connection.child
+            if child is not None and procs.started(child) == connection.child_started:
+                continue
+            if child is None and procs.parent(monitor) is not None:
+                continue  # still authenticating its child
+            for channel, forward in sorted(connection.forwards.items()):
+                self._end(connection, channel, forward, "connection closed")
+            connection.forwards.clear()
+            del self.connections[monitor]
+            if child is not None:
+                self.children.pop(child, None)
+
+    async def run(self, stream: asyncio.StreamReader, *, reap_every: float = 1.0) -> None:
+        async def reaper() -> None:
+            while True:
+                await asyncio.sleep(reap_every)
+                self.reap()
+
+        task = asyncio.create_task(reaper(), name="sshd-reaper")
+        try:
+            while line := await stream.readline():
+                self.feed(line.decode(errors="replace").rstrip("\r\n"))
+        finally:
+            task.cancel()
+            self.reap()
+
+    # ------------------------------------------------------------------ asking
+
+    async def connection_of(self, child: int) -> Connection | None:
+        """The connection whose post-auth child is `child`; waits for sshd's line about it."""
+        deadline = time.monotonic() + self.wait
+        while (connection := self.children.get(child)) is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or procs.parent(child) is None:
+                return None
+            self._changed.clear()
+            try:
+                async with asyncio.timeout(min(remaining, 0.2)):
+                    await self._changed.wait()
+            except TimeoutError:
+                continue
+        return connection
+
+    async def session_origin(self, pid: int, user: str) -> Origin | None:
+        """Where the session wrapper `pid` runs: its parent must be the post-auth child of an
+        sshd connection `user` logged in with. Its command and terminal are what sshd exec'd it
+        with, read from /proc, not what it says."""
+        child = procs.parent(pid)
+        if child is None:
+            return None
+        connection = await self.connection_of(child)
+        if connection is None or connection.user != user:
+            return None
+        return Origin(
+            sshd_pid=connection.monitor,
+            client=connection.client,
+            key=connection.key,
+            command=procs.environment(pid, "SSH_ORIGINAL_COMMAND"),
+            tty=procs.has_terminal(pid),
+        )

@@ -1,0 +1,259 @@
+"""The session agent's limits and its reading of sshd's log, on real sockets and processes.
+
+The agent runs on a Unix socket in a temporary directory and is called with the session
+wrapper's own client; sshd's log lines are fed with pids of real processes this test starts
+(the kernel's answers about parents are what the log reader believes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+import pytest_asyncio
+import structlog
+from hypothesis import given
+from hypothesis import strategies as st
+
+from devserver.bastion import session
+from devserver.bastion.agent import SessionAgent
+from devserver.bastion.ratelimit import RateLimiter
+from devserver.bastion.sshd_log import Origin, SshdLog
+from devserver.bastion.tokens import IssuedToken
+
+# ---------------------------------------------------------------------------- the bucket
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_bucket_gives_its_burst_then_one_token_per_interval() -> None:
+    clock = Clock()
+    limiter = RateLimiter(burst=3, rate=1 / 10, clock=clock)
+    assert [limiter.take(7) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert limiter.take(7) == 10.0  # seconds until the next token
+    assert limiter.take(8) == 0.0  # another uid has its own bucket
+    clock.now += 4
+    assert limiter.take(7) == 6.0
+    clock.now += 6
+    assert limiter.take(7) == 0.0
+    clock.now += 1000  # a long pause refills to the burst, not beyond
+    assert [limiter.take(7) for _ in range(4)] == [0.0, 0.0, 0.0, 10.0]
+
+
+@given(
+    burst=st.integers(1, 10),
+    per_minute=st.integers(1, 120),
+    steps=st.lists(st.tuples(st.floats(0, 30), st.integers(0, 2)), max_size=200),
+)
+def test_no_uid_ever_gets_more_than_burst_plus_rate_times_time(
+    burst: int, per_minute: int, steps: list[tuple[float, int]]
+) -> None:
+    clock = Clock()
+    limiter = RateLimiter(burst=burst, rate=per_minute / 60, clock=clock)
+    granted: dict[int, int] = {}
+    for pause, uid in steps:
+        clock.now += pause
+        if limiter.take(uid) == 0.0:
+            granted[uid] = granted.get(uid, 0) + 1
+    elapsed = clock.now - 1000.0
+    for count in granted.values():
+        assert count <= burst + elapsed * per_minute / 60 + 1e-6
+
+
+# ---------------------------------------------------------------------------- the agent
+
+
+class Issuer:
+    def __init__(self) -> None:
+        self.issued = 0
+
+    async def issue(self, user: str) -> IssuedToken:
+        self.issued += 1
+        return IssuedToken(f"token-{self.issued}", datetime.now(UTC) + timedelta(hours=1))
+
+
+ORIGIN = Origin(sshd_pid=4321, client="127.0.0.9 port 5555", key="ED25519 SHA256:k", command=None,
+                tty=True)  # fmt: skip
+
+
+@pytest_asyncio.fixture
+async def agent(tmp_path: Path) -> AsyncIterator[tuple[SessionAgent, Clock, dict[str, Any]]]:
+    clock = Clock()
+    where: dict[str, Any] = {"origin": ORIGIN}
+
+    async def origin_of(pid: int, user: str) -> Origin | None:
+        return where["origin"]  # type: ignore[no-any-return]
+
+    server = SessionAgent(
+        socket_path=tmp_path / "agent.sock",
+        issuer=Issuer(),  # type: ignore[arg-type]
+        server="https://127.0.0.1:6443",
+        ca_pem=b"PEM",
+        is_user=lambda name: True,
+        motd="hello {user}\n",
+        refresh_margin=600,
+        origin_of=origin_of,
+        limiter=RateLimiter(burst=3, rate=1 / 60, clock=clock),
+    )
+    await server.start()
+    try:
+        yield server, clock, where
+    finally:
+        await server.stop()
+
+
+async def test_tokens_beyond_the_rate_are_refused_with_one_sentence(
+    agent: tuple[SessionAgent, Clock, dict[str, Any]],
+) -> None:
+    server, clock, _ = agent
+    link = await anyio.to_thread.run_sync(session.AgentLink, str(server.socket_path))
+
+    async def call(**message: object) -> dict[str, object]:
+        return await anyio.to_thread.run_sync(lambda: link.call(**message))
+
+    with structlog.testing.capture_logs() as logs:
+        replies = [await call(op="start")] + [await call(op="refresh") for _ in range(3)]
+        assert [r["ok"] for r in replies] == [True, True, True, False]
+        assert replies[0]["motd"] == "hello root\n"
+        assert replies[3]["error"] == (
+            "too many requests for Kubernetes credentials from root (at most 3 at once, then "
+            "1 a minute); try again in 60 s"
+        )
+        # the wrapper tries again when told, not before
+        assert session.apply_credentials("/nonexistent", replies[3]) == 60
+        clock.now += 60
+        assert (await call(op="refresh"))["ok"] is True
+        assert server.sessions_open == 1
+        assert (await call(op="end", exit_code=0))["ok"] is True
+        await asyncio.sleep(0.1)
+    link.sock.close()
+    [line] = [e for e in logs if e["event"] == "audit"]
+    assert (line["tokens_issued"], line["tokens_refused"], line["outcome"]) == (4, 1, "ok")
+    # the session is described by its origin (sshd's view), not by anything the wrapper sent
+    assert (line["client"], line["sshd_pid"], line["tty"]) == ("127.0.0.9 port 5555", 4321, True)
+    assert line["command"] == "<interactive shell>"
+
+
+async def test_a_process_outside_an_sshd_session_gets_no_session(
+    agent: tuple[SessionAgent, Clock, dict[str, Any]],
+) -> None:
+    server, _, where = agent
+    where["origin"] = None
+    link = await anyio.to_thread.run_sync(session.AgentLink, str(server.socket_path))
+    with structlog.testing.capture_logs() as logs:
+        reply = await anyio.to_thread.run_sync(
+            lambda: link.call(op="start", command="fake", client="10.9.9.9 1 2 3")
+        )
+    link.sock.close()
+    assert reply == {
+        "ok": False,
+        "fatal": True,
+        "error": "only a login through the bastion's sshd starts a session.",
+    }
+    assert [e for e in logs if e["event"] == "audit"] == []
+
+
+# ---------------------------------------------------------------------------- sshd's log
+
+
+@pytest.fixture
+def processes() -> Iterator[tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]]:
+    """(a process with a child, another process): a post-auth child and its session wrapper, and
+    an outsider. The child's environment is what 'sshd' exec'd it with."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import subprocess; subprocess.run(['sleep', '60'])"],
+        env={**os.environ, "SSH_ORIGINAL_COMMAND": "make test"},
+    )
+    outsider = subprocess.Popen(["sleep", "60"])
+    yield child, outsider
+    for process in (child, outsider):
+        process.kill()
+        process.wait()
+
+
+def children_of(pid: int) -> list[int]:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        found = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        if found:
+            return [int(p) for p in found]
+        time.sleep(0.02)
+    raise TimeoutError(f"{pid} started no child")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the monitor must be a root process")
+async def test_forwards_are_audited_from_sshds_lines_and_sessions_traced_to_them(
+    processes: tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]],
+) -> None:
+    """This process plays sshd's monitor (root, child of the 'listener'); a child it starts plays
+    the post-auth child, and that one's child the session wrapper."""
+    monitor = os.getpid()
+    child_process, outsider = processes
+    child = child_process.pid
+    [wrapper] = children_of(child)
+    tracker = SshdLog(lambda: os.getppid(), wait=0.3)
+
+    def tag(where: str, pid: int) -> str:
+        return f"debug1: {where}:100 (pid={pid}): "
+
+    with structlog.testing.capture_logs() as logs:
+        # a line that claims to come from the 'child': not a monitor of ours, ignored
+        tracker.feed(tag("auth.c:auth_log()", child) + "Accepted publickey for eve from "
+                     "10.0.0.66 port 1 ssh2: ED25519 SHA256:eve")  # fmt: skip
+        tracker.feed(tag("auth.c:auth_log()", monitor) + "Accepted publickey for pia from "
+                     "127.0.0.1 port 4242 ssh2: ED25519 SHA256:pia")  # fmt: skip
+        tracker.feed(tag("sshd.c:privsep_postauth()", monitor) + f"User child is on pid {child}")
+        channels = "channels.c:channel_post_connecting()"
+        tracker.feed(tag(channels, child) + "channel 3: connected to box.dev-pia port 22")
+        tracker.feed(tag(channels, outsider.pid) + "channel 5: connected to forged port 22")
+        tracker.feed(
+            tag("channels.c:channel_connect_to_port()", child) + "Received request from "
+            "127.0.0.1 port 4242 to connect to host mail port 25, but the request was denied."
+        )
+        tracker.feed(tag("channels.c:channel_free()", child) + "channel 3: free: direct-tcpip, "
+                     "nchannels 2")  # fmt: skip
+        tracker.feed(tag(channels, child) + "channel 4: connected to 127.0.0.1 port 22")
+
+        origin = await tracker.session_origin(wrapper, "pia")
+        assert origin == Origin(
+            sshd_pid=monitor,
+            client="127.0.0.1 port 4242",
+            key="ED25519 SHA256:pia",
+            command="make test",  # from /proc, as the process was started
+            tty=False,
+        )
+        assert await tracker.session_origin(wrapper, "eve") is None  # another user's
+        assert await tracker.session_origin(outsider.pid, "pia") is None  # not under sshd
+
+        child_process.kill()
+        child_process.wait()
+        tracker.reap()
+
+    forwards = [e for e in logs if e.get("kind") == "forward"]
+    assert {e["user"] for e in forwards} == {"pia"}
+    assert {e["client"] for e in forwards} == {"127.0.0.1 port 4242"}
+    assert [(e["target"], e.get("channel"), e["outcome"]) for e in forwards] == [
+        ("box.dev-pia:22", 3, "open"),
+        ("mail:25", None, "denied"),
+        ("box.dev-pia:22", 3, "closed"),
+        ("127.0.0.1:22", 4, "open"),
+        ("127.0.0.1:22", 4, "connection closed"),  # the child died with it open
+    ]
+    closed = forwards[2]
+    assert closed["started"] <= closed["ended"] and closed["duration_s"] >= 0
+    assert tracker.connections == {}
