@@ -219,6 +219,11 @@ DEVCTL_REFUSALS: list[tuple[str, list[str], int]] = [
     ("a bad name", ["create", "Bad_Name", "--flavor", "cpu-small"], 1),
     ("an unknown flavor", ["create", "x1", "--flavor", "nope"], 1),
     ("a time that is no duration", ["create", "x2", "--flavor", "cpu-small", "--time", "soon"], 1),
+    (
+        "a time of 3 million days",
+        ["create", "x4", "--flavor", "cpu-small", "--time", "3000000d"],
+        1,
+    ),
     ("an idle timeout past 30 days", ["create", "x3", "--flavor", "cpu-small", "--idle", "90d"], 1),
     ("delete what is not there", ["delete", "ghost", "--yes"], 1),
     ("exec into what is not there", ["exec", "ghost", "--", "true"], 1),
@@ -278,8 +283,11 @@ def _start(w: World, name: str) -> datetime:
 def test_forged_start_and_far_deadlines_stay_within_the_cap(world: World) -> None:
     """The attacks of the report: a start annotation in 2100, a ttl of 3,000,000 days, an
     expiration time in 9999, a far extension — none moves the stop past start + cap."""
-    made = world.devctl("create", "hog", "--flavor", "cpu-small", "--time", "3000000d")
+    made = world.devctl("create", "hog", "--flavor", "cpu-small", "--time", "36000d")
     assert made.returncode == 0, made.stderr
+    huge = world.kubectl("patch", "devserver.devservers.io", "hog", "-n", NS, "--type=merge",
+                         "-p", '{"spec":{"lifecycle":{"timeToLive":"3000000d"}}}')  # fmt: skip
+    assert huge.returncode == 0, huge.stderr
     _wait(lambda: world.get("devserver.devservers.io", "hog").get("status", {}).get("expiresAt"),
           20, "a deadline")  # fmt: skip
     start = _start(world, "hog")
@@ -301,7 +309,7 @@ def test_forged_start_and_far_deadlines_stay_within_the_cap(world: World) -> Non
         time.sleep(1)
         assert _expires(world, "hog") <= start + CAP, args
         assert _start(world, "hog") == start, args
-    extended = world.devctl("extend", "hog", "--time", "99999d")
+    extended = world.devctl("extend", "hog", "--time", "36000d")
     assert extended.returncode == 0, extended.stderr
     assert "capped" in extended.stdout
     assert _expires(world, "hog") <= start + CAP
@@ -377,3 +385,31 @@ def test_a_home_never_shrinks_and_survives_a_careless_admin(world: World) -> Non
     again = world.devctl("create", "box", "--flavor", "cpu-small", "--home-size", "1Gi", "--wait")
     assert again.returncode == 0, again.stderr
     assert world.get("pvc", "box-home")["metadata"]["uid"] == uid
+
+
+@pytest.mark.parametrize("trick", ["orphan", "finalizer"])
+def test_deleting_a_server_in_ways_that_keep_its_children_gives_the_gpus_back(
+    world: World, trick: str
+) -> None:
+    """`kubectl delete --cascade=orphan` strips the owner references from the workload, and a
+    finalizer of the user's own holds the server in deletion forever: either way the workload
+    must not keep running with nobody to stop it."""
+    name = f"trick-{trick}"
+    made = world.kubectl("create", "-f", _manifest(world, name, _server(name)))
+    assert made.returncode == 0, made.stderr
+    _wait(lambda: world.get("deployment", name).get("status", {}).get("readyReplicas"),
+          30, "running")  # fmt: skip
+    if trick == "orphan":
+        gone = world.kubectl("delete", "devserver.devservers.io", name, "-n", NS,
+                             "--cascade=orphan")  # fmt: skip
+    else:
+        world.kubectl("patch", "devserver.devservers.io", name, "-n", NS, "--type=merge",
+                      "-p", '{"metadata":{"finalizers":["example.com/hold"]}}')  # fmt: skip
+        gone = world.kubectl("delete", "devserver.devservers.io", name, "-n", NS, "--wait=false")
+    assert gone.returncode == 0, gone.stderr
+    _wait(lambda: world.get("deployment", name).get("spec", {}).get("replicas") == 0
+          or not world.get("deployment", name), 15, "the workload at zero")  # fmt: skip
+    if trick == "finalizer":
+        world.kubectl("patch", "devserver.devservers.io", name, "-n", NS, "--type=merge",
+                      "-p", '{"metadata":{"finalizers":null}}')  # fmt: skip
+    world.kubectl("delete", "deployment", name, "-n", NS, admin=True)

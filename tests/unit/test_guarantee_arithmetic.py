@@ -21,6 +21,7 @@ from devserver.api.lifecycle import (
     STARTED_AT,
     activity_of,
     deadline,
+    first_created,
     later,
     lifetime_start,
     next_stop,
@@ -184,3 +185,21 @@ def test_time_arithmetic_saturates_beyond_any_bound(when: datetime, seconds: int
 @given(st.integers(0, 10**40), st.sampled_from("smhd"))
 def test_durations_of_any_size_parse(number: int, unit: str) -> None:
     assert parse_ttl(f"{number}{unit}") <= timedelta(days=36_500)
+
+
+def test_a_stop_counts_only_once_no_pod_is_left() -> None:
+    """Stop then start at once, faster than the pod goes: no new lifetime (found by review)."""
+    pod = KubeObject.model_validate(
+        {"metadata": {"name": "box-1", "creationTimestamp": "2026-11-29T11:00:00Z"}}
+    )
+    stopping = server({}, {}, {"lastStart": CREATED.isoformat()}, True)
+    seen = Observed(flavor_problem=None, deployment=None, pods=[pod], service=None, now=NOW)
+    assert "stoppedAt" not in observed_status(stopping, seen)  # the pod still holds the node
+    gone = Observed(flavor_problem=None, deployment=None, pods=[], service=None, now=NOW)
+    assert observed_status(stopping, gone)["stoppedAt"] == "2026-11-29T12:00:00Z"
+    # a start after a real stop counts from the first new pod, if the operator saw it late
+    started = server(
+        {}, {}, {"lastStart": CREATED.isoformat(), "stoppedAt": "2026-11-29T10:00:00Z"}, False
+    )
+    view = with_start(started, NOW, first_created([pod]))
+    assert lifetime_start(view) == datetime(2026, 11, 29, 11, 0, tzinfo=UTC)

@@ -80,8 +80,8 @@ class CrdSpec:
     status_model: type[BaseModel]
     columns: list[dict[str, Any]]
     description: str
-    spec_rules: list[dict[str, str]] = field(default_factory=list)
-    root_rules: list[dict[str, str]] = field(default_factory=list)
+    spec_rules: list[dict[str, Any]] = field(default_factory=list)
+    root_rules: list[dict[str, Any]] = field(default_factory=list)
     categories: list[str] = field(default_factory=lambda: ["devserver"])
 
 
@@ -182,13 +182,17 @@ DEVSERVER = CrdSpec(
         },
     ],
     root_rules=[
+        # checked when a server is created only (a name never changes): a server made before
+        # a rule existed must stay writable, or stopping it would be refused
         {
-            "rule": f"self.metadata.name.size() <= {MAX_NAME_LENGTH}",
+            "rule": f"oldSelf.hasValue() || self.metadata.name.size() <= {MAX_NAME_LENGTH}",
+            "optionalOldSelf": True,
             "message": f"name must be at most {MAX_NAME_LENGTH} characters so the names of "
             "its volumes, pods and services fit Kubernetes' 63-character limit",
         },
         {
-            "rule": f"self.metadata.name.matches('{NAME_PATTERN}')",
+            "rule": f"oldSelf.hasValue() || self.metadata.name.matches('{NAME_PATTERN}')",
+            "optionalOldSelf": True,
             "message": "name must start with a lower-case letter and hold only lower-case "
             "letters, digits and '-' (it becomes a Service and host name), e.g. my-dev",
         },

@@ -7,11 +7,12 @@ server to new hardware with the same home volume.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field
 
 from devserver.api.meta import KubeObject
 from devserver.api.schema import Condition, SpecModel
@@ -32,13 +33,26 @@ DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?
 
 
 def _aware(value: datetime | None) -> datetime | None:
-    """A time without a zone is UTC: comparing it with the API server's times must not raise."""
-    if value is not None and value.tzinfo is None:
+    """In UTC; a time without a zone is UTC. Comparing it with the API server's times, or
+    printing it in UTC, must never raise: 9999-12-31T23:59:59-23:59 is past datetime's range
+    in UTC, so it is clamped to the last second that is not."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
-    return value
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        return (
+            datetime.max.replace(tzinfo=UTC) if value.year > 1 else datetime.min.replace(tzinfo=UTC)
+        )
 
 
 AwareTime = Annotated[datetime, AfterValidator(_aware)]
+RFC3339 = (
+    r"^([0-9]{3}[1-9]|[0-9]{2}[1-9][0-9]|[0-9][1-9][0-9]{2}|[1-9][0-9]{3})-[0-9]{2}-[0-9]{2}"
+    r"[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+)
 
 
 class Mode(StrEnum):
@@ -69,12 +83,36 @@ class DistributedSpec(SpecModel):
     )
 
 
+def _legacy_idle(value: object) -> object:
+    """Stored before the CRD had a maximum: read as the maximum (never refused on read: an
+    object the model cannot read is stopped)."""
+    if isinstance(value, int) and value > MAX_IDLE_TIMEOUT:
+        return MAX_IDLE_TIMEOUT
+    return value
+
+
+def _legacy_ttl(value: object) -> object:
+    """A duration stored before the CRD bounded its digits: the same time, at most 100 years,
+    in the bounded form."""
+    if not isinstance(value, str) or (
+        len(value) <= MAX_DURATION_TEXT and re.match(DURATION_PATTERN, value)
+    ):
+        return value
+    parts = re.findall(r"([0-9]+)([smhd])", value)
+    if not parts or re.sub(r"[0-9]+[smhd]", "", value):
+        return value  # not a duration at all: refused as before
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    seconds = min(sum(int(n) * units[u] for n, u in parts), 36_500 * 86400)
+    days, rest = divmod(seconds, 86400)
+    return f"{days}d{rest}s"
+
+
 class LifecycleSpec(SpecModel):
-    idle_timeout: int | None = Field(
+    idle_timeout: (
+        Annotated[int, Field(ge=60, le=MAX_IDLE_TIMEOUT), BeforeValidator(_legacy_idle)] | None
+    ) = Field(
         default=None,
         alias="idleTimeout",
-        ge=60,
-        le=MAX_IDLE_TIMEOUT,
         description="Stop after this many seconds without activity (sessions, processes, CPU, "
         "GPU, as the in-pod agent reports); unset: never for idleness.",
     )
@@ -85,13 +123,22 @@ class LifecycleSpec(SpecModel):
         "either way.",
     )
     expiration_time: AwareTime | None = Field(
-        default=None, alias="expirationTime", description="Stop at this time (RFC 3339)."
+        default=None,
+        alias="expirationTime",
+        description="Stop at this time (RFC 3339, e.g. 2026-12-01T18:00:00Z).",
+        # the API server's date-time check takes any offset and year 0; Python takes neither
+        json_schema_extra={"pattern": RFC3339},
     )
-    time_to_live: str | None = Field(
+    time_to_live: (
+        Annotated[
+            str,
+            Field(pattern=DURATION_PATTERN, max_length=MAX_DURATION_TEXT),
+            BeforeValidator(_legacy_ttl),
+        ]
+        | None
+    ) = Field(
         default=None,
         alias="timeToLive",
-        pattern=DURATION_PATTERN,
-        max_length=MAX_DURATION_TEXT,
         description="Stop this long after the last start, e.g. 4h or 1h30m.",
     )
 

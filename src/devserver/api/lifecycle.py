@@ -108,27 +108,40 @@ def start_pending(ds: DevServer) -> bool:
     )
 
 
-def start_to_record(ds: DevServer, now: datetime) -> datetime | None:
-    """What `status.lastStart` says after this reconcile: now for a start just seen, the
-    recorded one while it runs, the creation time for a new server."""
+def start_to_record(
+    ds: DevServer, now: datetime, first_pod: datetime | None = None
+) -> datetime | None:
+    """What `status.lastStart` says after this reconcile: for a start just seen, now — or the
+    creation of its first pod, if earlier (the API server sets that; a pod made before an
+    operator restart counts from then); the recorded one while it runs; the creation time for
+    a new server. `status.stoppedAt` is written only once no pod is left, so a start after it
+    follows a real stop: every GPU was given back."""
     status = ds.status
     if status is None:
         return ds.metadata.creation_timestamp
     if ds.spec.stopped:
         return status.last_start or ds.metadata.creation_timestamp
     if status.stopped_at is not None:
-        return now
+        return min(now, first_pod) if first_pod is not None else now
     if status.last_start is not None:
         return status.last_start
     return migrated_start(ds, now)
 
 
-def with_start(ds: DevServer, now: datetime) -> DevServer:
+def with_start(ds: DevServer, now: datetime, first_pod: datetime | None = None) -> DevServer:
     """`ds` as the lifecycle sees it after this reconcile records the start."""
-    start = start_to_record(ds, now)
+    start = start_to_record(ds, now, first_pod)
     if ds.status is None or start == ds.status.last_start:
         return ds
-    return ds.model_copy(update={"status": ds.status.model_copy(update={"last_start": start})})
+    stopped_at = ds.status.stopped_at if ds.spec.stopped else None
+    update = {"last_start": start, "stopped_at": stopped_at}
+    return ds.model_copy(update={"status": ds.status.model_copy(update=update)})
+
+
+def first_created(objects: list[KubeObject]) -> datetime | None:
+    """The earliest creation time among `objects` (a server's pods), if any."""
+    times = [o.metadata.creation_timestamp for o in objects if o.metadata.creation_timestamp]
+    return min(times) if times else None
 
 
 def requested_deadline(ds: DevServer) -> datetime | None:

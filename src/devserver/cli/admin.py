@@ -24,6 +24,8 @@ from devserver.cli.errors import DevctlError
 from devserver.cli.runner import Devctl
 from devserver.client.blocking import BlockingKubeClient
 from devserver.client.errors import ApiError
+from devserver.reconcilers.naming import NAME_LABEL
+from devserver.reconcilers.user_objects import is_ours
 
 T = TypeVar("T")
 
@@ -124,19 +126,30 @@ def remove(obj: Devctl, name: str, delete_homes: bool, yes: bool) -> None:
         except ApiError as error:
             if error.status != 404 or not delete_homes:
                 raise
-        claims = _claims(client, namespace)
+        homes = _homes(client, namespace)
         if delete_homes:
-            for claim in claims:  # the operator set kept homes to Retain: undo it first
+            try:
+                found = client.get(NAMESPACES, namespace)
+            except ApiError as error:
+                if error.status == 404:
+                    return 0
+                raise
+            if not is_ours(found, name):
+                raise DevctlError(
+                    f"namespace {namespace} was not made by devserver for {name}; it is left "
+                    "alone (delete it yourself if you are sure)"
+                )
+            for claim in homes:  # the operator set kept homes to Retain: undo it first
                 volume = (claim.extra.get("spec") or {}).get("volumeName")
                 if volume:
                     patch = {"spec": {"persistentVolumeReclaimPolicy": "Delete"}}
-                    client.patch(PERSISTENT_VOLUMES, volume, patch)
-            try:
-                client.delete(NAMESPACES, namespace)
-            except ApiError as error:
-                if error.status != 404:
-                    raise
-        return len(claims)
+                    try:
+                        client.patch(PERSISTENT_VOLUMES, volume, patch)
+                    except ApiError as error:
+                        if error.status != 404:
+                            raise
+            client.delete(NAMESPACES, namespace)
+        return len(homes)
 
     homes = _run(obj, act)
     if delete_homes:
@@ -149,13 +162,21 @@ def remove(obj: Devctl, name: str, delete_homes: bool, yes: bool) -> None:
         )
 
 
-def _claims(client: BlockingKubeClient, namespace: str) -> list[KubeObject]:
+def _homes(client: BlockingKubeClient, namespace: str) -> list[KubeObject]:
+    """The home volumes the operator made there (not a shared volume an admin provided)."""
     try:
-        return client.list_page(PERSISTENT_VOLUME_CLAIMS, namespace).items
+        claims = client.list_page(
+            PERSISTENT_VOLUME_CLAIMS, namespace, label_selector=NAME_LABEL
+        ).items
     except ApiError as error:
         if error.status == 404:
             return []
         raise
+    return [
+        c
+        for c in claims
+        if c.metadata.name.endswith("-home") or c.metadata.name.startswith("home-")
+    ]
 
 
 @user.command("list")

@@ -8,6 +8,7 @@ from datetime import timedelta
 _PART = re.compile(r"(\d+)([dhm])")
 _WHOLE = re.compile(r"^(\d+[dhm])+$")
 _UNIT = {"d": 86400, "h": 3600, "m": 60}
+LONGEST_SECONDS = 36_500 * 86400  # beyond any platform's cap, far inside timedelta's range
 HINT = "use minutes, hours and days such as 30m, 1h, 2h30m or 1d"
 
 
@@ -26,6 +27,8 @@ def parse_duration(text: str) -> timedelta:
     seconds = sum(int(number) * _UNIT[unit] for number, unit in _PART.findall(value))
     if seconds < 60:
         raise DurationError(f"{text!r} is too short; the shortest is 1m.")
+    if seconds > LONGEST_SECONDS:
+        raise DurationError(f"{text!r} is longer than 100 years; {HINT}.")
     return timedelta(seconds=seconds)
 
 

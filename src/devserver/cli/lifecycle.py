@@ -16,6 +16,7 @@ from devserver.api.lifecycle import (
     STOP_REASON,
     STOPPED_BY_USER,
     WARNED,
+    later,
     requested_deadline,
 )
 from devserver.api.resources import DEVSERVERS
@@ -89,11 +90,11 @@ def start(devctl: Devctl, name: str, ttl: str | None, wait: bool, timeout: str) 
         now = datetime.now(UTC)
         lifecycle: dict[str, object] = {}
         if lifetime is not None:
-            lifecycle = {"expirationTime": _iso(now + lifetime), "timeToLive": None}
+            lifecycle = {"expirationTime": _iso(later(now, lifetime)), "timeToLive": None}
         elif ds.spec.lifecycle.expiration_time is not None:
             # a fixed time has passed: give it the lifetime it had before
             old = ds.spec.lifecycle.expiration_time - (ds.metadata.creation_timestamp or now)
-            lifecycle = {"expirationTime": _iso(now + old)}
+            lifecycle = {"expirationTime": _iso(later(now, old))}
         patch = {
             # the operator records the start itself (status.lastStart); the annotation older
             # devctl versions wrote is removed
@@ -124,7 +125,7 @@ def extend(devctl: Devctl, name: str, added: str) -> None:
             raise DevctlError(f"{name} is stopped; `devctl start {name} --time {added}` instead.")
         now = datetime.now(UTC)
         current = (ds.status.expires_at if ds.status else None) or requested_deadline(ds) or now
-        new = max(current, now) + more
+        new = later(max(current, now), more)
         record = json.dumps(
             {"by": owner_of(namespace), "at": _iso(now), "added": added, "until": _iso(new)}
         )

@@ -14,7 +14,15 @@ from typing import Any
 
 from devserver.api.devserver import DevServer, Mode
 from devserver.api.flavor import DevServerFlavor
-from devserver.api.lifecycle import EXPIRED, IDLE, STOP_REASON, deadline, next_stop, with_start
+from devserver.api.lifecycle import (
+    EXPIRED,
+    IDLE,
+    STOP_REASON,
+    deadline,
+    first_created,
+    next_stop,
+    with_start,
+)
 from devserver.api.meta import KubeObject, ObjectKey
 from devserver.api.quantity import parse_quantity
 from devserver.api.resources import (
@@ -40,7 +48,7 @@ from devserver.reconcilers.children import Attempts
 from devserver.reconcilers.devserver_status import Observed, observed_status
 from devserver.reconcilers.flavor import FLAVOR_INDEX, by_flavor, validate
 from devserver.reconcilers.gpu_hours import GpuHours, Holding, shared_gpu_hours
-from devserver.reconcilers.home_volumes import retain_homes
+from devserver.reconcilers.home_volumes import retain_homes, retain_unowned_homes
 from devserver.reconcilers.lifecycle_config import LifecycleConfig
 from devserver.reconcilers.naming import NAME_INDEX, NAME_LABEL, by_devserver_name
 from devserver.reconcilers.running_template import keep_running_template, scale_to_zero
@@ -80,6 +88,7 @@ class DevServerReconciler:
         if ds is None or ds.metadata.deletion_timestamp:
             self.writer.forget(key)
             self.gpu_hours.report(key, None)
+            await self._gone(key)
             return None  # owned children go with it; a retained home volume stays
         if ds.spec.mode is Mode.DISTRIBUTED:
             return None  # the distributed reconciler's
@@ -109,14 +118,15 @@ class DevServerReconciler:
             await tried.attempt("Service", self.client.delete(SERVICES, key.name, key.namespace))
         now = datetime.now(UTC).replace(microsecond=0)
         recorded = self.writer.latest(ds)
-        ds = with_start(recorded, now)  # the lifecycle counts from this run's start
+        pods = self.pods.store.by_index(NAME_INDEX, f"{key.namespace}/{key.name}")
+        ds = with_start(recorded, now, first_created(pods))  # the run counts from its start
         activity = self.agent.activity(ds)
         stop = next_stop(ds, activity, self.lifecycle.max_lifetime, now)
         deadline_at, capped = deadline(ds, self.lifecycle.max_lifetime)
         seen = Observed(
             flavor_problem=problem,
             deployment=self.deployments.store.get(key),
-            pods=self.pods.store.by_index(NAME_INDEX, f"{key.namespace}/{key.name}"),
+            pods=pods,
             service=self.services.store.get(key) if ds.spec.enable_ssh else None,
             deadline=deadline_at,
             capped=capped,
@@ -131,6 +141,14 @@ class DevServerReconciler:
         await self.writer.write(recorded, status, self._announce)
         tried.raise_if_any()  # after the status: retried with backoff, the user already told
         return None
+
+    async def _gone(self, key: ObjectKey) -> None:
+        """A server deleted (or held in deletion by a finalizer, or orphaning its children with
+        `--cascade=orphan`, or unreadable) holds no GPU: its workload goes to zero replicas
+        first. Its kept home's volume is set to Retain, for homes kept before this operator."""
+        await scale_to_zero(self.client, DEPLOYMENTS, self.deployments.store.get(key))
+        homes = self.claims.store.by_index(NAME_INDEX, f"{key.namespace}/{key.name}")
+        await retain_unowned_homes(self.client, homes)
 
     async def _home(self, ds: DevServer, claim: KubeObject | None) -> None:
         if claim is not None and ds.spec.retain_home_on_delete and owned_by(claim, ds):
@@ -256,12 +274,14 @@ def setup(
     )
     controller = Controller("devserver", reconciler, workers=4)
     controller.watch(devservers)
-    controller.watch_owned(deployments, DEVSERVERS)
     controller.watch_owned(services, DEVSERVERS)
 
     def by_label(obj: KubeObject) -> list[ObjectKey]:
         name = obj.metadata.labels.get(NAME_LABEL)
         return [ObjectKey(obj.metadata.namespace, name)] if name else []
+
+    # by label, not owner: a workload orphaned from its server (`--cascade=orphan`) is found
+    controller.watch_mapped(deployments, by_label)
 
     controller.watch_mapped(claims, by_label)
     controller.watch_mapped(pods, by_label)

@@ -215,7 +215,8 @@ def lifecycle_fields(
         fields["idleSince"] = _json_time(activity.idle_since)
     if ds.spec.stopped:
         before = ds.status.stopped_at if ds.status else None
-        fields["stoppedAt"] = _json_time(before or now)
+        if before is not None or not seen.pods:  # stopped once no pod holds a node
+            fields["stoppedAt"] = _json_time(before or now)
     start = start_to_record(ds, now)
     if start is not None:
         fields["lastStart"] = _json_time(start)

@@ -18,7 +18,15 @@ from typing import Any
 
 from devserver.api.devserver import DevServer, Mode
 from devserver.api.flavor import DevServerFlavor
-from devserver.api.lifecycle import EXPIRED, IDLE, STOP_REASON, deadline, next_stop, with_start
+from devserver.api.lifecycle import (
+    EXPIRED,
+    IDLE,
+    STOP_REASON,
+    deadline,
+    first_created,
+    next_stop,
+    with_start,
+)
 from devserver.api.meta import KubeObject, ObjectKey
 from devserver.api.resources import (
     DEVSERVERS,
@@ -80,6 +88,8 @@ class DistributedReconciler:
         if ds is None or ds.metadata.deletion_timestamp:
             self.writer.forget(key)
             self.gpu_hours.report(key, None)
+            # deleted, held in deletion, orphaning its children or unreadable: no GPU held
+            await scale_to_zero(self.client, STATEFULSETS, self.statefulsets.store.get(key))
             return None
         if ds.spec.mode is not Mode.DISTRIBUTED or ds.spec.distributed is None:
             return None  # the DevServer reconciler's
@@ -109,10 +119,10 @@ class DistributedReconciler:
             )
         now = datetime.now(UTC).replace(microsecond=0)
         recorded = self.writer.latest(ds)
-        ds = with_start(recorded, now)  # the lifecycle counts from this run's start
+        pods = self.pods.store.by_index(NAME_INDEX, f"{key.namespace}/{key.name}")
+        ds = with_start(recorded, now, first_created(pods))  # the run counts from its start
         activity = self.agent.activity(ds)
         deadline_at, capped = deadline(ds, self.lifecycle.max_lifetime)
-        pods = self.pods.store.by_index(NAME_INDEX, f"{key.namespace}/{key.name}")
         seen = Observed(
             flavor_problem=problem,
             deployment=None,
@@ -202,12 +212,13 @@ def setup(
         return isinstance(obj, DevServer) and obj.spec.mode is Mode.DISTRIBUTED
 
     controller.watch(devservers, distributed_only)
-    controller.watch_owned(statefulsets, DEVSERVERS)
     controller.watch_owned(services, DEVSERVERS)
 
     def by_label(obj: KubeObject) -> list[ObjectKey]:
         name = obj.metadata.labels.get(NAME_LABEL)
         return [ObjectKey(obj.metadata.namespace, name)] if name else []
+
+    controller.watch_mapped(statefulsets, by_label)  # orphaned ones too (`--cascade=orphan`)
 
     controller.watch_mapped(pods, by_label)
     controller.watch_mapped(claims, by_label)

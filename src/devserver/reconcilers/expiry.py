@@ -59,6 +59,7 @@ from devserver.reconcilers.pod_agent import lease_names
 from devserver.reconcilers.standalone import home_claim_name
 
 PENDING_START_GRACE = timedelta(seconds=60)
+MAX_STOP_CONFLICTS = 3
 
 
 def utc_now() -> datetime:
@@ -99,11 +100,13 @@ class ExpiryReconciler:
     now: Callable[[], datetime] = field(default=utc_now)
     # when a start was first seen that the status has not recorded yet (see `_run_start`)
     _pending: dict[ObjectKey, datetime] = field(default_factory=dict)
+    _conflicts: dict[ObjectKey, int] = field(default_factory=dict)  # stops refused with 409
 
     async def reconcile(self, key: ObjectKey) -> Result | None:
         ds = self.devservers.store.get(key)
         if ds is None or ds.metadata.deletion_timestamp:
             self._pending.pop(key, None)
+            self._conflicts.pop(key, None)
             return None
         if ds.spec.stopped:
             self._pending.pop(key, None)
@@ -125,20 +128,22 @@ class ExpiryReconciler:
         name = ds.metadata.name
         if now >= stop.when:
             # only the version this decision was made on: an extend, a start or a new report
-            # that raced with it makes this a 409, and the next reconcile decides again
-            patch = {
-                "metadata": {
-                    "annotations": {STOP_REASON: stop.reason, WARNED: None},
-                    "resourceVersion": ds.metadata.resource_version,
-                },
-                "spec": {"stopped": True},
-            }
+            # that raced with it makes this a 409, and the next reconcile decides again — but
+            # not forever: a user who keeps writing the object (an annotation every few ms)
+            # must not starve the stop, so after a few conflicts it is sent unconditionally
+            conflicts = self._conflicts.get(key, 0)
+            metadata: dict[str, Any] = {"annotations": {STOP_REASON: stop.reason, WARNED: None}}
+            if conflicts < MAX_STOP_CONFLICTS:
+                metadata["resourceVersion"] = ds.metadata.resource_version
+            patch = {"metadata": metadata, "spec": {"stopped": True}}
             try:
                 await self.client.patch(DEVSERVERS, name, patch, key.namespace)
             except ApiError as error:
                 if error.status == 409:
-                    return Result(requeue_after=0.5)
+                    self._conflicts[key] = conflicts + 1
+                    return Result(requeue_after=0.2)
                 raise
+            self._conflicts.pop(key, None)
             what = "was idle until" if stop.reason == IDLE else "reached its deadline"
             await record_event(
                 self.client,

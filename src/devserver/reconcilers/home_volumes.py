@@ -31,6 +31,15 @@ async def retain_homes(client: KubeClient, ds: DevServer, claims: list[KubeObjec
     """Set the volume of each bound home claim of `ds` to Retain, once."""
     if not ds.spec.retain_home_on_delete:
         return
+    await _retain(client, claims)
+
+
+async def retain_unowned_homes(client: KubeClient, claims: list[KubeObject]) -> None:
+    """Homes kept after their server was deleted (made before the operator set Retain)."""
+    await _retain(client, [c for c in claims if not c.metadata.owner_references])
+
+
+async def _retain(client: KubeClient, claims: list[KubeObject]) -> None:
     for claim in claims:
         volume = volume_of(claim)
         if volume is None or claim.metadata.deletion_timestamp:

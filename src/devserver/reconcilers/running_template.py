@@ -19,7 +19,7 @@ from typing import Any
 from devserver.api.devserver import DevServer
 from devserver.api.meta import KubeObject
 from devserver.api.resources import Resource
-from devserver.client import KubeClient
+from devserver.client import ApiError, KubeClient
 
 POD_INPUTS = "devservers.io/pod-inputs"
 
@@ -92,4 +92,8 @@ async def scale_to_zero(
     if live is None or not (live.extra.get("spec") or {}).get("replicas"):
         return
     patch = {"spec": {"replicas": 0}}
-    await client.patch(resource, live.metadata.name, patch, live.metadata.namespace)
+    try:
+        await client.patch(resource, live.metadata.name, patch, live.metadata.namespace)
+    except ApiError as error:
+        if error.status != 404:  # gone already (the garbage collector was first): nothing held
+            raise

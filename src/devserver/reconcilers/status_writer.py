@@ -28,7 +28,10 @@ class StatusWriter:
     def latest(self, ds: DevServer) -> DevServer:
         """`ds` with the status we last wrote for it, if the cache is behind."""
         written = self._written.get(ds.key)
-        if written is not None and written[0] == ds.metadata.uid:
+        unreadable_then = ds.status is not None and any(
+            c.reason == "Unreadable" for c in ds.status.conditions
+        )  # written by the unreadable reporter since: the cache is the newer one
+        if written is not None and written[0] == ds.metadata.uid and not unreadable_then:
             return ds.model_copy(update={"status": DevServerStatus.model_validate(written[1])})
         return ds
 

@@ -8,11 +8,12 @@ reconciler tells its owner in the status, in one sentence, instead of leaving it
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from devserver.api.meta import ObjectKey, Unreadable
+from devserver.api.meta import KubeObject, ObjectKey, Unreadable
 from devserver.api.resources import DEVSERVERS, DEVUSERS, Resource
 from devserver.client import ApiError, KubeClient, PatchType
 from devserver.controller import Controller, Result
@@ -45,6 +46,11 @@ class UnreadableReporter:
     resource: Resource[Any]
     informer: Informer[Any]
 
+    @property
+    def loose(self) -> Resource[KubeObject]:
+        """The resource read as plain objects: the answer is as unreadable as the object."""
+        return dataclasses.replace(self.resource, model=KubeObject)
+
     async def reconcile(self, key: ObjectKey) -> Result | None:
         obj = self.informer.unreadable_now.get(key)
         if obj is None or reported(obj):
@@ -62,7 +68,7 @@ class UnreadableReporter:
             patch = {"status": {"conditions": [condition]}}
         try:
             await self.client.patch(
-                self.resource,
+                self.loose,
                 key.name,
                 patch,
                 key.namespace,

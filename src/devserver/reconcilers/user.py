@@ -75,14 +75,17 @@ class UserReconciler:
 
     async def reconcile(self, key: ObjectKey) -> Result | None:
         user = self.users.store.get(key)
+        if key in self.users.unreadable_now:
+            return None  # it exists (unreadable by our model: its status says so); not removed
         if user is None or user.metadata.deletion_timestamp:
             await self._removed(key.name)
             return None  # the garbage collector removes the rights it owned; data stays
         namespace = namespace_name(user)
         live_ns = self.made[NAMESPACES.plural].store.get(ObjectKey("", namespace))
-        if live_ns is None and await self._foreign_namespace(namespace, user.metadata.name):
+        mine = live_ns is not None and is_ours(live_ns, user.metadata.name)
+        if not mine and await self._foreign_namespace(namespace, user.metadata.name):
             await self._write_status(user, taken=True)
-            return None
+            return Result(requeue_after=300)  # an admin may free the name; look again
         d = self.defaults
         plan: list[tuple[Resource[Any], dict[str, Any]]] = [
             (NAMESPACES, desired_namespace(user, d)),

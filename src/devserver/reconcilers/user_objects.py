@@ -253,6 +253,7 @@ def desired_limit_range(user: DevUser) -> dict[str, Any]:
 
 
 METADATA_SERVICE = "169.254.169.254/32"  # EC2 instance metadata: the node's IAM credentials
+METADATA_SERVICE_V6 = "fd00:ec2::254/128"  # the same service on IPv6 (Nitro instances)
 
 
 def desired_network_policies(user: DevUser, defaults: UserDefaults) -> list[dict[str, Any]]:
@@ -267,8 +268,11 @@ def desired_network_policies(user: DevUser, defaults: UserDefaults) -> list[dict
         "podSelector": {"matchLabels": dict(defaults.bastion_pod_labels)},
     }
     everywhere = [
+        # pods by selector too: some CNIs (Cilium) never match pod addresses by ipBlock, and
+        # DNS and the ranks of a distributed server must stay reachable
+        {"namespaceSelector": {}},
         {"ipBlock": {"cidr": "0.0.0.0/0", "except": [METADATA_SERVICE]}},
-        {"ipBlock": {"cidr": "::/0"}},
+        {"ipBlock": {"cidr": "::/0", "except": [METADATA_SERVICE_V6]}},
     ]
     specs = {
         "same-namespace-only": {

@@ -204,8 +204,27 @@ class BastionSandbox:
                 f"mount --bind {shlex.quote(str(root / 'rootorig' / inner))} "
                 f"{shlex.quote(str(path))}",
             ]
+        # the volumes hide what lies under their mount points: the interpreter, the repo or
+        # the tools may live under /tmp (a CI clone does); keep those visible at their paths
+        hidden = {
+            name: sorted(p for p in needed if p.is_relative_to(mountpoint))
+            for name, mountpoint, _mode in VOLUMES
+        }
+        for name, mountpoint, _mode in VOLUMES:
+            if hidden[name]:
+                lines += [
+                    f"mkdir -p {INSIDE}/orig-{name}",
+                    f"mount --bind {mountpoint} {INSIDE}/orig-{name}",
+                ]
         for name, mountpoint, _mode in VOLUMES:  # last: /tmp hides the sandbox's root
             lines.append(f"mount --bind {root / name} {mountpoint}")
+        for name, mountpoint, _mode in VOLUMES:
+            for path in hidden[name]:
+                rel = shlex.quote(str(path.relative_to(mountpoint)))
+                lines += [
+                    f"mkdir -p {shlex.quote(str(path))}",
+                    f"mount --bind {INSIDE}/orig-{name}/{rel} {shlex.quote(str(path))}",
+                ]
         lines.append(f"exec {shlex.join(argv)}")
         return "\n".join(lines)
 

@@ -1,0 +1,130 @@
+"""A careless admin on a cluster of its own: the CRDs deleted and applied again, and a CRD whose
+schema is looser than the operator's model (an older or hand-edited one).
+
+- Deleting the CRDs deletes every DevServer and DevUser with them. The homes that were kept
+  stay (nothing owns them), the namespaces stay (no DevUser owns them); applying the CRDs again
+  and re-creating a server by name gives it the same home, by UID.
+- An object the API server stored that the operator's model refuses does not freeze the cache:
+  the others are still served, and it gets a status saying what is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from devserver.testing.controlplane import LocalControlPlane, repo_root
+from devserver.testing.operator import OperatorProcess
+from devserver.testing.pytest_plugin import fresh_control_plane
+
+pytestmark = pytest.mark.integration
+
+NS = "dev-ivo"
+
+
+@pytest.fixture(scope="module")
+def control_plane() -> Iterator[LocalControlPlane]:
+    """Deletes the CRDs and loosens one: a cluster of its own."""
+    for cluster in fresh_control_plane():
+        cluster.wait_quota_counts_devservers()
+        yield cluster
+
+
+@pytest.fixture
+def operator(control_plane: LocalControlPlane) -> Iterator[OperatorProcess]:
+    process = OperatorProcess(control_plane.kubeconfig, ("--max-lifetime", "1d"))
+    process.start()
+    process.wait_leading()
+    yield process
+    assert process.alive(), process.output()[-3000:]
+    assert process.stop() == 0
+
+
+def _wait(probe: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(0.25)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+def _get(cp: LocalControlPlane, kind: str, name: str, ns: str = "") -> dict[str, Any]:
+    out = cp.kubectl("get", kind, name, "-o", "json", *(["-n", ns] if ns else []), check=False)
+    return dict(json.loads(out.stdout)) if out.returncode == 0 else {}
+
+
+def _server(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "devservers.io/v1",
+        "kind": "DevServer",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"owner": "ivo", "flavor": "cpu-small", "image": "busybox", **spec},
+    }
+
+
+def test_crds_deleted_and_applied_again_lose_no_home(
+    control_plane: LocalControlPlane, operator: OperatorProcess, tmp_path: Any
+) -> None:
+    cp = control_plane
+    cp.add_user("ivo", tmp_path / "config")
+    cp.apply(_server("keep"), _server("drop", retainHomeOnDelete=False))
+    for name in ("keep", "drop"):
+        _wait(lambda n=name: _get(cp, "pvc", f"{n}-home", NS), 30, f"{name}'s home")
+    kept = _get(cp, "pvc", "keep-home", NS)["metadata"]["uid"]
+
+    cp.kubectl("delete", "-f", str(repo_root() / "manifests" / "crd"), "--wait=true")
+    # the garbage collector follows the owner references of the servers that are gone
+    _wait(lambda: not _get(cp, "deployment", "keep", NS), 90, "the workloads collected")
+    _wait(lambda: not _get(cp, "pvc", "drop-home", NS), 90, "the home it was told to drop")
+    assert _get(cp, "pvc", "keep-home", NS)["metadata"]["uid"] == kept
+    assert _get(cp, "namespace", NS)["metadata"].get("deletionTimestamp") is None
+
+    cp.install_devserver()
+    cp.add_user("ivo", tmp_path / "config")  # the user again: the namespace is adopted
+    cp.apply(_server("keep", persistentHomeSize="1Gi"))  # smaller: the home is taken as it is
+    _wait(lambda: _get(cp, "deployment", "keep", NS), 30, "the server back")
+    home = _get(cp, "pvc", "keep-home", NS)
+    assert home["metadata"]["uid"] == kept
+    assert home["spec"]["resources"]["requests"]["storage"] == "20Gi"
+    assert operator.alive()
+
+
+def test_an_object_the_model_cannot_read_gets_a_status_and_freezes_nothing(
+    control_plane: LocalControlPlane, operator: OperatorProcess, tmp_path: Any
+) -> None:
+    cp = control_plane
+    cp.add_user("ivo", tmp_path / "config")
+    crd = _get(cp, "crd", "devservers.devservers.io")
+    image = "/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/image/pattern"
+    loosen = [{"op": "remove", "path": image}]
+    cp.kubectl("patch", "crd", "devservers.devservers.io", "--type=json", "-p", json.dumps(loosen))
+    try:
+        time.sleep(2)  # the API server picks up the schema
+        cp.apply(_server("odd", image="büsybox latest"))
+        cp.apply(_server("fine"))
+
+        def reported() -> str:
+            status = _get(cp, "devserver.devservers.io", "odd", NS).get("status", {})
+            ready = [c for c in status.get("conditions", []) if c["type"] == "Ready"]
+            return str(ready[0]["message"]) if ready and ready[0]["reason"] == "Unreadable" else ""
+
+        message = _wait(reported, 30, "the unreadable server's status")
+        assert "spec.image" in message and "fix that field" in message
+        _wait(
+            lambda: _get(cp, "devserver.devservers.io", "fine", NS).get("status", {}).get("phase"),
+            30,
+            "the other server served",
+        )
+    finally:
+        spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+        restore = [{"op": "add", "path": image, "value": spec["properties"]["image"]["pattern"]}]
+        cp.kubectl("delete", "devserver.devservers.io", "odd", "-n", NS, check=False)
+        cp.kubectl(
+            "patch", "crd", "devservers.devservers.io", "--type=json", "-p", json.dumps(restore)
+        )
