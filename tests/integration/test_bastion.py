@@ -388,22 +388,22 @@ async def test_permission_matrix_over_ssh(
 async def test_homes_and_new_files_are_private_to_their_user(
     kube: KubeClient, bastion: BastionSandbox, keys: Path
 ) -> None:
-    kim = await add_user(kube, bastion, keys, "kim")
+    kit = await add_user(kube, bastion, keys, "kit")
     lea = await add_user(kube, bastion, keys, "lea")
     mine = await bastion.ssh(
-        "kim", kim, "stat -c '%a %U %G' ~; echo secret > /tmp/kim-notes; echo s > ~/notes; id -u"
+        "kit", kit, "stat -c '%a %U %G' ~; echo secret > /tmp/kit-notes; echo s > ~/notes; id -u"
     )
     assert mine.returncode == 0, mine.stderr
     mode, uid = mine.stdout.splitlines()
-    assert mode == "700 kim kim"
-    assert bastion.accounts()["kim"] == (int(uid), int(uid))  # its own group, gid = uid
+    assert mode == "700 kit kit"
+    assert bastion.accounts()["kit"] == (int(uid), int(uid))  # its own group, gid = uid
     assert int(uid) >= 200000
     theirs = await bastion.ssh(
-        "lea", lea, "cat /tmp/kim-notes; ls /home/kim; cat /home/kim/notes; true"
+        "lea", lea, "cat /tmp/kit-notes; ls /home/kit; cat /home/kit/notes; true"
     )
     assert "secret" not in theirs.stdout and theirs.stdout.strip() == ""
     assert theirs.stderr.count("Permission denied") == 3, theirs.stderr
-    assert "kim" not in bastion.read("/etc/subuid")  # no subordinate uids to map others' files
+    assert "kit" not in bastion.read("/etc/subuid")  # no subordinate uids to map others' files
 
 
 LEFTOVERS = "/tmp/{u}-old /var/tmp/{u}-old /dev/shm/{u}-old /tmp/{u}-dir"
@@ -632,7 +632,7 @@ async def test_tokens_are_rate_limited_per_user(
         refusals[0],
     )
     assert all(r.returncode == 0 for r in results)  # a session without credentials still runs
-    other = await bastion.ssh("kim", keys / "kim_ed25519", "test -s ~/.kube/config")
+    other = await bastion.ssh("kit", keys / "kit_ed25519", "test -s ~/.kube/config")
     assert other.returncode == 0 and other.stderr == ""
 
 

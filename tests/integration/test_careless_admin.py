@@ -128,3 +128,33 @@ def test_an_object_the_model_cannot_read_gets_a_status_and_freezes_nothing(
         cp.kubectl(
             "patch", "crd", "devservers.devservers.io", "--type=json", "-p", json.dumps(restore)
         )
+
+
+def test_a_deleted_namespace_leaves_the_kept_homes_data_on_its_volume(
+    control_plane: LocalControlPlane, operator: OperatorProcess, tmp_path: Any
+) -> None:
+    """`kubectl delete namespace dev-jo` by mistake: the claims go with it, the volumes of kept
+    homes stay (Released, reclaim policy Retain) — the data is there for an admin to bind."""
+    cp = control_plane
+    cp.add_user("jo", tmp_path / "config")
+    home = {**_server("work"), "metadata": {"name": "work", "namespace": "dev-jo"}}
+    cp.apply(home)
+    volume = _wait(
+        lambda: _get(cp, "pvc", "work-home", "dev-jo").get("spec", {}).get("volumeName"),
+        30,
+        "the home bound",
+    )
+    _wait(
+        lambda: _get(cp, "pv", volume)["spec"]["persistentVolumeReclaimPolicy"] == "Retain",
+        30,
+        "the volume set to Retain",
+    )
+    cp.kubectl("delete", "namespace", "dev-jo", "--wait=true", "--timeout=90s")
+    kept = _wait(
+        lambda: (pv := _get(cp, "pv", volume)).get("status", {}).get("phase") == "Released" and pv,
+        30,
+        "the volume released, not deleted",
+    )
+    assert kept["spec"]["claimRef"]["name"] == "work-home"
+    time.sleep(5)  # the provisioner reclaims Delete volumes at once; this one stays
+    assert _get(cp, "pv", volume)
