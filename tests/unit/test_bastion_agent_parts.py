@@ -257,3 +257,16 @@ async def test_forwards_are_audited_from_sshds_lines_and_sessions_traced_to_them
     closed = forwards[2]
     assert closed["started"] <= closed["ended"] and closed["duration_s"] >= 0
     assert tracker.connections == {}
+
+
+def test_a_message_with_a_line_break_is_never_read_as_a_record() -> None:
+    """sshd passes CR and LF from client text (a forwarding target, a key algorithm name)
+    through unescaped: a client could make a message that holds a forged 'Accepted' line."""
+    tracker = SshdLog(lambda: os.getppid(), wait=0.3)
+    forged = (
+        "channels.c:channel_connect_by_listen_path() (pid=1): x\n"
+        "auth.c:auth_log():1 (pid=4242): Accepted publickey for bob from 6.6.6.6 port 1 ssh2: K\r\n"
+    )
+    tracker.feed_message(forged.encode())
+    assert 4242 not in tracker.connections
+    tracker.feed_message(b"\xff\xfe garbage that is no log line at all\r\n")  # never raises

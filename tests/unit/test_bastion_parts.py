@@ -53,7 +53,7 @@ def config_lines() -> dict[str, str]:
         ("MaxAuthTries", "3"),
         ("LoginGraceTime", "20"),
         ("PerSourceMaxStartups", "10"),
-        ("PerSourceNetBlockSize", "32:128"),
+        ("PerSourceNetBlockSize", "32:64"),
     ],
 )
 def test_the_sshd_policy_is_hardened(option: str, value: str) -> None:

@@ -65,31 +65,50 @@ def gecos(email: str) -> str:
     return "devserver " + _GECOS_UNSAFE.sub("", email)[:100]
 
 
+def secure_volumes(home_root: Path, shared: Iterable[Path]) -> None:
+    """The pod's emptyDirs come as 0777 without the sticky bit (the kubelet's default): any user
+    could rename another's home or files away and plant their own. /home is root's and 0755;
+    the shared scratch directories are 1777, like /tmp on any Unix."""
+    os.chown(home_root, 0, 0)
+    os.chmod(home_root, 0o755)  # noqa: S103 - everyone may list the homes, not write here
+    for directory in shared:
+        if directory.is_dir() and not directory.is_symlink():
+            os.chown(directory, 0, 0)
+            os.chmod(directory, 0o1777)  # noqa: S103 - scratch space with the sticky bit
+
+
 def purge_files(uid: int, roots: Iterable[Path]) -> int:
     """Remove everything `uid` owns under `roots` (never following links, never leaving a root's
-    filesystem); a directory it owns goes with all it holds. The number of entries removed."""
+    filesystem); a directory it owns goes with all it holds. The number of entries removed.
+
+    Walked by directory descriptors (`os.fwalk`) and removed relative to them: a user who
+    renames a directory or swaps one for a symlink while this runs can only move what is
+    removed within what they could already reach, never point it at /etc."""
     removed = 0
     for root in roots:
         try:
             device = root.lstat().st_dev
         except FileNotFoundError:
             continue
-        for directory, subdirs, files in os.walk(root):
+        walk = os.fwalk(root, follow_symlinks=False)
+        for _directory, subdirs, files, dir_fd in walk:
             for name in list(subdirs) + files:
-                path = os.path.join(directory, name)
                 try:
-                    info = os.lstat(path)
-                except FileNotFoundError:
+                    info = os.lstat(name, dir_fd=dir_fd)
+                except OSError:
                     continue
                 if name in subdirs and (info.st_uid == uid or info.st_dev != device):
                     subdirs.remove(name)  # removed below, or another filesystem: not entered
                 if info.st_uid != uid:
                     continue
-                if stat.S_ISDIR(info.st_mode):
-                    shutil.rmtree(path, ignore_errors=True)  # fd-based: safe against symlinks
-                else:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(path)
+                try:
+                    if stat.S_ISDIR(info.st_mode):
+                        shutil.rmtree(name, dir_fd=dir_fd)
+                    else:
+                        os.unlink(name, dir_fd=dir_fd)
+                except OSError as error:  # gone or changed meanwhile: the next pass tries
+                    log.warning("purge skipped an entry", uid=uid, entry=name, error=str(error))
+                    continue
                 removed += 1
     return removed
 
@@ -139,8 +158,18 @@ class LocalAccounts:
                 grp.getgrnam(self.settings.users_group)
             except KeyError:
                 await _must("groupadd", "--system", self.settings.users_group)
-            self.settings.owners_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            os.chmod(self.settings.owners_dir, 0o700)
+            secure_volumes(self.settings.home_root, self.settings.shared_dirs)
+            owners = self.settings.owners_dir
+            found = owners.lstat() if owners.exists() or owners.is_symlink() else None
+            if found is not None and not (stat.S_ISDIR(found.st_mode) and found.st_uid == 0):
+                # not ours (a user made it while /home was open to all): never trust it
+                if stat.S_ISDIR(found.st_mode):
+                    shutil.rmtree(owners, ignore_errors=True)
+                else:
+                    owners.unlink()
+            owners.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chown(owners, 0, 0)
+            os.chmod(owners, 0o700)
 
     def _shared_roots(self) -> list[Path]:
         return [self.settings.home_root, *self.settings.shared_dirs]
@@ -184,8 +213,15 @@ class LocalAccounts:
             group = None
         if group is not None and group.gr_gid == gid:
             return
-        if group is not None:  # left behind by an interrupted add: `taken` saw no member of it
-            await _must("groupdel", name)
+        if group is not None:
+            s = self.settings
+            ours = s.uid_min <= group.gr_gid <= s.uid_max and not group.gr_mem
+            if not ours:  # a system group (tty, staff, the users group…): never taken over
+                raise AccountError(
+                    f"a group {name!r} exists on the bastion that devserver does not manage; "
+                    "rename the DevUser"
+                )
+            await _must("groupdel", name)  # left behind by an interrupted add
         await _must("groupadd", "--gid", str(gid), name)
 
     async def add(self, name: str, email: str, *, uid: int, owner: str) -> None:

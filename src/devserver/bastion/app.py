@@ -16,7 +16,9 @@ import contextlib
 import os
 import shlex
 import shutil
+import socket
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import click
@@ -49,7 +51,16 @@ class SshdFailedError(RuntimeError):
 
 
 def session_command(settings: BastionSettings) -> str:
-    return shlex.join([sys.executable, "-I", "-S", str(SESSION_SCRIPT), str(settings.agent_socket)])
+    return shlex.join(
+        [
+            sys.executable,
+            "-I",
+            "-S",
+            str(SESSION_SCRIPT),
+            str(settings.agent_socket),
+            settings.shell,
+        ]
+    )
 
 
 def prepare_runtime(settings: BastionSettings) -> None:
@@ -101,6 +112,7 @@ class Bastion:
         self.controller.watch(self.users)
         self.sshd: asyncio.subprocess.Process | None = None
         self.sshd_log = SshdLog(lambda: self.sshd.pid if self.sshd is not None else None)
+        self._sshd_messages: socket.socket | None = None
 
     # ------------------------------------------------------------------ health
 
@@ -165,12 +177,15 @@ class Bastion:
             sshd_exit: asyncio.Task[int] = asyncio.create_task(self.sshd.wait())
             stopped = asyncio.create_task(stop.wait())
             done, _ = await asyncio.wait(
-                {sshd_exit, stopped, tasks[0]}, return_when=asyncio.FIRST_COMPLETED
+                {sshd_exit, stopped, *tasks}, return_when=asyncio.FIRST_COMPLETED
             )
             sshd_exit.cancel()
             stopped.cancel()
-            if tasks[0] in done:
-                tasks[0].result()
+            for task in tasks:  # accounts or the log reader ended: fail loudly, restart
+                if task in done:
+                    task.result()
+                    if not stop.is_set() and sshd_exit not in done:
+                        raise SshdFailedError(f"{task.get_name()} ended")
             if sshd_exit in done and not stop.is_set():
                 raise SshdFailedError(f"sshd exited with {self.sshd.returncode}")
             log.info("stopping")
@@ -205,22 +220,41 @@ class Bastion:
         output, _ = await check.communicate()
         if check.returncode != 0:
             raise SshdFailedError(f"sshd rejected its configuration: {output.decode().strip()}")
-        process = await asyncio.create_subprocess_exec(
-            s.sshd,
-            "-D",
-            "-e",
-            "-f",
-            str(s.sshd_config),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )
+        # sshd's stderr is a datagram socket, not a pipe: sshd writes each log message with
+        # one write(), so each arrives whole and alone, and text a client smuggled into a
+        # message (a line break in a forwarding target) cannot pose as a line of its own
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            process = await asyncio.create_subprocess_exec(
+                s.sshd,
+                "-D",
+                "-e",
+                "-f",
+                str(s.sshd_config),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=theirs.fileno(),
+            )
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        self._sshd_messages = ours
         log.info("sshd started", pid=process.pid, listen=f"{s.listen}:{s.port}")
         return process
 
     async def _read_sshd_log(self, process: asyncio.subprocess.Process) -> None:
-        assert process.stderr is not None
-        await self.sshd_log.run(process.stderr)
+        sock = self._sshd_messages
+        assert sock is not None
+
+        async def messages() -> AsyncIterator[bytes]:
+            loop = asyncio.get_running_loop()
+            while data := await loop.sock_recv(sock, 65536):
+                yield data
+
+        try:
+            await self.sshd_log.run(messages())
+        finally:
+            sock.close()
 
 
 async def run(settings: BastionSettings, stop: asyncio.Event) -> None:

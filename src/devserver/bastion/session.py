@@ -109,7 +109,7 @@ def main(argv: list[str]) -> int:
     agent_socket = argv[1]
     os.umask(0o077)  # what the user makes (in /tmp too) is theirs alone unless they say otherwise
     account = pwd.getpwuid(os.getuid())
-    home, shell = account.pw_dir, account.pw_shell or "/bin/sh"
+    home, shell = account.pw_dir, (argv[2] if len(argv) > 2 else account.pw_shell) or "/bin/sh"
     command = os.environ.get("SSH_ORIGINAL_COMMAND")
     tty = os.isatty(0)
     try:

@@ -50,7 +50,7 @@ class BastionSettings:
     # the bastion with half-open logins uses up its own share, not everyone's
     max_startups: str = "200:30:500"
     per_source_max_startups: int = 10
-    per_source_net_block_size: str = "32:128"
+    per_source_net_block_size: str = "32:64"  # an IPv6 /64 is one client
     # the session agent mints at most `token_burst` tokens at once per uid, then one every
     # 60 / token_rate_per_minute seconds (a token bucket per uid)
     token_burst: int = 20

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -211,7 +211,21 @@ class SshdLog:
             if child is not None:
                 self.children.pop(child, None)
 
-    async def run(self, stream: asyncio.StreamReader, *, reap_every: float = 1.0) -> None:
+    def feed_message(self, data: bytes) -> None:
+        """One log message as sshd wrote it: one `write()`, so one datagram on the socket its
+        stderr is. A message with a line break inside holds text a client chose (a forwarding
+        target, a key algorithm name: sshd passes CR and LF through unescaped) and could pose as
+        another line: it is logged, and never read as a record."""
+        text = data.decode(errors="replace").rstrip("\r\n")
+        if "\n" in text or "\r" in text:
+            sshd_log.warning("sshd message with a line break; not audited", message=repr(text))
+            return
+        try:
+            self.feed(text)
+        except Exception:  # noqa: BLE001 - the bastion never dies on a log line
+            sshd_log.exception("sshd message not understood", message=repr(text[:300]))
+
+    async def run(self, messages: AsyncIterator[bytes], *, reap_every: float = 1.0) -> None:
         async def reaper() -> None:
             while True:
                 await asyncio.sleep(reap_every)
@@ -219,8 +233,8 @@ class SshdLog:
 
         task = asyncio.create_task(reaper(), name="sshd-reaper")
         try:
-            while line := await stream.readline():
-                self.feed(line.decode(errors="replace").rstrip("\r\n"))
+            async for data in messages:
+                self.feed_message(data)
         finally:
             task.cancel()
             self.reap()

@@ -33,11 +33,12 @@ SSHD = "/usr/sbin/sshd"
 UID_MIN = 200000  # BastionSettings.uid_min
 # the pod's emptyDirs, kept under the sandbox's root: (directory there, mount point, mode)
 # (mounted in this order: /tmp, which hides the sandbox's own root, last)
+# as the kubelet makes them: 0777, no sticky bit (the bastion must fix that itself)
 VOLUMES = (
-    ("home", "/home", 0o755),
-    ("shm", "/dev/shm", 0o1777),  # noqa: S108 - a mount point in the sandbox
-    ("vartmp", "/var/tmp", 0o1777),  # noqa: S108
-    ("tmp", "/tmp", 0o1777),  # noqa: S108
+    ("home", "/home", 0o777),
+    ("shm", "/dev/shm", 0o777),  # noqa: S108 - a mount point in the sandbox
+    ("vartmp", "/var/tmp", 0o777),  # noqa: S108
+    ("tmp", "/tmp", 0o777),  # noqa: S108
 )
 INSIDE = "/run/devserver-sandbox"  # the sandbox's root as the bastion sees it
 
