@@ -175,11 +175,19 @@ class LocalAccounts:
         return [self.settings.home_root, *self.settings.shared_dirs]
 
     async def _kill(self, uid: int) -> None:
-        for _ in range(5):
-            code, _output = await _run("pkill", "--signal", "KILL", "--uid", str(uid))
+        """Every process of `uid`, until none is left: `kill -KILL -1` run as the uid signals
+        all of its processes at once (a loop that forks faster than pkill reads /proc does not
+        escape), repeated until pgrep finds none. If some survive, the uid is not handed on."""
+        for _ in range(20):
+            await _run(
+                "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+                "kill", "-KILL", "-1",
+            )  # fmt: skip
+            code, _output = await _run("pgrep", "--uid", str(uid))
             if code == 1:  # nothing (left) to kill
                 return
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.05)
+        raise AccountError(f"processes of uid {uid} survive being killed; it is not reused yet")
 
     async def _hand_over(self, name: str, uid: int, owner: str) -> None:
         """Make sure nothing of a previous holder of `uid` (or of `name`'s home) survives."""
@@ -229,7 +237,14 @@ class LocalAccounts:
         the name is taken by an account not ours."""
         async with self._lock:
             if name in self.managed():
-                return
+                current = self.uid(name)
+                record = self.settings.owners_dir / str(current)
+                with contextlib.suppress(FileNotFoundError):
+                    if record.read_text() == f"{name}\n{owner}\n":
+                        return
+                # the same name, another person (deleted and created again while we were
+                # busy, or while this replica was down): the old one goes first, whole
+                await self._remove(name)
             if self.exists(name):
                 raise AccountError(
                     f"a local account {name!r} exists that devserver does not manage; "
@@ -274,8 +289,10 @@ class LocalAccounts:
         """Log the user out (kill every process), delete the account, its bastion home and
         every file its uid still owns in the shared directories."""
         async with self._lock:
-            if name not in self.managed():
-                return
+            await self._remove(name)
+
+    async def _remove(self, name: str) -> None:
+        if name in self.managed():
             uid = self.uid(name)
             if uid is None:
                 return
@@ -285,3 +302,25 @@ class LocalAccounts:
             with contextlib.suppress(FileNotFoundError):
                 (self.settings.owners_dir / str(uid)).unlink()
             log.info("account removed", user=name, uid=uid, files_removed=removed)
+
+    async def purge_unowned(self, wanted: dict[str, str]) -> None:
+        """After a restart /etc is new, so an account removed while the replica was down is
+        not there to remove; its records say whose files are still here. Purge every uid whose
+        record names no current DevUser (name, object uid)."""
+        async with self._lock:
+            for record in sorted(self.settings.owners_dir.iterdir()):
+                if not record.name.isdigit():
+                    continue
+                name, _, owner = record.read_text().strip().partition("\n")
+                if wanted.get(name) == owner:
+                    continue
+                uid = int(record.name)
+                if name in self.managed():
+                    continue  # still an account here: `remove` handles it
+                await self._kill(uid)
+                removed = await asyncio.to_thread(purge_files, uid, self._shared_roots())
+                with contextlib.suppress(FileNotFoundError):
+                    shutil.rmtree(self.settings.home_root / name)
+                record.unlink()
+                log.info("files of a user gone meanwhile removed", user=name, uid=uid,
+                         entries=removed)  # fmt: skip

@@ -102,6 +102,7 @@ class SessionAgent:
         self.origin_of, self.limiter = origin_of, limiter
         self.public_address = public_address
         self._open: dict[int, _Open] = {}  # by wrapper pid
+        self._starting: set[int] = set()  # wrapper pids whose start is being checked
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
@@ -138,7 +139,15 @@ class SessionAgent:
                 self._audit_devctl(user, pid, first)
                 await self._reply_json(writer, ok=True)
             elif first.get("op") == "start":
-                origin = await self.origin_of(pid, user) if pid not in self._open else None
+                # one session per wrapper process: the slot is taken before the wait for sshd's
+                # lines, so two starts from one pid cannot both pass
+                origin = None
+                if pid not in self._open and pid not in self._starting:
+                    self._starting.add(pid)
+                    try:
+                        origin = await self.origin_of(pid, user)
+                    finally:
+                        self._starting.discard(pid)
                 if origin is None:
                     log.warning("session refused: not an sshd session", user=user, pid=pid)
                     await self._reply(
@@ -191,7 +200,7 @@ class SessionAgent:
                     break
                 message = await self._read(reader)
         finally:
-            del self._open[pid]
+            self._open.pop(pid, None)
             audit.info(
                 "audit",
                 kind="session",

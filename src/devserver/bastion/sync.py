@@ -77,6 +77,8 @@ class AccountReconciler:
         Removals first: a uid a stale account holds may be the one a new user should get."""
         wanted = {user.metadata.name for user in self.users.store.objects()}
         gone = self.accounts.managed() - wanted
+        owners = {u.metadata.name: u.metadata.uid for u in self.users.store.objects()}
+        await self.accounts.purge_unowned(owners)
         for name in [*sorted(gone), *sorted(wanted)]:
             try:
                 await self.reconcile(ObjectKey("", name))
