@@ -233,13 +233,13 @@ def test_generated_servers_are_refused_or_served_and_keep_the_guarantees(
 
     # G3: a status for every stored server, within 10 s of its creation
     def unserved() -> list[str]:
-        page = run.client.list_page(DEVSERVERS, run.namespace)
+        page = _all(run, DEVSERVERS)
         assert not page.unreadable, [u.problem for u in page.unreadable]
         return [d.metadata.name for d in page.items if not (d.status and d.status.conditions)]
 
     waited = _wait_until(lambda: not unserved(), 60)
     assert not unserved(), f"no status after {waited:.0f} s: {unserved()[:10]}"
-    servers = run.client.list_page(DEVSERVERS, run.namespace).items
+    servers = _all(run, DEVSERVERS).items
     lags = _status_lags(
         control_plane,
         "devservers",
@@ -253,7 +253,7 @@ def test_generated_servers_are_refused_or_served_and_keep_the_guarantees(
 
     # G2: every running server stops by its recorded start + the cap
     now = datetime.now(UTC)
-    for ds in run.client.list_page(DEVSERVERS, run.namespace).items:
+    for ds in _all(run, DEVSERVERS).items:
         status = ds.status
         assert status is not None
         if ds.spec.stopped:
@@ -265,12 +265,8 @@ def test_generated_servers_are_refused_or_served_and_keep_the_guarantees(
 
     # a server made stopped never has a pod; the operator never died
     time.sleep(5)
-    stopped = {
-        d.metadata.name
-        for d in run.client.list_page(DEVSERVERS, run.namespace).items
-        if d.spec.stopped
-    }
-    pods = run.client.list_page(PODS, run.namespace, label_selector="devserver.io/name").items
+    stopped = {d.metadata.name for d in _all(run, DEVSERVERS).items if d.spec.stopped}
+    pods = _all(run, PODS, label_selector="devserver.io/name").items
     assert not [p for p in pods if p.metadata.labels.get("devserver.io/name") in stopped]
     assert run.operator.alive(), run.operator.output()[-3000:]
     _assert_no_crash(run.operator)
@@ -278,7 +274,7 @@ def test_generated_servers_are_refused_or_served_and_keep_the_guarantees(
 
 def test_lease_fields_a_pod_may_write_never_lengthen_a_run(run: Run) -> None:
     """Any renewTime, duration and idle-since the agent's token could write."""
-    leases = run.client.list_page(LEASES, run.namespace, label_selector="devserver.io/name").items
+    leases = _all(run, LEASES, label_selector="devserver.io/name").items
     assert leases, "the servers above have activity Leases"
     written = itertools.count()
 
@@ -305,7 +301,7 @@ def test_lease_fields_a_pod_may_write_never_lengthen_a_run(run: Run) -> None:
     write()
     time.sleep(5)
     now = datetime.now(UTC)
-    for ds in run.client.list_page(DEVSERVERS, run.namespace).items:
+    for ds in _all(run, DEVSERVERS).items:
         if ds.spec.stopped or ds.status is None or ds.status.expires_at is None:
             continue
         assert ds.status.last_start is not None
@@ -396,6 +392,16 @@ def test_no_home_was_deleted(run: Run, control_plane: LocalControlPlane) -> None
 
 
 # ------------------------------------------------------------------ helpers
+
+
+def _all(run: Run, resource: Any, *, label_selector: str = "") -> Any:
+    """Every object in one answer (the fuzz session makes thousands: a 500-item page would
+    check a fifth of them)."""
+    page = run.client.list_page(
+        resource, run.namespace, label_selector=label_selector, limit=100_000
+    )
+    assert not page.metadata.continue_, "more than one page"
+    return page
 
 
 def _refused(call: Any) -> bool:
