@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from devserver.testing.controlplane import LocalControlPlane, repo_root
 from devserver.testing.operator import OperatorProcess
+from devserver.testing.process import poll
 from devserver.testing.pytest_plugin import fresh_control_plane
 
 pytestmark = pytest.mark.integration
@@ -44,16 +45,6 @@ def operator(control_plane: LocalControlPlane) -> Iterator[OperatorProcess]:
     assert process.stop() == 0
 
 
-def _wait(probe: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise TimeoutError(f"timed out waiting for {what}")
-
-
 def _get(cp: LocalControlPlane, kind: str, name: str, ns: str = "") -> dict[str, Any]:
     out = cp.kubectl("get", kind, name, "-o", "json", *(["-n", ns] if ns else []), check=False)
     return dict(json.loads(out.stdout)) if out.returncode == 0 else {}
@@ -75,20 +66,20 @@ def test_crds_deleted_and_applied_again_lose_no_home(
     cp.add_user("ivo", tmp_path / "config")
     cp.apply(_server("keep"), _server("drop", retainHomeOnDelete=False))
     for name in ("keep", "drop"):
-        _wait(lambda n=name: _get(cp, "pvc", f"{n}-home", NS), 30, f"{name}'s home")
+        poll(lambda n=name: _get(cp, "pvc", f"{n}-home", NS), 30, f"{name}'s home")
     kept = _get(cp, "pvc", "keep-home", NS)["metadata"]["uid"]
 
     cp.kubectl("delete", "-f", str(repo_root() / "manifests" / "crd"), "--wait=true")
     # the garbage collector follows the owner references of the servers that are gone
-    _wait(lambda: not _get(cp, "deployment", "keep", NS), 90, "the workloads collected")
-    _wait(lambda: not _get(cp, "pvc", "drop-home", NS), 90, "the home it was told to drop")
+    poll(lambda: not _get(cp, "deployment", "keep", NS), 90, "the workloads collected")
+    poll(lambda: not _get(cp, "pvc", "drop-home", NS), 90, "the home it was told to drop")
     assert _get(cp, "pvc", "keep-home", NS)["metadata"]["uid"] == kept
     assert _get(cp, "namespace", NS)["metadata"].get("deletionTimestamp") is None
 
     cp.install_devserver()
     cp.add_user("ivo", tmp_path / "config")  # the user again: the namespace is adopted
     cp.apply(_server("keep", persistentHomeSize="1Gi"))  # smaller: the home is taken as it is
-    _wait(lambda: _get(cp, "deployment", "keep", NS), 30, "the server back")
+    poll(lambda: _get(cp, "deployment", "keep", NS), 30, "the server back")
     home = _get(cp, "pvc", "keep-home", NS)
     assert home["metadata"]["uid"] == kept
     assert home["spec"]["resources"]["requests"]["storage"] == "20Gi"
@@ -114,9 +105,9 @@ def test_an_object_the_model_cannot_read_gets_a_status_and_freezes_nothing(
             ready = [c for c in status.get("conditions", []) if c["type"] == "Ready"]
             return str(ready[0]["message"]) if ready and ready[0]["reason"] == "Unreadable" else ""
 
-        message = _wait(reported, 30, "the unreadable server's status")
+        message = poll(reported, 30, "the unreadable server's status")
         assert "spec.image" in message and "fix that field" in message
-        _wait(
+        poll(
             lambda: _get(cp, "devserver.devservers.io", "fine", NS).get("status", {}).get("phase"),
             30,
             "the other server served",
@@ -139,18 +130,18 @@ def test_a_deleted_namespace_leaves_the_kept_homes_data_on_its_volume(
     cp.add_user("jo", tmp_path / "config")
     home = {**_server("work"), "metadata": {"name": "work", "namespace": "dev-jo"}}
     cp.apply(home)
-    volume = _wait(
+    volume = poll(
         lambda: _get(cp, "pvc", "work-home", "dev-jo").get("spec", {}).get("volumeName"),
         30,
         "the home bound",
     )
-    _wait(
+    poll(
         lambda: _get(cp, "pv", volume)["spec"]["persistentVolumeReclaimPolicy"] == "Retain",
         30,
         "the volume set to Retain",
     )
     cp.kubectl("delete", "namespace", "dev-jo", "--wait=true", "--timeout=90s")
-    kept = _wait(
+    kept = poll(
         lambda: (pv := _get(cp, "pv", volume)).get("status", {}).get("phase") == "Released" and pv,
         30,
         "the volume released, not deleted",

@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -25,6 +25,7 @@ import yaml
 
 from devserver.testing.controlplane import LocalControlPlane
 from devserver.testing.operator import OperatorProcess
+from devserver.testing.process import poll
 
 pytestmark = pytest.mark.integration
 
@@ -85,7 +86,7 @@ def world(
     w = World(control_plane, config, tmp)
     made = w.devctl("create", "box", "--flavor", "cpu-small", "--time", "1h", "--wait")
     assert made.returncode == 0, made.stderr
-    _wait(lambda: w.get("pvc", "box-home").get("spec", {}).get("volumeName"), 30, "bound")
+    poll(lambda: w.get("pvc", "box-home").get("spec", {}).get("volumeName"), 30, "bound")
     try:
         yield w
     finally:
@@ -94,16 +95,6 @@ def world(
         control_plane.kubectl("delete", "devuser.devservers.io", USER, "--wait=false", check=False)
         control_plane.kubectl("delete", "namespace", NS, "--wait=false", check=False)
         assert code == 0
-
-
-def _wait(probe: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise TimeoutError(f"timed out waiting for {what}")
 
 
 def _manifest(w: World, name: str, body: dict[str, Any]) -> str:
@@ -288,7 +279,7 @@ def test_forged_start_and_far_deadlines_stay_within_the_cap(world: World) -> Non
     huge = world.kubectl("patch", "devserver.devservers.io", "hog", "-n", NS, "--type=merge",
                          "-p", '{"spec":{"lifecycle":{"timeToLive":"3000000d"}}}')  # fmt: skip
     assert huge.returncode == 0, huge.stderr
-    _wait(lambda: world.get("devserver.devservers.io", "hog").get("status", {}).get("expiresAt"),
+    poll(lambda: world.get("devserver.devservers.io", "hog").get("status", {}).get("expiresAt"),
           20, "a deadline")  # fmt: skip
     start = _start(world, "hog")
     assert _expires(world, "hog") <= start + CAP
@@ -322,7 +313,7 @@ def test_a_stop_scales_to_zero_even_when_a_child_is_refused(world: World) -> Non
     workload still scales to zero on stop, and the status quotes the API server."""
     made = world.kubectl("create", "-f", _manifest(world, "s", _server("stopme")))
     assert made.returncode == 0, made.stderr
-    _wait(lambda: world.get("deployment", "stopme").get("status", {}).get("readyReplicas"),
+    poll(lambda: world.get("deployment", "stopme").get("status", {}).get("readyReplicas"),
           30, "running")  # fmt: skip
     quota = {
         "apiVersion": "v1",
@@ -339,14 +330,14 @@ def test_a_stop_scales_to_zero_even_when_a_child_is_refused(world: World) -> Non
         time.sleep(2)  # the service is gone and cannot come back: refused by the quota
         stopped = world.devctl("stop", "stopme")
         assert stopped.returncode == 0, stopped.stderr
-        _wait(lambda: world.get("deployment", "stopme")["spec"]["replicas"] == 0, 10, "zero")
+        poll(lambda: world.get("deployment", "stopme")["spec"]["replicas"] == 0, 10, "zero")
 
         def refusal() -> str:
             conditions = world.get("devserver.devservers.io", "stopme")["status"]["conditions"]
             applied = next((c for c in conditions if c["type"] == "Applied"), {})
             return str(applied.get("message", "")) if applied.get("status") == "False" else ""
 
-        message = _wait(refusal, 15, "the refusal in the status")
+        message = poll(refusal, 15, "the refusal in the status")
         assert "exceeded quota" in message and "Service" in message
         phase = world.get("devserver.devservers.io", "stopme")["status"]["phase"]
         assert phase == "Stopped"
@@ -374,14 +365,14 @@ def test_a_home_never_shrinks_and_survives_a_careless_admin(world: World) -> Non
     # an admin deletes the workload and the service: the operator puts them back
     for kind in ("deployment", "service"):
         assert world.kubectl("delete", kind, "box", "-n", NS, admin=True).returncode == 0
-    _wait(lambda: world.get("deployment", "box").get("status", {}).get("readyReplicas"),
+    poll(lambda: world.get("deployment", "box").get("status", {}).get("readyReplicas"),
           30, "the workload back")  # fmt: skip
-    _wait(lambda: world.get("service", "box"), 10, "the service back")
+    poll(lambda: world.get("service", "box"), 10, "the service back")
     assert world.get("pvc", "box-home")["metadata"]["uid"] == uid
     # re-created by name with a smaller size: the kept home is adopted as it is
     deleted = world.devctl("delete", "box", "--yes")
     assert deleted.returncode == 0, deleted.stderr
-    _wait(lambda: not world.get("devserver.devservers.io", "box"), 30, "deleted")
+    poll(lambda: not world.get("devserver.devservers.io", "box"), 30, "deleted")
     again = world.devctl("create", "box", "--flavor", "cpu-small", "--home-size", "1Gi", "--wait")
     assert again.returncode == 0, again.stderr
     assert world.get("pvc", "box-home")["metadata"]["uid"] == uid
@@ -397,7 +388,7 @@ def test_deleting_a_server_in_ways_that_keep_its_children_gives_the_gpus_back(
     name = f"trick-{trick}"
     made = world.kubectl("create", "-f", _manifest(world, name, _server(name)))
     assert made.returncode == 0, made.stderr
-    _wait(lambda: world.get("deployment", name).get("status", {}).get("readyReplicas"),
+    poll(lambda: world.get("deployment", name).get("status", {}).get("readyReplicas"),
           30, "running")  # fmt: skip
     if trick == "orphan":
         gone = world.kubectl("delete", "devserver.devservers.io", name, "-n", NS,
@@ -407,7 +398,7 @@ def test_deleting_a_server_in_ways_that_keep_its_children_gives_the_gpus_back(
                       "-p", '{"metadata":{"finalizers":["example.com/hold"]}}')  # fmt: skip
         gone = world.kubectl("delete", "devserver.devservers.io", name, "-n", NS, "--wait=false")
     assert gone.returncode == 0, gone.stderr
-    _wait(lambda: world.get("deployment", name).get("spec", {}).get("replicas") == 0
+    poll(lambda: world.get("deployment", name).get("spec", {}).get("replicas") == 0
           or not world.get("deployment", name), 15, "the workload at zero")  # fmt: skip
     if trick == "finalizer":
         world.kubectl("patch", "devserver.devservers.io", name, "-n", NS, "--type=merge",
