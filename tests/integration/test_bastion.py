@@ -178,12 +178,21 @@ async def test_an_interactive_login_gets_the_motd_and_a_login_shell(
     assert "namespace dev-eli" in result.stdout
     assert "shell=-bash" in result.stdout
     assert result.returncode == 3
-    session = audit_lines(bastion, "eli")[-1]
+    session = [e for e in audit_lines(bastion, "eli") if e["kind"] == "session"][-1]
     assert (session["command"], session["tty"], session["exit_code"]) == (
         "<interactive shell>",
         True,
         3,
     )
+
+    # every login is audited from sshd's own lines, opened and closed, whatever ran in it
+    def logins() -> list[tuple[int, str]]:
+        lines = audit_lines(bastion, "eli")
+        return sorted((e["sshd_pid"], e["outcome"]) for e in lines if e["kind"] == "connection")
+
+    sessions = {e["sshd_pid"] for e in audit_lines(bastion, "eli") if e["kind"] == "session"}
+    expected = sorted((pid, outcome) for pid in sessions for outcome in ("closed", "open"))
+    await wait_for(lambda: logins() == expected, timeout=10, what="each login's lines")
 
 
 async def test_the_token_is_renewed_while_the_session_lasts(
@@ -199,7 +208,8 @@ async def test_the_token_is_renewed_while_the_session_lasts(
         timeout=60,
     )
     assert result.stdout.strip() == "renewed", result.stderr
-    assert audit_lines(bastion, "finn")[-1]["tokens_issued"] >= 2
+    sessions = [e for e in audit_lines(bastion, "finn") if e["kind"] == "session"]
+    assert sessions[-1]["tokens_issued"] >= 2
 
 
 # ---------------------------------------------------------------------------- who may in
@@ -449,6 +459,19 @@ async def _absent(kube: KubeClient, name: str) -> bool:
     return False
 
 
+async def _ssh_ok(replica: BastionSandbox, user: str, key: Path, command: str) -> SshResult:
+    """The command's result once a login succeeds (or the last try's, after 20 s)."""
+    last: list[SshResult] = []
+
+    async def attempt() -> bool:
+        last.append(await replica.ssh(user, key, command))
+        return last[-1].returncode == 0
+
+    with contextlib.suppress(TimeoutError):
+        await wait_for(attempt, timeout=20, what=f"{user} able to run {command!r}")
+    return last[-1]
+
+
 async def test_replicas_agree_on_uids_and_a_restart_gives_files_back_to_their_owner_only(
     kube: KubeClient, bastion: BastionSandbox, keys: Path, control_plane: LocalControlPlane
 ) -> None:
@@ -468,9 +491,11 @@ async def test_replicas_agree_on_uids_and_a_restart_gives_files_back_to_their_ow
             )
 
         await wait_for(agree, timeout=20, what="both replicas to give every user the same uid")
-        before = await replica.ssh("ned", ned, "echo mine > ~/kept; echo t > /tmp/ned-tmp")
+        # the accounts may be there a moment before their keys are
+        before = await _ssh_ok(replica, "ned", ned, "echo mine > ~/kept; echo t > /tmp/ned-tmp")
         assert before.returncode == 0, before.stderr
-        assert (await replica.ssh("oli", oli, "echo old > ~/old; : > /tmp/oli-old")).returncode == 0
+        old = await _ssh_ok(replica, "oli", oli, "echo old > ~/old; : > /tmp/oli-old")
+        assert old.returncode == 0, old.stderr
 
         await anyio.to_thread.run_sync(replica.halt)
         await kube.delete(DEVUSERS, "oli")
@@ -484,9 +509,9 @@ async def test_replicas_agree_on_uids_and_a_restart_gives_files_back_to_their_ow
         await anyio.to_thread.run_sync(replica.start)
 
         await wait_for(agree, timeout=20, what="the same uids after the restart")
-        kept = await replica.ssh("ned", ned, "cat ~/kept /tmp/ned-tmp")
+        kept = await _ssh_ok(replica, "ned", ned, "cat ~/kept /tmp/ned-tmp")
         assert kept.stdout.split() == ["mine", "t"], kept.stderr
-        fresh = await replica.ssh("oli", oli, "ls -A ~ /tmp")
+        fresh = await _ssh_ok(replica, "oli", oli, "ls -A ~ /tmp")
         assert fresh.returncode == 0, fresh.stderr
         assert "old" not in fresh.stdout and "oli-old" not in fresh.stdout
     finally:

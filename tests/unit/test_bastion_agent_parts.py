@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -24,11 +25,12 @@ import structlog
 from hypothesis import given
 from hypothesis import strategies as st
 
-from devserver.bastion import session
-from devserver.bastion.agent import SessionAgent
+from devserver.bastion import procs, session
+from devserver.bastion.agent import MAX_CONNECTIONS_PER_USER, SessionAgent
 from devserver.bastion.ratelimit import RateLimiter
 from devserver.bastion.sshd_log import Origin, SshdLog
 from devserver.bastion.tokens import IssuedToken
+from devserver.testing.pytest_plugin import wait_for
 
 # ---------------------------------------------------------------------------- the bucket
 
@@ -168,6 +170,41 @@ async def test_a_process_outside_an_sshd_session_gets_no_session(
     assert [e for e in logs if e["event"] == "audit"] == []
 
 
+async def test_one_account_cannot_eat_the_agent_with_connections(
+    agent: tuple[SessionAgent, Clock, dict[str, Any]],
+) -> None:
+    """Connections that never say anything hold a slot each; past the account's share the
+    next is told why at once, and one that ends gives its slot back."""
+    server, _, _ = agent
+    idle = []
+    for _ in range(MAX_CONNECTIONS_PER_USER):
+        sock = socket.socket(socket.AF_UNIX)
+        sock.connect(str(server.socket_path))
+        idle.append(sock)
+    try:
+        await wait_for(
+            lambda: server._held.get(os.getuid()) == MAX_CONNECTIONS_PER_USER,
+            timeout=10,
+            what="the agent to hold every connection",
+        )
+        link = await anyio.to_thread.run_sync(session.AgentLink, str(server.socket_path))
+        reply = await anyio.to_thread.run_sync(lambda: link.call(op="start"))
+        link.sock.close()
+        assert reply["ok"] is False and "end some sessions" in str(reply["error"])
+        idle.pop().close()
+        await wait_for(
+            lambda: server._held.get(os.getuid()) == MAX_CONNECTIONS_PER_USER - 1,
+            timeout=10,
+            what="the slot back",
+        )
+        link = await anyio.to_thread.run_sync(session.AgentLink, str(server.socket_path))
+        assert (await anyio.to_thread.run_sync(lambda: link.call(op="start")))["ok"] is True
+        link.sock.close()
+    finally:
+        for sock in idle:
+            sock.close()
+
+
 # ---------------------------------------------------------------------------- sshd's log
 
 
@@ -239,6 +276,10 @@ async def test_forwards_are_audited_from_sshds_lines_and_sessions_traced_to_them
         )
         assert await tracker.session_origin(wrapper, "eve") is None  # another user's
         assert await tracker.session_origin(outsider.pid, "pia") is None  # not under sshd
+        # the child's pid taken by another process before the reap: not that connection
+        tracker.children[child].child_started = -1
+        assert await tracker.session_origin(wrapper, "pia") is None
+        tracker.children[child].child_started = procs.started(child)
 
         child_process.kill()
         child_process.wait()
@@ -257,6 +298,14 @@ async def test_forwards_are_audited_from_sshds_lines_and_sessions_traced_to_them
     closed = forwards[2]
     assert closed["started"] <= closed["ended"] and closed["duration_s"] >= 0
     assert tracker.connections == {}
+    # the login itself, from sshd's lines alone: whatever the user's shell start-up files run
+    # instead of the session wrapper, who came from where, with which key, and until when
+    logins = [e for e in logs if e.get("kind") == "connection"]
+    assert [(e["user"], e["client"], e["key"], e["outcome"]) for e in logins] == [
+        ("pia", "127.0.0.1 port 4242", "ED25519 SHA256:pia", "open"),
+        ("pia", "127.0.0.1 port 4242", "ED25519 SHA256:pia", "closed"),
+    ]
+    assert logins[1]["started"] == logins[0]["started"] <= logins[1]["ended"]
 
 
 def test_a_message_with_a_line_break_is_never_read_as_a_record() -> None:

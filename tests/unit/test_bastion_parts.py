@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -15,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from devserver.bastion import session
-from devserver.bastion.accounts import gecos, purge_files
+from devserver.bastion.accounts import gecos, ipc_objects, purge_files, purge_ipc
 from devserver.bastion.keys import check_keys
 from devserver.bastion.settings import BastionSettings
 from devserver.bastion.sshd_config import render_sshd_config
@@ -239,3 +240,42 @@ def test_purging_a_uid_removes_its_files_and_nothing_else(tmp_path: Path) -> Non
         "tmp/shared/theirs.txt",
     ]
     assert outside.read_text() == "keep me"
+
+
+_MAKE_SEGMENT = """
+import ctypes, sys
+libc = ctypes.CDLL(None, use_errno=True)
+ident = libc.shmget(0, 4096, 0o1600)  # IPC_PRIVATE, IPC_CREAT | 0600
+sys.exit(0 if ident >= 0 else 1)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making segments as another uid needs root")
+def test_a_removed_uids_shared_memory_is_removed_with_it() -> None:
+    """System V segments outlive their processes: the next holder of the uid could attach."""
+    gone, kept = 4242003, 4242004
+    for uid in (gone, gone, kept):
+        subprocess.run(
+            ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+             sys.executable, "-c", _MAKE_SEGMENT],
+            check=True,
+        )  # fmt: skip
+    try:
+        assert len(ipc_objects(gone)) == 2
+        assert asyncio.run(purge_ipc(gone)) == 2
+        assert ipc_objects(gone) == []
+        assert len(ipc_objects(kept)) == 1
+    finally:
+        for flag, ident in ipc_objects(gone) + ipc_objects(kept):
+            subprocess.run(["ipcrm", flag, str(ident)], check=False)
+
+
+def test_ipc_objects_are_read_by_owner_and_creator(tmp_path: Path) -> None:
+    (tmp_path / "shm").write_text(
+        "       key      shmid perms size  cpid  lpid nattch   uid   gid  cuid  cgid\n"
+        "         0         7  1600 4096  10    0     0      77    77    77    77\n"
+        "         0         8  1600 4096  10    0     0      0     0     77    0\n"
+        "         0         9  1600 4096  10    0     0      78    78    78    78\n"
+    )
+    (tmp_path / "sem").write_text("       key      semid perms nsems   uid   gid  cuid  cgid\n")
+    assert ipc_objects(77, tmp_path) == [("-m", 7), ("-m", 8)]

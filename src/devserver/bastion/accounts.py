@@ -14,7 +14,8 @@ emptyDirs that outlive the container (and /etc/passwd with it), so each uid's ow
 in a root-only directory beside the homes (`<owners_dir>/<uid>`: name and DevUser object uid).
 Before a uid is given to anyone but the object that last had it — a new user, or one deleted and
 created again under the same name — every file it owns in /home and the shared temporary
-directories is removed first; the same purge runs when an account is removed. A replica that
+directories is removed first, with its System V IPC objects (shared memory a next holder could
+attach to); the same purge runs when an account is removed. A replica that
 restarts gives every user back their own files, and nobody anyone else's.
 """
 
@@ -110,6 +111,40 @@ def purge_files(uid: int, roots: Iterable[Path]) -> int:
                     log.warning("purge skipped an entry", uid=uid, entry=name, error=str(error))
                     continue
                 removed += 1
+    return removed
+
+
+# System V IPC objects outlive their processes: /proc/sysvipc/<kind> lists them with their owner
+# (uid) and creator (cuid); `ipcrm <flag> <id>` removes one.
+_SYSV_IPC = {"shm": ("shmid", "-m"), "msg": ("msqid", "-q"), "sem": ("semid", "-s")}
+
+
+def ipc_objects(uid: int, root: Path = Path("/proc/sysvipc")) -> list[tuple[str, int]]:
+    """The System V shared memory segments, message queues and semaphore sets `uid` owns or
+    made, as (ipcrm flag, id). POSIX ones are files in /dev/shm, purged with the files."""
+    found: list[tuple[str, int]] = []
+    for kind, (column, flag) in _SYSV_IPC.items():
+        try:
+            header, *rows = (root / kind).read_text().splitlines()
+        except (FileNotFoundError, ValueError):
+            continue
+        names = header.split()
+        for row in rows:
+            entry = dict(zip(names, row.split(), strict=False))
+            if str(uid) in (entry.get("uid"), entry.get("cuid")):
+                found.append((flag, int(entry[column])))
+    return found
+
+
+async def purge_ipc(uid: int) -> int:
+    """Remove `uid`'s System V IPC objects: the next holder of the uid must not attach to them."""
+    removed = 0
+    for flag, ident in ipc_objects(uid):
+        code, output = await _run("ipcrm", flag, str(ident))
+        if code == 0:
+            removed += 1
+        else:  # gone meanwhile
+            log.warning("ipc object not removed", uid=uid, id=ident, error=output)
     return removed
 
 
@@ -209,6 +244,7 @@ class LocalAccounts:
         elif home.exists():
             shutil.rmtree(home, ignore_errors=True)
         removed = await asyncio.to_thread(purge_files, uid, self._shared_roots())
+        removed += await purge_ipc(uid)
         if previous or removed:
             log.info("files of a previous holder removed", uid=uid, user=name, entries=removed)
         record.write_text(mine)
@@ -299,6 +335,7 @@ class LocalAccounts:
             await self._kill(uid)
             await _must("userdel", "--remove", "--force", name)
             removed = await asyncio.to_thread(purge_files, uid, self._shared_roots())
+            removed += await purge_ipc(uid)
             with contextlib.suppress(FileNotFoundError):
                 (self.settings.owners_dir / str(uid)).unlink()
             log.info("account removed", user=name, uid=uid, files_removed=removed)
@@ -319,6 +356,7 @@ class LocalAccounts:
                     continue  # still an account here: `remove` handles it
                 await self._kill(uid)
                 removed = await asyncio.to_thread(purge_files, uid, self._shared_roots())
+                removed += await purge_ipc(uid)
                 with contextlib.suppress(FileNotFoundError):
                     shutil.rmtree(self.settings.home_root / name)
                 record.unlink()

@@ -51,6 +51,10 @@ log = structlog.get_logger("devserver.bastion.agent")
 audit = structlog.get_logger("devserver.audit")
 
 MAX_MESSAGE = 64 * 1024
+# connections one account may hold open at once (a session holds one for its whole life; an
+# editor opens a handful): beyond that a user's loop of connects would only eat the agent
+MAX_CONNECTIONS_PER_USER = 64
+FIRST_MESSAGE_WAIT = 10.0  # seconds a connection may stay silent before it is closed
 _PEERCRED = struct.Struct("3i")
 
 
@@ -103,6 +107,7 @@ class SessionAgent:
         self.public_address = public_address
         self._open: dict[int, _Open] = {}  # by wrapper pid
         self._starting: set[int] = set()  # wrapper pids whose start is being checked
+        self._held: dict[int, int] = {}  # connections open, by uid
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
@@ -121,8 +126,15 @@ class SessionAgent:
     # ------------------------------------------------------------------ connections
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        uid = -1
         try:
             pid, uid = peer(writer)
+            self._held[uid] = self._held.get(uid, 0) + 1
+            try:  # a wrapper speaks first, at once: a silent connection only holds a slot
+                async with asyncio.timeout(FIRST_MESSAGE_WAIT):
+                    first = await self._read(reader)
+            except TimeoutError:
+                return
             try:
                 user = pwd.getpwuid(uid).pw_name
             except KeyError:
@@ -131,41 +143,61 @@ class SessionAgent:
                 await self._reply(
                     writer, ok=False, fatal=True, error="this account is not a devserver user."
                 )
-                return
-            first = await self._read(reader)
-            if first is None:
-                return
-            if first.get("op") == "devctl":
-                self._audit_devctl(user, pid, first)
-                await self._reply_json(writer, ok=True)
-            elif first.get("op") == "start":
-                # one session per wrapper process: the slot is taken before the wait for sshd's
-                # lines, so two starts from one pid cannot both pass
-                origin = None
-                if pid not in self._open and pid not in self._starting:
-                    self._starting.add(pid)
-                    try:
-                        origin = await self.origin_of(pid, user)
-                    finally:
-                        self._starting.discard(pid)
-                if origin is None:
-                    log.warning("session refused: not an sshd session", user=user, pid=pid)
-                    await self._reply(
-                        writer,
-                        ok=False,
-                        fatal=True,
-                        error="only a login through the bastion's sshd starts a session.",
-                    )
-                    return
-                await self._session(user, uid, pid, origin, reader, writer)
-            else:
-                await self._reply(writer, ok=False, fatal=True, error="unknown request.")
+            elif self._held[uid] > MAX_CONNECTIONS_PER_USER:
+                await self._reply(
+                    writer,
+                    ok=False,
+                    fatal=True,
+                    error=f"this account already holds {MAX_CONNECTIONS_PER_USER} connections "
+                    "to the session agent; end some sessions and log in again.",
+                )
+            elif first is not None:
+                await self._request(user, uid, pid, first, reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
+            if uid in self._held:
+                self._held[uid] -= 1
+                if not self._held[uid]:
+                    del self._held[uid]
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
+
+    async def _request(
+        self,
+        user: str,
+        uid: int,
+        pid: int,
+        first: dict[str, Any],
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        if first.get("op") == "devctl":
+            self._audit_devctl(user, pid, first)
+            await self._reply_json(writer, ok=True)
+        elif first.get("op") == "start":
+            # one session per wrapper process: the slot is taken before the wait for sshd's
+            # lines, so two starts from one pid cannot both pass
+            origin = None
+            if pid not in self._open and pid not in self._starting:
+                self._starting.add(pid)
+                try:
+                    origin = await self.origin_of(pid, user)
+                finally:
+                    self._starting.discard(pid)
+            if origin is None:
+                log.warning("session refused: not an sshd session", user=user, pid=pid)
+                await self._reply(
+                    writer,
+                    ok=False,
+                    fatal=True,
+                    error="only a login through the bastion's sshd starts a session.",
+                )
+                return
+            await self._session(user, uid, pid, origin, reader, writer)
+        else:
+            await self._reply(writer, ok=False, fatal=True, error="unknown request.")
 
     @property
     def sessions_open(self) -> int:

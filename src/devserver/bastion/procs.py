@@ -28,6 +28,12 @@ def parent(pid: int) -> int | None:
     return int(fields[1]) if fields else None
 
 
+def running(pid: int) -> bool:
+    """The process exists and has not exited: a zombie (exited, not yet waited for) has not."""
+    fields = _stat_fields(pid)
+    return fields is not None and fields[0] not in ("Z", "X")
+
+
 def started(pid: int) -> int | None:
     """Start time in clock ticks since boot: with the pid, names one process for good."""
     fields = _stat_fields(pid)

@@ -13,9 +13,12 @@ tags each forced line with its source and pid: `file:function():line (pid=N): me
 - `serverloop.c`/`channels.c` in C: a `direct-tcpip` channel (`ssh -J`, `ssh -W`, `-L`, VS Code
   Remote-SSH) connected to host:port, refused by PermitOpen, failed, or freed.
 
-Forwarding is audited from this alone: one `forward` audit line when a channel opens (state
-open) and one when it ends (closed; or "connection closed" when C exits without freeing it,
-found by `reap`; or denied/failed). Sessions are audited by the agent, which asks
+Every login is audited from this alone: one `connection` audit line when sshd accepts it (user,
+client address, key) and one when its processes are gone (found by `reap`), whatever the
+user's shell start-up files run instead of the session wrapper. Forwarding too: one `forward`
+audit line when a channel opens (state open) and one when it ends (closed; or "connection
+closed" when C exits without freeing it, found by `reap`; or denied/failed). Sessions (the
+command, the terminal, the token) are audited by the agent, which asks
 `session_origin` for the sshd connection a wrapper process belongs to: its parent must be a
 post-auth child C we saw being born, of the same user. Client strings sshd puts in messages
 (hosts) are escaped by sshd (no newline can start a forged line), and lines are only believed
@@ -89,6 +92,7 @@ class Connection:
     client: str  # "IP port P", as sshd saw the TCP connection
     key: str  # the key that logged in: "ED25519 SHA256:…"
     started: str
+    clock: float = field(default_factory=time.monotonic)
     child: int | None = None
     child_started: int | None = None
     forwards: dict[int, Forward] = field(default_factory=dict)
@@ -142,6 +146,7 @@ class SshdLog:
             key=found["key"] or found["method"],
             started=now_iso(),
         )
+        self._login(self.connections[pid], outcome="open", started=self.connections[pid].started)
 
     def _child(self, pid: int, message: str) -> None:
         found = _CHILD.match(message)
@@ -184,6 +189,18 @@ class SshdLog:
         )
 
     @staticmethod
+    def _login(connection: Connection, **fields: object) -> None:
+        audit.info(
+            "audit",
+            kind="connection",
+            user=connection.user,
+            client=connection.client,
+            key=connection.key,
+            sshd_pid=connection.monitor,
+            **fields,
+        )
+
+    @staticmethod
     def _audit(connection: Connection, target: str, **fields: object) -> None:
         audit.info(
             "audit",
@@ -200,13 +217,24 @@ class SshdLog:
         """Forget connections whose processes are gone; their open forwards end here."""
         for monitor, connection in list(self.connections.items()):
             child = connection.child
-            if child is not None and procs.started(child) == connection.child_started:
+            if (
+                child is not None
+                and procs.running(child)
+                and procs.started(child) == connection.child_started
+            ):
                 continue
-            if child is None and procs.parent(monitor) is not None:
+            if child is None and procs.running(monitor):
                 continue  # still authenticating its child
             for channel, forward in sorted(connection.forwards.items()):
                 self._end(connection, channel, forward, "connection closed")
             connection.forwards.clear()
+            self._login(
+                connection,
+                outcome="closed",
+                started=connection.started,
+                ended=now_iso(),
+                duration_s=round(time.monotonic() - connection.clock, 3),
+            )
             del self.connections[monitor]
             if child is not None:
                 self.children.pop(child, None)
@@ -254,6 +282,8 @@ class SshdLog:
                     await self._changed.wait()
             except TimeoutError:
                 continue
+        if procs.started(child) != connection.child_started:
+            return None  # that child is gone and its pid another process's (before the reap)
         return connection
 
     async def session_origin(self, pid: int, user: str) -> Origin | None:
