@@ -26,7 +26,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from devserver.bastion import procs, session
-from devserver.bastion.agent import MAX_CONNECTIONS_PER_USER, SessionAgent
+from devserver.bastion.agent import FIRST_MESSAGE_WAIT, MAX_CONNECTIONS_PER_USER, SessionAgent
 from devserver.bastion.ratelimit import RateLimiter
 from devserver.bastion.sshd_log import Origin, SshdLog
 from devserver.bastion.tokens import IssuedToken
@@ -187,6 +187,16 @@ async def test_one_account_cannot_eat_the_agent_with_connections(
             timeout=10,
             what="the agent to hold every connection",
         )
+        # one more that says nothing is answered and closed at once, not after a timeout
+        silent = socket.socket(socket.AF_UNIX)
+        silent.connect(str(server.socket_path))
+        started = time.monotonic()
+        answer = await anyio.to_thread.run_sync(lambda: silent.recv(4096))
+        assert b"end some sessions" in answer
+        assert await anyio.to_thread.run_sync(lambda: silent.recv(4096)) == b""  # closed
+        assert time.monotonic() - started < FIRST_MESSAGE_WAIT
+        silent.close()
+        # and a wrapper that does speak reads the reason
         link = await anyio.to_thread.run_sync(session.AgentLink, str(server.socket_path))
         reply = await anyio.to_thread.run_sync(lambda: link.call(op="start"))
         link.sock.close()
@@ -306,6 +316,24 @@ async def test_forwards_are_audited_from_sshds_lines_and_sessions_traced_to_them
         ("pia", "127.0.0.1 port 4242", "ED25519 SHA256:pia", "closed"),
     ]
     assert logins[1]["started"] == logins[0]["started"] <= logins[1]["ended"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the monitor must be a root process")
+def test_a_monitor_pid_taken_again_before_the_reap_starts_a_new_login() -> None:
+    """A login whose monitor died before its child was named, its pid re-used by the next
+    login's monitor within the reap interval: the old one is closed, the new one recorded."""
+    tracker = SshdLog(lambda: os.getppid(), wait=0.3)
+    monitor = os.getpid()
+    accepted = f"auth.c:auth_log():1 (pid={monitor}): Accepted publickey for {{}} from 10.0.0.1 "
+    with structlog.testing.capture_logs() as logs:
+        tracker.feed(accepted.format("ana") + "port 1 ssh2: ED25519 SHA256:ana")
+        tracker.feed(accepted.format("bob") + "port 2 ssh2: ED25519 SHA256:bob")  # still ana's
+        assert tracker.connections[monitor].user == "ana"
+        tracker.connections[monitor].monitor_started = -1  # that monitor was another process
+        tracker.feed(accepted.format("bob") + "port 3 ssh2: ED25519 SHA256:bob")
+    assert tracker.connections[monitor].user == "bob"
+    logins = [(e["user"], e["outcome"]) for e in logs if e.get("kind") == "connection"]
+    assert logins == [("ana", "open"), ("ana", "closed"), ("bob", "open")]
 
 
 def test_a_message_with_a_line_break_is_never_read_as_a_record() -> None:

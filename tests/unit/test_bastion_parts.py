@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ctypes
 import json
 import os
 import subprocess
@@ -16,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from devserver.bastion import session
-from devserver.bastion.accounts import gecos, ipc_objects, purge_files, purge_ipc
+from devserver.bastion.accounts import AccountError, gecos, ipc_objects, purge_files, purge_ipc
 from devserver.bastion.keys import check_keys
 from devserver.bastion.settings import BastionSettings
 from devserver.bastion.sshd_config import render_sshd_config
@@ -279,3 +280,26 @@ def test_ipc_objects_are_read_by_owner_and_creator(tmp_path: Path) -> None:
     )
     (tmp_path / "sem").write_text("       key      semid perms nsems   uid   gid  cuid  cgid\n")
     assert ipc_objects(77, tmp_path) == [("-m", 7), ("-m", 8)]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making segments as another uid needs root")
+def test_a_segment_someone_still_attaches_keeps_its_uid_from_being_handed_on() -> None:
+    """ipcrm only marks an attached segment for removal; it can still be attached by id."""
+    gone = 4242005
+    subprocess.run(
+        ["setpriv", f"--reuid={gone}", f"--regid={gone}", "--clear-groups",
+         sys.executable, "-c", _MAKE_SEGMENT],
+        check=True,
+    )  # fmt: skip
+    [(_flag, ident)] = ipc_objects(gone)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.shmat.restype = ctypes.c_void_p
+    address = libc.shmat(ident, None, 0)  # another process (root) keeps it attached
+    assert address not in (None, ctypes.c_void_p(-1).value)
+    try:
+        with pytest.raises(AccountError, match="survive"):
+            asyncio.run(purge_ipc(gone))
+    finally:
+        libc.shmdt(ctypes.c_void_p(address))
+    assert ipc_objects(gone) == []  # detached: the marked segment went
+    assert asyncio.run(purge_ipc(gone)) == 0

@@ -121,7 +121,7 @@ _SYSV_IPC = {"shm": ("shmid", "-m"), "msg": ("msqid", "-q"), "sem": ("semid", "-
 
 def ipc_objects(uid: int, root: Path = Path("/proc/sysvipc")) -> list[tuple[str, int]]:
     """The System V shared memory segments, message queues and semaphore sets `uid` owns or
-    made, as (ipcrm flag, id). POSIX ones are files in /dev/shm, purged with the files."""
+    made, as (ipcrm flag, id). POSIX ones are files (/dev/shm, /dev/mqueue), purged with them."""
     found: list[tuple[str, int]] = []
     for kind, (column, flag) in _SYSV_IPC.items():
         try:
@@ -137,7 +137,9 @@ def ipc_objects(uid: int, root: Path = Path("/proc/sysvipc")) -> list[tuple[str,
 
 
 async def purge_ipc(uid: int) -> int:
-    """Remove `uid`'s System V IPC objects: the next holder of the uid must not attach to them."""
+    """Remove `uid`'s System V IPC objects: the next holder of the uid must not attach to them.
+    A segment another process still has attached is only marked for removal and can still be
+    attached by id: then the uid is not handed on (AccountError) until it is gone."""
     removed = 0
     for flag, ident in ipc_objects(uid):
         code, output = await _run("ipcrm", flag, str(ident))
@@ -145,6 +147,8 @@ async def purge_ipc(uid: int) -> int:
             removed += 1
         else:  # gone meanwhile
             log.warning("ipc object not removed", uid=uid, id=ident, error=output)
+    if left := ipc_objects(uid):
+        raise AccountError(f"System V IPC objects of uid {uid} survive ({left}); not reused yet")
     return removed
 
 
@@ -354,9 +358,14 @@ class LocalAccounts:
                 uid = int(record.name)
                 if name in self.managed():
                     continue  # still an account here: `remove` handles it
-                await self._kill(uid)
-                removed = await asyncio.to_thread(purge_files, uid, self._shared_roots())
-                removed += await purge_ipc(uid)
+                try:
+                    await self._kill(uid)
+                    removed = await asyncio.to_thread(purge_files, uid, self._shared_roots())
+                    removed += await purge_ipc(uid)
+                except AccountError as error:  # the record stays: tried again next pass
+                    log.warning("files of a removed user not purged yet", user=name, uid=uid,
+                                error=str(error))  # fmt: skip
+                    continue
                 with contextlib.suppress(FileNotFoundError):
                     shutil.rmtree(self.settings.home_root / name)
                 record.unlink()

@@ -55,6 +55,7 @@ MAX_MESSAGE = 64 * 1024
 # editor opens a handful): beyond that a user's loop of connects would only eat the agent
 MAX_CONNECTIONS_PER_USER = 64
 FIRST_MESSAGE_WAIT = 10.0  # seconds a connection may stay silent before it is closed
+REFUSED_LINGER = 1.0  # seconds a refused connection stays open for its request to arrive
 _PEERCRED = struct.Struct("3i")
 
 
@@ -130,6 +131,19 @@ class SessionAgent:
         try:
             pid, uid = peer(writer)
             self._held[uid] = self._held.get(uid, 0) + 1
+            if self._held[uid] > MAX_CONNECTIONS_PER_USER:  # refused before anything is read
+                await self._reply(
+                    writer,
+                    ok=False,
+                    fatal=True,
+                    error=f"this account already holds {MAX_CONNECTIONS_PER_USER} connections "
+                    "to the session agent; end some sessions and log in again.",
+                )
+                if self._held[uid] <= 2 * MAX_CONNECTIONS_PER_USER:  # not in a flood: a moment
+                    with contextlib.suppress(TimeoutError):  # for a wrapper's request to land,
+                        async with asyncio.timeout(REFUSED_LINGER):  # so that it reads the reply
+                            await reader.read(MAX_MESSAGE)
+                return
             try:  # a wrapper speaks first, at once: a silent connection only holds a slot
                 async with asyncio.timeout(FIRST_MESSAGE_WAIT):
                     first = await self._read(reader)
@@ -142,14 +156,6 @@ class SessionAgent:
             if not user or not self.is_user(user):
                 await self._reply(
                     writer, ok=False, fatal=True, error="this account is not a devserver user."
-                )
-            elif self._held[uid] > MAX_CONNECTIONS_PER_USER:
-                await self._reply(
-                    writer,
-                    ok=False,
-                    fatal=True,
-                    error=f"this account already holds {MAX_CONNECTIONS_PER_USER} connections "
-                    "to the session agent; end some sessions and log in again.",
                 )
             elif first is not None:
                 await self._request(user, uid, pid, first, reader, writer)

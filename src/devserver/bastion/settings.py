@@ -35,7 +35,8 @@ class BastionSettings:
     shared_dirs: tuple[Path, ...] = (
         Path("/tmp"),  # noqa: S108 - purged of a uid's files, not used for our own
         Path("/var/tmp"),  # noqa: S108
-        Path("/dev/shm"),  # noqa: S108
+        Path("/dev/shm"),  # noqa: S108 - POSIX shared memory and semaphores
+        Path("/dev/mqueue"),  # POSIX message queues (the IPC namespace's mqueue filesystem)
         Path("/run/lock"),
     )
     shell: str = "/bin/bash"

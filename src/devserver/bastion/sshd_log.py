@@ -92,6 +92,7 @@ class Connection:
     client: str  # "IP port P", as sshd saw the TCP connection
     key: str  # the key that logged in: "ED25519 SHA256:…"
     started: str
+    monitor_started: int | None = None  # the monitor's start time: its pid may be re-used
     clock: float = field(default_factory=time.monotonic)
     child: int | None = None
     child_started: int | None = None
@@ -134,8 +135,13 @@ class SshdLog:
 
     def _accepted(self, pid: int, message: str) -> None:
         found = _ACCEPTED.match(message)
-        if found is None or pid in self.connections:
+        if found is None:
             return
+        if pid in self.connections:
+            if self._alive(self.connections[pid]):
+                return  # one login per monitor
+            self.reap()  # a monitor gone before the reap and its pid re-used: the old one ends
+
         if procs.owner(pid) != 0 or procs.parent(pid) != self.listener():
             log.warning("sshd log line from an unexpected process ignored", pid=pid)
             return
@@ -145,6 +151,7 @@ class SshdLog:
             client=f"{found['ip']} port {found['port']}",
             key=found["key"] or found["method"],
             started=now_iso(),
+            monitor_started=procs.started(pid),
         )
         self._login(self.connections[pid], outcome="open", started=self.connections[pid].started)
 
@@ -216,15 +223,8 @@ class SshdLog:
     def reap(self) -> None:
         """Forget connections whose processes are gone; their open forwards end here."""
         for monitor, connection in list(self.connections.items()):
-            child = connection.child
-            if (
-                child is not None
-                and procs.running(child)
-                and procs.started(child) == connection.child_started
-            ):
+            if self._alive(connection):
                 continue
-            if child is None and procs.running(monitor):
-                continue  # still authenticating its child
             for channel, forward in sorted(connection.forwards.items()):
                 self._end(connection, channel, forward, "connection closed")
             connection.forwards.clear()
@@ -236,8 +236,17 @@ class SshdLog:
                 duration_s=round(time.monotonic() - connection.clock, 3),
             )
             del self.connections[monitor]
-            if child is not None:
-                self.children.pop(child, None)
+            if connection.child is not None and self.children.get(connection.child) is connection:
+                del self.children[connection.child]
+
+    @staticmethod
+    def _alive(connection: Connection) -> bool:
+        """Its post-auth child runs (or, before sshd named one, its monitor): the same
+        processes, by start time, not another that took the pid."""
+        pid, since = connection.child, connection.child_started
+        if pid is None:
+            pid, since = connection.monitor, connection.monitor_started
+        return procs.running(pid) and procs.started(pid) == since
 
     def feed_message(self, data: bytes) -> None:
         """One log message as sshd wrote it: one `write()`, so one datagram on the socket its
