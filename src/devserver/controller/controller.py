@@ -25,7 +25,7 @@ from devserver.api.meta import KubeObject, ObjectKey
 from devserver.api.resources import Resource
 from devserver.controller.outcome import Reconciler, TerminalError
 from devserver.controller.owners import owner_keys
-from devserver.controller.predicates import Predicate
+from devserver.controller.predicates import Predicate, generation_changed
 from devserver.informers.informer import Informer, Notification
 from devserver.observability import metrics
 from devserver.workqueue import RateLimitingQueue, ShutDown, default_controller_rate_limiter
@@ -62,9 +62,15 @@ class Controller:
 
     # ------------------------------------------------------------------ wiring
 
-    def watch(self, informer: Informer[Any], *predicates: Predicate) -> None:
-        """Reconcile the object of every (filtered) notification: the primary resource."""
-        self.watch_mapped(informer, lambda obj: (obj.key,), *predicates)
+    def watch(
+        self, informer: Informer[Any], *predicates: Predicate, urgent: Predicate | None = None
+    ) -> None:
+        """Reconcile the object of every (filtered) notification: the primary resource. Keys of
+        notifications `urgent` accepts go ahead of all others in the queue (default: a user's
+        own change — created, spec edited, deleted — before the echoes of children)."""
+        self.watch_mapped(
+            informer, lambda obj: (obj.key,), *predicates, urgent=urgent or generation_changed
+        )
 
     def watch_owned(
         self,
@@ -86,15 +92,22 @@ class Controller:
 
         self.watch_mapped(informer, mapper, *predicates)
 
-    def watch_mapped(self, informer: Informer[Any], mapper: Mapper, *predicates: Predicate) -> None:
+    def watch_mapped(
+        self,
+        informer: Informer[Any],
+        mapper: Mapper,
+        *predicates: Predicate,
+        urgent: Predicate | None = None,
+    ) -> None:
         def handler(note: Notification[Any]) -> None:
             if not all(predicate(note) for predicate in predicates):
                 return
             keys = set(mapper(note.obj))
             if note.old is not None and note.old is not note.obj:
                 keys.update(mapper(note.old))
+            first = urgent is not None and urgent(note)
             for key in keys:
-                self.queue.add(key)
+                self.queue.add(key, urgent=first)
 
         self._informers.append(informer)
         informer.add_handler(self.name, handler)

@@ -8,6 +8,15 @@ many events for one object collapse into one run. Two sets make that work:
 - *processing*: keys handed to a worker and not yet ``done``. Such a key is never handed to a
   second worker; if it is re-added meanwhile it stays dirty and is queued again, once, by
   ``done``. So a change that lands mid-reconcile is never lost, and never reconciled in parallel.
+
+Two lanes: a key added ``urgent`` (a user's own change: an object created, its spec edited,
+deleted) is handed out before every ordinary key (a child's status moving, a periodic
+requeue), FIFO within each lane; an urgent add of a key already waiting moves it to the urgent
+lane. Under a burst, a user's new object waits for the other new objects, not for the echoes
+of all the children made before it (controller-runtime's priority queue, the other way round).
+The priority is bounded: after `URGENT_STREAK` urgent keys in a row, one ordinary key goes if
+any waits, so users editing objects in a loop cannot starve others' child events, retries and
+timed requeues (the expiry controller's stops are timed requeues).
 """
 
 from __future__ import annotations
@@ -21,6 +30,8 @@ from devserver.observability.metrics import NoopQueueMetrics, QueueMetrics, Queu
 from devserver.workqueue.clock import Clock, SystemClock
 
 K = TypeVar("K", bound=Hashable)
+
+URGENT_STREAK = 4  # urgent keys handed out in a row before an ordinary one that waits
 
 
 class ShutDown(Exception):  # noqa: N818 - the name of asyncio.QueueShutDown (3.13) and client-go
@@ -42,6 +53,9 @@ class WorkQueue(Generic[K]):
             QueueMetrics(name, self._clock.now) if name is not None else NoopQueueMetrics()
         )
         self._queue: deque[K] = deque()
+        self._urgent: deque[K] = deque()
+        self._urgent_dirty: set[K] = set()  # dirty keys whose next run is urgent
+        self._streak = 0  # urgent keys handed out since the last ordinary one
         self._dirty: set[K] = set()
         self._processing: set[K] = set()
         self._getters: deque[asyncio.Future[None]] = deque()
@@ -51,7 +65,7 @@ class WorkQueue(Generic[K]):
 
     def __len__(self) -> int:
         """Keys waiting to be handed out (not counting those being processed)."""
-        return len(self._queue)
+        return len(self._queue) + len(self._urgent)
 
     @property
     def shutting_down(self) -> bool:
@@ -66,16 +80,29 @@ class WorkQueue(Generic[K]):
         """
         return self._metrics
 
-    def add(self, key: K) -> None:
-        """Mark ``key`` as needing processing; ignored once the queue is shutting down."""
-        if self._shutting_down or key in self._dirty:
+    def add(self, key: K, *, urgent: bool = False) -> None:
+        """Mark ``key`` as needing processing; ignored once the queue is shutting down.
+        ``urgent`` keys are handed out before all others."""
+        if self._shutting_down:
+            return
+        if key in self._dirty:
+            if urgent and key not in self._urgent_dirty:
+                self._urgent_dirty.add(key)
+                if key not in self._processing:  # waiting in the ordinary lane: move it up
+                    self._queue.remove(key)
+                    self._urgent.append(key)
             return
         self._metrics.add(key)
         self._dirty.add(key)
+        if urgent:
+            self._urgent_dirty.add(key)
         if key in self._processing:
             return  # ``done`` queues it again
-        self._queue.append(key)
+        self._lane(key).append(key)
         self._wake_one_getter()
+
+    def _lane(self, key: K) -> deque[K]:
+        return self._urgent if key in self._urgent_dirty else self._queue
 
     async def get(self) -> K:
         """Wait for a key and mark it as processing.
@@ -83,7 +110,7 @@ class WorkQueue(Generic[K]):
         Raises :class:`ShutDown` once the queue is shutting down and no key is waiting; keys that
         were queued before the shutdown are still handed out.
         """
-        while not self._queue:
+        while not self._queue and not self._urgent:
             if self._shutting_down:
                 raise ShutDown
             getter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -94,13 +121,19 @@ class WorkQueue(Generic[K]):
                 getter.cancel()
                 if getter in self._getters:
                     self._getters.remove(getter)
-                elif self._queue and not getter.cancelled():
+                elif (self._queue or self._urgent) and not getter.cancelled():
                     self._wake_one_getter()  # pass on the wake-up this getter will not use
                 raise
-        key = self._queue.popleft()
+        if self._urgent and (not self._queue or self._streak < URGENT_STREAK):
+            key = self._urgent.popleft()
+            self._streak += 1
+        else:
+            key = self._queue.popleft()
+            self._streak = 0
         self._metrics.get(key)
         self._processing.add(key)
         self._dirty.discard(key)
+        self._urgent_dirty.discard(key)
         self._metrics.update_unfinished()
         return key
 
@@ -116,7 +149,7 @@ class WorkQueue(Generic[K]):
         self._processing.discard(key)
         self._metrics.update_unfinished()
         if key in self._dirty:
-            self._queue.append(key)
+            self._lane(key).append(key)
             self._wake_one_getter()
         if not self._processing:
             self._release_drain_waiters()

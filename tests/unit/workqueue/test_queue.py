@@ -6,8 +6,11 @@ import asyncio
 from collections import Counter
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from devserver.workqueue import ShutDown, WorkQueue
+from devserver.workqueue.queue import URGENT_STREAK
 
 
 async def drain_keys(queue: WorkQueue[str]) -> list[str]:
@@ -161,3 +164,90 @@ async def test_done_for_a_key_not_being_processed_changes_nothing() -> None:
     queue.done("never-added")
     assert len(queue) == 1
     assert await drain_keys(queue) == ["a"]
+
+
+async def test_urgent_keys_go_first_and_an_urgent_add_moves_a_waiting_key_up() -> None:
+    queue: WorkQueue[str] = WorkQueue()
+    for key in ["echo-1", "echo-2", "echo-3"]:
+        queue.add(key)
+    queue.add("new", urgent=True)
+    queue.add("echo-3", urgent=True)  # waiting already: moved up, not added twice
+    queue.add("new")  # an ordinary add never moves an urgent key down
+    assert len(queue) == 4
+    assert await drain_keys(queue) == ["new", "echo-3", "echo-1", "echo-2"]
+
+
+async def test_an_urgent_readd_during_processing_runs_first_after_done() -> None:
+    queue: WorkQueue[str] = WorkQueue()
+    queue.add("a")
+    queue.add("b")
+    assert await queue.get() == "a"
+    queue.add("a", urgent=True)
+    queue.done("a")
+    assert await drain_keys(queue) == ["a", "b"]
+
+
+ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("add"), st.integers(0, 5), st.booleans()),
+        st.tuples(st.just("get"), st.just(0), st.just(False)),
+        st.tuples(st.just("done"), st.integers(0, 5), st.just(False)),
+    ),
+    max_size=80,
+)
+
+
+@given(ops)
+async def test_the_two_lanes_keep_every_workqueue_promise(
+    steps: list[tuple[str, int, bool]],
+) -> None:
+    """Against a plain model: each add of a key not already pending yields exactly one run; a key
+    is never handed out while held; a pending urgent key goes before any other, except that
+    after URGENT_STREAK urgent ones in a row a waiting ordinary key gets its turn."""
+    queue: WorkQueue[int] = WorkQueue()
+    pending: dict[int, bool] = {}  # key -> urgent, for keys added since their last hand-out
+    held: set[int] = set()
+    streak = 0
+    for op, key, urgent in steps:
+        if op == "add":
+            pending[key] = pending.get(key, False) or urgent
+            queue.add(key, urgent=urgent)
+        elif op == "get" and len(queue):
+            got = await queue.get()
+            assert got not in held
+            assert got in pending
+            waiting = {k: u for k, u in pending.items() if k not in held}
+            if any(waiting.values()) and (all(waiting.values()) or streak < URGENT_STREAK):
+                assert pending[got], (got, pending, streak)
+            if not any(waiting.values()) or (not all(waiting.values()) and streak >= URGENT_STREAK):
+                assert not pending[got], (got, pending, streak)
+            streak = streak + 1 if pending[got] else 0
+            del pending[got]
+            held.add(got)
+        elif op == "done" and key in held:
+            held.discard(key)
+            queue.done(key)
+        waiting = {k for k in pending if k not in held}
+        assert len(queue) == len(waiting)
+    for key in sorted(held):
+        queue.done(key)
+    assert sorted(await drain_keys(queue)) == sorted(pending)
+
+
+async def test_edits_in_a_loop_cannot_starve_ordinary_keys() -> None:
+    """Users editing objects without pause keep the urgent lane full: one ordinary key (a timed
+    stop, a child's echo) still runs after every URGENT_STREAK urgent ones."""
+    queue: WorkQueue[str] = WorkQueue()
+    queue.add("a stop that is due")
+    served: list[str] = []
+    for turn in range(3 * (URGENT_STREAK + 1)):
+        for user in ("u1", "u2", "u3", "u4", "u5", "u6"):
+            queue.add(user, urgent=True)
+        key = await queue.get()
+        served.append(key)
+        queue.done(key)
+        if key == "a stop that is due":
+            break
+        assert turn < URGENT_STREAK
+    assert served[-1] == "a stop that is due"
+    assert len(served) == URGENT_STREAK + 1
