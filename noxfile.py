@@ -8,6 +8,13 @@ nox.options.default_venv_backend = "venv"
 nox.options.sessions = ["lint", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 
+HARNESS = "tests/harness"  # the test harness: its own package, never in the operator's wheel
+
+
+def install(session: nox.Session, extra: str | None) -> None:
+    """devserver (editable, with `extra`) and the test harness beside it."""
+    session.install("-e", f".[{extra}]" if extra else ".", "-e", HARNESS)
+
 
 @nox.session
 def tests(session: nox.Session) -> None:
@@ -16,17 +23,20 @@ def tests(session: nox.Session) -> None:
     The first run builds the control-plane binaries from Go modules (minutes); later runs reuse
     them from ~/.cache/devserver.
     """
-    session.install("-e", ".[test]")
-    session.run("python", "-m", "devserver.testing.build")
-    session.run("pytest", *(session.posargs or ["tests/unit", "tests/integration", "tests/e2e"]))
+    install(session, "test")
+    session.run("python", "-m", "devserver_harness.build")
+    session.run(
+        "pytest",
+        *(session.posargs or ["tests/unit", "tests/packaging", "tests/integration", "tests/e2e"]),
+    )
 
 
 @nox.session
 def distributed(session: nox.Session) -> None:
     """A real torch.distributed (gloo, CPU) rendezvous with the environment the operator
     renders on the local control plane. Installs torch (large), hence its own session."""
-    session.install("-e", ".[distributed]")
-    session.run("python", "-m", "devserver.testing.build")
+    install(session, "distributed")
+    session.run("python", "-m", "devserver_harness.build")
     session.run("pytest", *(session.posargs or ["tests/distributed"]))
 
 
@@ -34,8 +44,8 @@ def distributed(session: nox.Session) -> None:
 def fuzz(session: nox.Session) -> None:
     """The guarantees' generated-input tests at ten times the examples of `nox -s tests`
     (3,000; seeded, so a failure reproduces), and chaos with more rounds."""
-    session.install("-e", ".[test]")
-    session.run("python", "-m", "devserver.testing.build")
+    install(session, "test")
+    session.run("python", "-m", "devserver_harness.build")
     session.env.setdefault("DEVSERVER_FUZZ_EXAMPLES", "3000")
     session.env.setdefault("DEVSERVER_CHAOS_ROUNDS", "60")
     session.run(
@@ -50,24 +60,24 @@ def fuzz(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff, mypy --strict on src, and the import-linter layering contracts."""
-    session.install("-e", ".[lint]")
+    """ruff, mypy --strict on src and the harness, and the import-linter layering contracts."""
+    install(session, "lint")
     session.run("ruff", "check", "src", "tests", "noxfile.py")
     session.run("ruff", "format", "--check", "src", "tests", "noxfile.py")
-    session.run("mypy", "src")
+    session.run("mypy")  # devserver and the harness (pyproject's [tool.mypy] packages)
     session.run("lint-imports")
 
 
 @nox.session
 def up(session: nox.Session) -> None:
     """The whole platform locally, in the foreground; Ctrl-C stops it."""
-    session.install("-e", ".[testing]")
-    session.run("python", "-m", "devserver.testing.up", *session.posargs)
+    install(session, None)
+    session.run("python", "-m", "devserver_harness.up", *session.posargs)
 
 
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks, each side by side with its baseline in the same run (filled by later issues)."""
-    session.install("-e", ".[test]")
+    install(session, "test")
     session.run("pytest", "tests/bench", "-s", "-p", "no:cacheprovider", *session.posargs,
                 success_codes=[0, 5])  # fmt: skip

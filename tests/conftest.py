@@ -6,4 +6,4 @@
 # here, at the top of the stack, it is already loaded then.
 import hypothesis  # noqa: F401
 
-pytest_plugins = ["devserver.testing.pytest_plugin"]
+pytest_plugins = ["devserver_harness.pytest_plugin"]

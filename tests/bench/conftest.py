@@ -12,7 +12,7 @@ import pytest_asyncio
 
 from devserver.api.resources import CONFIGMAPS, NAMESPACES
 from devserver.client import ApiError, KubeClient, new_client
-from devserver.testing.controlplane import LocalControlPlane
+from devserver_harness.controlplane import LocalControlPlane
 
 SEEDED = 10_000
 SEED_CONCURRENCY = 32

@@ -29,10 +29,10 @@ import pytest_asyncio
 
 from devserver.api.resources import DEVUSERS
 from devserver.client import KubeClient
-from devserver.testing.bastion import BastionSandbox, new_key
-from devserver.testing.controlplane import LocalControlPlane, free_port
-from devserver.testing.operator import operator_in_process
-from devserver.testing.pytest_plugin import wait_for
+from devserver_harness.bastion import BastionSandbox, new_key
+from devserver_harness.controlplane import LocalControlPlane, free_port
+from devserver_harness.operator import operator_in_process
+from devserver_harness.pytest_plugin import wait_for
 
 USERS, LOGINS_EACH = 20, 5
 KEX = {

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import statistics
 
-from devserver.testing.controlplane import LocalControlPlane
+from devserver_harness.controlplane import LocalControlPlane
 
 ROUNDS = 3
 

@@ -17,7 +17,7 @@ import time
 import uuid
 from pathlib import Path
 
-from devserver.testing.controlplane import LocalControlPlane
+from devserver_harness.controlplane import LocalControlPlane
 
 SERVERS, RUNS = 50, 9
 DEVCTL = str(Path(sys.prefix) / "bin" / "devctl")

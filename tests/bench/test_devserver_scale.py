@@ -72,8 +72,8 @@ from devserver.reconcilers.standalone import (
     desired_home_claim,
     desired_service,
 )
-from devserver.testing.controlplane import ControlPlaneOptions, LocalControlPlane
-from devserver.testing.nodes import NodeSpec, default_node_pool
+from devserver_harness.controlplane import ControlPlaneOptions, LocalControlPlane
+from devserver_harness.nodes import NodeSpec, default_node_pool
 from tests.bench.kubebench import USER_AGENT
 
 pytestmark = pytest.mark.timeout(2400)  # two runs of up to 15 min each, a minute of steady state

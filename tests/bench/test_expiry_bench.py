@@ -23,9 +23,9 @@ import pytest
 
 from devserver.api.resources import DEVSERVERS, NAMESPACES
 from devserver.client import KubeClient
-from devserver.testing.controlplane import LocalControlPlane
-from devserver.testing.http import fetch
-from devserver.testing.operator import OperatorProcess
+from devserver_harness.controlplane import LocalControlPlane
+from devserver_harness.http import fetch
+from devserver_harness.operator import OperatorProcess
 
 # Its first runs found a real bug: the API server's first BOOKMARK on the DevServer watch (about
 # a minute in) failed our typed model, and the reflector task died silently, freezing the cache;

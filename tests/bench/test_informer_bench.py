@@ -31,8 +31,8 @@ from devserver.api.meta import KubeObject, ObjectList
 from devserver.api.resources import CONFIGMAPS
 from devserver.client import KubeClient, new_client
 from devserver.informers import Informer, Store
-from devserver.testing.controlplane import LocalControlPlane
 from devserver.workqueue import RateLimitingQueue, ShutDown
+from devserver_harness.controlplane import LocalControlPlane
 from tests.bench.conftest import Seeded
 from tests.bench.kubebench import USER_AGENT, bare_list, synced_informer
 

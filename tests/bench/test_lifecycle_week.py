@@ -1,4 +1,4 @@
-"""A simulated week of 100 users (`devserver.testing.week`): GPU-hours held with the lifecycle
+"""A simulated week of 100 users (`tests.bench.week`): GPU-hours held with the lifecycle
 on vs off, and active work interrupted — ours against simpler cullers. A report (`nox -s bench`);
 it fails only if our policy interrupts live work or saves less than the plan's 30%."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from devserver.testing.week import report, run_week
+from tests.bench.week import report, run_week
 
 
 @pytest.mark.parametrize("idle_minutes", [60, 30])

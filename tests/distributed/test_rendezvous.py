@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
-from devserver.testing.controlplane import LocalControlPlane
-from devserver.testing.operator import OperatorProcess, operator_with_namespace
+from devserver_harness.controlplane import LocalControlPlane
+from devserver_harness.operator import OperatorProcess, operator_with_namespace
 
 pytest.importorskip("torch")
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]

@@ -27,7 +27,7 @@ def _alive(pid: int) -> bool:
 
 def test_up_serves_a_cluster_and_ctrl_c_stops_every_process() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "devserver.testing.up"],
+        [sys.executable, "-m", "devserver_harness.up"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -9,7 +9,7 @@ import pytest
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.api_client import ApiClient
 
-from devserver.testing.controlplane import LocalControlPlane
+from devserver_harness.controlplane import LocalControlPlane
 from tests.integration.test_cluster_basics import pod, running_pod
 
 pytestmark = pytest.mark.integration

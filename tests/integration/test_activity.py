@@ -23,11 +23,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from devserver.testing.controlplane import LocalControlPlane
-from devserver.testing.http import fetch
-from devserver.testing.localpod import LocalPod
-from devserver.testing.operator import OperatorProcess, operator_with_namespace
-from devserver.testing.process import poll as wait
+from devserver_harness.controlplane import LocalControlPlane
+from devserver_harness.http import fetch
+from devserver_harness.operator import OperatorProcess, operator_with_namespace
+from devserver_harness.process import poll as wait
+from tests.support.localpod import LocalPod
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(400)]
 

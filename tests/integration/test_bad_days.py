@@ -12,9 +12,9 @@ import pytest
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.api_client import ApiClient
 
-from devserver.testing.controlplane import LocalControlPlane
-from devserver.testing.nodes import NodeSpec
-from devserver.testing.pytest_plugin import fresh_control_plane, wait_for
+from devserver_harness.controlplane import LocalControlPlane
+from devserver_harness.nodes import NodeSpec
+from devserver_harness.pytest_plugin import fresh_control_plane, wait_for
 
 pytestmark = pytest.mark.integration
 

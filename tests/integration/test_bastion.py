@@ -23,10 +23,10 @@ import pytest_asyncio
 
 from devserver.api.resources import DEVUSERS
 from devserver.client import ApiError, KubeClient
-from devserver.testing.bastion import BastionSandbox, SshResult, new_key
-from devserver.testing.controlplane import LocalControlPlane, repo_root
-from devserver.testing.operator import operator_in_process
-from devserver.testing.pytest_plugin import wait_for
+from devserver_harness.bastion import BastionSandbox, SshResult, new_key
+from devserver_harness.controlplane import LocalControlPlane, repo_root
+from devserver_harness.operator import operator_in_process
+from devserver_harness.pytest_plugin import wait_for
 
 pytestmark = pytest.mark.integration
 

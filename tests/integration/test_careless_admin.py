@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from devserver.testing.controlplane import LocalControlPlane, repo_root
-from devserver.testing.operator import OperatorProcess
-from devserver.testing.process import poll
-from devserver.testing.pytest_plugin import fresh_control_plane
+from devserver_harness.controlplane import LocalControlPlane, repo_root
+from devserver_harness.operator import OperatorProcess
+from devserver_harness.process import poll
+from devserver_harness.pytest_plugin import fresh_control_plane
 
 pytestmark = pytest.mark.integration
 

@@ -31,9 +31,9 @@ from typing import Any
 import pytest
 
 from devserver import __version__
-from devserver.testing.controlplane import LocalControlPlane
-from devserver.testing.operator import OperatorProcess
-from devserver.testing.pytest_plugin import fresh_control_plane
+from devserver_harness.controlplane import LocalControlPlane
+from devserver_harness.operator import OperatorProcess
+from devserver_harness.pytest_plugin import fresh_control_plane
 
 pytestmark = pytest.mark.integration
 

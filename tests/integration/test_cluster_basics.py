@@ -10,9 +10,9 @@ import pytest
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.api_client import ApiClient
 
-from devserver.testing.controlplane import DEFAULT_STORAGE_CLASS
-from devserver.testing.nodes import GPU_RESOURCE
-from devserver.testing.pytest_plugin import wait_for
+from devserver_harness.controlplane import DEFAULT_STORAGE_CLASS
+from devserver_harness.nodes import GPU_RESOURCE
+from devserver_harness.pytest_plugin import wait_for
 
 pytestmark = pytest.mark.integration
 

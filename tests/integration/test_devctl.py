@@ -18,9 +18,9 @@ import pytest_asyncio
 
 from devserver.api.resources import DEVUSERS
 from devserver.client import new_client
-from devserver.testing.controlplane import LocalControlPlane
-from devserver.testing.operator import OperatorProcess
-from devserver.testing.pytest_plugin import wait_for
+from devserver_harness.controlplane import LocalControlPlane
+from devserver_harness.operator import OperatorProcess
+from devserver_harness.pytest_plugin import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from devserver.cli.main import cli
-from devserver.testing.controlplane import LocalControlPlane
+from devserver_harness.controlplane import LocalControlPlane
 
 pytestmark = pytest.mark.integration
 

@@ -27,9 +27,9 @@ from devserver.api.resources import (
 )
 from devserver.client import ApiError, KubeClient
 from devserver.reconcilers.standalone import desired_deployment
-from devserver.testing.controlplane import LocalControlPlane
-from devserver.testing.operator import operator_in_process
-from devserver.testing.pytest_plugin import wait_for
+from devserver_harness.controlplane import LocalControlPlane
+from devserver_harness.operator import operator_in_process
+from devserver_harness.pytest_plugin import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from devserver.testing.controlplane import LocalControlPlane
-from devserver.testing.operator import OperatorProcess, operator_with_namespace
-from devserver.testing.process import poll as wait
+from devserver_harness.controlplane import LocalControlPlane
+from devserver_harness.operator import OperatorProcess, operator_with_namespace
+from devserver_harness.process import poll as wait
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

@@ -7,9 +7,9 @@ import pytest
 from devserver.api.flavor import DevServerFlavor
 from devserver.api.resources import DEVSERVERS, FLAVORS
 from devserver.client import KubeClient
-from devserver.testing.controlplane import LocalControlPlane
-from devserver.testing.operator import operator_in_process
-from devserver.testing.pytest_plugin import wait_for
+from devserver_harness.controlplane import LocalControlPlane
+from devserver_harness.operator import operator_in_process
+from devserver_harness.pytest_plugin import wait_for
 from tests.integration.test_devservers import condition, devserver
 
 pytestmark = pytest.mark.integration

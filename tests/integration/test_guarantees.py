@@ -32,8 +32,8 @@ from hypothesis import strategies as st
 from devserver.api.resources import DEVSERVERS, DEVUSERS, LEASES, PODS
 from devserver.client.blocking import BlockingKubeClient, new_blocking_client
 from devserver.client.errors import ApiError
-from devserver.testing.controlplane import LocalControlPlane
-from devserver.testing.operator import OperatorProcess
+from devserver_harness.controlplane import LocalControlPlane
+from devserver_harness.operator import OperatorProcess
 
 pytestmark = pytest.mark.integration
 

@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 import yaml
 
-from devserver.testing.controlplane import LocalControlPlane
-from devserver.testing.operator import OperatorProcess
-from devserver.testing.process import poll
+from devserver_harness.controlplane import LocalControlPlane
+from devserver_harness.operator import OperatorProcess
+from devserver_harness.process import poll
 
 pytestmark = pytest.mark.integration
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from devserver.testing.controlplane import LocalControlPlane
-from devserver.testing.operator import OperatorProcess
+from devserver_harness.controlplane import LocalControlPlane
+from devserver_harness.operator import OperatorProcess
 
 pytestmark = pytest.mark.integration
 

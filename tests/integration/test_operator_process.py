@@ -7,9 +7,9 @@ import json
 import anyio
 import pytest
 
-from devserver.testing.controlplane import OPERATOR_NAMESPACE, LocalControlPlane
-from devserver.testing.http import fetch
-from devserver.testing.operator import OperatorProcess, operator_in_process
+from devserver_harness.controlplane import OPERATOR_NAMESPACE, LocalControlPlane
+from devserver_harness.http import fetch
+from devserver_harness.operator import OperatorProcess, operator_in_process
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ import pytest
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.api_client import ApiClient
 
-from devserver.testing.pytest_plugin import wait_for
+from devserver_harness.pytest_plugin import wait_for
 from tests.integration.test_cluster_basics import pod
 
 pytestmark = pytest.mark.integration

@@ -30,7 +30,7 @@ from devserver.bastion.agent import FIRST_MESSAGE_WAIT, MAX_CONNECTIONS_PER_USER
 from devserver.bastion.ratelimit import RateLimiter
 from devserver.bastion.sshd_log import Origin, SshdLog
 from devserver.bastion.tokens import IssuedToken
-from devserver.testing.pytest_plugin import wait_for
+from devserver_harness.pytest_plugin import wait_for
 
 # ---------------------------------------------------------------------------- the bucket
 

@@ -9,11 +9,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from devserver.testing.binaries import ldflags, read_versions, tools_dir
-from devserver.testing.components import SERVICE_IP, Layout, Ports, apiserver_argv
-from devserver.testing.nodes import GPU_RESOURCE, NodeSpec, default_node_pool
-from devserver.testing.pki import create_pki
-from devserver.testing.provisioner import desired_volume
+from devserver_harness.binaries import ldflags, read_versions, tools_dir
+from devserver_harness.components import SERVICE_IP, Layout, Ports, apiserver_argv
+from devserver_harness.nodes import GPU_RESOURCE, NodeSpec, default_node_pool
+from devserver_harness.pki import create_pki
+from devserver_harness.provisioner import desired_volume
 
 
 def test_versions_come_from_the_one_go_mod() -> None:

@@ -14,8 +14,8 @@ from devserver import __version__
 from devserver.api.resources import CONFIGMAPS
 from devserver.client import KubeClient, new_client
 from devserver.informers import Change, Informer, Notification, ReflectorOptions
-from devserver.testing.controlplane import LocalControlPlane
-from devserver.testing.tcpproxy import TcpProxy
+from devserver_harness.controlplane import LocalControlPlane
+from tests.support.tcpproxy import TcpProxy
 
 USER_AGENT = f"devserver/{__version__}"
 

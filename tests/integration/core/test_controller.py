@@ -17,8 +17,8 @@ from devserver.client import ApiError, KubeClient
 from devserver.controller import CacheSyncTimeoutError, Controller, Result, TerminalError
 from devserver.controller.predicates import generation_changed
 from devserver.informers import InformerFactory
-from devserver.testing.controlplane import LocalControlPlane
-from devserver.testing.pytest_plugin import wait_for
+from devserver_harness.controlplane import LocalControlPlane
+from devserver_harness.pytest_plugin import wait_for
 from tests.integration.core.conftest import USER_AGENT, configmap
 from tests.integration.core.demo import mirror_controller
 

@@ -19,10 +19,10 @@ from devserver.client import KubeClient
 from devserver.controller import Controller, Result
 from devserver.manager import Manager, Settings
 from devserver.manager.leader import LeadershipLostError
-from devserver.testing.controlplane import OPERATOR_NAMESPACE, LocalControlPlane
-from devserver.testing.http import fetch
-from devserver.testing.operator import OperatorProcess
-from devserver.testing.pytest_plugin import wait_for
+from devserver_harness.controlplane import OPERATOR_NAMESPACE, LocalControlPlane
+from devserver_harness.http import fetch
+from devserver_harness.operator import OperatorProcess
+from devserver_harness.pytest_plugin import wait_for
 from tests.integration.core.conftest import Proxied, configmap
 
 pytestmark = pytest.mark.integration

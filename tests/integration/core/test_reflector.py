@@ -13,7 +13,7 @@ from devserver.api.meta import KubeObject, ObjectKey
 from devserver.api.resources import CONFIGMAPS, CUSTOM_RESOURCE_DEFINITIONS, Resource
 from devserver.client import ApiError, KubeClient
 from devserver.informers import Change, Informer
-from devserver.testing.controlplane import LocalControlPlane
+from devserver_harness.controlplane import LocalControlPlane
 from tests.integration.core.conftest import USER_AGENT, Proxied, Recorder, configmap
 
 pytestmark = pytest.mark.integration

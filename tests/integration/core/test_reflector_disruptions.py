@@ -11,8 +11,8 @@ import pytest
 from devserver.api.resources import CONFIGMAPS
 from devserver.client import KubeClient
 from devserver.informers import Change
-from devserver.testing.controlplane import LocalControlPlane
-from devserver.testing.pytest_plugin import fresh_control_plane
+from devserver_harness.controlplane import LocalControlPlane
+from devserver_harness.pytest_plugin import fresh_control_plane
 from tests.integration.core.conftest import Proxied, configmap
 from tests.integration.core.test_reflector import _queries
 

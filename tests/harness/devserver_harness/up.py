@@ -13,9 +13,9 @@ import sys
 import threading
 from types import FrameType
 
-from devserver.testing.bastion import BastionSandbox, BastionUnavailableError, new_key
-from devserver.testing.binaries import read_versions, tools_dir
-from devserver.testing.controlplane import LocalControlPlane, repo_root
+from devserver_harness.bastion import BastionSandbox, BastionUnavailableError, new_key
+from devserver_harness.binaries import read_versions, tools_dir
+from devserver_harness.controlplane import LocalControlPlane, repo_root
 
 
 def _say(text: str) -> None:

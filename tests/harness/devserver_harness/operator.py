@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 from devserver.manager import Settings, run
-from devserver.testing.controlplane import LocalControlPlane, free_port
-from devserver.testing.http import fetch
-from devserver.testing.process import wait_until
+from devserver_harness.controlplane import LocalControlPlane, free_port
+from devserver_harness.http import fetch
+from devserver_harness.process import wait_until
 
 
 class OperatorProcess:

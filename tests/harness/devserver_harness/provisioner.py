@@ -6,7 +6,7 @@ as node affinity, as EBS volumes do), the claim's size and access modes, and the
 policy (Released volumes of a `Delete` class are deleted). It lives in the harness, never in the
 operator; no data is stored anywhere.
 
-Run as `python -m devserver.testing.provisioner --kubeconfig PATH`. Each claim or volume event
+Run as `python -m devserver_harness.provisioner --kubeconfig PATH`. Each claim or volume event
 is handled on its own, and a full pass every 30 s catches anything a broken watch missed.
 """
 

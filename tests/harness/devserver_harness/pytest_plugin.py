@@ -8,7 +8,7 @@
 - `operator_process` (function): starts `devserver-operator` as a subprocess against the cluster
   and stops it with SIGTERM, asserting a clean exit.
 
-Enable with `pytest_plugins = ["devserver.testing.pytest_plugin"]` in a conftest.
+Enable with `pytest_plugins = ["devserver_harness.pytest_plugin"]` in a conftest.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.api_client import ApiClient
 
 from devserver.client import KubeClient, new_client
-from devserver.testing.controlplane import ControlPlaneOptions, LocalControlPlane
-from devserver.testing.operator import OperatorProcess
+from devserver_harness.controlplane import ControlPlaneOptions, LocalControlPlane
+from devserver_harness.operator import OperatorProcess
 
 
 def fresh_control_plane() -> Iterator[LocalControlPlane]:

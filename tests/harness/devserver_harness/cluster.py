@@ -1,10 +1,9 @@
-"""`LocalControlPlane`: a real Kubernetes control plane as local processes on loopback.
+"""`Cluster`: a real Kubernetes control plane as local processes on loopback.
 
 etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok (playing the kubelets of
 EKS-like node groups) and a test-only volume provisioner (standing in for the EBS CSI driver).
-Its methods are synchronous and safe to call from a worker thread; they also expose the bad days
-later tests need: apiserver restarts, etcd outages and compaction, nodes coming and going, and
-kubeconfigs for ServiceAccount tokens.
+Its methods are synchronous and safe to call from a worker thread. The bad days are in
+faults.py, installing devserver in install.py; `LocalControlPlane` (controlplane.py) is all three.
 """
 
 from __future__ import annotations
@@ -18,20 +17,19 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
-from devserver.testing import components
-from devserver.testing.binaries import cache_root, ensure_binaries, tools_dir
-from devserver.testing.http import fetch
-from devserver.testing.kubeconfig import write_kubeconfig
-from devserver.testing.nodes import NodeSpec, default_node_pool
-from devserver.testing.pki import create_pki
-from devserver.testing.process import ManagedProcess, reap_stale_runs, wait_until
-from devserver.testing.provisioner import PROVISIONER_NAME
+from devserver_harness import components
+from devserver_harness.binaries import cache_root, ensure_binaries, tools_dir
+from devserver_harness.http import fetch
+from devserver_harness.kubeconfig import write_kubeconfig
+from devserver_harness.nodes import NodeSpec, default_node_pool
+from devserver_harness.pki import create_pki
+from devserver_harness.process import ManagedProcess, reap_stale_runs, wait_until
+from devserver_harness.provisioner import PROVISIONER_NAME
 
 DEFAULT_STORAGE_CLASS = "gp3"
 OPERATOR_NAMESPACE = "devserver-system"
@@ -55,7 +53,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class LocalControlPlane:
+class Cluster:
     def __init__(self, options: ControlPlaneOptions | None = None) -> None:
         self.options = options or ControlPlaneOptions()
         self._processes: dict[str, ManagedProcess] = {}
@@ -65,9 +63,7 @@ class LocalControlPlane:
         self.timings: dict[str, float] = {}
         self._mark = 0.0
 
-    # ----------------------------------------------------------------- lifecycle
-
-    def start(self) -> LocalControlPlane:
+    def start(self) -> Self:
         started = time.monotonic()
         self._mark = started
         bin_dir = ensure_binaries()  # may build for a long while on a cold machine
@@ -139,7 +135,7 @@ class LocalControlPlane:
                 [
                     sys.executable,
                     "-m",
-                    "devserver.testing.provisioner",
+                    "devserver_harness.provisioner",
                     f"--kubeconfig={layout.kubeconfig('admin')}",
                 ],
             ),
@@ -188,13 +184,11 @@ class LocalControlPlane:
             shutil.rmtree(self.layout.state_dir, ignore_errors=True)
         self._started = False
 
-    def __enter__(self) -> LocalControlPlane:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-    # ----------------------------------------------------------------- what tests use
 
     @property
     def kubeconfig(self) -> Path:
@@ -273,167 +267,9 @@ class LocalControlPlane:
     def remove_nodes(self, *names: str) -> None:
         self.kubectl("delete", "node", "--wait=true", *names)
 
-    def restart_apiserver(self, downtime: float = 0.0) -> None:
-        """Stop kube-apiserver (graceful), optionally stay down a while, start it again."""
-        apiserver = self.process("kube-apiserver")
-        apiserver.stop()
-        time.sleep(downtime)
-        apiserver.start()
-        self._wait_apiserver(self.options.start_timeout)
-
-    def stop_etcd(self) -> None:
-        self.process("etcd").stop()
-
-    def start_etcd(self) -> None:
-        self.process("etcd").start()
-        self._wait_etcd(self.options.start_timeout)
-
-    def compact_etcd(self) -> int:
-        """Compact etcd up to its current revision; return that revision."""
-        status = self._etcd_call("/v3/maintenance/status", {})
-        revision = int(status["header"]["revision"])
-        self._etcd_call("/v3/kv/compaction", {"revision": str(revision), "physical": True})
-        return revision
-
-    def install_devserver(self) -> None:
-        """What the Helm chart installs before the operator: CRDs, user roles, default flavors."""
-        manifests = repo_root() / "manifests"
-        apply = ("apply", "--server-side", "--field-manager=devserver-harness", "-f")
-        self.kubectl(*apply, str(manifests / "crd"))
-        crds = [
-            f"crd/{p.stem.split('_', 1)[1]}.devservers.io"
-            for p in sorted((manifests / "crd").glob("*.yaml"))
-        ]
-        self.kubectl("wait", "--for=condition=Established", "--timeout=30s", *crds)
-        self.kubectl(*apply, str(manifests / "rbac"))
-        self.kubectl(*apply, str(manifests / "flavors"))
-
-    def wait_quota_counts_devservers(self, timeout: float = 90) -> float:
-        """Wait until the quota controller counts DevServers; the seconds it took.
-
-        kube-controller-manager discovers new CRDs every 30 s, and a quota synced before that
-        stays "unknown" for the DevServer count until its 5-minute resync: every create in that
-        namespace is refused. Production installs CRDs long before users; a fresh test cluster
-        must wait once. A probe quota is made anew each try (a new quota is counted at once).
-        """
-        started = time.monotonic()
-        namespace = OPERATOR_NAMESPACE
-        attempt = 0
-        while True:
-            attempt += 1
-            name = f"quota-probe-{attempt}"
-            self.apply(
-                {
-                    "apiVersion": "v1",
-                    "kind": "ResourceQuota",
-                    "metadata": {"name": name, "namespace": namespace},
-                    "spec": {"hard": {"count/devservers.devservers.io": "0"}},
-                }
-            )
-            deadline = time.monotonic() + 3
-            counted = False
-            while time.monotonic() < deadline and not counted:
-                quota = self._get(f"/api/v1/namespaces/{namespace}/resourcequotas/{name}") or {}
-                counted = "count/devservers.devservers.io" in quota.get("status", {}).get(
-                    "used", {}
-                )
-                time.sleep(0.2)
-            self.kubectl("delete", "resourcequota", name, "-n", namespace, "--wait=false")
-            if counted:
-                return time.monotonic() - started
-            if time.monotonic() - started > timeout:
-                raise TimeoutError("the quota controller never counted DevServers")
-
-    def run_operator(self, *extra_args: str) -> str:
-        """Start devserver-operator against this cluster as one of its processes; its URL."""
-        port = free_port()
-        operator = self._process(
-            "devserver-operator",
-            [
-                sys.executable,
-                "-m",
-                "devserver.manager",
-                f"--kubeconfig={self.kubeconfig}",
-                "--http-host=127.0.0.1",
-                f"--http-port={port}",
-                "--no-log-json",
-                *extra_args,
-            ],
-        )
-        operator.start()
-        url = f"http://127.0.0.1:{port}"
-        wait_until(
-            "the operator to be ready",
-            lambda: fetch(url + "/readyz", timeout=2)[0] == 200,
-            timeout=60,
-            processes=[operator],
-        )
-        return url
-
-    def admin_kubeconfig_via(self, server: str, path: Path) -> Path:
-        """The admin credentials, but talking to `server` (e.g. a proxy in front of ours)."""
-        pki = self.layout.pki
-        return write_kubeconfig(
-            path,
-            server=server,
-            ca_file=pki.ca.cert,
-            user="admin",
-            client_cert=pki.admin.cert,
-            client_key=pki.admin.key,
-        )
-
-    def add_user(self, name: str, path: Path, timeout: float = 60) -> Path:
-        """A DevUser made by a running operator, Ready; a kubeconfig with its own token."""
-        self.apply(
-            {
-                "apiVersion": "devservers.io/v1",
-                "kind": "DevUser",
-                "metadata": {"name": name},
-                "spec": {"email": f"{name}@example.com"},
-            }
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            got = self.kubectl("get", "devuser.devservers.io", name, "-o", "json", check=False)
-            conditions = json.loads(got.stdout or "{}").get("status", {}).get("conditions", [])
-            if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
-                break
-            time.sleep(0.25)
-        else:
-            raise TimeoutError(f"user {name} was not provisioned within {timeout:.0f} s")
-        return self.service_account_kubeconfig(
-            f"dev-{name}", f"user-{name}", path=path, embed_ca=True
-        )
-
-    def service_account_kubeconfig(
-        self,
-        namespace: str,
-        name: str,
-        *,
-        duration: str = "1h",
-        path: Path | None = None,
-        embed_ca: bool = False,
-    ) -> Path:
-        """Kubeconfig authenticating as a ServiceAccount with a TokenRequest-issued token."""
-        token = self.kubectl(
-            "create", "token", name, "-n", namespace, f"--duration={duration}"
-        ).stdout.strip()
-        target = path or self.layout.state_dir / f"sa-{namespace}-{name}.kubeconfig"
-        return write_kubeconfig(
-            target,
-            server=self.server,
-            ca_file=self.layout.pki.ca.cert,
-            user=f"system:serviceaccount:{namespace}:{name}",
-            token=token,
-            namespace=namespace,
-            embed_ca=embed_ca,
-        )
-
     def check_running(self) -> None:
         for proc in self._processes.values():
             proc.check_running()
-
-    # ----------------------------------------------------------------- internals
 
     def _storage_class(self) -> dict[str, Any]:
         return {
@@ -487,19 +323,6 @@ class LocalControlPlane:
             return status == 200 and json.loads(body).get("health") == "true"
 
         wait_until("etcd /health", healthy, timeout=timeout, processes=[self.process("etcd")])
-
-    def _etcd_call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        request = urllib.request.Request(  # noqa: S310
-            self.layout.etcd_url + path,
-            data=json.dumps(body).encode(),
-            method="POST",
-            headers={"Content-Type": "application/json"},
-        )
-        status, answer = fetch(request, timeout=10)
-        if status != 200:
-            raise RuntimeError(f"etcd {path}: {status} {answer[:200]!r}")
-        result: dict[str, Any] = json.loads(answer)
-        return result
 
     def _nodes_ready(self, names: Iterable[str]) -> bool:
         for name in names:

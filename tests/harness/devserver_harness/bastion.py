@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import devserver
-from devserver.testing.controlplane import LocalControlPlane, free_port
-from devserver.testing.http import fetch
-from devserver.testing.process import wait_until
+from devserver_harness.controlplane import LocalControlPlane, free_port
+from devserver_harness.http import fetch
+from devserver_harness.process import wait_until
 
 SSHD = "/usr/sbin/sshd"
 UID_MIN = 200000  # BastionSettings.uid_min
@@ -36,9 +36,9 @@ UID_MIN = 200000  # BastionSettings.uid_min
 # as the kubelet makes them: 0777, no sticky bit (the bastion must fix that itself)
 VOLUMES = (
     ("home", "/home", 0o777),
-    ("shm", "/dev/shm", 0o777),  # noqa: S108 - a mount point in the sandbox
-    ("vartmp", "/var/tmp", 0o777),  # noqa: S108
-    ("tmp", "/tmp", 0o777),  # noqa: S108
+    ("shm", "/dev/shm", 0o777),
+    ("vartmp", "/var/tmp", 0o777),
+    ("tmp", "/tmp", 0o777),
 )
 INSIDE = "/run/devserver-sandbox"  # the sandbox's root as the bastion sees it
 

@@ -1,12 +1,12 @@
-"""`python -m devserver.testing.build`: what the tests need besides Python — the control-plane
+"""`python -m devserver_harness.build`: what the tests need besides Python — the control-plane
 binaries (built from Go modules, cached) and Debian's openssh-server for the bastion tests."""
 
 from __future__ import annotations
 
 import time
 
-from devserver.testing.bastion import ensure_sshd
-from devserver.testing.binaries import ensure_binaries
+from devserver_harness.bastion import ensure_sshd
+from devserver_harness.binaries import ensure_binaries
 
 
 def main() -> None:
