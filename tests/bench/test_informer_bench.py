@@ -31,6 +31,7 @@ from devserver.api.meta import KubeObject, ObjectList
 from devserver.api.resources import CONFIGMAPS
 from devserver.client import KubeClient, new_client
 from devserver.informers import Informer, Store
+from devserver.observability.metrics import QueueMetrics
 from devserver.workqueue import RateLimitingQueue, ShutDown
 from devserver_harness.controlplane import LocalControlPlane
 from tests.bench.conftest import Seeded
@@ -304,7 +305,7 @@ async def through_asyncio_queue() -> tuple[float, int]:
 
 
 async def through_workqueue(name: str | None) -> tuple[float, int]:
-    queue: RateLimitingQueue[int] = RateLimitingQueue(name=name)
+    queue: RateLimitingQueue[int] = RateLimitingQueue(name=name, metrics=QueueMetrics)
     handed = 0
 
     async def worker() -> None:

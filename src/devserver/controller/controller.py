@@ -54,7 +54,7 @@ class Controller:
         self.workers = workers
         self.sync_timeout = sync_timeout
         self.queue: RateLimitingQueue[ObjectKey] = queue or RateLimitingQueue(
-            default_controller_rate_limiter(), name=name
+            default_controller_rate_limiter(), name=name, metrics=metrics.QueueMetrics
         )
         self._informers: list[Informer[Any]] = []
         self._active = 0

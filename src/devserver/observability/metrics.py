@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Hashable, Iterable
-from typing import Protocol
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -178,39 +177,6 @@ class Backlog:
 
     def set(self, size: int) -> None:
         self._gauge.set(size)
-
-
-class QueueMetricsRecorder(Protocol):
-    """What a work queue reports; see :class:`QueueMetrics` for the meaning of each call."""
-
-    def add(self, item: Hashable) -> None: ...
-
-    def get(self, item: Hashable) -> None: ...
-
-    def done(self, item: Hashable) -> None: ...
-
-    def retry(self) -> None: ...
-
-    def update_unfinished(self) -> None: ...
-
-
-class NoopQueueMetrics:
-    """For unnamed queues: nothing to label the series with, so nothing is recorded."""
-
-    def add(self, item: Hashable) -> None:
-        pass
-
-    def get(self, item: Hashable) -> None:
-        pass
-
-    def done(self, item: Hashable) -> None:
-        pass
-
-    def retry(self) -> None:
-        pass
-
-    def update_unfinished(self) -> None:
-        pass
 
 
 class QueueMetrics:

@@ -19,6 +19,7 @@ from typing import TypeVar
 
 from devserver.workqueue.clock import Clock
 from devserver.workqueue.queue import WorkQueue
+from devserver.workqueue.recorder import MetricsProvider
 
 K = TypeVar("K", bound=Hashable)
 
@@ -31,8 +32,14 @@ class DelayingQueue(WorkQueue[K]):
     delayed add, when it fires, is then deduplicated as usual).
     """
 
-    def __init__(self, *, name: str | None = None, clock: Clock | None = None) -> None:
-        super().__init__(name=name, clock=clock)
+    def __init__(
+        self,
+        *,
+        name: str | None = None,
+        clock: Clock | None = None,
+        metrics: MetricsProvider | None = None,
+    ) -> None:
+        super().__init__(name=name, clock=clock, metrics=metrics)
         # A min-heap of (ready_at, seq, key) with lazy deletion: an entry is live only while
         # ``_waiting[key]`` still holds its seq, so moving a deadline earlier is a push.
         self._heap: list[tuple[float, int, K]] = []

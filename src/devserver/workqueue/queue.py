@@ -26,8 +26,8 @@ from collections import deque
 from collections.abc import Hashable
 from typing import Generic, TypeVar
 
-from devserver.observability.metrics import NoopQueueMetrics, QueueMetrics, QueueMetricsRecorder
 from devserver.workqueue.clock import Clock, SystemClock
+from devserver.workqueue.recorder import MetricsProvider, NoopQueueMetrics, QueueMetricsRecorder
 
 K = TypeVar("K", bound=Hashable)
 
@@ -42,15 +42,24 @@ class WorkQueue(Generic[K]):
     """Deduplicating FIFO of keys; at most one worker holds a given key at a time.
 
     Workers loop ``key = await q.get()`` … ``q.done(key)`` (``done`` in a ``finally``: a key
-    that is never ``done`` is never handed out again). ``name`` turns on the ``workqueue_*``
-    metrics for this queue; ``clock`` is what those metrics (and subclasses) measure time with.
+    that is never ``done`` is never handed out again). ``metrics`` (a provider, given ``name``
+    and the clock) records the queue's series; ``clock`` is what those metrics (and subclasses)
+    measure time with.
     """
 
-    def __init__(self, *, name: str | None = None, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        name: str | None = None,
+        clock: Clock | None = None,
+        metrics: MetricsProvider | None = None,
+    ) -> None:
         self.name = name
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._metrics: QueueMetricsRecorder = (
-            QueueMetrics(name, self._clock.now) if name is not None else NoopQueueMetrics()
+            metrics(name, self._clock.now)
+            if metrics is not None and name is not None
+            else NoopQueueMetrics()
         )
         self._queue: deque[K] = deque()
         self._urgent: deque[K] = deque()

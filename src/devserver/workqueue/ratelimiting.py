@@ -11,7 +11,8 @@ from typing import TypeVar
 
 from devserver.workqueue.clock import Clock
 from devserver.workqueue.delaying import DelayingQueue
-from devserver.workqueue.ratelimit import RateLimiter, default_controller_rate_limiter
+from devserver.workqueue.recorder import MetricsProvider
+from devserver.workqueue.retry_delays import RateLimiter, default_controller_rate_limiter
 
 K = TypeVar("K", bound=Hashable)
 
@@ -28,8 +29,9 @@ class RateLimitingQueue(DelayingQueue[K]):
         *,
         name: str | None = None,
         clock: Clock | None = None,
+        metrics: MetricsProvider | None = None,
     ) -> None:
-        super().__init__(name=name, clock=clock)
+        super().__init__(name=name, clock=clock, metrics=metrics)
         self.rate_limiter: RateLimiter[K] = (
             rate_limiter
             if rate_limiter is not None

@@ -8,6 +8,7 @@ from prometheus_client import REGISTRY
 from devserver.observability.metrics import (
     RECONCILE_RESULTS,
     Backlog,
+    QueueMetrics,
     ReflectorMetrics,
     init_controller_metrics,
     init_informer_metrics,
@@ -25,7 +26,7 @@ def sample(metric: str, name: str) -> float | None:
 
 
 def test_a_new_named_queue_exports_zeroes_before_any_traffic(queue_name: str) -> None:
-    WorkQueue[str](name=queue_name)
+    WorkQueue[str](name=queue_name, metrics=QueueMetrics)
     for metric in [
         "workqueue_depth",
         "workqueue_adds_total",
@@ -41,7 +42,7 @@ def test_a_new_named_queue_exports_zeroes_before_any_traffic(queue_name: str) ->
 async def test_a_named_queue_counts_adds_depth_and_durations(
     queue_name: str, clock: FakeClock
 ) -> None:
-    queue: WorkQueue[str] = WorkQueue(name=queue_name, clock=clock)
+    queue: WorkQueue[str] = WorkQueue(name=queue_name, clock=clock, metrics=QueueMetrics)
     for key in ["a", "a", "b", "a"]:
         queue.add(key)
     assert sample("workqueue_adds_total", queue_name) == 2.0  # duplicates are not adds
@@ -71,7 +72,10 @@ async def test_a_named_queue_counts_adds_depth_and_durations(
 
 async def test_rate_limited_adds_count_as_retries(queue_name: str, clock: FakeClock) -> None:
     queue: RateLimitingQueue[str] = RateLimitingQueue(
-        ItemExponentialFailureRateLimiter(1.0, 10.0), name=queue_name, clock=clock
+        ItemExponentialFailureRateLimiter(1.0, 10.0),
+        name=queue_name,
+        clock=clock,
+        metrics=QueueMetrics,
     )
     queue.add_rate_limited("a")
     queue.add_rate_limited("a")
