@@ -15,11 +15,9 @@ import asyncio
 import heapq
 import itertools
 from collections.abc import Hashable
-from typing import TypeVar
+from typing import TypeVar, Unpack
 
-from devserver.workqueue.clock import Clock
-from devserver.workqueue.queue import WorkQueue
-from devserver.workqueue.recorder import MetricsProvider
+from devserver.workqueue.queue import QueueOptions, WorkQueue
 
 K = TypeVar("K", bound=Hashable)
 
@@ -32,14 +30,8 @@ class DelayingQueue(WorkQueue[K]):
     delayed add, when it fires, is then deduplicated as usual).
     """
 
-    def __init__(
-        self,
-        *,
-        name: str | None = None,
-        clock: Clock | None = None,
-        metrics: MetricsProvider | None = None,
-    ) -> None:
-        super().__init__(name=name, clock=clock, metrics=metrics)
+    def __init__(self, **options: Unpack[QueueOptions]) -> None:
+        super().__init__(**options)
         # A min-heap of (ready_at, seq, key) with lazy deletion: an entry is live only while
         # ``_waiting[key]`` still holds its seq, so moving a deadline earlier is a push.
         self._heap: list[tuple[float, int, K]] = []

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Hashable
-from typing import Generic, TypeVar
+from typing import Generic, TypedDict, TypeVar
 
 from devserver.workqueue.clock import Clock, SystemClock
 from devserver.workqueue.recorder import MetricsProvider, NoopQueueMetrics, QueueMetricsRecorder
@@ -36,6 +36,14 @@ URGENT_STREAK = 4  # urgent keys handed out in a row before an ordinary one that
 
 class ShutDown(Exception):  # noqa: N818 - the name of asyncio.QueueShutDown (3.13) and client-go
     """The queue is shut down and has nothing left to hand out; the worker should exit."""
+
+
+class QueueOptions(TypedDict, total=False):
+    """What every queue kind is made with (the subclasses pass them on)."""
+
+    name: str | None
+    clock: Clock | None
+    metrics: MetricsProvider | None
 
 
 class WorkQueue(Generic[K]):

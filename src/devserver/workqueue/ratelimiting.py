@@ -7,11 +7,10 @@ a successful one calls ``forget`` (so the next failure starts from the shortest 
 from __future__ import annotations
 
 from collections.abc import Hashable
-from typing import TypeVar
+from typing import TypeVar, Unpack
 
-from devserver.workqueue.clock import Clock
 from devserver.workqueue.delaying import DelayingQueue
-from devserver.workqueue.recorder import MetricsProvider
+from devserver.workqueue.queue import QueueOptions
 from devserver.workqueue.retry_delays import RateLimiter, default_controller_rate_limiter
 
 K = TypeVar("K", bound=Hashable)
@@ -26,12 +25,9 @@ class RateLimitingQueue(DelayingQueue[K]):
     def __init__(
         self,
         rate_limiter: RateLimiter[K] | None = None,
-        *,
-        name: str | None = None,
-        clock: Clock | None = None,
-        metrics: MetricsProvider | None = None,
+        **options: Unpack[QueueOptions],
     ) -> None:
-        super().__init__(name=name, clock=clock, metrics=metrics)
+        super().__init__(**options)
         self.rate_limiter: RateLimiter[K] = (
             rate_limiter
             if rate_limiter is not None
