@@ -20,8 +20,8 @@ from devserver.api.resources import (
     PERSISTENT_VOLUMES,
 )
 from devserver.api.user import DevUser
+from devserver.cli.context import Devctl
 from devserver.cli.errors import DevctlError
-from devserver.cli.runner import Devctl
 from devserver.client.blocking import BlockingKubeClient
 from devserver.client.errors import ApiError
 from devserver.reconcilers.naming import NAME_LABEL

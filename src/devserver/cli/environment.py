@@ -10,9 +10,9 @@ import click
 
 from devserver import __version__
 from devserver.api.resources import DEVSERVERS, FLAVORS, RESOURCE_QUOTAS
+from devserver.cli.context import Devctl, pass_devctl
 from devserver.cli.errors import DevctlError
 from devserver.cli.output import OUTPUT_OPTION, dump, table
-from devserver.cli.runner import Devctl, pass_devctl
 from devserver.cli.servers import phase_of
 from devserver.client.blocking import BlockingKubeClient
 from devserver.client.errors import ApiError

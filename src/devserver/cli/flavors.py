@@ -6,8 +6,8 @@ import click
 
 from devserver.api.flavor import DevServerFlavor
 from devserver.api.resources import FLAVORS
+from devserver.cli.context import Devctl, pass_devctl
 from devserver.cli.output import OUTPUT_OPTION, dump, table
-from devserver.cli.runner import Devctl, pass_devctl
 
 INSTANCE_TYPE = "node.kubernetes.io/instance-type"
 GPU = "nvidia.com/gpu"

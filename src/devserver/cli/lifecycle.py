@@ -21,10 +21,10 @@ from devserver.api.lifecycle import (
 )
 from devserver.api.resources import DEVSERVERS
 from devserver.cli.complete import complete_servers
+from devserver.cli.context import Devctl, pass_devctl
 from devserver.cli.durations import DurationError, parse_duration, short
 from devserver.cli.errors import DevctlError
 from devserver.cli.output import OUTPUT_OPTION, dump, table
-from devserver.cli.runner import Devctl, pass_devctl
 from devserver.cli.servers import owner_of, wait_running
 from devserver.client.blocking import BlockingKubeClient
 

@@ -11,8 +11,8 @@ import click
 from devserver.api.devserver import DevServer
 from devserver.api.resources import DEVSERVERS
 from devserver.cli.complete import complete_servers
+from devserver.cli.context import Devctl, pass_devctl
 from devserver.cli.output import table, until
-from devserver.cli.runner import Devctl, pass_devctl
 from devserver.cli.servers import deadline_of, message_of, phase_of
 
 

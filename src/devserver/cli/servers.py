@@ -16,10 +16,10 @@ from devserver.api.flavor import DevServerFlavor
 from devserver.api.quantity import QuantityError, parse_quantity
 from devserver.api.resources import DEVSERVERS, EVENTS, FLAVORS, PODS
 from devserver.cli.complete import complete_flavors, complete_servers
+from devserver.cli.context import Devctl, pass_devctl
 from devserver.cli.durations import DurationError, canonical, parse_duration
 from devserver.cli.errors import DevctlError
 from devserver.cli.output import OUTPUT_OPTION, age, dump, table, until
-from devserver.cli.runner import Devctl, pass_devctl
 from devserver.client.blocking import BlockingKubeClient
 from devserver.client.errors import ApiError
 

@@ -1,4 +1,4 @@
-"""What every devctl command shares: the connection, the namespace, and error translation.
+"""The CLI context every devctl command shares: the connection, the namespace, error translation.
 
 Short commands use the blocking client (fast start); exec, ssh and logs the asyncio one.
 """
