@@ -91,5 +91,10 @@ class Devctl:
             raise click.Abort from None
 
 
+def owner_of(namespace: str) -> str:
+    """Whose namespace it is: dev-<user> belongs to <user>."""
+    return namespace.removeprefix("dev-")
+
+
 # `@pass_devctl`: the command gets the Devctl object of the group (made if missing)
 pass_devctl = click.make_pass_decorator(Devctl, ensure=True)
