@@ -123,13 +123,19 @@ COMMANDS = [
 
 
 @click.command()
-def info() -> None:
+@OUTPUT_OPTION
+def info(output: str) -> None:
     """What devctl can do."""
-    click.echo(f"devctl {__version__}: self-service PyTorch dev servers\n")
-    click.echo(table([[f"devctl {c}", d] for c, d in COMMANDS], ["COMMAND", "WHAT"]))
-    click.echo(
-        "\nEvery read command takes -o json|yaml; `devctl COMMAND --help` for options. "
-        "Exit status: 0 ok, 1 failure, 2 usage error."
+    commands = [{"command": f"devctl {c}", "what": d} for c, d in COMMANDS]
+    emit(
+        output,
+        lambda: {"devctl": __version__, "commands": commands},
+        lambda: (
+            f"devctl {__version__}: self-service PyTorch dev servers\n\n"
+            + table([[c["command"], c["what"]] for c in commands], ["COMMAND", "WHAT"])
+            + "\n\nEvery read command takes -o json|yaml; `devctl COMMAND --help` for options. "
+            "Exit status: 0 ok, 1 failure, 2 usage error."
+        ),
     )
 
 

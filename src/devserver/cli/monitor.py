@@ -8,9 +8,11 @@ from datetime import UTC, datetime
 
 import click
 
+from devserver.api.devserver import DevServer
 from devserver.api.resources import DEVSERVERS
 from devserver.cli.complete import complete_servers
 from devserver.cli.context import Devctl, pass_devctl
+from devserver.cli.output import OUTPUT_OPTION, as_data, emit, emit_frame
 from devserver.cli.server_text import render_monitor
 
 
@@ -18,20 +20,26 @@ from devserver.cli.server_text import render_monitor
 @click.argument("name", shell_complete=complete_servers)
 @click.option("--watch/--once", default=True, help="Refresh until Ctrl-C (default) or print once.")
 @click.option("--interval", type=click.FloatRange(min=0.5), default=2.0, show_default=True)
+@OUTPUT_OPTION
 @pass_devctl
-def monitor(devctl: Devctl, name: str, watch: bool, interval: float) -> None:
-    """Ranks of distributed server NAME: pods, nodes, readiness, restarts (refreshing)."""
+def monitor(devctl: Devctl, name: str, watch: bool, interval: float, output: str) -> None:
+    """Ranks of distributed server NAME: pods, nodes, readiness, restarts (refreshing).
+
+    Watching, -o json prints a line of JSON a refresh (JSON Lines) and -o yaml a document a
+    refresh; --once prints one document.
+    """
+
+    show = emit_frame if watch else emit
+
+    def refresh(ds: DevServer) -> None:
+        show(output, lambda: as_data(ds), lambda: render_monitor(ds, datetime.now(UTC)))
 
     def go() -> None:
         client = devctl.client()
         namespace = devctl.namespace()
         while True:
-            ds = client.get(DEVSERVERS, name, namespace)
-            text = render_monitor(ds, datetime.now(UTC))
-            if watch:
-                click.echo("\033[H\033[2J" + text, nl=True)  # clear and redraw, like `watch`
-            else:
-                click.echo(text)
+            refresh(client.get(DEVSERVERS, name, namespace))
+            if not watch:
                 return
             time.sleep(interval)
 

@@ -20,12 +20,24 @@ OUTPUT_OPTION = click.option(
     show_default=True,
     help="table for people; json or yaml for scripts.",
 )
+CLEAR_SCREEN = "\033[H\033[2J"
 
 
 def emit(output: str, data: Callable[[], Any], text: Callable[[], str]) -> None:
     """What a read command prints: `text()` for people, or `data()` as one JSON or YAML
     document for scripts (only the one asked for is made)."""
     click.echo(text() if output == "table" else dump(data(), output))
+
+
+def emit_frame(output: str, data: Callable[[], Any], text: Callable[[], str]) -> None:
+    """One refresh of a live view: the screen cleared and redrawn for people (like `watch`); for
+    scripts one JSON document a line (JSON Lines) or one YAML document (`---`) a refresh."""
+    if output == "table":
+        click.echo(CLEAR_SCREEN + text())
+    elif output == "json":
+        click.echo(json.dumps(data()))
+    else:
+        click.echo("---\n" + dump(data(), output))
 
 
 def as_data(obj: KubeObject) -> dict[str, Any]:
