@@ -117,7 +117,7 @@ def test_monitor_shows_each_rank() -> None:
     from datetime import UTC, datetime
 
     from devserver.api.devserver import DevServerStatus
-    from devserver.cli.monitor import render_monitor
+    from devserver.cli.server_text import render_monitor
 
     status = DevServerStatus.model_validate(
         {

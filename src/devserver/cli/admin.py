@@ -1,4 +1,4 @@
-"""`devctl admin user add|remove|list`: platform admins manage DevUsers.
+"""`devctl admin user add|remove|list`: platform admins manage DevUsers (`list -o json|yaml`).
 
 Each command is one request or two; errors are one sentence on stderr and exit status 1, and
 nothing is changed by a refused command.
@@ -20,8 +20,9 @@ from devserver.api.resources import (
     PERSISTENT_VOLUMES,
 )
 from devserver.api.user import DevUser
+from devserver.cli.context import Devctl
 from devserver.cli.errors import DevctlError
-from devserver.cli.runner import Devctl
+from devserver.cli.output import OUTPUT_OPTION, emit, items
 from devserver.client.blocking import BlockingKubeClient
 from devserver.client.errors import ApiError
 from devserver.reconcilers.naming import NAME_LABEL
@@ -180,21 +181,28 @@ def _homes(client: BlockingKubeClient, namespace: str) -> list[KubeObject]:
 
 
 @user.command("list")
+@OUTPUT_OPTION
 @click.pass_obj
-def list_users(obj: Devctl) -> None:
+def list_users(obj: Devctl, output: str) -> None:
     """List users."""
 
     def fetch(client: BlockingKubeClient) -> list[DevUser]:
         return client.list_page(DEVUSERS).items
 
     users = _run(obj, fetch)
-    click.echo(f"{'NAME':<20} {'EMAIL':<32} {'TEAM':<12} {'KEYS':>4}  READY")
+    emit(output, lambda: items(users), lambda: render_users(users))
+
+
+def render_users(users: list[DevUser]) -> str:
+    """`devctl admin user list` for people: a row a user, by name, with its key count."""
+    lines = [f"{'NAME':<20} {'EMAIL':<32} {'TEAM':<12} {'KEYS':>4}  READY"]
     for u in sorted(users, key=lambda u: u.metadata.name):
         ready = any(
             c.type == "Ready" and c.status == "True"
             for c in (u.status.conditions if u.status else [])
         )
-        click.echo(
+        lines.append(
             f"{u.metadata.name:<20} {u.spec.email:<32} {u.spec.team or '-':<12} "
             f"{len(u.spec.ssh_public_keys):>4}  {'yes' if ready else 'no'}"
         )
+    return "\n".join(lines)

@@ -10,10 +10,10 @@ import click
 
 from devserver import __version__
 from devserver.api.resources import DEVSERVERS, FLAVORS, RESOURCE_QUOTAS
+from devserver.cli.context import Devctl, pass_devctl
 from devserver.cli.errors import DevctlError
-from devserver.cli.output import OUTPUT_OPTION, dump, table
-from devserver.cli.runner import Devctl, pass_devctl
-from devserver.cli.servers import phase_of
+from devserver.cli.output import OUTPUT_OPTION, emit, table
+from devserver.cli.server_text import phase_of
 from devserver.client.blocking import BlockingKubeClient
 from devserver.client.errors import ApiError
 
@@ -78,26 +78,30 @@ def status(devctl: Devctl, output: str) -> None:
             "flavors": flavor_count,
             "quota": quota,
         }
-        if output != "table":
-            click.echo(dump(report, output))
-            return
-        used, hard = quota.get("used", {}), quota.get("hard", {})
-        lines = [
-            f"devctl {__version__}   context {client.config.context}",
-            f"API server:   {client.host} (Kubernetes {version}) — reachable",
-            f"You are:      {user}",
-            f"Namespace:    {namespace}",
-            "Dev servers:  " + (", ".join(f"{n} {p}" for p, n in sorted(phases.items())) or "none"),
-            f"Flavors:      {flavor_count} (`devctl flavors`)",
-        ]
-        if hard:
-            lines.append(
-                "Quota:        "
-                + ", ".join(f"{k} {used.get(k, '?')}/{v}" for k, v in sorted(hard.items()))
-            )
-        click.echo("\n".join(lines))
+        emit(output, lambda: report, lambda: render_status(report))
 
     devctl.run(go, what="read your namespace")
+
+
+def render_status(report: dict[str, Any]) -> str:
+    """`devctl status` for people: the report, a line a fact."""
+    quota = report["quota"]
+    used, hard = quota.get("used", {}), quota.get("hard", {})
+    phases: dict[str, int] = report["devServers"]
+    lines = [
+        f"devctl {report['devctl']}   context {report['context']}",
+        f"API server:   {report['server']} (Kubernetes {report['kubernetes']}) — reachable",
+        f"You are:      {report['user']}",
+        f"Namespace:    {report['namespace']}",
+        "Dev servers:  " + (", ".join(f"{n} {p}" for p, n in sorted(phases.items())) or "none"),
+        f"Flavors:      {report['flavors']} (`devctl flavors`)",
+    ]
+    if hard:
+        lines.append(
+            "Quota:        "
+            + ", ".join(f"{k} {used.get(k, '?')}/{v}" for k, v in sorted(hard.items()))
+        )
+    return "\n".join(lines)
 
 
 COMMANDS = [
@@ -119,13 +123,19 @@ COMMANDS = [
 
 
 @click.command()
-def info() -> None:
+@OUTPUT_OPTION
+def info(output: str) -> None:
     """What devctl can do."""
-    click.echo(f"devctl {__version__}: self-service PyTorch dev servers\n")
-    click.echo(table([[f"devctl {c}", d] for c, d in COMMANDS], ["COMMAND", "WHAT"]))
-    click.echo(
-        "\nEvery read command takes -o json|yaml; `devctl COMMAND --help` for options. "
-        "Exit status: 0 ok, 1 failure, 2 usage error."
+    commands = [{"command": f"devctl {c}", "what": d} for c, d in COMMANDS]
+    emit(
+        output,
+        lambda: {"devctl": __version__, "commands": commands},
+        lambda: (
+            f"devctl {__version__}: self-service PyTorch dev servers\n\n"
+            + table([[c["command"], c["what"]] for c in commands], ["COMMAND", "WHAT"])
+            + "\n\nEvery read command takes -o json|yaml; `devctl COMMAND --help` for options. "
+            "Exit status: 0 ok, 1 failure, 2 usage error."
+        ),
     )
 
 
@@ -161,19 +171,8 @@ def test_k8s(devctl: Devctl, output: str) -> None:
             got = allowed(client, verb, resource, namespace if own else "", group, sub)
             results.append({"check": what, "allowed": got, "expected": expected})
         wrong = [r for r in results if r["allowed"] != r["expected"]]
-        if output != "table":
-            click.echo(dump({"user": user, "namespace": namespace, "checks": results}, output))
-        else:
-            click.echo(f"as {user} in {namespace}:")
-            rows = [
-                [
-                    "ok" if r["allowed"] == r["expected"] else "WRONG",
-                    str(r["check"]),
-                    "allowed" if r["allowed"] else "denied",
-                ]
-                for r in results
-            ]
-            click.echo(table(rows, ["", "CHECK", "RESULT"]))
+        report = {"user": user, "namespace": namespace, "checks": results}
+        emit(output, lambda: report, lambda: render_checks(report))
         if wrong:
             raise DevctlError(
                 f"{len(wrong)} access check(s) are not as expected; send this output to the "
@@ -181,3 +180,16 @@ def test_k8s(devctl: Devctl, output: str) -> None:
             )
 
     devctl.run(go, what="check access")
+
+
+def render_checks(report: dict[str, Any]) -> str:
+    """`devctl test-k8s` for people: a line a check, WRONG where it is not as expected."""
+    rows = [
+        [
+            "ok" if r["allowed"] == r["expected"] else "WRONG",
+            str(r["check"]),
+            "allowed" if r["allowed"] else "denied",
+        ]
+        for r in report["checks"]
+    ]
+    return f"as {report['user']} in {report['namespace']}:\n" + table(rows, ["", "CHECK", "RESULT"])

@@ -6,8 +6,8 @@ import click
 
 from devserver.api.flavor import DevServerFlavor
 from devserver.api.resources import FLAVORS
-from devserver.cli.output import OUTPUT_OPTION, dump, table
-from devserver.cli.runner import Devctl, pass_devctl
+from devserver.cli.context import Devctl, pass_devctl
+from devserver.cli.output import OUTPUT_OPTION, emit, items, table
 
 INSTANCE_TYPE = "node.kubernetes.io/instance-type"
 GPU = "nvidia.com/gpu"
@@ -34,27 +34,28 @@ def flavors(devctl: Devctl, gpu_only: bool, aws_only: bool, output: str) -> None
         if aws_only:
             found = [f for f in found if INSTANCE_TYPE in f.spec.node_selector]
         found.sort(key=lambda f: (gpus(f), f.spec.price_per_hour or 0, f.metadata.name))
-        if output != "table":
-            items = [f.model_dump(by_alias=True, mode="json", exclude_none=True) for f in found]
-            click.echo(dump({"items": items}, output))
-            return
-        rows = []
-        for f in found:
-            res = f.spec.resources
-            price = f.spec.price_per_hour
-            rows.append(
-                [
-                    f.metadata.name,
-                    res.requests.get("cpu", "-"),
-                    res.requests.get("memory", "-"),
-                    str(gpus(f)),
-                    f.spec.node_selector.get(INSTANCE_TYPE, "-"),
-                    f"{price:.2f}" if price is not None else "-",
-                    "" if not f.status or f.status.valid is not False else "INVALID",
-                    f.spec.description[:50],
-                ]
-            )
-        headers = ["NAME", "CPU", "MEMORY", "GPU", "INSTANCE", "$/HOUR", "", "DESCRIPTION"]
-        click.echo(table(rows, headers) if rows else "no flavors match")
+        emit(output, lambda: items(found), lambda: render_flavors(found))
 
     devctl.run(go, what="list flavors")
+
+
+def render_flavors(found: list[DevServerFlavor]) -> str:
+    """`devctl flavors` for people: a row a flavor, as given; INVALID where the operator says so."""
+    rows = []
+    for f in found:
+        res = f.spec.resources
+        price = f.spec.price_per_hour
+        rows.append(
+            [
+                f.metadata.name,
+                res.requests.get("cpu", "-"),
+                res.requests.get("memory", "-"),
+                str(gpus(f)),
+                f.spec.node_selector.get(INSTANCE_TYPE, "-"),
+                f"{price:.2f}" if price is not None else "-",
+                "" if not f.status or f.status.valid is not False else "INVALID",
+                f.spec.description[:50],
+            ]
+        )
+    headers = ["NAME", "CPU", "MEMORY", "GPU", "INSTANCE", "$/HOUR", "", "DESCRIPTION"]
+    return table(rows, headers) if rows else "no flavors match"

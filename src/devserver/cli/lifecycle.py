@@ -1,15 +1,14 @@
-"""`devctl stop`, `devctl start`, `devctl extend`: a dev server's time, in the user's hands."""
+"""`devctl stop`, `start`, `extend`, `cost`: a dev server's time and price, in the user's hands."""
 
 from __future__ import annotations
 
 import json
-import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import click
 
 from devserver.api.billing import totals
-from devserver.api.devserver import DevServer
 from devserver.api.lifecycle import (
     LAST_EXTENSION,
     STARTED_AT,
@@ -21,12 +20,11 @@ from devserver.api.lifecycle import (
 )
 from devserver.api.resources import DEVSERVERS
 from devserver.cli.complete import complete_servers
+from devserver.cli.context import Devctl, owner_of, pass_devctl
 from devserver.cli.durations import DurationError, parse_duration, short
 from devserver.cli.errors import DevctlError
-from devserver.cli.output import OUTPUT_OPTION, dump, table
-from devserver.cli.runner import Devctl, pass_devctl
-from devserver.cli.servers import owner_of, wait_running
-from devserver.client.blocking import BlockingKubeClient
+from devserver.cli.output import OUTPUT_OPTION, emit, table
+from devserver.cli.waiting import settled_deadline, wait_running
 
 
 def _iso(when: datetime) -> str:
@@ -134,7 +132,7 @@ def extend(devctl: Devctl, name: str, added: str) -> None:
             "spec": {"lifecycle": {"expirationTime": _iso(new), "timeToLive": None}},
         }
         client.patch(DEVSERVERS, name, patch, namespace)
-        effective = _effective(client, namespace, name, new)
+        effective = settled_deadline(client, namespace, name)
         if effective is not None and effective < new - timedelta(seconds=1):
             click.echo(
                 f"{name} now stops at {_stamp(effective)} (in {short(effective - now)}): "
@@ -144,25 +142,6 @@ def extend(devctl: Devctl, name: str, added: str) -> None:
             click.echo(f"{name} now stops at {_stamp(new)} (in {short(new - now)})")
 
     devctl.run(go, what="update dev servers", name=name)
-
-
-def _effective(
-    client: BlockingKubeClient, namespace: str, name: str, asked: datetime
-) -> datetime | None:
-    """The deadline the operator settled on (it applies the cap), waiting up to 5 s."""
-    deadline = time.monotonic() + 5
-    expires: datetime | None = None
-    while time.monotonic() < deadline:
-        ds: DevServer = client.get(DEVSERVERS, name, namespace)
-        expires = ds.status.expires_at if ds.status else None
-        wanted = ds.spec.lifecycle.expiration_time
-        capped = any(
-            c.type == "LifetimeCapped" for c in (ds.status.conditions if ds.status else [])
-        )
-        if expires is not None and wanted is not None and (expires == wanted or capped):
-            return expires
-        time.sleep(0.2)
-    return expires
 
 
 @click.command()
@@ -196,21 +175,27 @@ def cost(devctl: Devctl, name: str | None, output: str) -> None:
                     "cost": round(usd, 4),
                 }
             )
-        if output != "table":
-            click.echo(dump({"items": rows, "total": round(total, 4)}, output))
-            return
-        table_rows = [
-            [
-                str(r["name"]),
-                str(r["flavor"]),
-                "running" if r["running"] else "stopped",
-                f"{r['pricePerHour']:.2f}" if r["pricePerHour"] is not None else "-",
-                f"{r['hours']:.2f}",
-                f"${r['cost']:.2f}",
-            ]
-            for r in rows
-        ]
-        click.echo(table(table_rows, ["NAME", "FLAVOR", "NOW", "$/HOUR", "HOURS", "COST"]))
-        click.echo(f"total: ${total:.2f}")
+        emit(
+            output,
+            lambda: {"items": rows, "total": round(total, 4)},
+            lambda: render_cost(rows, total),
+        )
 
     devctl.run(go, what="read dev servers", name=name or "")
+
+
+def render_cost(rows: list[dict[str, Any]], total: float) -> str:
+    """`devctl cost`: a row a server, then the total."""
+    table_rows = [
+        [
+            str(r["name"]),
+            str(r["flavor"]),
+            "running" if r["running"] else "stopped",
+            f"{r['pricePerHour']:.2f}" if r["pricePerHour"] is not None else "-",
+            f"{r['hours']:.2f}",
+            f"${r['cost']:.2f}",
+        ]
+        for r in rows
+    ]
+    headers = ["NAME", "FLAVOR", "NOW", "$/HOUR", "HOURS", "COST"]
+    return f"{table(table_rows, headers)}\ntotal: ${total:.2f}"

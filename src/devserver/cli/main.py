@@ -10,12 +10,12 @@ import click
 from devserver import __version__
 from devserver.cli.admin import admin
 from devserver.cli.complete import completion
+from devserver.cli.context import Devctl
 from devserver.cli.environment import info, status, test_k8s
 from devserver.cli.flavors import flavors
 from devserver.cli.lifecycle import cost, extend, start, stop
 from devserver.cli.monitor import monitor
 from devserver.cli.remote import exec_, logs, ssh
-from devserver.cli.runner import Devctl
 from devserver.cli.servers import create, delete, describe, list_, update
 from devserver.cli.sshconfig import ssh_config
 from devserver.observability.audit import report_command

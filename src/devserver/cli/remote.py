@@ -14,9 +14,9 @@ import click
 
 from devserver.api.resources import DEVSERVERS, PODS
 from devserver.cli.complete import complete_servers
+from devserver.cli.context import Devctl
 from devserver.cli.errors import DevctlError
-from devserver.cli.runner import Devctl
-from devserver.cli.servers import message_of, phase_of
+from devserver.cli.server_text import message_of, phase_of
 from devserver.client.errors import ApiError
 from devserver.client.remote import STDERR, ExecSession, exit_code_from_status
 

@@ -1,4 +1,7 @@
-"""The dev server commands: create, list, describe, delete, update."""
+"""The dev server commands: create, list, describe, delete, update.
+
+How a server reads as text is `server_text`'s; waiting for one to run is `waiting`'s.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +9,21 @@ import os
 import re
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import click
 
-from devserver.api.devserver import DevServer
 from devserver.api.flavor import DevServerFlavor
 from devserver.api.quantity import QuantityError, parse_quantity
 from devserver.api.resources import DEVSERVERS, EVENTS, FLAVORS, PODS
 from devserver.cli.complete import complete_flavors, complete_servers
+from devserver.cli.context import Devctl, owner_of, pass_devctl
 from devserver.cli.durations import DurationError, canonical, parse_duration
 from devserver.cli.errors import DevctlError
-from devserver.cli.output import OUTPUT_OPTION, age, dump, table, until
-from devserver.cli.runner import Devctl, pass_devctl
+from devserver.cli.output import OUTPUT_OPTION, as_data, emit, items
+from devserver.cli.server_text import render_describe, render_list
+from devserver.cli.waiting import wait_running
 from devserver.client.blocking import BlockingKubeClient
 from devserver.client.errors import ApiError
 
@@ -49,49 +53,6 @@ def check_flavor(client: BlockingKubeClient, flavor: str) -> DevServerFlavor:
         f"there is no flavor {flavor!r}; choose one of: {', '.join(names) or '(none defined)'} "
         "(see `devctl flavors`)."
     )
-
-
-def owner_of(namespace: str) -> str:
-    return namespace.removeprefix("dev-")
-
-
-def message_of(ds: DevServer) -> str:
-    for condition in ds.status.conditions if ds.status else []:
-        if condition.type == "Ready" and condition.status != "True":
-            return f"{condition.reason}: {condition.message}".strip(": ")
-    return ""
-
-
-def deadline_of(ds: DevServer) -> datetime | None:
-    """When it stops: the operator's `expiresAt`, else what the spec asks for."""
-    if ds.status and ds.status.expires_at:
-        return ds.status.expires_at
-    lifecycle = ds.spec.lifecycle
-    if lifecycle.expiration_time:
-        return lifecycle.expiration_time
-    if lifecycle.time_to_live and ds.metadata.creation_timestamp:
-        try:
-            return ds.metadata.creation_timestamp + parse_duration(lifecycle.time_to_live)
-        except DurationError:
-            return None
-    return None
-
-
-def activity_line(ds: DevServer, now: datetime) -> str:
-    timeout = ds.spec.lifecycle.idle_timeout
-    policy = (
-        f"stops after {canonical(timedelta(seconds=timeout))} idle"
-        if timeout and ds.spec.lifecycle.auto_shutdown
-        else "never stopped for idleness"
-    )
-    since = ds.status.idle_since if ds.status else None
-    if since is not None:
-        return f"idle for {age(since, now)} ({policy})"
-    return f"in use or not reported ({policy})"
-
-
-def phase_of(ds: DevServer) -> str:
-    return (ds.status.phase.value if ds.status and ds.status.phase else None) or "Pending"
 
 
 # ---------------------------------------------------------------------------- create
@@ -212,46 +173,6 @@ def create(
     devctl.run(go, what="create dev servers", name=name)
 
 
-def wait_running(client: BlockingKubeClient, namespace: str, name: str, timeout: float) -> None:
-    """Print each new state until Running; fail with the last reason on timeout."""
-    started, last = time.monotonic(), ("", "")
-    deadline = started + timeout
-    while True:
-        ds = client.get(DEVSERVERS, name, namespace)
-        state = (phase_of(ds), message_of(ds))
-        if state != last:
-            elapsed = time.monotonic() - started
-            detail = f" — {state[1]}" if state[1] else ""
-            click.echo(f"  [{elapsed:5.1f}s] {state[0]}{detail}")
-            last = state
-        if _stuck(ds):
-            raise DevctlError(
-                f"{name} cannot start: {state[1]}; free quota (`devctl list`, `devctl delete`) "
-                "or pick another flavor (`devctl update --flavor`)."
-            )
-        if state[0] == "Running":
-            endpoint = ds.status.ssh_endpoint if ds.status else None
-            click.echo(
-                f"{name} is running; `devctl ssh {name}` for a shell"
-                + (f" (sshd at {endpoint})" if endpoint else "")
-            )
-            return
-        if time.monotonic() >= deadline:
-            raise DevctlError(
-                f"{name} is not running after {timeout:.0f} s: {state[1] or state[0]}; "
-                f"see `devctl describe {name}`."
-            )
-        time.sleep(1.0)
-
-
-def _stuck(ds: DevServer) -> bool:
-    """States that no amount of waiting fixes without the user acting."""
-    for condition in ds.status.conditions if ds.status else []:
-        if condition.type == "Ready" and condition.status != "True":
-            return condition.reason in ("QuotaExceeded", "FlavorUnavailable")
-    return False
-
-
 # ---------------------------------------------------------------------------- list
 
 
@@ -272,30 +193,11 @@ def list_(devctl: Devctl, output: str) -> None:
                 "ask your platform admin",
                 err=True,
             )
-        if output != "table":
-            items = [s.model_dump(by_alias=True, mode="json", exclude_none=True) for s in servers]
-            click.echo(dump({"items": items}, output))
-            return
-        if not servers:
-            click.echo(
-                f"no dev servers in {namespace}; "
-                "create one with `devctl create mydev --flavor cpu-small --time 4h`"
-            )
-            return
-        now = datetime.now(UTC)
-        rows = [
-            [
-                s.metadata.name,
-                (s.status.applied_flavor if s.status else None) or s.spec.flavor,
-                phase_of(s),
-                age(s.metadata.creation_timestamp, now),
-                until(deadline_of(s), now)
-                + (" (idle)" if s.status and s.status.idle_since else ""),
-                message_of(s)[:60],
-            ]
-            for s in sorted(servers, key=lambda s: s.metadata.name)
-        ]
-        click.echo(table(rows, ["NAME", "FLAVOR", "PHASE", "AGE", "TIME LEFT", "MESSAGE"]))
+        emit(
+            output,
+            lambda: items(servers),
+            lambda: render_list(servers, namespace, datetime.now(UTC)),
+        )
 
     devctl.run(go, what="list dev servers")
 
@@ -324,88 +226,19 @@ def describe(devctl: Devctl, name: str, output: str) -> None:
         events = (
             client.list_page(EVENTS, namespace, field_selector=f"involvedObject.name={name}")
         ).items
-        if output != "table":
-            click.echo(
-                dump(
-                    {
-                        "devServer": ds.model_dump(by_alias=True, mode="json", exclude_none=True),
-                        "pod": pod.model_dump(by_alias=True, mode="json") if pod else None,
-                        "events": [e.model_dump(by_alias=True, mode="json") for e in events],
-                    },
-                    output,
-                )
-            )
-            return
-        click.echo(render_describe(ds, pod.extra if pod else None, [e.extra for e in events]))
+        emit(
+            output,
+            lambda: {
+                "devServer": as_data(ds),
+                "pod": pod.model_dump(by_alias=True, mode="json") if pod else None,
+                "events": [e.model_dump(by_alias=True, mode="json") for e in events],
+            },
+            lambda: render_describe(
+                ds, pod.extra if pod else None, [e.extra for e in events], datetime.now(UTC)
+            ),
+        )
 
     devctl.run(go, what="read dev servers", name=name)
-
-
-def render_describe(ds: DevServer, pod: dict[str, Any] | None, events: list[dict[str, Any]]) -> str:
-    status = ds.status
-    spec = ds.spec
-    now = datetime.now(UTC)
-    node = (pod or {}).get("spec", {}).get("nodeName") or "-"
-    lines = [
-        f"Name:         {ds.metadata.name}",
-        f"Namespace:    {ds.metadata.namespace}",
-        f"Owner:        {spec.owner}",
-        f"Flavor:       {spec.flavor}"
-        + (
-            f" (running as {status.applied_flavor})"
-            if status and status.applied_flavor and status.applied_flavor != spec.flavor
-            else ""
-        ),
-        f"Image:        {spec.image}",
-        f"Phase:        {phase_of(ds)}" + (f" — {message_of(ds)}" if message_of(ds) else ""),
-        f"Pod:          {(status.pod_name if status else None) or '-'} on node {node}",
-        *(
-            [
-                f"Ranks:        {(status.ready_ranks if status else None) or 0}/"
-                f"{spec.distributed.world_size} ready, {spec.distributed.nprocs_per_node} "
-                f"processes each (`devctl monitor {ds.metadata.name}`)"
-            ]
-            if spec.distributed is not None and spec.mode.value == "distributed"
-            else []
-        ),
-        f"Home:         {(status.home_claim if status else None) or '-'} "
-        f"({spec.persistent_home_size}, kept on delete: "
-        f"{'yes' if spec.retain_home_on_delete else 'no'})",
-        f"Shared:       {spec.shared_volume_claim_name or '-'}",
-        f"SSH:          {(status.ssh_endpoint if status else None) or '-'}",
-        f"Created:      {age(ds.metadata.creation_timestamp, now)} ago",
-        f"Time left:    {until(deadline_of(ds), now)}",
-        f"Activity:     {activity_line(ds, now)}",
-        "",
-        "Conditions:",
-    ]
-    conditions = status.conditions if status else []
-    lines.append(
-        table(
-            [[c.type, c.status, c.reason or "", (c.message or "")[:70]] for c in conditions],
-            ["  TYPE", "STATUS", "REASON", "MESSAGE"],
-        )
-        if conditions
-        else "  (none yet)"
-    )
-    lines += ["", "Events:"]
-    recent = sorted(events, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")[-10:]
-    lines.append(
-        table(
-            [
-                [
-                    "  " + str(e.get("type", "")),
-                    str(e.get("reason", "")),
-                    str(e.get("message", ""))[:80],
-                ]
-                for e in recent
-            ],
-            ["  TYPE", "REASON", "MESSAGE"],
-        )
-        if recent
-        else "  (none)"
-    )
-    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------- delete

@@ -7,9 +7,8 @@ import os
 import click
 
 from devserver.api.resources import DEVSERVERS
+from devserver.cli.context import Devctl, owner_of, pass_devctl
 from devserver.cli.errors import DevctlError
-from devserver.cli.runner import Devctl, pass_devctl
-from devserver.cli.servers import owner_of
 
 BASTION_ENV = "DEVSERVER_BASTION"
 

@@ -1,4 +1,4 @@
-"""What every devctl command shares: the connection, the namespace, and error translation.
+"""The CLI context every devctl command shares: the connection, the namespace, error translation.
 
 Short commands use the blocking client (fast start); exec, ssh and logs the asyncio one.
 """
@@ -89,6 +89,11 @@ class Devctl:
             raise self._refusal(error, what, name) from None
         except KeyboardInterrupt:
             raise click.Abort from None
+
+
+def owner_of(namespace: str) -> str:
+    """Whose namespace it is: dev-<user> belongs to <user>."""
+    return namespace.removeprefix("dev-")
 
 
 # `@pass_devctl`: the command gets the Devctl object of the group (made if missing)
