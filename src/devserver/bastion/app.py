@@ -1,12 +1,14 @@
 """`devserver-bastion`: one replica of the SSH bastion — sshd plus the process that feeds it.
 
-Start order: runtime directory and host keys; DevUser informer; one full account pass (every
-user present, every stale account gone); the session agent; then sshd. sshd runs as a child in
-the foreground (`-D -e`), its log lines go into ours and through sshd_log.SshdLog, which audits
-forwarding and tells the agent which sshd connection a session belongs to; if sshd dies, the
-replica exits non-zero and is restarted. `/readyz` is true only while sshd runs behind a synced
-account set; `/healthz` fails when the watch is dead or sshd is gone. No leader election: every
-replica keeps its own accounts, all of them at once.
+Start order: runtime directory and host keys; then a Manager (devserver.manager) serves
+/healthz, /readyz and /metrics, runs the DevUser informer and two runnables: the account sync
+(one full pass — every user present, every stale account gone — then every change) and, once
+that pass is done, the session agent and then sshd. sshd runs as a child in the foreground
+(`-D -e`), its log lines go into ours and through sshd_log.SshdLog, which audits forwarding and
+tells the agent which sshd connection a session belongs to; if sshd dies, the replica exits
+non-zero and is restarted. `/readyz` is true only while sshd runs behind a synced account set;
+`/healthz` fails when the watch is dead or sshd is gone. No leader election: every replica keeps
+its own accounts, all of them at once.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import shutil
 import socket
 import sys
 from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 
 import click
@@ -34,16 +37,15 @@ from devserver.bastion.sshd_config import HOST_KEY_TYPES, render_sshd_config
 from devserver.bastion.sshd_log import SshdLog
 from devserver.bastion.sync import AccountReconciler
 from devserver.bastion.tokens import TokenIssuer
-from devserver.client import KubeClient, new_client
 from devserver.controller import Controller
-from devserver.informers import InformerFactory
-from devserver.manager import until_signalled
-from devserver.observability.http import HealthEndpoints
+from devserver.manager import Manager, RunnableFunc, Settings
 from devserver.observability.logging import configure_logging
+from devserver.signals import run_until_signalled
 
 log = structlog.get_logger("devserver.bastion")
 
 SESSION_SCRIPT = Path(__file__).with_name("session.py")
+ACCOUNTS_DRAIN = 15.0  # seconds the account sync may finish its reconciles on SIGTERM
 
 
 class SshdFailedError(RuntimeError):
@@ -102,10 +104,13 @@ async def ensure_host_keys(settings: BastionSettings) -> None:
 
 
 class Bastion:
-    def __init__(self, client: KubeClient, settings: BastionSettings) -> None:
-        self.client, self.settings = client, settings
-        self.informers = InformerFactory(client)
-        self.users = self.informers.informer(DEVUSERS)
+    """A Manager without leader election (every replica keeps its own accounts) that runs two
+    runnables: the account sync, and sshd with its session agent once the first full pass is
+    done. The Manager serves the probes and /metrics and runs the DevUser informer."""
+
+    def __init__(self, manager: Manager, settings: BastionSettings) -> None:
+        self.manager, self.client, self.settings = manager, manager.client, settings
+        self.users = manager.informers.informer(DEVUSERS)
         self.accounts = LocalAccounts(settings)
         self.reconciler = AccountReconciler(self.users, self.accounts, settings)
         self.controller = Controller("bastion-accounts", self.reconciler, workers=2)
@@ -113,19 +118,24 @@ class Bastion:
         self.sshd: asyncio.subprocess.Process | None = None
         self.sshd_log = SshdLog(lambda: self.sshd.pid if self.sshd is not None else None)
         self._sshd_messages: socket.socket | None = None
+        self._first_pass_done = asyncio.Event()
+        self.manager.add_healthz_check(self.sshd_alive)
+        self.manager.add_readyz_check(self.serving)
+        self.manager.add_runnable(RunnableFunc("accounts", self._sync_accounts, needs_leader=False))
 
     # ------------------------------------------------------------------ health
 
     def _sshd_running(self) -> bool:
         return self.sshd is not None and self.sshd.returncode is None
 
-    def healthz(self) -> tuple[bool, str]:
-        ok, detail = self.informers.health()
-        if ok and self.sshd is not None and not self._sshd_running():
+    def sshd_alive(self) -> tuple[bool, str]:
+        """Unhealthy once sshd, started, has exited (after the informers' own check)."""
+        if self.sshd is not None and not self._sshd_running():
             return False, "sshd exited"
-        return ok, detail
+        return True, "ok"
 
-    def readyz(self) -> tuple[bool, str]:
+    def serving(self) -> tuple[bool, str]:
+        """Ready while sshd runs behind a synced account set."""
         if not self.settings.synced_marker.exists():
             return False, "accounts not synced"
         if not self._sshd_running():
@@ -159,33 +169,44 @@ class Bastion:
             limiter=RateLimiter(burst=s.token_burst, rate=s.token_rate_per_minute / 60),
             public_address=s.public_address,
         )
-        endpoints = HealthEndpoints(healthz=self.healthz, readyz=self.readyz)
-        http = await endpoints.serve(s.http_host, s.http_port)
+        self.manager.add_runnable(
+            RunnableFunc("sshd", partial(self._serve_ssh, agent), needs_leader=False)
+        )
+        await self.manager.run(stop)
+
+    async def _sync_accounts(self, stop: asyncio.Event) -> None:
+        """One full pass (every user present, every stale account gone), then every change."""
         await self.accounts.ensure_group()
-        self.informers.start()
-        controller_stop = asyncio.Event()
-        tasks: list[asyncio.Task[None]] = []
+        await self.controller.wait_synced()
+        await self.reconciler.full_pass()
+        self._first_pass_done.set()
+        await self.controller.run(stop, drain_timeout=ACCOUNTS_DRAIN)
+
+    async def _serve_ssh(self, agent: SessionAgent, stop: asyncio.Event) -> None:
+        """After the first full pass: the session agent, then sshd until `stop` or its end."""
+        first_pass = asyncio.create_task(self._first_pass_done.wait())
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait({first_pass, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        first_pass.cancel()
+        stopped.cancel()
+        if stop.is_set():
+            return
+        reader: asyncio.Task[None] | None = None
         try:
-            await self.controller.wait_synced()
-            await self.reconciler.full_pass()
             await agent.start()
             self.sshd = await self._start_sshd()
-            tasks = [
-                asyncio.create_task(self.controller.run(controller_stop), name="accounts"),
-                asyncio.create_task(self._read_sshd_log(self.sshd), name="sshd-log"),
-            ]
+            reader = asyncio.create_task(self._read_sshd_log(self.sshd), name="sshd-log")
             sshd_exit: asyncio.Task[int] = asyncio.create_task(self.sshd.wait())
             stopped = asyncio.create_task(stop.wait())
             done, _ = await asyncio.wait(
-                {sshd_exit, stopped, *tasks}, return_when=asyncio.FIRST_COMPLETED
+                {sshd_exit, stopped, reader}, return_when=asyncio.FIRST_COMPLETED
             )
             sshd_exit.cancel()
             stopped.cancel()
-            for task in tasks:  # accounts or the log reader ended: fail loudly, restart
-                if task in done:
-                    task.result()
-                    if not stop.is_set() and sshd_exit not in done:
-                        raise SshdFailedError(f"{task.get_name()} ended")
+            if reader in done:  # the log reader ended: fail loudly, restart
+                reader.result()
+                if not stop.is_set() and sshd_exit not in done:
+                    raise SshdFailedError(f"{reader.get_name()} ended")
             if sshd_exit in done and not stop.is_set():
                 raise SshdFailedError(f"sshd exited with {self.sshd.returncode}")
             log.info("stopping")
@@ -195,15 +216,11 @@ class Bastion:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(10):
                         await self.sshd.wait()
-            controller_stop.set()
-            for task in tasks:
+            if reader is not None:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     async with asyncio.timeout(15):
-                        await task
+                        await reader
             await agent.stop()
-            await self.informers.stop()
-            http.close()
-            await http.wait_closed()
 
     async def _start_sshd(self) -> asyncio.subprocess.Process:
         s = self.settings
@@ -258,15 +275,18 @@ class Bastion:
 
 
 async def run(settings: BastionSettings, stop: asyncio.Event) -> None:
-    client = await new_client(settings.kubeconfig)
-    try:
-        await Bastion(client, settings).run(stop)
-    finally:
-        await client.close()
+    manager_settings = Settings(
+        kubeconfig=settings.kubeconfig,
+        http_host=settings.http_host,
+        http_port=settings.http_port,
+        leader_election=False,
+    )
+    async with Manager.connect(manager_settings) as manager:
+        await Bastion(manager, settings).run(stop)
 
 
-async def _main(settings: BastionSettings) -> None:
-    await until_signalled(lambda stop: run(settings, stop))
+def _sshd_failed(error: SshdFailedError) -> None:
+    log.error("bastion stopped", reason=str(error))
 
 
 @click.command()
@@ -357,8 +377,4 @@ def main(
         token_rate_per_minute=token_rate_per_minute,
         log_json=log_json,
     )
-    try:
-        asyncio.run(_main(settings))
-    except SshdFailedError as error:
-        log.error("bastion stopped", reason=str(error))
-        sys.exit(1)
+    run_until_signalled(partial(run, settings), SshdFailedError, _sshd_failed)

@@ -1,3 +1,5 @@
-from devserver.manager import main
+"""`python -m devserver.manager`: the operator, whose command line is devserver.operator's."""
+
+from devserver.operator import main
 
 main()

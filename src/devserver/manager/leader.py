@@ -14,7 +14,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -27,6 +27,22 @@ log = structlog.get_logger("devserver.leader")
 
 class LeadershipLostError(Exception):
     pass
+
+
+class Election(Protocol):
+    """What the Manager needs of a leader election (LeaderElector; a fake in unit tests)."""
+
+    async def acquire(self) -> None:
+        """Return once this process leads."""
+        ...
+
+    async def hold(self) -> None:
+        """Keep leading; raise LeadershipLostError once that is no longer sure."""
+        ...
+
+    async def release(self) -> None:
+        """Step down so a standby takes over at once."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-from devserver.manager import Settings, run
+from devserver.operator import OperatorSettings, run
 from devserver_harness.controlplane import LocalControlPlane, free_port
 from devserver_harness.http import fetch
 from devserver_harness.process import wait_until
@@ -99,9 +99,11 @@ class OperatorProcess:
 
 
 @contextlib.asynccontextmanager
-async def operator_in_process(kubeconfig: Path) -> AsyncIterator[Settings]:
+async def operator_in_process(kubeconfig: Path) -> AsyncIterator[OperatorSettings]:
     """Run the manager as a task of the current loop; stop it on exit and surface its errors."""
-    settings = Settings(kubeconfig=str(kubeconfig), http_host="127.0.0.1", http_port=free_port())
+    settings = OperatorSettings(
+        kubeconfig=str(kubeconfig), http_host="127.0.0.1", http_port=free_port()
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(run(settings, stop), name="devserver-operator")
     try:

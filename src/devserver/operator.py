@@ -1,0 +1,97 @@
+"""The operator process, `devserver-operator` (also `python -m devserver.manager`): its command
+line, and a Manager with every reconciler, run until SIGTERM.
+
+The Manager (devserver.manager) knows no reconciler; this module is where the operator's list of
+them (`reconcilers.register_all`) and its own settings (the lifecycle flags) meet it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import click
+import structlog
+
+from devserver.api.lifecycle import parse_ttl
+from devserver.manager import LeadershipLostError, Manager, Settings
+from devserver.observability.logging import configure_logging
+from devserver.reconcilers import register_all
+from devserver.reconcilers.lifecycle_config import LifecycleConfig
+from devserver.signals import run_until_signalled
+
+__all__ = ["OperatorSettings", "main", "run"]
+
+log = structlog.get_logger("devserver.operator")
+
+
+@dataclass(frozen=True)
+class OperatorSettings(Settings):
+    """The Manager's settings and the operator's own (the lifecycle flags)."""
+
+    lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
+
+
+async def run(settings: OperatorSettings, stop: asyncio.Event) -> None:
+    """Connect, register every reconciler, and run the manager until `stop`."""
+    async with Manager.connect(settings) as manager:
+        version = await manager.client.server_version()
+        log.info("connected", server_version=version, identity=settings.identity)
+        register_all(manager.informers, manager.client, manager.add, settings.lifecycle)
+        await manager.run(stop)
+
+
+def _leadership_lost(error: LeadershipLostError) -> None:
+    log.error("leadership lost; exiting so a fresh process can rejoin", error=str(error))
+
+
+@click.command()
+@click.option("--kubeconfig", envvar="KUBECONFIG", help="Kubeconfig; in-cluster when unset.")
+@click.option("--http-host", default="0.0.0.0", show_default=True)  # noqa: S104
+@click.option("--http-port", default=8080, show_default=True, help="/healthz, /readyz, /metrics")
+@click.option(
+    "--leader-elect/--no-leader-elect", "leader_election", default=True, show_default=True
+)
+@click.option(
+    "--lease-namespace", envvar="POD_NAMESPACE", default="devserver-system", show_default=True
+)
+@click.option("--lease-name", default="devserver-operator", show_default=True)
+@click.option(
+    "--max-lifetime",
+    default="7d",
+    show_default=True,
+    help="Every dev server stops this long after it (re)started at the latest; 0: no cap.",
+)
+@click.option(
+    "--warn-before",
+    default="15m,5m",
+    show_default=True,
+    help="Warn (Event) this long before a deadline; a comma-separated list.",
+)
+@click.option(
+    "--stopped-retention",
+    default="0",
+    show_default=True,
+    help="Delete a DevServer stopped this long (its home volume is kept); 0: never.",
+)
+@click.option("--log-json/--no-log-json", default=True, show_default=True)
+def main(
+    max_lifetime: str, warn_before: str, stopped_retention: str, log_json: bool, **flags: Any
+) -> None:
+    """devserver-operator: reconciles DevServers, flavors and users."""
+    # `flags`: the Manager's Settings by their names (--kubeconfig, --http-*, --lease-*, ...)
+    configure_logging(json=log_json)
+    try:
+        lifecycle = LifecycleConfig(
+            max_lifetime=None if max_lifetime in ("0", "") else parse_ttl(max_lifetime),
+            warn_before=tuple(parse_ttl(t) for t in warn_before.split(",") if t.strip()),
+            stopped_retention=(
+                None if stopped_retention in ("0", "") else parse_ttl(stopped_retention)
+            ),
+        )
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+    settings = OperatorSettings(lifecycle=lifecycle, **flags)
+    run_until_signalled(partial(run, settings), LeadershipLostError, _leadership_lost)
