@@ -240,7 +240,7 @@ class Standalone(ServerMode):
         return ds.spec.mode is not Mode.DISTRIBUTED
 
     def wakes(self, ds: DevServer) -> bool:
-        return True  # distributed ones too: a name's Deployment is scaled down when it goes
+        return True  # every server: a distributed one ends at `owns` (deleted: at `_gone`)
 
     def children(self, ds: DevServer, flavor: DevServerFlavor | None) -> list[Child]:
         key, caches = ds.key, self.caches
