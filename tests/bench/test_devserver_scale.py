@@ -59,19 +59,19 @@ from devserver.api.resources import (
 )
 from devserver.client import ApiError, KubeClient, new_client
 from devserver.client.events import COMPONENT
-from devserver.reconcilers.pod_agent import (
+from devserver.reconcilers.devserver.agent import (
     desired_lease,
     desired_role,
     desired_role_binding,
     desired_scripts,
     desired_service_account,
 )
-from devserver.reconcilers.standalone import (
-    USER_LABEL,
+from devserver.reconcilers.devserver.standalone import (
     desired_deployment,
     desired_home_claim,
     desired_service,
 )
+from devserver.reconcilers.naming import USER_LABEL
 from devserver_harness.controlplane import ControlPlaneOptions, LocalControlPlane
 from devserver_harness.nodes import NodeSpec, default_node_pool
 from tests.bench.kubebench import USER_AGENT

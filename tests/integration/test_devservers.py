@@ -26,7 +26,7 @@ from devserver.api.resources import (
     SERVICES,
 )
 from devserver.client import ApiError, KubeClient
-from devserver.reconcilers.standalone import desired_deployment
+from devserver.reconcilers.devserver.standalone import desired_deployment
 from devserver_harness.controlplane import LocalControlPlane
 from devserver_harness.operator import operator_in_process
 from devserver_harness.pytest_plugin import wait_for

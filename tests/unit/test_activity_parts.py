@@ -187,7 +187,7 @@ def test_downward_api_annotations_and_terminal_notices(tmp_path: Path) -> None:
 
 def test_gpu_hours_integrate_held_and_active_between_reports() -> None:
     from devserver.api.meta import ObjectKey
-    from devserver.reconcilers.gpu_hours import GpuHours, Holding
+    from devserver.reconcilers.devserver.gpu_hours import GpuHours, Holding
 
     clock = [0.0]
     hours = GpuHours(clock=lambda: clock[0])
@@ -233,7 +233,7 @@ def test_gpu_utilisation_reads_nvidia_smi_and_is_absent_without_it(
 
 def test_routine_lease_renewals_do_not_wake_the_expiry_reconciler() -> None:
     from devserver.informers import Change, Notification
-    from devserver.reconcilers.agent_sync import idle_report_changed
+    from devserver.reconcilers.devserver.agent import idle_report_changed
 
     def update(old: KubeObject, new: KubeObject) -> bool:
         return idle_report_changed(Notification(Change.UPDATED, new, old))

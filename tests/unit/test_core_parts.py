@@ -96,6 +96,23 @@ def test_store_indexes_follow_upserts_and_deletes() -> None:
         store.add_indexer("gen", lambda o: ())
 
 
+def test_informers_asked_for_an_index_share_one() -> None:
+    from devserver.informers import InformerFactory
+
+    def by_generation(o: KubeObject) -> tuple[str, ...]:
+        return (str(o.metadata.generation),)
+
+    factory = InformerFactory(client=None)  # type: ignore[arg-type]  # never started
+    first = factory.informer(CONFIGMAPS, indexers={"gen": by_generation})
+    first.store.upsert(obj("x", gen=3))
+    again = factory.informer(CONFIGMAPS, indexers={"gen": by_generation})  # a second controller
+    assert again is first
+    assert [o.metadata.name for o in again.store.by_index("gen", "3")] == ["x"]
+    assert factory.informer(CONFIGMAPS) is first  # a controller that reads no index
+    with pytest.raises(ValueError, match="another function"):
+        factory.informer(CONFIGMAPS, indexers={"gen": lambda o: ()})
+
+
 def test_owner_keys_match_group_and_kind_and_controller() -> None:
     child = obj("pod", owners=("u1",))
     assert owner_keys(child, group="devservers.io", kind="DevServer") == [ObjectKey("a", "o-u1")]

@@ -10,10 +10,8 @@ from hypothesis import strategies as st
 
 from devserver.api.devserver import MAX_NAME_LENGTH, NAME_PATTERN, DevServer
 from devserver.api.user import MAX_USERNAME, USERNAME_PATTERN, DevUser
-from devserver.reconcilers.distributed_objects import rank_home_claim
-from devserver.reconcilers.naming import labels
-from devserver.reconcilers.pod_agent import agent_name, lease_names
-from devserver.reconcilers.standalone import home_claim_name
+from devserver.reconcilers.devserver.agent import agent_name, lease_names
+from devserver.reconcilers.naming import home_claim_name, labels
 from devserver.reconcilers.user_objects import namespace_name, service_account_name
 
 DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -44,7 +42,7 @@ def test_every_derived_name_of_a_server_is_valid(name: str, world: int, owner: s
     )
     assert DNS_1035.match(name)  # a Service, a Deployment, a StatefulSet, a host name
     derived = [home_claim_name(ds), agent_name(ds), *lease_names(ds)]
-    derived += [rank_home_claim(ds, i) for i in range(world)]
+    derived += [home_claim_name(ds, i) for i in range(world)]
     derived += [f"{name}-{i}" for i in range(world)]  # StatefulSet pods
     derived.append(f"{name}-{'f' * 10}")  # the controller-revision-hash label
     for child in derived:

@@ -14,14 +14,15 @@ from devserver.api.flavor import DevServerFlavor, DevServerFlavorSpec
 from devserver.api.meta import KubeObject
 from devserver.api.quantity import QuantityError, format_binary, parse_quantity
 from devserver.controller.applied import is_applied
-from devserver.reconcilers.devserver_status import Observed, observed_status
-from devserver.reconcilers.flavor import validate
-from devserver.reconcilers.standalone import (
+from devserver.reconcilers.devserver.pod import shm_size
+from devserver.reconcilers.devserver.standalone import (
     desired_deployment,
     desired_home_claim,
-    shm_size,
-    user_label,
+    observed_status,
 )
+from devserver.reconcilers.devserver.status import Observed
+from devserver.reconcilers.flavor import validate
+from devserver.reconcilers.naming import user_label
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -251,7 +252,11 @@ def test_a_missing_flavor_on_a_new_server_says_what_to_do() -> None:
 
 
 def test_the_agent_role_allows_exactly_its_own_lease() -> None:
-    from devserver.reconcilers.pod_agent import desired_role, desired_role_binding, desired_scripts
+    from devserver.reconcilers.devserver.agent import (
+        desired_role,
+        desired_role_binding,
+        desired_scripts,
+    )
 
     role = desired_role(ds())
     assert role["rules"] == [
@@ -270,7 +275,11 @@ def test_the_agent_role_allows_exactly_its_own_lease() -> None:
 
 
 def test_a_running_pod_keeps_its_template_unless_its_user_changed_something() -> None:
-    from devserver.reconcilers.running_template import POD_INPUTS, keep_running_template, pod_inputs
+    from devserver.reconcilers.devserver.running_template import (
+        POD_INPUTS,
+        keep_running_template,
+        pod_inputs,
+    )
 
     server = ds()
     new = desired_deployment(server, flavor())

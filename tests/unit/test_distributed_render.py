@@ -8,12 +8,12 @@ from typing import Any
 
 import yaml
 
-from devserver.reconcilers.distributed_objects import (
+from devserver.reconcilers.devserver.agent import desired_role, desired_scripts
+from devserver.reconcilers.devserver.distributed import (
     desired_headless_service,
     desired_statefulset,
     master_addr,
 )
-from devserver.reconcilers.pod_agent import desired_role, desired_scripts
 from tests.unit.test_devserver_builders import ds, flavor
 
 GOLDEN = Path(__file__).parent / "golden" / "distributed-w3-p2.yaml"

@@ -31,7 +31,8 @@ from devserver.api.lifecycle import (
     with_start,
 )
 from devserver.api.meta import KubeObject
-from devserver.reconcilers.devserver_status import Observed, observed_status
+from devserver.reconcilers.devserver.standalone import observed_status
+from devserver.reconcilers.devserver.status import Observed
 
 CREATED = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -147,7 +148,7 @@ def test_the_status_is_always_written_and_serialisable(
     activity = activity_of(lease)
     seen = Observed(
         flavor_problem="flavor 'x' does not exist" if flavor_missing else None,
-        deployment=None,
+        workload=None,
         pods=[],
         service=None,
         deadline=deadline(ds, CAP)[0],
@@ -193,9 +194,9 @@ def test_a_stop_counts_only_once_no_pod_is_left() -> None:
         {"metadata": {"name": "box-1", "creationTimestamp": "2026-11-29T11:00:00Z"}}
     )
     stopping = server({}, {}, {"lastStart": CREATED.isoformat()}, True)
-    seen = Observed(flavor_problem=None, deployment=None, pods=[pod], service=None, now=NOW)
+    seen = Observed(flavor_problem=None, workload=None, pods=[pod], service=None, now=NOW)
     assert "stoppedAt" not in observed_status(stopping, seen)  # the pod still holds the node
-    gone = Observed(flavor_problem=None, deployment=None, pods=[], service=None, now=NOW)
+    gone = Observed(flavor_problem=None, workload=None, pods=[], service=None, now=NOW)
     assert observed_status(stopping, gone)["stoppedAt"] == "2026-11-29T12:00:00Z"
     # a start after a real stop counts from the first new pod, if the operator saw it late
     started = server(

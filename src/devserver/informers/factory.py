@@ -1,8 +1,12 @@
-"""One informer per (resource, namespace, selectors), shared by every controller that asks."""
+"""One informer per (resource, namespace, selectors), shared by every controller that asks.
+
+A controller names the indexes it reads when it asks for the informer; the first to ask for an
+index adds it, later ones find it there (one name, one function, one index for all).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from devserver.api.meta import ObjectT
@@ -10,6 +14,7 @@ from devserver.api.resources import Resource
 from devserver.client import KubeClient
 from devserver.informers.informer import Informer
 from devserver.informers.reflector import ReflectorOptions
+from devserver.informers.store import IndexFunc
 
 _Key = tuple[Resource[Any], str, str, str]
 
@@ -28,6 +33,7 @@ class InformerFactory:
         namespace: str = "",
         label_selector: str = "",
         field_selector: str = "",
+        indexers: Mapping[str, IndexFunc[ObjectT]] | None = None,
     ) -> Informer[ObjectT]:
         key: _Key = (resource, namespace, label_selector, field_selector)
         existing = self._informers.get(key)
@@ -44,6 +50,8 @@ class InformerFactory:
             if self._started:
                 existing.start()
         informer: Informer[ObjectT] = existing
+        for name, func in (indexers or {}).items():
+            informer.store.ensure_indexer(name, func)
         return informer
 
     def start(self) -> None:

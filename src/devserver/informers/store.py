@@ -90,6 +90,14 @@ class Store(Generic[ObjectT]):
                 index.setdefault(value, set()).add(key)
         self._indices[name] = index
 
+    def ensure_indexer(self, name: str, func: IndexFunc[ObjectT]) -> None:
+        """Add the index unless it is there; the same name with another function is a bug."""
+        present = self._indexers.get(name)
+        if present is None:
+            self.add_indexer(name, func)
+        elif present is not func:
+            raise ValueError(f"indexer {name!r} already exists with another function")
+
     def upsert(self, obj: ObjectT) -> ObjectT | None:
         key = obj.key
         old = self._items.get(key)

@@ -1,4 +1,5 @@
-"""Reconcilers, one module per concern: devserver, distributed, flavor, user, expiry.
+"""Reconcilers, one module per concern: flavor, devserver (a package: the standalone and the
+distributed mode around one reconcile), expiry, user, unreadable.
 
 `register_all` is the one place the manager learns which controllers exist; each later issue
 adds its reconciler's setup function to `_setups()`.
@@ -12,7 +13,8 @@ from functools import partial
 from devserver.client import KubeClient
 from devserver.controller import Controller
 from devserver.informers import InformerFactory
-from devserver.reconcilers import devserver, distributed, expiry, flavor, unreadable, user
+from devserver.reconcilers import expiry, flavor, unreadable, user
+from devserver.reconcilers.devserver import distributed, standalone
 from devserver.reconcilers.lifecycle_config import LifecycleConfig
 
 Setup = Callable[[InformerFactory, KubeClient], Controller]
@@ -21,7 +23,7 @@ Setup = Callable[[InformerFactory, KubeClient], Controller]
 def _setups(lifecycle: LifecycleConfig) -> list[Setup]:
     return [
         flavor.setup,
-        partial(devserver.setup, lifecycle=lifecycle),
+        partial(standalone.setup, lifecycle=lifecycle),
         partial(distributed.setup, lifecycle=lifecycle),
         partial(expiry.setup, lifecycle=lifecycle),
         user.setup,

@@ -52,11 +52,14 @@ from devserver.client.events import EventType, record_event
 from devserver.controller import Controller, Result
 from devserver.controller.predicates import spec_or_annotations_changed
 from devserver.informers import Change, Informer, InformerFactory, Notification
-from devserver.reconcilers.agent_sync import idle_report_changed
+from devserver.reconcilers.devserver.agent import idle_report_changed, lease_names
 from devserver.reconcilers.lifecycle_config import LifecycleConfig, lead_label
-from devserver.reconcilers.naming import NAME_INDEX, NAME_LABEL, by_devserver_name
-from devserver.reconcilers.pod_agent import lease_names
-from devserver.reconcilers.standalone import home_claim_name
+from devserver.reconcilers.naming import (
+    NAME_INDEX,
+    NAME_LABEL,
+    by_devserver_name,
+    home_claims_text,
+)
 
 PENDING_START_GRACE = timedelta(seconds=60)
 MAX_STOP_CONFLICTS = 3
@@ -68,13 +71,6 @@ def utc_now() -> datetime:
 
 def _stamp(when: datetime) -> str:
     return f"{when.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"  # an expirationTime may have an offset
-
-
-def homes(ds: DevServer) -> str:
-    dist = ds.spec.distributed
-    if ds.spec.mode.value == "distributed" and dist is not None:
-        return f"home-{ds.metadata.name}-0..{dist.world_size - 1}"
-    return home_claim_name(ds)
 
 
 def warning_text(name: str, stop: NextStop, now: datetime) -> str:
@@ -231,8 +227,8 @@ class ExpiryReconciler:
             EventType.NORMAL,
             "RetentionExpired",
             f"deleted after being stopped since {_stamp(stopped_at)}; its home volume "
-            f"({homes(ds)}) is kept — `devctl create {name} …` with the same name mounts it "
-            "again",
+            f"({home_claims_text(ds)}) is kept — `devctl create {name} …` with the same name "
+            "mounts it again",
         )
         try:
             await self.client.delete(
@@ -292,9 +288,9 @@ def setup(
 ) -> Controller:
     devservers = informers.informer(DEVSERVERS)
     leases = informers.informer(LEASES, label_selector=NAME_LABEL)
-    pods = informers.informer(PODS, label_selector=NAME_LABEL)
-    if NAME_INDEX not in pods.store.indexer_names:
-        pods.store.add_indexer(NAME_INDEX, by_devserver_name)
+    pods = informers.informer(
+        PODS, label_selector=NAME_LABEL, indexers={NAME_INDEX: by_devserver_name}
+    )
     reconciler = ExpiryReconciler(
         client, devservers, lifecycle or LifecycleConfig(), leases=leases, pods=pods
     )

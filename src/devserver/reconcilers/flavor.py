@@ -1,7 +1,8 @@
 """The flavor reconciler: is each DevServerFlavor valid, and how many DevServers use it.
 
 Reads flavors and DevServers from the shared cache; writes only the flavor's status, and only
-when it differs from what is there.
+when it differs from what is there. What a DevServer asks of its flavor is here too: whether it
+can run with it (`flavor_problem`) and how many GPUs it holds (`gpu_count`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from devserver.informers import Informer, InformerFactory
 from devserver.reconcilers.conditions import merge_conditions
 
 FLAVOR_INDEX = "flavor"
+GPU_RESOURCE = "nvidia.com/gpu"
 
 
 def by_flavor(obj: DevServer) -> tuple[str, ...]:
@@ -45,8 +47,8 @@ def validate(spec: DevServerFlavorSpec) -> str | None:
                 f"resources.requests.{name} ({spec.resources.requests[name]}) exceeds its limit "
                 f"({spec.resources.limits[name]}); lower the request or raise the limit"
             )
-    gpu = "nvidia.com/gpu"
-    if gpu in parsed["requests"] and parsed["limits"].get(gpu) != parsed["requests"][gpu]:
+    gpus = parsed["requests"].get(GPU_RESOURCE)
+    if gpus is not None and parsed["limits"].get(GPU_RESOURCE) != gpus:
         return "nvidia.com/gpu must have equal request and limit (GPUs cannot be overcommitted)"
     if spec.shm_size is not None:
         try:
@@ -54,6 +56,28 @@ def validate(spec: DevServerFlavorSpec) -> str | None:
         except QuantityError as error:
             return f"shmSize: {error}"
     return None
+
+
+def flavor_problem(ds: DevServer, flavor: DevServerFlavor | None) -> str | None:
+    """Why `ds` cannot run with its flavor, in one sentence, or None when it can."""
+    if flavor is None:
+        return (
+            f"flavor {ds.spec.flavor!r} does not exist; pick one from `devctl flavors` "
+            "(the server, if running, keeps its current flavor)"
+        )
+    problem = validate(flavor.spec)
+    if problem:
+        return f"flavor {ds.spec.flavor!r} is invalid: {problem}"
+    return None
+
+
+def gpu_count(flavor: DevServerFlavor | None) -> int:
+    """GPUs one pod of the flavor holds."""
+    if flavor is None:
+        return 0
+    resources = flavor.spec.resources
+    limit = resources.limits.get(GPU_RESOURCE) or resources.requests.get(GPU_RESOURCE)
+    return int(parse_quantity(limit)) if limit else 0
 
 
 def desired_status(flavor: DevServerFlavor, users: int) -> dict[str, Any]:
@@ -99,9 +123,7 @@ class FlavorReconciler:
 
 def setup(informers: InformerFactory, client: KubeClient) -> Controller:
     flavors = informers.informer(FLAVORS)
-    devservers = informers.informer(DEVSERVERS)
-    if FLAVOR_INDEX not in devservers.store.indexer_names:
-        devservers.store.add_indexer(FLAVOR_INDEX, by_flavor)
+    devservers = informers.informer(DEVSERVERS, indexers={FLAVOR_INDEX: by_flavor})
     controller = Controller("flavor", FlavorReconciler(client, flavors, devservers))
     controller.watch(flavors)
     controller.watch_mapped(devservers, lambda ds: (ObjectKey("", ds.spec.flavor),))  # type: ignore[attr-defined]

@@ -1,11 +1,12 @@
-"""Names, labels and owner references shared by every object made for a DevServer (pure)."""
+"""Names, labels and owner references shared by every object made for a DevServer, and the
+names of its home claims (pure)."""
 
 from __future__ import annotations
 
 import re
 from typing import Any
 
-from devserver.api.devserver import DevServer
+from devserver.api.devserver import DevServer, Mode
 from devserver.api.meta import KubeObject
 
 NAME_LABEL = "devserver.io/name"
@@ -37,6 +38,35 @@ def owner_reference(ds: DevServer) -> dict[str, Any]:
         "controller": True,
         "blockOwnerDeletion": True,
     }
+
+
+# a distributed server's volumeClaimTemplate: the StatefulSet controller names rank i's claim
+# `<template>-<statefulset>-<i>`
+HOME_TEMPLATE = "home"
+
+
+def home_claim_name(ds: DevServer, rank: int | None = None) -> str:
+    """The claim of a home: a standalone server's `<name>-home`, or rank `rank`'s of a
+    distributed one (`home-<name>-<rank>`)."""
+    if rank is None:
+        return f"{ds.metadata.name}-home"
+    return f"{HOME_TEMPLATE}-{ds.metadata.name}-{rank}"
+
+
+def home_claims_text(ds: DevServer) -> str:
+    """Every home claim of `ds` in a few words: `box-home`, or `home-box-0..2` for three ranks."""
+    dist = ds.spec.distributed
+    if ds.spec.mode is Mode.DISTRIBUTED and dist is not None:
+        return f"{home_claim_name(ds, 0)}..{dist.world_size - 1}"
+    return home_claim_name(ds)
+
+
+def object_meta(ds: DevServer, name: str, *, owned: bool = True) -> dict[str, Any]:
+    """The metadata of an object made for `ds`: labelled, and owned by it unless told not to."""
+    meta: dict[str, Any] = {"name": name, "namespace": ds.metadata.namespace, "labels": labels(ds)}
+    if owned:
+        meta["ownerReferences"] = [owner_reference(ds)]
+    return meta
 
 
 NAME_INDEX = "devserver-name"

@@ -20,6 +20,7 @@ from devserver.api.devserver import DevServer
 from devserver.api.meta import KubeObject
 from devserver.api.resources import Resource
 from devserver.client import ApiError, KubeClient
+from devserver.reconcilers.devserver.pod import FLAVOR_ANNOTATION
 
 POD_INPUTS = "devservers.io/pod-inputs"
 
@@ -80,7 +81,7 @@ def _image(template: dict[str, Any]) -> str | None:
 
 def _flavor(template: dict[str, Any]) -> str | None:
     annotations = (template.get("metadata") or {}).get("annotations") or {}
-    flavor = annotations.get("devserver.io/flavor")
+    flavor = annotations.get(FLAVOR_ANNOTATION)
     return str(flavor) if flavor else None
 
 

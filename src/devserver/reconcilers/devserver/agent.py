@@ -1,4 +1,4 @@
-"""What the in-pod activity agent needs, per DevServer: pure builders of the desired objects.
+"""The in-pod activity agent's side of a DevServer, in every mode: its objects, and its reports.
 
 - ConfigMap `devserver-scripts`, one per namespace (not per server: 1,000 copies of the agent
   cost the operator's cache ~50 MiB and 1,000 writes): the agent, the entrypoint that starts it
@@ -10,15 +10,36 @@
 - The pod side (`agent_pod_parts`): the entrypoint as command, the scripts and a downward-API
   volume with the pod's annotations (how the operator's notices reach the agent), and the
   environment the agent reads.
+
+`ensure_agent_objects` keeps them (compare-then-apply, against `AgentInformers`, the caches of
+what we labelled); `AgentInformers.activity` reads what the agent reported, and
+`idle_report_changed` says which Lease updates are worth a reconcile.
 """
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 from devserver.api.devserver import DevServer, Mode
+from devserver.api.lifecycle import Activity, activity_of, combined_activity
+from devserver.api.meta import KubeObject, ObjectKey
+from devserver.api.resources import (
+    CONFIGMAPS,
+    LEASES,
+    ROLE_BINDINGS,
+    ROLES,
+    SERVICE_ACCOUNTS,
+    Resource,
+)
+from devserver.client import KubeClient
+from devserver.controller.applied import apply_if_changed
+from devserver.informers import Change, Informer, InformerFactory, Notification
 from devserver.podagent import agent_source, distributed_scripts, entrypoint_source
-from devserver.reconcilers.naming import MANAGED_BY, labels, owner_reference
+from devserver.reconcilers.naming import MANAGED_BY, NAME_LABEL, object_meta
+
+FIELD_MANAGER = "devserver-operator"
 
 SCRIPTS_MOUNT = "/opt/devserver"
 PODINFO_MOUNT = "/etc/devserver/podinfo"
@@ -26,6 +47,7 @@ PODINFO_MOUNT = "/etc/devserver/podinfo"
 
 SCRIPTS_CONFIGMAP = "devserver-scripts"
 SCRIPTS_COMPONENT = {"devserver.io/component": "scripts"}
+SCRIPTS_SELECTOR = ",".join(f"{k}={v}" for k, v in SCRIPTS_COMPONENT.items())
 
 
 def lease_name(ds: DevServer) -> str:
@@ -41,15 +63,6 @@ def lease_names(ds: DevServer) -> list[str]:
 
 def agent_name(ds: DevServer) -> str:
     return f"{ds.metadata.name}-agent"
-
-
-def _meta(ds: DevServer, name: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "namespace": ds.metadata.namespace,
-        "labels": labels(ds),
-        "ownerReferences": [owner_reference(ds)],
-    }
 
 
 def desired_scripts(namespace: str) -> dict[str, Any]:
@@ -75,7 +88,7 @@ def desired_lease(ds: DevServer, name: str | None = None) -> dict[str, Any]:
     return {
         "apiVersion": "coordination.k8s.io/v1",
         "kind": "Lease",
-        "metadata": _meta(ds, name or lease_name(ds)),
+        "metadata": object_meta(ds, name or lease_name(ds)),
     }
 
 
@@ -83,7 +96,7 @@ def desired_service_account(ds: DevServer) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
-        "metadata": _meta(ds, agent_name(ds)),
+        "metadata": object_meta(ds, agent_name(ds)),
         "automountServiceAccountToken": False,  # mounted explicitly in the dev pod only
     }
 
@@ -92,7 +105,7 @@ def desired_role(ds: DevServer) -> dict[str, Any]:
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
-        "metadata": _meta(ds, agent_name(ds)),
+        "metadata": object_meta(ds, agent_name(ds)),
         "rules": [
             {
                 "apiGroups": ["coordination.k8s.io"],
@@ -108,7 +121,7 @@ def desired_role_binding(ds: DevServer) -> dict[str, Any]:
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
-        "metadata": _meta(ds, agent_name(ds)),
+        "metadata": object_meta(ds, agent_name(ds)),
         "roleRef": {
             "apiGroup": "rbac.authorization.k8s.io",
             "kind": "Role",
@@ -162,3 +175,78 @@ def agent_env(ds: DevServer) -> list[dict[str, Any]]:
         },
         {"name": "DEVSERVER_POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
     ]
+
+
+@dataclass(frozen=True)
+class AgentInformers:
+    """Caches of what the in-pod activity agent needs (only objects we labelled)."""
+
+    config_maps: Informer[KubeObject]
+    accounts: Informer[KubeObject]
+    roles: Informer[KubeObject]
+    bindings: Informer[KubeObject]
+    leases: Informer[KubeObject]
+
+    @classmethod
+    def shared(cls, informers: InformerFactory) -> AgentInformers:
+        mine = NAME_LABEL
+        return cls(
+            informers.informer(CONFIGMAPS, label_selector=SCRIPTS_SELECTOR),
+            informers.informer(SERVICE_ACCOUNTS, label_selector=mine),
+            informers.informer(ROLES, label_selector=mine),
+            informers.informer(ROLE_BINDINGS, label_selector=mine),
+            informers.informer(LEASES, label_selector=mine),
+        )
+
+    def all(self) -> tuple[Informer[KubeObject], ...]:
+        return (self.config_maps, self.accounts, self.roles, self.bindings, self.leases)
+
+    def activity(self, ds: DevServer) -> Activity | None:
+        """What the agent(s) reported: one Lease, or one per rank combined."""
+        ns = ds.metadata.namespace
+        return combined_activity(
+            [self.leases.store.get(ObjectKey(ns, name)) for name in lease_names(ds)]
+        )
+
+
+async def ensure_agent_objects(client: KubeClient, agent: AgentInformers, ds: DevServer) -> None:
+    """The agent's ConfigMap, Lease(s), ServiceAccount and a Role for exactly those Leases."""
+    ns = ds.metadata.namespace
+    wanted: list[tuple[Resource[Any], dict[str, Any], Informer[KubeObject], str]] = [
+        (CONFIGMAPS, desired_scripts(ns), agent.config_maps, SCRIPTS_CONFIGMAP),
+        (SERVICE_ACCOUNTS, desired_service_account(ds), agent.accounts, agent_name(ds)),
+        (ROLES, desired_role(ds), agent.roles, agent_name(ds)),
+        (ROLE_BINDINGS, desired_role_binding(ds), agent.bindings, agent_name(ds)),
+    ]
+    wanted += [(LEASES, desired_lease(ds, name), agent.leases, name) for name in lease_names(ds)]
+    # independent objects: sent together, so a reconcile waits for one round trip, not five
+    # (under a creation burst the API server's latency, not our CPU, paces the queue)
+    await asyncio.gather(
+        *(
+            apply_if_changed(
+                client,
+                resource,
+                intent,
+                informer.store.get(ObjectKey(ns, name)),
+                field_manager=FIELD_MANAGER,
+            )
+            for resource, intent, informer, name in wanted
+        )
+    )
+
+
+def idle_report_changed(note: Notification[Any]) -> bool:
+    """A Lease matters when idleness begins or ends, or the agent reports again after a silence
+    (a renewal after the Lease had lapsed); routine renewals do not wake the reconciler."""
+    old, new = note.old, note.obj
+    if note.change is Change.ADDED:
+        report = activity_of(new)
+        return report is not None and report.renewed is not None  # not a Lease we just made
+    if note.change is not Change.UPDATED or old is None or old is new:
+        return True
+    before, after = activity_of(old), activity_of(new)
+    if before is None or after is None or before.idle_since != after.idle_since:
+        return True
+    if after.renewed is None:
+        return False
+    return before.valid_until is None or after.renewed > before.valid_until

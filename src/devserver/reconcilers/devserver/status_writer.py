@@ -15,7 +15,6 @@ from devserver.api.meta import ObjectKey
 from devserver.api.resources import DEVSERVERS
 from devserver.client import KubeClient
 from devserver.controller.applied import write_status_if_changed
-from devserver.reconcilers.devserver_status import current_status
 
 Announce = Callable[[DevServer, dict[str, Any]], Awaitable[None]]
 
@@ -46,3 +45,9 @@ class StatusWriter:
 
     def forget(self, key: ObjectKey) -> None:
         self._written.pop(key, None)
+
+
+def current_status(ds: DevServer) -> dict[str, Any]:
+    if ds.status is None:
+        return {}
+    return ds.status.model_dump(by_alias=True, mode="json", exclude_none=True)

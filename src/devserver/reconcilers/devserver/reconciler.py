@@ -1,0 +1,274 @@
+"""One DevServer reconcile for every mode: fetch → decide → apply children → status → accounting.
+
+Level-based and cache-first: everything is read from shared informers; a write happens only
+when the live object lacks part of our intent (compare-then-apply), so a converged DevServer
+costs no API request. The steps, the same for a standalone and a distributed server:
+
+1. fetch: the server from the cache; deleted, held in deletion, orphaning its children
+   (`--cascade=orphan`) or unreadable, it holds no GPU: its workload goes to zero replicas
+   (`_gone`) and the reconcile ends.
+2. decide: a stopped server's workload is scaled to zero *first*, whatever else fails, needing
+   no flavor; then the flavor (`flavor.flavor_problem`). A missing or invalid flavor never
+   touches a running server: the workload keeps its last good flavor and the status says what
+   to do.
+3. apply children: the mode's, in its order, each an attempt (`children.Attempts`): a refusal
+   of one never hides the others.
+4. status: what the mode makes of what exists, written only when it changed (`StatusWriter`),
+   with an Event per transition a user cares about — and only then does a refused child fail
+   the reconcile (retried with backoff, the user already told).
+5. accounting: the GPUs it holds, and whether they are used (`gpu_hours`).
+
+A mode (`ServerMode`: `standalone.Standalone`, `distributed.Distributed`) says only what differs:
+its workload, its children, its status, its Events, the GPUs it counts. Each mode is its own
+controller ("devserver", "distributed"), wired by `mode_controller()`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from devserver.api.devserver import DevServer
+from devserver.api.flavor import DevServerFlavor
+from devserver.api.lifecycle import deadline, first_created, next_stop, with_start
+from devserver.api.meta import KubeObject, ObjectKey
+from devserver.api.resources import (
+    DEVSERVERS,
+    FLAVORS,
+    PERSISTENT_VOLUME_CLAIMS,
+    PODS,
+    SERVICES,
+    Resource,
+)
+from devserver.client import KubeClient
+from devserver.client.events import EventType, record_event
+from devserver.controller import Controller, Result
+from devserver.controller.applied import apply_if_changed
+from devserver.informers import NAMESPACE_INDEX, Informer, InformerFactory, Notification
+from devserver.reconcilers.children import Attempts
+from devserver.reconcilers.devserver.agent import AgentInformers, idle_report_changed
+from devserver.reconcilers.devserver.gpu_hours import GpuHours, Holding, shared_gpu_hours
+from devserver.reconcilers.devserver.running_template import scale_to_zero
+from devserver.reconcilers.devserver.status import Observed, on_nodes
+from devserver.reconcilers.devserver.status_writer import StatusWriter
+from devserver.reconcilers.flavor import FLAVOR_INDEX, by_flavor, flavor_problem
+from devserver.reconcilers.lifecycle_config import LifecycleConfig
+from devserver.reconcilers.naming import NAME_INDEX, NAME_LABEL, by_devserver_name
+
+FIELD_MANAGER = "devserver-operator"
+Child = tuple[str, Callable[[], Awaitable[object]]]
+"""A child: what a refusal calls it, and the write that makes it right. Started in order, each
+when its turn comes, so it reads the caches after the writes before it."""
+
+
+@dataclass(frozen=True)
+class Caches:
+    """What a DevServer reconcile reads: shared informers of only the objects we labelled."""
+
+    devservers: Informer[DevServer]
+    flavors: Informer[DevServerFlavor]
+    workloads: Informer[KubeObject]  # the mode's: Deployments or StatefulSets
+    services: Informer[KubeObject]
+    claims: Informer[KubeObject]
+    pods: Informer[KubeObject]
+    agent: AgentInformers
+
+    @classmethod
+    def shared(cls, informers: InformerFactory, workload: Resource[KubeObject]) -> Caches:
+        mine = NAME_LABEL  # only objects we made: smaller caches, fewer events
+        named = {NAME_INDEX: by_devserver_name}
+        return cls(
+            informers.informer(DEVSERVERS, indexers={FLAVOR_INDEX: by_flavor}),
+            informers.informer(FLAVORS),
+            informers.informer(workload, label_selector=mine),
+            informers.informer(SERVICES, label_selector=mine),
+            informers.informer(PERSISTENT_VOLUME_CLAIMS, label_selector=mine, indexers=named),
+            informers.informer(PODS, label_selector=mine, indexers=named),
+            AgentInformers.shared(informers),
+        )
+
+    def made_for(self, informer: Informer[KubeObject], key: ObjectKey) -> list[KubeObject]:
+        """The objects of `informer` labelled for server `key` (its pods, its home claims)."""
+        return informer.store.by_index(NAME_INDEX, f"{key.namespace}/{key.name}")
+
+
+@dataclass
+class ServerMode(ABC):
+    """What one mode of DevServer says; the reconcile around it is `DevServerReconciler`'s."""
+
+    name: ClassVar[str]  # its controller's, in metrics and logs
+    workers: ClassVar[int]
+    workload: ClassVar[Resource[KubeObject]]  # scaled to zero when stopped or gone
+
+    client: KubeClient
+    caches: Caches
+
+    @abstractmethod
+    def owns(self, ds: DevServer) -> bool:
+        """Whether this mode reconciles `ds` (a deleted server is every mode's to scale down)."""
+
+    @abstractmethod
+    def wakes(self, ds: DevServer) -> bool:
+        """Whether a change of `ds`, or of its flavor or namespace, is worth a reconcile."""
+
+    @abstractmethod
+    def children(self, ds: DevServer, flavor: DevServerFlavor | None) -> list[Child]:
+        """Its objects, in order; `flavor` is None when it is missing or invalid (the running
+        workload is then left as it is)."""
+
+    @abstractmethod
+    def status(self, ds: DevServer, seen: Observed) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def gpus(
+        self, ds: DevServer, flavor: DevServerFlavor | None, status: dict[str, Any], placed: int
+    ) -> tuple[str, int]:
+        """(the flavor they count under, the GPUs held) with `placed` pods on nodes."""
+
+    @abstractmethod
+    async def announce(self, ds: DevServer, status: dict[str, Any]) -> None:
+        """Events for the transitions from `ds.status` to `status` a user cares about."""
+
+    async def gone(self, key: ObjectKey) -> None:
+        """What else a deleted server needs, once its workload is at zero."""
+        return None  # nothing, unless the mode says
+
+    async def ensure(
+        self, resource: Resource[Any], intent: dict[str, Any], live: KubeObject | None
+    ) -> None:
+        """Apply `intent` unless `live` has it already."""
+        await apply_if_changed(self.client, resource, intent, live, field_manager=FIELD_MANAGER)
+
+    async def event(self, ds: DevServer, kind: EventType, reason: str, message: str) -> None:
+        await record_event(self.client, DEVSERVERS, ds, kind, reason, message)
+
+
+@dataclass
+class DevServerReconciler:
+    client: KubeClient
+    caches: Caches
+    mode: ServerMode
+    lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
+    gpu_hours: GpuHours = field(default_factory=GpuHours)
+    writer: StatusWriter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.writer = StatusWriter(self.client)
+
+    async def reconcile(self, key: ObjectKey) -> Result | None:
+        ds = self.caches.devservers.store.get(key)
+        if ds is None or ds.metadata.deletion_timestamp:
+            self.writer.forget(key)
+            self.gpu_hours.report(key, None)
+            await self._gone(key)
+            return None  # owned children go with it; a retained home volume stays
+        if not self.mode.owns(ds):
+            return None  # the other mode's
+        tried = Attempts()
+        workload = self.mode.workload
+        if ds.spec.stopped:  # first, whatever else fails: a stopped server holds no GPU
+            live = self.caches.workloads.store.get(key)
+            await tried.attempt(workload.kind, scale_to_zero(self.client, workload, live))
+        flavor = self.caches.flavors.store.get(ObjectKey("", ds.spec.flavor))
+        problem = flavor_problem(ds, flavor)
+        for what, write in self.mode.children(ds, flavor if problem is None else None):
+            await tried.attempt(what, write())
+        now = datetime.now(UTC).replace(microsecond=0)
+        recorded = self.writer.latest(ds)
+        pods = self.caches.made_for(self.caches.pods, key)
+        ds = with_start(recorded, now, first_created(pods))  # the run counts from its start
+        activity = self.caches.agent.activity(ds)
+        deadline_at, capped = deadline(ds, self.lifecycle.max_lifetime)
+        seen = Observed(
+            flavor_problem=problem,
+            workload=self.caches.workloads.store.get(key),
+            pods=pods,
+            service=self.caches.services.store.get(key),
+            deadline=deadline_at,
+            capped=capped,
+            stop=next_stop(ds, activity, self.lifecycle.max_lifetime, now),
+            activity=activity,
+            now=now,
+            price_per_hour=flavor.spec.price_per_hour if flavor is not None else None,
+            applied=tried.condition(ds.metadata.generation),
+        )
+        status = self.mode.status(ds, seen)
+        self.gpu_hours.report(key, self._holding(ds, flavor, seen, status))
+        await self.writer.write(recorded, status, self.mode.announce)
+        tried.raise_if_any()  # after the status: retried with backoff, the user already told
+        return None
+
+    async def _gone(self, key: ObjectKey) -> None:
+        """A server deleted (or held in deletion by a finalizer, or orphaning its children with
+        `--cascade=orphan`, or unreadable) holds no GPU: its workload goes to zero replicas
+        first."""
+        live = self.caches.workloads.store.get(key)
+        await scale_to_zero(self.client, self.mode.workload, live)
+        await self.mode.gone(key)
+
+    def _holding(
+        self,
+        ds: DevServer,
+        flavor: DevServerFlavor | None,
+        seen: Observed,
+        status: dict[str, Any],
+    ) -> Holding:
+        placed = on_nodes(seen.pods)
+        activity, now = seen.activity, seen.now or datetime.now(UTC)
+        active = activity is not None and activity.fresh(now) and activity.idle_since is None
+        name, gpus = self.mode.gpus(ds, flavor, status, placed)
+        return Holding(name, gpus, placed > 0, placed > 0 and active)
+
+
+def mode_controller(
+    kind: type[ServerMode],
+    informers: InformerFactory,
+    client: KubeClient,
+    lifecycle: LifecycleConfig | None,
+) -> Controller:
+    """The mode's controller: its servers, and every object of theirs, wake it."""
+    caches = Caches.shared(informers, kind.workload)
+    mode = kind(client, caches)
+    reconciler = DevServerReconciler(
+        client, caches, mode, lifecycle or LifecycleConfig(), shared_gpu_hours()
+    )
+    controller = Controller(mode.name, reconciler, workers=mode.workers)
+    devservers = caches.devservers
+
+    def woken(note: Notification[Any]) -> bool:
+        return isinstance(note.obj, DevServer) and mode.wakes(note.obj)
+
+    controller.watch(devservers, woken)
+    controller.watch_owned(caches.services, DEVSERVERS)
+
+    def by_label(obj: KubeObject) -> list[ObjectKey]:
+        name = obj.metadata.labels.get(NAME_LABEL)
+        return [ObjectKey(obj.metadata.namespace, name)] if name else []
+
+    # by label, not owner: a workload orphaned from its server (`--cascade=orphan`) is found
+    controller.watch_mapped(caches.workloads, by_label)
+    controller.watch_mapped(caches.claims, by_label)
+    controller.watch_mapped(caches.pods, by_label)
+    agent = caches.agent
+    for informer in agent.all():
+        if informer is agent.leases:  # routine renewals change nothing we show
+            controller.watch_mapped(informer, by_label, idle_report_changed)
+        elif informer is agent.config_maps:  # one per namespace, for all its servers
+
+            def in_namespace(obj: KubeObject) -> list[ObjectKey]:
+                servers = devservers.store.by_index(NAMESPACE_INDEX, obj.metadata.namespace)
+                return [ds.key for ds in servers if mode.wakes(ds)]
+
+            controller.watch_mapped(informer, in_namespace)
+        else:
+            controller.watch_mapped(informer, by_label)
+
+    def users_of(flavor: KubeObject) -> list[ObjectKey]:
+        users = devservers.store.by_index(FLAVOR_INDEX, flavor.metadata.name)
+        return [ds.key for ds in users if mode.wakes(ds)]
+
+    controller.watch_mapped(caches.flavors, users_of)
+    return controller

@@ -1,0 +1,339 @@
+"""The standalone mode: one pod with its home volume — its children, its status, its Events.
+
+- PVC `<name>-home`: the user's home, ReadWriteOnce on the default class, mounted at /home/dev.
+  It is never deleted or recreated by an update; it is owned by the DevServer (and so garbage
+  collected with it) only when the user turned retention off; when kept, its volume is set to
+  Retain (`home_volumes`).
+- The activity agent's objects (`agent`).
+- Deployment `<name>`: one replica (0 while stopped), strategy Recreate (a ReadWriteOnce volume
+  cannot be mounted by the old and the new pod at once, so a rolling update would hang), the dev
+  pod (`pod`); a running pod is replaced only for a change its user made (`running_template`).
+- Service `<name>`: port 22 when SSH is enabled, deleted when it is not.
+
+Status: Running only when the pod is Ready; Pending with the scheduler's own words when no node
+fits, or the API server's when no pod may be created at all (QuotaExceeded: more GPUs than the
+user's quota); Degraded when the image cannot be pulled; LifetimeCapped when the operator's
+maximum lifetime shortened the requested deadline.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC
+from typing import Any
+
+from devserver.api.devserver import DevServer, Mode, Phase
+from devserver.api.flavor import DevServerFlavor
+from devserver.api.lifecycle import EXPIRED, IDLE, STOP_REASON
+from devserver.api.meta import KubeObject, ObjectKey
+from devserver.api.quantity import QuantityError, parse_quantity
+from devserver.api.resources import (
+    DEPLOYMENTS,
+    PERSISTENT_VOLUME_CLAIMS,
+    SERVICES,
+)
+from devserver.client import KubeClient
+from devserver.client.events import EventType
+from devserver.controller import Controller
+from devserver.informers import InformerFactory
+from devserver.reconcilers.conditions import merge_conditions
+from devserver.reconcilers.devserver.agent import ensure_agent_objects
+from devserver.reconcilers.devserver.home_volumes import retain_homes, retain_unowned_homes
+from devserver.reconcilers.devserver.pod import (
+    FLAVOR_ANNOTATION,
+    SSH_PORT,
+    pod_template,
+    template_flavor,
+)
+from devserver.reconcilers.devserver.reconciler import (
+    FIELD_MANAGER,
+    Child,
+    ServerMode,
+    mode_controller,
+)
+from devserver.reconcilers.devserver.running_template import keep_running_template
+from devserver.reconcilers.devserver.status import (
+    Observed,
+    closing_conditions,
+    condition,
+    lifecycle_fields,
+    on_nodes,
+    pod_condition,
+    shared_conditions,
+    stopped_reason,
+    waiting_reason,
+)
+from devserver.reconcilers.flavor import gpu_count
+from devserver.reconcilers.lifecycle_config import LifecycleConfig
+from devserver.reconcilers.naming import home_claim_name, object_meta, selector
+
+# Ready=False reasons worth a Warning (not the ordinary Creating/Starting on the way up)
+WARN_REASONS = {"Unschedulable", "ErrImagePull", "ImagePullBackOff", "InvalidImageName"}
+
+
+# ---------------------------------------------------------------------- its objects (pure)
+
+
+def home_size(ds: DevServer, claim: KubeObject | None) -> str:
+    """The size to ask for: the spec's, but never less than the live claim's request — a home
+    never shrinks (the API server would refuse it), so a server re-created by name with a
+    smaller size adopts its kept home as it is."""
+    wanted = ds.spec.persistent_home_size
+    if claim is None:
+        return wanted
+    spec = claim.extra.get("spec") or {}
+    live = ((spec.get("resources") or {}).get("requests") or {}).get("storage")
+    try:
+        if live and parse_quantity(str(live)) > parse_quantity(wanted):
+            return str(live)
+    except QuantityError:
+        return wanted
+    return wanted
+
+
+def desired_home_claim(ds: DevServer, claim: KubeObject | None = None) -> dict[str, Any]:
+    owned = not ds.spec.retain_home_on_delete
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": object_meta(ds, home_claim_name(ds), owned=owned),
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": home_size(ds, claim)}},
+        },
+    }
+
+
+def desired_deployment(
+    ds: DevServer, flavor: DevServerFlavor, *, replicas: int = 1
+) -> dict[str, Any]:
+    home = {"name": "home", "persistentVolumeClaim": {"claimName": home_claim_name(ds)}}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": object_meta(ds, ds.metadata.name),
+        "spec": {
+            "replicas": replicas,
+            "strategy": {"type": "Recreate"},
+            "selector": {"matchLabels": selector(ds)},
+            "template": pod_template(ds, flavor, home_volume=home),
+        },
+    }
+
+
+def desired_service(ds: DevServer) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": object_meta(ds, ds.metadata.name),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector(ds),
+            "ports": [{"name": "ssh", "port": SSH_PORT, "targetPort": SSH_PORT, "protocol": "TCP"}],
+        },
+    }
+
+
+# ---------------------------------------------------------------------- its status (pure)
+
+
+def observed_status(ds: DevServer, seen: Observed) -> dict[str, Any]:
+    gen = ds.metadata.generation
+    live = [p for p in seen.pods if not p.metadata.deletion_timestamp]
+    ready_pods = [p for p in live if (pod_condition(p, "Ready") or {}).get("status") == "True"]
+    pod = ready_pods[0] if ready_pods else (live[0] if live else None)
+    phase, ready, reason, message = Phase.PENDING, False, "Creating", "creating the dev server"
+    degraded: tuple[str, str] | None = None
+    if ds.spec.stopped:
+        phase, (reason, message) = Phase.STOPPED, stopped_reason(ds, "the home volume is kept")
+        message += f" — `devctl start {ds.metadata.name}` brings it back"
+        ready_pods, pod = [], None
+    elif seen.workload is None and seen.flavor_problem:
+        reason, message = "FlavorUnavailable", seen.flavor_problem
+    elif ready_pods:
+        phase, ready, reason, message = Phase.RUNNING, True, "PodReady", "the dev server is up"
+    elif pod is None and (failure := _replica_failure(seen.workload)) is not None:
+        # no pod at all: the ReplicaSet could not create one (quota, admission) — say why
+        quota = "exceeded quota" in failure
+        reason = "QuotaExceeded" if quota else "PodRefused"
+        message = f"the pod cannot be created: {failure}"
+    elif pod is not None:
+        scheduled = pod_condition(pod, "PodScheduled") or {}
+        image = waiting_reason(pod)
+        if scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
+            reason, message = "Unschedulable", str(scheduled.get("message", ""))
+        elif image is not None:
+            degraded = image
+            reason, message = image[0], f"the image cannot be pulled: {image[1]}".rstrip(": ")
+        else:
+            reason, message = "Starting", "the pod is starting"
+    applied = (pod.metadata.annotations.get(FLAVOR_ANNOTATION) if pod is not None else None) or (
+        template_flavor(seen.workload)
+    )
+    progressing, flavor_valid = shared_conditions(ds, seen, ready=ready, waiting="the pod")
+    desired = [
+        condition("Ready", ready, reason, message, gen),
+        progressing,
+        condition(
+            "Degraded",
+            degraded is not None,
+            degraded[0] if degraded else "AsExpected",
+            message if degraded else "no known problem",
+            gen,
+        ),
+        flavor_valid,
+    ]
+    if seen.capped and seen.deadline is not None and not ds.spec.stopped:
+        desired.append(
+            condition(
+                "LifetimeCapped",
+                True,
+                "MaximumLifetime",
+                "the requested deadline is past the platform's maximum lifetime; it stops at "
+                f"{seen.deadline.astimezone(UTC):%Y-%m-%d %H:%M} UTC",
+                gen,
+            )
+        )
+    desired += closing_conditions(ds, seen)
+    previous = [
+        c for c in (ds.status.conditions if ds.status else []) if c.type != "LifetimeCapped"
+    ]
+    status: dict[str, Any] = {
+        "phase": phase.value,
+        "conditions": merge_conditions(previous, desired),
+        "observedGeneration": gen,
+        "homeClaim": home_claim_name(ds),
+    }
+    if applied:
+        status["appliedFlavor"] = applied
+    holding = on_nodes(seen.pods) > 0
+    status |= lifecycle_fields(ds, seen, holding=holding, price=seen.price_per_hour)
+    if pod is not None:
+        status["podName"] = pod.metadata.name
+        started = (pod.extra.get("status") or {}).get("startTime")
+        if started and ready:
+            status["startedAt"] = started
+    if seen.service is not None and ds.spec.enable_ssh:  # a Service left over is being deleted
+        name = seen.service.metadata.name
+        status["serviceName"] = name
+        status["sshEndpoint"] = f"{name}.{ds.metadata.namespace}.svc.cluster.local:{SSH_PORT}"
+    return status
+
+
+def _replica_failure(deployment: KubeObject | None) -> str | None:
+    if deployment is None:
+        return None
+    for c in (deployment.extra.get("status") or {}).get("conditions") or []:
+        if c.get("type") == "ReplicaFailure" and c.get("status") == "True":
+            return str(c.get("message", "")) or "refused"
+    return None
+
+
+# ---------------------------------------------------------------------- the mode
+
+
+class Standalone(ServerMode):
+    name = "devserver"
+    workers = 4
+    workload = DEPLOYMENTS
+
+    def owns(self, ds: DevServer) -> bool:
+        return ds.spec.mode is not Mode.DISTRIBUTED
+
+    def wakes(self, ds: DevServer) -> bool:
+        return True  # every server: a distributed one ends at `owns` (deleted: at `_gone`)
+
+    def children(self, ds: DevServer, flavor: DevServerFlavor | None) -> list[Child]:
+        key, caches = ds.key, self.caches
+        claim = caches.claims.store.get(ObjectKey(key.namespace, home_claim_name(ds)))
+        children: list[Child] = [("PersistentVolumeClaim", lambda: self._home(ds, claim))]
+        if claim is not None:
+            children.append(("PersistentVolume", lambda: retain_homes(self.client, ds, [claim])))
+        children.append(
+            ("agent objects", lambda: ensure_agent_objects(self.client, caches.agent, ds))
+        )
+        if flavor is not None:
+            children.append(("Deployment", lambda: self._deployment(ds, flavor)))
+        children.append(("Service", lambda: self._service(ds)))
+        return children
+
+    def status(self, ds: DevServer, seen: Observed) -> dict[str, Any]:
+        return observed_status(ds, seen)
+
+    def gpus(
+        self, ds: DevServer, flavor: DevServerFlavor | None, status: dict[str, Any], placed: int
+    ) -> tuple[str, int]:
+        """The pod's flavor's: the one it runs with, which may not be the one asked for."""
+        running = self.caches.flavors.store.get(
+            ObjectKey("", status.get("appliedFlavor") or ds.spec.flavor)
+        )
+        return (running.metadata.name if running else ds.spec.flavor), gpu_count(running)
+
+    async def gone(self, key: ObjectKey) -> None:
+        """Its kept home's volume is set to Retain, for homes kept before this operator."""
+        homes = self.caches.made_for(self.caches.claims, key)
+        await retain_unowned_homes(self.client, homes)
+
+    async def _home(self, ds: DevServer, claim: KubeObject | None) -> None:
+        if claim is not None and ds.spec.retain_home_on_delete and owned_by(claim, ds):
+            # retention turned on: apply drops the owner reference we no longer claim, so the
+            # home survives the server (a plain compare would call the claim up to date)
+            await self.client.apply(
+                PERSISTENT_VOLUME_CLAIMS,
+                desired_home_claim(ds, claim),
+                field_manager=FIELD_MANAGER,
+            )
+        else:
+            await self.ensure(PERSISTENT_VOLUME_CLAIMS, desired_home_claim(ds, claim), claim)
+
+    async def _deployment(self, ds: DevServer, flavor: DevServerFlavor) -> None:
+        live = self.caches.workloads.store.get(ds.key)
+        intent = desired_deployment(ds, flavor, replicas=0 if ds.spec.stopped else 1)
+        await self.ensure(DEPLOYMENTS, keep_running_template(intent, live, ds), live)
+
+    async def _service(self, ds: DevServer) -> None:
+        service = self.caches.services.store.get(ds.key)
+        if ds.spec.enable_ssh:
+            await self.ensure(SERVICES, desired_service(ds), service)
+        elif service is not None:
+            await self.client.delete(SERVICES, ds.metadata.name, ds.metadata.namespace)
+
+    async def announce(self, ds: DevServer, status: dict[str, Any]) -> None:
+        """One Event per transition a user cares about; the status remembers what was said."""
+        before = {c.type: (c.status, c.reason) for c in (ds.status.conditions if ds.status else [])}
+        for c in status["conditions"]:
+            now = (c["status"], c["reason"])
+            if before.get(c["type"]) == now:
+                continue
+            if c["type"] == "Ready" and now == ("True", "PodReady"):
+                await self.event(ds, EventType.NORMAL, "Ready", c["message"])
+            elif c["type"] == "Ready" and c["reason"] in WARN_REASONS:
+                await self.event(ds, EventType.WARNING, c["reason"], c["message"])
+            elif c["type"] == "FlavorValid" and c["status"] == "False":
+                await self.event(ds, EventType.WARNING, "FlavorUnavailable", c["message"])
+        if status.get("phase") == "Stopped" and ds.status and ds.status.phase != "Stopped":
+            why = ds.metadata.annotations.get(STOP_REASON, "")
+            if why not in (EXPIRED, IDLE):  # the expiry reconciler announces its own stops
+                await self.event(ds, EventType.NORMAL, "Stopped", "stopped; home volume kept")
+        extension = status.get("lastExtension")
+        if extension and extension != (ds.status.last_extension if ds.status else None):
+            await self.event(ds, EventType.NORMAL, "Extended", f"extended: {extension}")
+        capped = [c for c in status.get("conditions") or [] if c["type"] == "LifetimeCapped"]
+        if capped and not any(
+            c.type == "LifetimeCapped" for c in (ds.status.conditions if ds.status else [])
+        ):
+            await self.event(ds, EventType.WARNING, "LifetimeCapped", capped[0]["message"])
+        applied = status.get("appliedFlavor")
+        previous = ds.status.applied_flavor if ds.status else None
+        if applied and previous and applied != previous:
+            message = f"now running on flavor {applied} (was {previous}), with the same home volume"
+            await self.event(ds, EventType.NORMAL, "FlavorApplied", message)
+
+
+def owned_by(obj: KubeObject, ds: DevServer) -> bool:
+    return any(ref.uid == ds.metadata.uid for ref in obj.metadata.owner_references)
+
+
+def setup(
+    informers: InformerFactory, client: KubeClient, lifecycle: LifecycleConfig | None = None
+) -> Controller:
+    return mode_controller(Standalone, informers, client, lifecycle)

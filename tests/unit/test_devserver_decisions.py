@@ -1,0 +1,269 @@
+"""What the DevServer, distributed and expiry reconcilers decide, without a cluster.
+
+The real controllers run on real caches (`Store`s filled by hand) and an in-memory client that
+records every write (`reconcile_world`). Each test asserts what a user would notice: what is
+written, in which order, what the status says, and whether the reconcile fails.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from devserver.api.resources import DEPLOYMENTS, PODS, STATEFULSETS
+from devserver.client import ApiError
+from devserver.reconcilers.children import ChildrenRefusedError
+from devserver.reconcilers.lifecycle_config import LifecycleConfig
+from tests.unit.reconcile_world import NAMESPACE, Call, World
+
+LONG_AGO = "2026-01-05T09:00:00Z"  # when `World.server`s are created
+
+
+def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next(c for c in status["conditions"] if c["type"] == kind)
+
+
+def running_deployment(world: World, flavor: str = "gpu-small") -> None:
+    """Server `box`'s Deployment and its pod, up and on a node."""
+    template = {"metadata": {"annotations": {"devserver.io/flavor": flavor}}}
+    world.child(
+        DEPLOYMENTS,
+        "box",
+        spec={"replicas": 1, "template": template},
+        status={"readyReplicas": 1},
+    )
+    world.child(
+        PODS,
+        "box-7d9f",
+        metadata={"annotations": {"devserver.io/flavor": flavor}},
+        spec={"nodeName": "gpu-node-1"},
+        status={"conditions": [{"type": "Ready", "status": "True"}]},
+    )
+
+
+def just_stopped() -> World:
+    """Server `box` running until its user's `devctl stop`: the Deployment is still up."""
+    world = World()
+    world.flavor()
+    world.server(stopped=True, status={"phase": "Running", "lastStart": LONG_AGO})
+    running_deployment(world)
+    return world
+
+
+async def test_a_stopped_server_is_scaled_to_zero_before_anything_else() -> None:
+    world = just_stopped()
+    world.kube.refuse("apply", "PersistentVolumeClaim", 422, "storage class is gone")
+
+    with pytest.raises(ChildrenRefusedError):
+        await world.reconcile("devserver", "box")
+
+    first = world.kube.writes()[0]
+    assert first == Call("patch", "Deployment", "box", NAMESPACE, {"spec": {"replicas": 0}})
+    status = world.kube.status_patches()[-1]
+    assert status["phase"] == "Stopped"
+    assert ("Normal", "Stopped", "stopped; home volume kept") in world.kube.events()
+
+
+async def test_a_stop_needs_no_flavor() -> None:
+    world = World()  # no flavor at all
+    world.server(stopped=True)
+    running_deployment(world)
+
+    await world.reconcile("devserver", "box")
+
+    deployment_writes = world.kube.writes("Deployment")
+    assert deployment_writes == [
+        Call("patch", "Deployment", "box", NAMESPACE, {"spec": {"replicas": 0}})
+    ]
+    assert world.kube.writes()[0] == deployment_writes[0]
+
+
+async def test_a_missing_flavor_leaves_the_running_workload_alone() -> None:
+    world = World()  # the server's flavor `gpu-small` does not exist (any more)
+    world.server(status={"phase": "Running", "appliedFlavor": "gpu-small", "lastStart": LONG_AGO})
+    running_deployment(world)
+
+    await world.reconcile("devserver", "box")
+
+    assert world.kube.writes("Deployment") == []  # neither re-rendered nor scaled
+    status = world.kube.status_patches()[-1]
+    flavor_valid = condition(status, "FlavorValid")
+    assert flavor_valid["status"] == "False"
+    assert flavor_valid["reason"] == "FlavorUnavailable"
+    assert "'gpu-small' does not exist" in flavor_valid["message"]
+    assert "phase" not in status  # still Running: the pod is up with its last good flavor
+    assert ("Warning", "FlavorUnavailable", flavor_valid["message"]) in world.kube.events()
+
+
+async def test_a_refused_child_is_told_in_the_status_then_the_reconcile_fails() -> None:
+    world = World()
+    world.flavor()
+    world.server()
+    world.kube.refuse("apply", "PersistentVolumeClaim", 422, "spec.resources: 0 is too small")
+
+    with pytest.raises(ChildrenRefusedError, match="0 is too small"):
+        await world.reconcile("devserver", "box")
+
+    # the refusal hid nothing: the children after it were applied, the status was written
+    assert [c.kind for c in world.kube.writes("Deployment")] == ["Deployment"]
+    assert [c.kind for c in world.kube.writes("Service")] == ["Service"]
+    assert world.kube.calls[-1].subresource == "status"  # the last thing done before raising
+    applied = condition(world.kube.status_patches()[-1], "Applied")
+    assert applied["status"] == "False"
+    assert applied["reason"] == "Refused"
+    assert "PersistentVolumeClaim box-home: spec.resources: 0 is too small" in applied["message"]
+
+
+async def test_a_refused_stop_hides_nothing_after_it() -> None:
+    world = just_stopped()
+    world.kube.refuse("patch", "Deployment", 403, "denied by the admission webhook")
+
+    with pytest.raises(ChildrenRefusedError, match="denied by the admission webhook"):
+        await world.reconcile("devserver", "box")
+
+    assert world.kube.writes()[0].kind == "Deployment"  # the stop was tried first
+    assert [c.kind for c in world.kube.writes("PersistentVolumeClaim")] == ["PersistentVolumeClaim"]
+    applied = condition(world.kube.status_patches()[-1], "Applied")
+    assert applied["status"] == "False"
+    assert "Deployment: denied by the admission webhook" in applied["message"]
+
+
+async def test_a_failing_api_server_still_gets_the_status_written_first() -> None:
+    world = World()
+    world.flavor()
+    world.server()
+    world.kube.refuse("apply", "Service", 503, "etcd is slow")
+
+    with pytest.raises(ApiError) as raised:
+        await world.reconcile("devserver", "box")
+
+    assert raised.value.status == 503
+    assert world.kube.calls[-1].subresource == "status"
+    assert (
+        condition(world.kube.status_patches()[-1], "Applied")["status"] == "True"
+    )  # not a refusal
+
+
+async def test_a_deleted_server_holds_no_gpu() -> None:
+    world = World()
+    running_deployment(world)  # its Deployment, orphaned (`--cascade=orphan`) or not yet gone
+    world.child(STATEFULSETS, "box", spec={"replicas": 3})
+
+    assert await world.reconcile("devserver", "box") is None
+    assert await world.reconcile("distributed", "box") is None
+
+    assert world.kube.writes() == [
+        Call("patch", "Deployment", "box", NAMESPACE, {"spec": {"replicas": 0}}),
+        Call("patch", "StatefulSet", "box", NAMESPACE, {"spec": {"replicas": 0}}),
+    ]
+
+
+async def test_a_converged_server_costs_no_request() -> None:
+    world = World(echo=True)  # what is applied comes back through the caches
+    world.flavor()
+    world.server()
+    await world.reconcile("devserver", "box")
+    assert world.kube.writes("Deployment") and world.kube.status_patches()
+
+    world.kube.calls.clear()
+    await world.reconcile("devserver", "box")
+
+    assert world.kube.calls == []
+
+
+async def test_each_mode_leaves_the_other_modes_servers_alone() -> None:
+    world = World()
+    world.flavor()
+    world.server("solo")
+    world.server("gang", mode="distributed", distributed={"worldSize": 2})
+
+    await world.reconcile("distributed", "solo")
+    await world.reconcile("devserver", "gang")
+
+    assert world.kube.calls == []
+
+
+async def test_distributed_world_of_three_renders_three_ranks() -> None:
+    world = World()
+    world.flavor(gpus=8)
+    world.server(mode="distributed", distributed={"worldSize": 3, "nprocsPerNode": 8})
+
+    await world.reconcile("distributed", "box")
+
+    [statefulset] = world.kube.writes("StatefulSet")
+    assert statefulset.body["spec"]["replicas"] == 3
+    container = statefulset.body["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["WORLD_SIZE"] == "24"
+    assert env["PET_NNODES"] == "3"
+    leases = [c.name for c in world.kube.writes("Lease")]
+    assert leases == ["box-activity-0", "box-activity-1", "box-activity-2"]
+    [role] = world.kube.writes("Role")
+    assert role.body["rules"][0]["resourceNames"] == leases
+    assert world.kube.writes("Deployment") == []
+    status = world.kube.status_patches()[-1]
+    assert [(r["rank"], r["pod"], r["homeClaim"]) for r in status["ranks"]] == [
+        (0, "box-0", "home-box-0"),
+        (1, "box-1", "home-box-1"),
+        (2, "box-2", "home-box-2"),
+    ]
+    assert status["readyRanks"] == 0
+    assert condition(status, "Ready")["message"] == "0/3 ranks ready; rank 0: NoPod"
+
+
+async def test_distributed_stopped_scales_the_ranks_to_zero_first() -> None:
+    world = World()
+    world.flavor()
+    world.server(mode="distributed", distributed={"worldSize": 3}, stopped=True)
+    world.child(STATEFULSETS, "box", spec={"replicas": 3})
+
+    await world.reconcile("distributed", "box")
+
+    writes = world.kube.writes()
+    assert writes[0] == Call("patch", "StatefulSet", "box", NAMESPACE, {"spec": {"replicas": 0}})
+    [applied] = [c for c in writes if c.verb == "apply" and c.kind == "StatefulSet"]
+    assert applied.body["spec"]["replicas"] == 0
+    assert world.kube.status_patches()[-1]["phase"] == "Stopped"
+
+
+def expiry_at(world: World, when: datetime) -> None:
+    world.controllers["expiry"].reconciler.now = lambda: when
+
+
+async def test_expiry_stops_a_server_at_the_operators_cap() -> None:
+    world = World()  # the default cap: seven days from the last start
+    world.server(status={"phase": "Running", "lastStart": LONG_AGO})  # no deadline of its own
+
+    expiry_at(world, datetime(2026, 1, 12, 8, 0, tzinfo=UTC))  # an hour before the cap
+    result = await world.reconcile("expiry", "box")
+    assert world.kube.calls == []
+    assert result is not None and result.requeue_after == 45 * 60  # the 15-minute warning
+
+    expiry_at(world, datetime(2026, 1, 12, 9, 0, 1, tzinfo=UTC))  # past it
+    await world.reconcile("expiry", "box")
+
+    [stop] = world.kube.writes()
+    assert (stop.verb, stop.kind, stop.name) == ("patch", "DevServer", "box")
+    assert stop.body["spec"] == {"stopped": True}
+    assert stop.body["metadata"]["annotations"]["devservers.io/stop-reason"] == "Expired"
+    [(kind, reason, message)] = world.kube.events()
+    assert (kind, reason) == ("Normal", "Expired")
+    assert "reached its deadline 2026-01-12 09:00:00 UTC" in message
+
+
+async def test_retention_deletes_a_long_stopped_server_and_names_every_home_it_keeps() -> None:
+    world = World(lifecycle=LifecycleConfig(stopped_retention=timedelta(days=30)))
+    stopped = {"phase": "Stopped", "lastStart": LONG_AGO, "stoppedAt": LONG_AGO}
+    world.server(mode="distributed", distributed={"worldSize": 3}, stopped=True, status=stopped)
+    expiry_at(world, datetime(2026, 3, 1, tzinfo=UTC))
+
+    await world.reconcile("expiry", "box")
+
+    [(_, reason, message)] = world.kube.events()
+    assert reason == "RetentionExpired"
+    assert "its home volume (home-box-0..2) is kept" in message
+    assert [(c.verb, c.kind, c.name) for c in world.kube.writes()] == [
+        ("delete", "DevServer", "box")
+    ]
