@@ -212,7 +212,8 @@ def test_ssh_gives_an_interactive_terminal(user_kubeconfig: Path, running: str) 
             if not chunk:
                 break
             output += chunk
-        if not sent and time.monotonic() > deadline - 55:
+        if not sent and time.monotonic() > deadline - 58:
+            # typed ahead, while devctl still connects: kept and sent once the terminal is raw
             os.write(fd, b"echo tty=$(tty >/dev/null && echo yes); exit 5\n")
             sent = True
     _, status = os.waitpid(pid, 0)

@@ -160,7 +160,9 @@ def ssh(ctx: click.Context, name: str, rank: int | None) -> None:
                 task.add_done_callback(resizes.discard)
 
             saved = termios.tcgetattr(fd)
-            tty.setraw(fd)
+            # TCSADRAIN, as ssh does: what the user typed while we connected is kept and sent
+            # (setraw's default, TCSAFLUSH, would throw it away)
+            tty.setraw(fd, termios.TCSADRAIN)
             loop.add_reader(fd, readable)
             loop.add_signal_handler(signal.SIGWINCH, resized)
             resized()
