@@ -235,7 +235,7 @@ def test_an_apply_body_is_yaml_that_reads_back_as_the_same_text(text: str) -> No
 
     import yaml
 
-    from devserver.client.kube import apply_body
+    from devserver.client.wire import apply_body
 
     body = apply_body({"v": text})
     if "\\U" not in body.decode():

@@ -10,12 +10,10 @@ headers or between events. The session is made on first use, inside the running 
 from __future__ import annotations
 
 import asyncio
-import gc
 import io
 import json
-import re
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from enum import StrEnum
 from typing import Any
 
@@ -25,9 +23,10 @@ from devserver import __version__
 from devserver.api.meta import ObjectList, ObjectT
 from devserver.api.resources import PODS, Resource
 from devserver.client.config import ClusterConfig, load_config
-from devserver.client.decoding import WatchEvent, decode_event, decode_list
+from devserver.client.decoding import WatchEvent, decode_list
 from devserver.client.errors import ApiError, WatchStalledError
 from devserver.client.remote import ExecSession, open_exec
+from devserver.client.wire import apply_body, chunks, gc_paused, selectors, watch_events
 
 Query = Sequence[tuple[str, str]]
 # Connections are HTTP/1.1: every open watch holds one, so the pool must exceed the watch count.
@@ -147,9 +146,9 @@ class KubeClient:
             query.append(("resourceVersion", resource_version))
             if resource_version_match:
                 query.append(("resourceVersionMatch", resource_version_match))
-        query += _selectors(label_selector, field_selector)
+        query += selectors(label_selector, field_selector)
         data = await self.request("GET", resource.path(namespace), query=query)
-        with _gc_paused():
+        with gc_paused():
             return decode_list(data, resource.model)
 
     async def get(self, resource: Resource[ObjectT], name: str, namespace: str = "") -> ObjectT:
@@ -182,7 +181,7 @@ class KubeClient:
         ]
         if send_initial_events:
             query += [("sendInitialEvents", "true"), ("resourceVersionMatch", "NotOlderThan")]
-        query += _selectors(label_selector, field_selector)
+        query += selectors(label_selector, field_selector)
         try:
             async with asyncio.timeout(idle_timeout):  # a stall can also hit the request itself
                 response = await self._send(
@@ -197,7 +196,7 @@ class KubeClient:
             if response.status != 200:
                 raise ApiError.from_body(response.status, await response.read())
             model = WatchEvent[resource.model]  # type: ignore[name-defined]
-            yield _events(response, model, idle_timeout)
+            yield watch_events(response, model, idle_timeout)
         finally:
             # close, never release: a stream we stopped reading (a stall, a cancel) must not go
             # back to the pool, or the next request would inherit a dead connection
@@ -330,7 +329,7 @@ class KubeClient:
         try:
             if response.status != 200:
                 raise ApiError.from_body(response.status, await response.read())
-            yield _chunks(response)
+            yield chunks(response)
         finally:
             response.close()
 
@@ -341,74 +340,6 @@ class KubeClient:
         if self._session is not None:
             await self._session.close()
             self._session = None
-
-
-async def _chunks(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-    try:
-        while chunk := await response.content.readany():
-            yield chunk
-    except (aiohttp.ClientError, OSError) as error:
-        raise ApiError(0, "ConnectionFailed", str(error) or type(error).__name__) from error
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Building thousands of models at once triggers many useless collector passes (each one
-    scans every live object); a page is parsed in tens of milliseconds, so pause it meanwhile.
-    Measured: half of a 10k-object sync was collector time."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def _selectors(label_selector: str, field_selector: str) -> list[tuple[str, str]]:
-    query = []
-    if label_selector:
-        query.append(("labelSelector", label_selector))
-    if field_selector:
-        query.append(("fieldSelector", field_selector))
-    return query
-
-
-async def _events(
-    response: aiohttp.ClientResponse, model: type[WatchEvent[Any]], idle_timeout: float
-) -> AsyncIterator[WatchEvent[Any]]:
-    """Split the chunked body into JSON lines of any length; bound the silence between chunks."""
-    buffer = b""
-    while True:
-        try:
-            async with asyncio.timeout(idle_timeout):
-                chunk = await response.content.readany()
-        except TimeoutError:
-            raise WatchStalledError(f"no data for {idle_timeout:.0f} s") from None
-        except (aiohttp.ClientError, OSError) as error:
-            raise ApiError(0, "ConnectionFailed", str(error) or type(error).__name__) from error
-        if not chunk:  # server closed the stream (timeoutSeconds, shutdown)
-            return
-        buffer += chunk
-        while (newline := buffer.find(b"\n")) >= 0:
-            line, buffer = buffer[:newline], buffer[newline + 1 :]
-            if line.strip():
-                yield decode_event(line, model)
-
-
-_SURROGATE_PAIR = re.compile(r"\\u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})")
-
-
-def apply_body(body: Mapping[str, Any]) -> bytes:
-    """JSON for an apply patch, which the API server parses as YAML: YAML takes no surrogate
-    pairs (`\\ud83d\\ude00`, how JSON escapes a character beyond the BMP, such as an emoji in a
-    user's text), so those become YAML's `\\U0001f600`; all else is ASCII JSON, valid YAML."""
-
-    def astral(match: re.Match[str]) -> str:
-        high, low = int(match.group(1), 16), int(match.group(2), 16)
-        return f"\\U{0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00):08x}"
-
-    return _SURROGATE_PAIR.sub(astral, json.dumps(dict(body))).encode()
 
 
 async def new_client(kubeconfig: str | None = None, context: str | None = None) -> KubeClient:
