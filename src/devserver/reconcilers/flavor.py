@@ -7,20 +7,20 @@ can run with it (`flavor_problem`) and how many GPUs it holds (`gpu_count`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from devserver.api.devserver import DevServer
-from devserver.api.flavor import DevServerFlavor, DevServerFlavorSpec
+from devserver.api.flavor import DevServerFlavor, DevServerFlavorSpec, DevServerFlavorStatus
 from devserver.api.meta import ObjectKey
 from devserver.api.quantity import QuantityError, parse_quantity
 from devserver.api.resources import DEVSERVERS, FLAVORS
 from devserver.api.schema import Condition, ConditionStatus
 from devserver.client import KubeClient
 from devserver.controller import Controller, Result
-from devserver.controller.applied import write_status_if_changed
 from devserver.informers import Informer, InformerFactory
 from devserver.reconcilers.conditions import merge_conditions
+from devserver.reconcilers.status_writer import StatusWriter
 
 FLAVOR_INDEX = "flavor"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -99,25 +99,24 @@ def desired_status(flavor: DevServerFlavor, users: int) -> dict[str, Any]:
     }
 
 
-def current_status(flavor: DevServerFlavor) -> dict[str, Any]:
-    if flavor.status is None:
-        return {}
-    return flavor.status.model_dump(by_alias=True, mode="json", exclude_none=True)
-
-
 @dataclass
 class FlavorReconciler:
     client: KubeClient
     flavors: Informer[DevServerFlavor]
     devservers: Informer[DevServer]
+    writer: StatusWriter[DevServerFlavor] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.writer = StatusWriter(self.client, FLAVORS, DevServerFlavorStatus)
 
     async def reconcile(self, key: ObjectKey) -> Result | None:
         flavor = self.flavors.store.get(key)
         if flavor is None:
+            self.writer.forget(key)
             return None
         users = len(self.devservers.store.by_index(FLAVOR_INDEX, key.name))
         desired = desired_status(flavor, users)
-        await write_status_if_changed(self.client, FLAVORS, key, desired, current_status(flavor))
+        await self.writer.write(flavor, desired)
         return None
 
 

@@ -37,13 +37,14 @@ from devserver.api.resources import (
     Resource,
 )
 from devserver.api.schema import Condition, ConditionStatus
-from devserver.api.user import DevUser
+from devserver.api.user import DevUser, DevUserStatus
 from devserver.client import ApiError, KubeClient
 from devserver.controller import Controller, Result
-from devserver.controller.applied import apply_if_changed, write_status_if_changed
+from devserver.controller.applied import apply_if_changed
 from devserver.informers import NAMESPACE_INDEX, Informer, InformerFactory
 from devserver.reconcilers.children import Attempts
 from devserver.reconcilers.conditions import merge_conditions
+from devserver.reconcilers.status_writer import StatusWriter
 from devserver.reconcilers.user_objects import (
     USER_LABEL,
     UserDefaults,
@@ -72,12 +73,17 @@ class UserReconciler:
     made: dict[str, Informer[KubeObject]]  # resource plural -> informer of what we made
     devservers: Informer[DevServer] | None = None
     defaults: UserDefaults = field(default_factory=UserDefaults)
+    writer: StatusWriter[DevUser] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.writer = StatusWriter(self.client, DEVUSERS, DevUserStatus)
 
     async def reconcile(self, key: ObjectKey) -> Result | None:
         user = self.users.store.get(key)
         if key in self.users.unreadable_now:
             return None  # it exists (unreadable by our model: its status says so); not removed
         if user is None or user.metadata.deletion_timestamp:
+            self.writer.forget(key)
             await self._removed(key.name)
             return None  # the garbage collector removes the rights it owned; data stays
         namespace = namespace_name(user)
@@ -210,12 +216,7 @@ class UserReconciler:
         }
         if not taken:
             status["namespace"] = namespace
-        current = (
-            user.status.model_dump(by_alias=True, mode="json", exclude_none=True)
-            if user.status
-            else {}
-        )
-        await write_status_if_changed(self.client, DEVUSERS, user.key, status, current)
+        await self.writer.write(user, status)
 
 
 def quota_counted(status: Any) -> bool:

@@ -15,7 +15,8 @@ order (`controller.controller` hands it to the mode's controller, "devserver" or
                    part of it, its reports
 5. `status`        what every mode's status shares: Observed, Progressing, FlavorValid,
                    ExpiringSoon, Applied, the lifecycle and billing fields
-6. `status_writer` the status patch, only when it changed (Events first, via the mode)
+6. `reconcilers.status_writer` the status patch, only when it changed (Events first, via
+                   the mode); the flavor and user reconcilers write theirs with it too
 
 Beside the path: `running_template` (a running pod is replaced only for its user's change; a
 stop scales to zero), `home_volumes` (a kept home's volume set to Retain), `gpu_hours` (the

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from devserver.api.devserver import DevServer
+from devserver.api.devserver import DevServer, DevServerStatus
 from devserver.api.flavor import DevServerFlavor
 from devserver.api.lifecycle import deadline, first_created, next_stop, with_start
 from devserver.api.meta import KubeObject, ObjectKey
@@ -53,10 +53,10 @@ from devserver.reconcilers.devserver.agent import AgentInformers, idle_report_ch
 from devserver.reconcilers.devserver.gpu_hours import GpuHours, Holding, shared_gpu_hours
 from devserver.reconcilers.devserver.running_template import scale_to_zero
 from devserver.reconcilers.devserver.status import Observed, on_nodes
-from devserver.reconcilers.devserver.status_writer import StatusWriter
 from devserver.reconcilers.flavor import FLAVOR_INDEX, by_flavor, flavor_problem
 from devserver.reconcilers.lifecycle_config import LifecycleConfig
 from devserver.reconcilers.naming import NAME_INDEX, NAME_LABEL, by_devserver_name
+from devserver.reconcilers.status_writer import StatusWriter
 
 FIELD_MANAGER = "devserver-operator"
 Child = tuple[str, Callable[[], Awaitable[object]]]
@@ -153,10 +153,10 @@ class DevServerReconciler:
     mode: ServerMode
     lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
     gpu_hours: GpuHours = field(default_factory=GpuHours)
-    writer: StatusWriter = field(init=False)
+    writer: StatusWriter[DevServer] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.writer = StatusWriter(self.client)
+        self.writer = StatusWriter(self.client, DEVSERVERS, DevServerStatus)
 
     async def reconcile(self, key: ObjectKey) -> Result | None:
         ds = self.caches.devservers.store.get(key)
