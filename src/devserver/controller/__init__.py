@@ -5,6 +5,6 @@ objects to their owners' keys; `predicates` filters notifications; `controller` 
 """
 
 from devserver.controller.controller import CacheSyncTimeoutError, Controller
-from devserver.controller.outcome import Reconciler, Result, TerminalError
+from devserver.controller.reconciler import Reconciler, Result, TerminalError
 
 __all__ = ["CacheSyncTimeoutError", "Controller", "Reconciler", "Result", "TerminalError"]

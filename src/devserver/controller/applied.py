@@ -14,7 +14,7 @@ from typing import Any
 from devserver.api.meta import KubeObject, ObjectKey
 from devserver.api.resources import Resource
 from devserver.client import ApiError, KubeClient, PatchType
-from devserver.controller.outcome import TerminalError
+from devserver.controller.reconciler import TerminalError
 
 
 def is_applied(intent: Any, live: Any) -> bool:

@@ -23,9 +23,9 @@ import structlog
 
 from devserver.api.meta import KubeObject, ObjectKey
 from devserver.api.resources import Resource
-from devserver.controller.outcome import Reconciler, TerminalError
 from devserver.controller.owners import owner_keys
 from devserver.controller.predicates import Predicate, generation_changed
+from devserver.controller.reconciler import Reconciler, TerminalError
 from devserver.informers.informer import Informer, Notification
 from devserver.observability import metrics
 from devserver.workqueue import RateLimitingQueue, ShutDown, default_controller_rate_limiter

@@ -16,7 +16,7 @@ from typing import Any
 
 from devserver.api.schema import Condition, ConditionStatus
 from devserver.client import ApiError
-from devserver.controller.outcome import TerminalError
+from devserver.controller.reconciler import TerminalError
 
 REFUSALS = (400, 403, 422)
 

@@ -1,4 +1,5 @@
-"""What a reconcile can say: done, come back later, retry (raise), or give up (TerminalError)."""
+"""The reconciler contract: a reconcile says done, come back later (`Result`), retry (raise),
+or give up (`TerminalError`)."""
 
 from __future__ import annotations
 
