@@ -16,6 +16,7 @@ import click
 import structlog
 
 from devserver.api.lifecycle import parse_ttl
+from devserver.api.names import OPERATOR
 from devserver.manager import LeadershipLostError, Manager, Settings
 from devserver.observability.logging import configure_logging
 from devserver.reconcilers import register_all
@@ -57,7 +58,7 @@ def _leadership_lost(error: LeadershipLostError) -> None:
 @click.option(
     "--lease-namespace", envvar="POD_NAMESPACE", default="devserver-system", show_default=True
 )
-@click.option("--lease-name", default="devserver-operator", show_default=True)
+@click.option("--lease-name", default=OPERATOR, show_default=True)
 @click.option(
     "--max-lifetime",
     default="7d",

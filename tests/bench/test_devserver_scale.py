@@ -42,6 +42,7 @@ import pytest_asyncio
 
 from devserver.api.devserver import DevServer
 from devserver.api.flavor import DevServerFlavor
+from devserver.api.names import USER_LABEL
 from devserver.api.resources import (
     CONFIGMAPS,
     DEPLOYMENTS,
@@ -71,7 +72,6 @@ from devserver.reconcilers.devserver.standalone import (
     desired_home_claim,
     desired_service,
 )
-from devserver.reconcilers.naming import USER_LABEL
 from devserver_harness.controlplane import ControlPlaneOptions, LocalControlPlane
 from devserver_harness.nodes import NodeSpec, default_node_pool
 from tests.bench.kubebench import USER_AGENT

@@ -56,3 +56,12 @@ def test_every_derived_name_of_a_user_is_valid(name: str) -> None:
     user = DevUser.model_validate({"metadata": {"name": name}})
     for child in (namespace_name(user), service_account_name(user)):
         assert len(child) <= 63 and DNS_1123.match(child), child
+
+
+def test_the_pod_agent_writes_and_reads_the_annotations_the_operator_names() -> None:
+    """The in-pod agent runs on the standard library alone, so it keeps its own copies."""
+    from devserver.api import names
+    from devserver.podagent import agent
+
+    for key in ("IDLE_SINCE", "ACTIVITY", "NOTICE", "STOP_AT"):
+        assert getattr(agent, key) == getattr(names, key), key

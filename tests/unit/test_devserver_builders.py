@@ -275,11 +275,8 @@ def test_the_agent_role_allows_exactly_its_own_lease() -> None:
 
 
 def test_a_running_pod_keeps_its_template_unless_its_user_changed_something() -> None:
-    from devserver.reconcilers.devserver.running_template import (
-        POD_INPUTS,
-        keep_running_template,
-        pod_inputs,
-    )
+    from devserver.api.names import POD_INPUTS
+    from devserver.reconcilers.devserver.running_template import keep_running_template, pod_inputs
 
     server = ds()
     new = desired_deployment(server, flavor())

@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 from devserver.api.devserver import MAX_IDLE_TIMEOUT, DevServer
 from devserver.api.lifecycle import (
     FAR_FUTURE,
-    STARTED_AT,
     activity_of,
     deadline,
     first_created,
@@ -31,6 +30,7 @@ from devserver.api.lifecycle import (
     with_start,
 )
 from devserver.api.meta import KubeObject
+from devserver.api.names import STARTED_AT
 from devserver.reconcilers.devserver.standalone import observed_status
 from devserver.reconcilers.devserver.status import Observed
 

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from devserver.api.devserver import DevServer, DevServerStatus
-from devserver.api.lifecycle import STARTED_AT, deadline, parse_ttl, requested_deadline
+from devserver.api.lifecycle import deadline, parse_ttl, requested_deadline
+from devserver.api.names import STARTED_AT
 from devserver.reconcilers.lifecycle_config import lead_label
 
 CREATED = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)

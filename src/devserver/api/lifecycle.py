@@ -22,19 +22,10 @@ from datetime import UTC, datetime, timedelta
 
 from devserver.api.devserver import DevServer
 from devserver.api.meta import KubeObject
-
-STOP_REASON = "devservers.io/stop-reason"
-STARTED_AT = "devservers.io/started-at"  # written by devctl before 0.2; read once, clamped
-WARNED = "devservers.io/warned"
-LAST_EXTENSION = "devservers.io/last-extension"
-RETENTION = "devservers.io/retention"  # "kept": past retention, but deleting would take the home
+from devserver.api.names import ACTIVITY, IDLE_SINCE, STARTED_AT, WARNED
 
 # on the activity Lease, written by the in-pod agent
-IDLE_SINCE = "devservers.io/idle-since"
-ACTIVITY = "devservers.io/activity"
 # on the pod, written by the operator, read by the agent through the downward API
-NOTICE = "devservers.io/notice"
-STOP_AT = "devservers.io/stop-at"  # beside the notice: the agent samples faster as it nears
 
 EXPIRED, IDLE, STOPPED_BY_USER = "Expired", "Idle", "StoppedByUser"
 USER_REMOVED = "UserRemoved"  # its DevUser was deleted: access revoked, data kept

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import click
 
 from devserver.api.meta import KubeObject
+from devserver.api.names import NAME_LABEL
 from devserver.api.resources import (
     DEVUSERS,
     NAMESPACES,
@@ -25,7 +26,6 @@ from devserver.cli.errors import DevctlError
 from devserver.cli.output import OUTPUT_OPTION, emit, items
 from devserver.client.blocking import BlockingKubeClient
 from devserver.client.errors import ApiError
-from devserver.reconcilers.naming import NAME_LABEL
 from devserver.reconcilers.user_objects import is_ours
 
 T = TypeVar("T")

@@ -9,15 +9,8 @@ from typing import Any
 import click
 
 from devserver.api.billing import totals
-from devserver.api.lifecycle import (
-    LAST_EXTENSION,
-    STARTED_AT,
-    STOP_REASON,
-    STOPPED_BY_USER,
-    WARNED,
-    later,
-    requested_deadline,
-)
+from devserver.api.lifecycle import STOPPED_BY_USER, later, requested_deadline
+from devserver.api.names import LAST_EXTENSION, STARTED_AT, STOP_REASON, WARNED
 from devserver.api.resources import DEVSERVERS
 from devserver.cli.complete import complete_servers
 from devserver.cli.context import Devctl, owner_of, pass_devctl

@@ -9,12 +9,13 @@ from typing import Any
 import structlog
 
 from devserver.api.meta import KubeObject
+from devserver.api.names import OPERATOR
 from devserver.api.resources import EVENTS, Resource
 from devserver.client.errors import ApiError
 from devserver.client.kube import KubeClient
 
 log = structlog.get_logger("devserver.events")
-COMPONENT = "devserver-operator"
+COMPONENT = OPERATOR
 
 
 class EventType(StrEnum):

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from devserver.api.names import OPERATOR
 from devserver.client import KubeClient, new_client
 from devserver.controller import Controller
 from devserver.informers import InformerFactory, ReflectorOptions
@@ -55,7 +56,7 @@ class Settings:
     lease_namespace: str = field(
         default_factory=lambda: os.environ.get("POD_NAMESPACE", "devserver-system")
     )
-    lease_name: str = "devserver-operator"
+    lease_name: str = OPERATOR
     identity: str = field(default_factory=default_identity)
     drain_timeout: float = 30.0
     reflector: ReflectorOptions = field(default_factory=ReflectorOptions)

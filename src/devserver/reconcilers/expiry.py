@@ -27,11 +27,6 @@ from typing import Any
 from devserver.api.devserver import DevServer
 from devserver.api.lifecycle import (
     IDLE,
-    NOTICE,
-    RETENTION,
-    STOP_AT,
-    STOP_REASON,
-    WARNED,
     NextStop,
     combined_activity,
     next_stop,
@@ -40,6 +35,7 @@ from devserver.api.lifecycle import (
     warned_value,
 )
 from devserver.api.meta import KubeObject, ObjectKey
+from devserver.api.names import NAME_LABEL, NOTICE, RETENTION, STOP_AT, STOP_REASON, WARNED
 from devserver.api.resources import (
     DEVSERVERS,
     LEASES,
@@ -54,12 +50,7 @@ from devserver.controller.predicates import spec_or_annotations_changed
 from devserver.informers import Change, Informer, InformerFactory, Notification
 from devserver.reconcilers.devserver.agent import idle_report_changed, lease_names
 from devserver.reconcilers.lifecycle_config import LifecycleConfig, lead_label
-from devserver.reconcilers.naming import (
-    NAME_INDEX,
-    NAME_LABEL,
-    by_devserver_name,
-    home_claims_text,
-)
+from devserver.reconcilers.naming import NAME_INDEX, by_devserver_name, home_claims_text
 
 PENDING_START_GRACE = timedelta(seconds=60)
 MAX_STOP_CONFLICTS = 3

@@ -8,10 +8,7 @@ from typing import Any
 
 from devserver.api.devserver import DevServer, Mode
 from devserver.api.meta import KubeObject
-
-NAME_LABEL = "devserver.io/name"
-USER_LABEL = "devserver.io/user"
-MANAGED_BY = {"app.kubernetes.io/managed-by": "devserver-operator"}
+from devserver.api.names import MANAGED_BY, NAME_LABEL, USER_LABEL
 
 
 def user_label(owner: str) -> str:

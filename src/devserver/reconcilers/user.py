@@ -21,8 +21,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from devserver.api.devserver import DevServer
-from devserver.api.lifecycle import STOP_REASON, USER_REMOVED
+from devserver.api.lifecycle import USER_REMOVED
 from devserver.api.meta import KubeObject, ObjectKey
+from devserver.api.names import FIELD_MANAGER, STOP_REASON, USER_LABEL, USER_REMOVED_ANNOTATION
 from devserver.api.resources import (
     CLUSTER_ROLE_BINDINGS,
     DEVSERVERS,
@@ -46,7 +47,6 @@ from devserver.reconcilers.children import Attempts
 from devserver.reconcilers.conditions import merge_conditions
 from devserver.reconcilers.status_writer import StatusWriter
 from devserver.reconcilers.user_objects import (
-    USER_LABEL,
     UserDefaults,
     desired_flavor_binding,
     desired_limit_range,
@@ -61,9 +61,6 @@ from devserver.reconcilers.user_objects import (
     is_ours,
     namespace_name,
 )
-
-FIELD_MANAGER = "devserver-operator"
-USER_REMOVED_ANNOTATION = "devservers.io/user-removed"
 
 
 @dataclass

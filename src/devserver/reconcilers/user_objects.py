@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from devserver.api.meta import KubeObject
+from devserver.api.names import CREATED_BY_LABEL, OPERATOR, USER_LABEL
 from devserver.api.user import DevUser
 
-CREATED_BY = {"devserver.io/created-by": "devserver-operator"}
-USER_LABEL = "devserver.io/user"
+CREATED_BY = {CREATED_BY_LABEL: OPERATOR}
 ROLE = "dev-user"
 FLAVOR_READER = "devserver-flavor-reader"
 TOKEN_REQUESTER = "bastion-token-requester"  # noqa: S105 - a Role name

@@ -25,6 +25,7 @@ from typing import Any
 from devserver.api.devserver import DevServer, Mode
 from devserver.api.lifecycle import Activity, activity_of, combined_activity
 from devserver.api.meta import KubeObject, ObjectKey
+from devserver.api.names import COMPONENT_LABEL, FIELD_MANAGER, MANAGED_BY, NAME_LABEL
 from devserver.api.resources import (
     CONFIGMAPS,
     LEASES,
@@ -37,16 +38,14 @@ from devserver.client import KubeClient
 from devserver.controller.applied import apply_if_changed
 from devserver.informers import Change, Informer, InformerFactory, Notification
 from devserver.podagent import agent_source, distributed_scripts, entrypoint_source
-from devserver.reconcilers.naming import MANAGED_BY, NAME_LABEL, object_meta
-
-FIELD_MANAGER = "devserver-operator"
+from devserver.reconcilers.naming import object_meta
 
 SCRIPTS_MOUNT = "/opt/devserver"
 PODINFO_MOUNT = "/etc/devserver/podinfo"
 
 
 SCRIPTS_CONFIGMAP = "devserver-scripts"
-SCRIPTS_COMPONENT = {"devserver.io/component": "scripts"}
+SCRIPTS_COMPONENT = {COMPONENT_LABEL: "scripts"}
 SCRIPTS_SELECTOR = ",".join(f"{k}={v}" for k, v in SCRIPTS_COMPONENT.items())
 
 

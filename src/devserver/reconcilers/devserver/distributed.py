@@ -33,8 +33,9 @@ from typing import Any
 
 from devserver.api.devserver import DevServer, Mode, Phase
 from devserver.api.flavor import DevServerFlavor
-from devserver.api.lifecycle import EXPIRED, IDLE, STOP_REASON
+from devserver.api.lifecycle import EXPIRED, IDLE
 from devserver.api.meta import KubeObject
+from devserver.api.names import STOP_REASON
 from devserver.api.resources import SERVICES, STATEFULSETS
 from devserver.client import KubeClient
 from devserver.client.events import EventType

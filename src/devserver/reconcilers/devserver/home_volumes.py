@@ -16,10 +16,9 @@ from __future__ import annotations
 
 from devserver.api.devserver import DevServer
 from devserver.api.meta import KubeObject
+from devserver.api.names import RETAINED_VOLUME
 from devserver.api.resources import PERSISTENT_VOLUME_CLAIMS, PERSISTENT_VOLUMES
 from devserver.client import ApiError, KubeClient
-
-RETAINED = "devservers.io/retained-volume"  # on the claim: the volume set to Retain
 
 
 def volume_of(claim: KubeObject) -> str | None:
@@ -44,7 +43,7 @@ async def _retain(client: KubeClient, claims: list[KubeObject]) -> None:
         volume = volume_of(claim)
         if volume is None or claim.metadata.deletion_timestamp:
             continue
-        if claim.metadata.annotations.get(RETAINED) == volume:
+        if claim.metadata.annotations.get(RETAINED_VOLUME) == volume:
             continue
         patch = {"spec": {"persistentVolumeReclaimPolicy": "Retain"}}
         try:
@@ -53,7 +52,7 @@ async def _retain(client: KubeClient, claims: list[KubeObject]) -> None:
             if error.status != 404:
                 raise
             continue
-        mark = {"metadata": {"annotations": {RETAINED: volume}}}
+        mark = {"metadata": {"annotations": {RETAINED_VOLUME: volume}}}
         await client.patch(
             PERSISTENT_VOLUME_CLAIMS, claim.metadata.name, mark, claim.metadata.namespace
         )

@@ -15,11 +15,11 @@ from typing import Any
 from devserver.api.devserver import DevServer
 from devserver.api.flavor import DevServerFlavor
 from devserver.api.meta import KubeObject
+from devserver.api.names import FLAVOR_ANNOTATION
 from devserver.api.quantity import format_binary, parse_quantity
 from devserver.reconcilers.devserver.agent import agent_env, agent_name, agent_pod_parts
 from devserver.reconcilers.naming import labels
 
-FLAVOR_ANNOTATION = "devserver.io/flavor"
 HOME_MOUNT = "/home/dev"
 SHARED_MOUNT = "/shared"
 SSH_PORT = 22

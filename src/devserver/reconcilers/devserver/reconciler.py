@@ -35,6 +35,7 @@ from devserver.api.devserver import DevServer, DevServerStatus
 from devserver.api.flavor import DevServerFlavor
 from devserver.api.lifecycle import deadline, first_created, next_stop, with_start
 from devserver.api.meta import KubeObject, ObjectKey
+from devserver.api.names import FIELD_MANAGER, NAME_LABEL
 from devserver.api.resources import (
     DEVSERVERS,
     FLAVORS,
@@ -55,10 +56,9 @@ from devserver.reconcilers.devserver.running_template import scale_to_zero
 from devserver.reconcilers.devserver.status import Observed, on_nodes
 from devserver.reconcilers.flavor import FLAVOR_INDEX, by_flavor, flavor_problem
 from devserver.reconcilers.lifecycle_config import LifecycleConfig
-from devserver.reconcilers.naming import NAME_INDEX, NAME_LABEL, by_devserver_name
+from devserver.reconcilers.naming import NAME_INDEX, by_devserver_name
 from devserver.reconcilers.status_writer import StatusWriter
 
-FIELD_MANAGER = "devserver-operator"
 Child = tuple[str, Callable[[], Awaitable[object]]]
 """A child: what a refusal calls it, and the write that makes it right. Started in order, each
 when its turn comes, so it reads the caches after the writes before it."""

@@ -18,11 +18,9 @@ from typing import Any
 
 from devserver.api.devserver import DevServer
 from devserver.api.meta import KubeObject
+from devserver.api.names import FLAVOR_ANNOTATION, POD_INPUTS
 from devserver.api.resources import Resource
 from devserver.client import ApiError, KubeClient
-from devserver.reconcilers.devserver.pod import FLAVOR_ANNOTATION
-
-POD_INPUTS = "devservers.io/pod-inputs"
 
 
 def pod_inputs(ds: DevServer) -> str:

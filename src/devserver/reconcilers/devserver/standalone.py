@@ -23,8 +23,9 @@ from typing import Any
 
 from devserver.api.devserver import DevServer, Mode, Phase
 from devserver.api.flavor import DevServerFlavor
-from devserver.api.lifecycle import EXPIRED, IDLE, STOP_REASON
+from devserver.api.lifecycle import EXPIRED, IDLE
 from devserver.api.meta import KubeObject, ObjectKey
+from devserver.api.names import FIELD_MANAGER, FLAVOR_ANNOTATION, STOP_REASON
 from devserver.api.quantity import QuantityError, parse_quantity
 from devserver.api.resources import (
     DEPLOYMENTS,
@@ -38,18 +39,8 @@ from devserver.informers import InformerFactory
 from devserver.reconcilers.conditions import merge_conditions
 from devserver.reconcilers.devserver.agent import ensure_agent_objects
 from devserver.reconcilers.devserver.home_volumes import retain_homes, retain_unowned_homes
-from devserver.reconcilers.devserver.pod import (
-    FLAVOR_ANNOTATION,
-    SSH_PORT,
-    pod_template,
-    template_flavor,
-)
-from devserver.reconcilers.devserver.reconciler import (
-    FIELD_MANAGER,
-    Child,
-    ServerMode,
-    mode_controller,
-)
+from devserver.reconcilers.devserver.pod import SSH_PORT, pod_template, template_flavor
+from devserver.reconcilers.devserver.reconciler import Child, ServerMode, mode_controller
 from devserver.reconcilers.devserver.running_template import keep_running_template
 from devserver.reconcilers.devserver.status import (
     Observed,

@@ -22,8 +22,6 @@ from devserver.api.devserver import DevServer
 from devserver.api.lifecycle import (
     EXPIRED,
     IDLE,
-    LAST_EXTENSION,
-    STOP_REASON,
     USER_REMOVED,
     Activity,
     NextStop,
@@ -31,6 +29,7 @@ from devserver.api.lifecycle import (
     warned,
 )
 from devserver.api.meta import KubeObject
+from devserver.api.names import LAST_EXTENSION, STOP_REASON
 from devserver.api.schema import Condition, ConditionStatus
 
 IMAGE_PROBLEMS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
