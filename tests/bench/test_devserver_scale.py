@@ -60,7 +60,7 @@ from devserver.api.resources import (
 )
 from devserver.client import ApiError, KubeClient, new_client
 from devserver.client.events import COMPONENT
-from devserver.reconcilers.devserver.agent import (
+from devserver.reconcilers.devserver.activity_agent import (
     desired_lease,
     desired_role,
     desired_role_binding,

@@ -233,7 +233,7 @@ def test_gpu_utilisation_reads_nvidia_smi_and_is_absent_without_it(
 
 def test_routine_lease_renewals_do_not_wake_the_expiry_reconciler() -> None:
     from devserver.informers import Change, Notification
-    from devserver.reconcilers.devserver.agent import idle_report_changed
+    from devserver.reconcilers.devserver.activity_agent import idle_report_changed
 
     def update(old: KubeObject, new: KubeObject) -> bool:
         return idle_report_changed(Notification(Change.UPDATED, new, old))

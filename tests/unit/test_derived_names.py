@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from devserver.api.devserver import MAX_NAME_LENGTH, NAME_PATTERN, DevServer
 from devserver.api.user import MAX_USERNAME, USERNAME_PATTERN, DevUser
-from devserver.reconcilers.devserver.agent import agent_name, lease_names
+from devserver.reconcilers.devserver.activity_agent import agent_name, lease_names
 from devserver.reconcilers.naming import home_claim_name, labels
 from devserver.reconcilers.user_objects import namespace_name, service_account_name
 

@@ -252,7 +252,7 @@ def test_a_missing_flavor_on_a_new_server_says_what_to_do() -> None:
 
 
 def test_the_agent_role_allows_exactly_its_own_lease() -> None:
-    from devserver.reconcilers.devserver.agent import (
+    from devserver.reconcilers.devserver.activity_agent import (
         desired_role,
         desired_role_binding,
         desired_scripts,

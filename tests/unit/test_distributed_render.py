@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from devserver.reconcilers.devserver.agent import desired_role, desired_scripts
+from devserver.reconcilers.devserver.activity_agent import desired_role, desired_scripts
 from devserver.reconcilers.devserver.distributed import (
     desired_headless_service,
     desired_statefulset,

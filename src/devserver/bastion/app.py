@@ -30,8 +30,8 @@ import structlog
 from devserver.api.meta import ObjectKey
 from devserver.api.resources import DEVUSERS
 from devserver.bastion.accounts import LocalAccounts
-from devserver.bastion.agent import SessionAgent
 from devserver.bastion.ratelimit import RateLimiter
+from devserver.bastion.session_agent import SessionAgent
 from devserver.bastion.settings import BastionSettings
 from devserver.bastion.sshd_config import HOST_KEY_TYPES, render_sshd_config
 from devserver.bastion.sshd_log import SshdLog

@@ -11,7 +11,7 @@ order (`controller.controller` hands it to the mode's controller, "devserver" or
                    Events, the GPUs it holds; each builds its own objects and reads the pieces
                    below. The two never import each other (an import-linter contract).
 3. `pod`           the dev pod (a Deployment's or a StatefulSet's template)
-4. `agent`         the activity agent: its objects (ConfigMap, Lease(s), RBAC), the pod's
+4. `activity_agent` the activity agent: its objects (ConfigMap, Lease(s), RBAC), the pod's
                    part of it, its reports
 5. `status`        what every mode's status shares: Observed, Progressing, FlavorValid,
                    ExpiringSoon, Applied, the lifecycle and billing fields

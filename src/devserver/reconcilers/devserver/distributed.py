@@ -3,7 +3,7 @@
 For DevServer X in namespace N with `worldSize` W and `nprocsPerNode` P
 (see `shared/design/distributed.md`; sources: Kubeflow's PyTorchJob, torchrun, LeaderWorkerSet):
 
-- The activity agent's objects, one Lease per rank (`agent`).
+- The activity agent's objects, one Lease per rank (`activity_agent`).
 - Headless Service `X` (`clusterIP: None`, `publishNotReadyAddresses`: ranks resolve each other
   before they are Ready, no DNS race), port 29500 (`dist`) and SSH when enabled.
 - Each rank's home claim's volume set to Retain when homes are kept (`home_volumes`).
@@ -42,7 +42,7 @@ from devserver.client.events import EventType
 from devserver.controller import Controller
 from devserver.informers import InformerFactory
 from devserver.reconcilers.conditions import merge_conditions
-from devserver.reconcilers.devserver.agent import ensure_agent_objects
+from devserver.reconcilers.devserver.activity_agent import ensure_agent_objects
 from devserver.reconcilers.devserver.home_volumes import retain_homes
 from devserver.reconcilers.devserver.pod import SSH_PORT, pod_template, template_flavor
 from devserver.reconcilers.devserver.reconciler import Child, ServerMode, mode_controller

@@ -17,7 +17,7 @@ from devserver.api.flavor import DevServerFlavor
 from devserver.api.meta import KubeObject
 from devserver.api.names import FLAVOR_ANNOTATION
 from devserver.api.quantity import format_binary, parse_quantity
-from devserver.reconcilers.devserver.agent import agent_env, agent_name, agent_pod_parts
+from devserver.reconcilers.devserver.activity_agent import agent_env, agent_name, agent_pod_parts
 from devserver.reconcilers.naming import labels
 
 HOME_MOUNT = "/home/dev"

@@ -50,7 +50,7 @@ from devserver.controller import Controller, Result
 from devserver.controller.applied import apply_if_changed
 from devserver.informers import NAMESPACE_INDEX, Informer, InformerFactory, Notification
 from devserver.reconcilers.children import Attempts
-from devserver.reconcilers.devserver.agent import AgentInformers, idle_report_changed
+from devserver.reconcilers.devserver.activity_agent import AgentInformers, idle_report_changed
 from devserver.reconcilers.devserver.gpu_hours import GpuHours, Holding, shared_gpu_hours
 from devserver.reconcilers.devserver.running_template import scale_to_zero
 from devserver.reconcilers.devserver.status import Observed, on_nodes

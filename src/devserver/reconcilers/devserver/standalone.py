@@ -4,7 +4,7 @@
   It is never deleted or recreated by an update; it is owned by the DevServer (and so garbage
   collected with it) only when the user turned retention off; when kept, its volume is set to
   Retain (`home_volumes`).
-- The activity agent's objects (`agent`).
+- The activity agent's objects (`activity_agent`).
 - Deployment `<name>`: one replica (0 while stopped), strategy Recreate (a ReadWriteOnce volume
   cannot be mounted by the old and the new pod at once, so a rolling update would hang), the dev
   pod (`pod`); a running pod is replaced only for a change its user made (`running_template`).
@@ -37,7 +37,7 @@ from devserver.client.events import EventType
 from devserver.controller import Controller
 from devserver.informers import InformerFactory
 from devserver.reconcilers.conditions import merge_conditions
-from devserver.reconcilers.devserver.agent import ensure_agent_objects
+from devserver.reconcilers.devserver.activity_agent import ensure_agent_objects
 from devserver.reconcilers.devserver.home_volumes import retain_homes, retain_unowned_homes
 from devserver.reconcilers.devserver.pod import SSH_PORT, pod_template, template_flavor
 from devserver.reconcilers.devserver.reconciler import Child, ServerMode, mode_controller

@@ -47,7 +47,7 @@ from devserver.bastion.sshd_log import Origin
 from devserver.bastion.tokens import TokenIssuer, render_kubeconfig
 from devserver.client import ApiError
 
-log = structlog.get_logger("devserver.bastion.agent")
+log = structlog.get_logger("devserver.bastion.session_agent")
 audit = structlog.get_logger("devserver.audit")
 
 MAX_MESSAGE = 64 * 1024

@@ -26,8 +26,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from devserver.bastion import procs, session
-from devserver.bastion.agent import FIRST_MESSAGE_WAIT, MAX_CONNECTIONS_PER_USER, SessionAgent
 from devserver.bastion.ratelimit import RateLimiter
+from devserver.bastion.session_agent import (
+    FIRST_MESSAGE_WAIT,
+    MAX_CONNECTIONS_PER_USER,
+    SessionAgent,
+)
 from devserver.bastion.sshd_log import Origin, SshdLog
 from devserver.bastion.tokens import IssuedToken
 from devserver_harness.pytest_plugin import wait_for
