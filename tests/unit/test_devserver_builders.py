@@ -18,6 +18,7 @@ from devserver.reconcilers.devserver.pod import shm_size
 from devserver.reconcilers.devserver.standalone import (
     desired_deployment,
     desired_home_claim,
+    desired_service,
     observed_status,
 )
 from devserver.reconcilers.devserver.status import Observed
@@ -319,3 +320,54 @@ def test_a_running_pod_keeps_its_template_unless_its_user_changed_something() ->
         == stopping["spec"]["template"]
     )
     assert pod_inputs(ds(lifecycle={"timeToLive": "9h"})) == pod_inputs(server)  # extend: no
+
+
+def test_workloads_and_services_made_before_the_label_move_keep_their_selectors() -> None:
+    """Selectors are immutable: a Deployment made with `devserver.io/name` keeps selecting by it,
+    and a template it runs next carries that label; new ones select by `devservers.io/name`; a
+    Service made before keeps its selector, and one edited by hand gets ours back."""
+    from devserver.api.names import LEGACY_NAME_LABEL, NAME_LABEL
+    from devserver.reconcilers.devserver.running_template import (
+        keep_adopted_selector,
+        keep_running_template,
+    )
+
+    server = ds()
+    new = desired_deployment(server, flavor())
+    assert new["spec"]["selector"] == {"matchLabels": {NAME_LABEL: "box"}}
+    labels = new["spec"]["template"]["metadata"]["labels"]
+    assert labels[NAME_LABEL] == labels[LEGACY_NAME_LABEL] == "box"
+
+    old_selector = {"matchLabels": {LEGACY_NAME_LABEL: "box"}}
+    stopped = KubeObject.model_validate(
+        {
+            "metadata": {"name": "box"},
+            "spec": {"replicas": 0, "selector": old_selector, "template": {"metadata": {}}},
+        }
+    )
+    started = keep_running_template(new, stopped, server)  # a new template, the old selector
+    assert started["spec"]["selector"] == old_selector
+    template_labels = started["spec"]["template"]["metadata"]["labels"]
+    assert template_labels[LEGACY_NAME_LABEL] == "box" and template_labels[NAME_LABEL] == "box"
+    assert stopped.extra["spec"]["selector"] == old_selector  # the cache is not touched
+
+    made_now = KubeObject.model_validate(
+        {"metadata": {"name": "box"}, "spec": {"replicas": 0, "selector": new["spec"]["selector"]}}
+    )
+    assert (
+        keep_running_template(new, made_now, server)["spec"]["selector"]
+        == (new["spec"]["selector"])
+    )
+
+    service = desired_service(server)
+    assert service["spec"]["selector"] == {NAME_LABEL: "box"}
+
+    def live_service(selector: dict[str, str]) -> KubeObject:
+        return KubeObject.model_validate(
+            {"metadata": {"name": "box"}, "spec": {"selector": selector}}
+        )
+
+    kept = keep_adopted_selector(service, live_service({LEGACY_NAME_LABEL: "box"}))
+    assert kept["spec"]["selector"] == {LEGACY_NAME_LABEL: "box"}
+    tampered = keep_adopted_selector(service, live_service({LEGACY_NAME_LABEL: "other"}))
+    assert tampered["spec"]["selector"] == {NAME_LABEL: "box"}

@@ -1,18 +1,28 @@
 """Every label, annotation and field manager devserver writes: the one place each is named.
 
-Annotations use the API group's domain, `devservers.io/`. The labels below, and the flavor
-annotation on pod templates, still use `devserver.io/`: they are in Deployment and StatefulSet
-selectors and pod templates, which cannot change without replacing a running server's pod (a
-selector is immutable; a template change restarts the pod). Their move to `devservers.io/` is
-a migration of its own (new servers on the new keys, running ones kept on theirs until they
-are next replaced) and is not done yet. The in-pod agent (`podagent`, standard library only)
-keeps its own copies of its four annotations; a unit test holds them equal to these.
+One domain, the API group's: `devservers.io/`. Labels and the pod template's flavor annotation
+were `devserver.io/` before 0.2, and those keys are in Deployment and StatefulSet selectors
+(immutable) and in running pods' templates (a change restarts the pod). So the move is in two
+steps:
+
+1. (now) Every object gets the new keys, and new workloads and Services select by them. The
+   old keys are written beside them, and the caches select and index by the old keys
+   (`CACHE_*`), which every object devserver ever made carries. A workload made before keeps
+   its selector, and a running one its template, until its server is next started or changed:
+   no running server restarts for the move.
+2. (a later release, once no workload made before 0.2 is left) caches select by the new keys
+   and the old copies are no longer written.
+
+The in-pod agent (`podagent`, standard library only) keeps its own copies of its four
+annotations; a unit test holds them equal to these.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 DOMAIN = "devservers.io"
-LEGACY_LABEL_DOMAIN = "devserver.io"  # see above: selectors and templates made with it
+LEGACY_LABEL_DOMAIN = "devserver.io"  # labels before 0.2: see above
 
 # ------------------------------------------------------------------ who writes
 
@@ -22,11 +32,40 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": OPERATOR}
 
 # ------------------------------------------------------------------ labels (selectors)
 
-NAME_LABEL = f"{LEGACY_LABEL_DOMAIN}/name"  # the DevServer an object belongs to
-USER_LABEL = f"{LEGACY_LABEL_DOMAIN}/user"  # the user (DevUser, or a server's owner)
-COMPONENT_LABEL = f"{LEGACY_LABEL_DOMAIN}/component"  # e.g. the agent's scripts ConfigMap
-CREATED_BY_LABEL = f"{LEGACY_LABEL_DOMAIN}/created-by"  # a user's namespace and its objects
-FLAVOR_ANNOTATION = f"{LEGACY_LABEL_DOMAIN}/flavor"  # on pod templates: the flavor they run
+NAME_LABEL = f"{DOMAIN}/name"  # the DevServer an object belongs to
+USER_LABEL = f"{DOMAIN}/user"  # the user (DevUser, or a server's owner)
+COMPONENT_LABEL = f"{DOMAIN}/component"  # e.g. the agent's scripts ConfigMap
+CREATED_BY_LABEL = f"{DOMAIN}/created-by"  # a user's namespace and its objects
+FLAVOR_ANNOTATION = f"{DOMAIN}/flavor"  # on pod templates: the flavor they run
+
+# before 0.2: still written beside the new keys (step 1 above)
+LEGACY_NAME_LABEL = f"{LEGACY_LABEL_DOMAIN}/name"
+LEGACY_USER_LABEL = f"{LEGACY_LABEL_DOMAIN}/user"
+LEGACY_COMPONENT_LABEL = f"{LEGACY_LABEL_DOMAIN}/component"
+LEGACY_CREATED_BY_LABEL = f"{LEGACY_LABEL_DOMAIN}/created-by"
+LEGACY_FLAVOR_ANNOTATION = f"{LEGACY_LABEL_DOMAIN}/flavor"
+LEGACY_OF = {
+    NAME_LABEL: LEGACY_NAME_LABEL,
+    USER_LABEL: LEGACY_USER_LABEL,
+    COMPONENT_LABEL: LEGACY_COMPONENT_LABEL,
+    CREATED_BY_LABEL: LEGACY_CREATED_BY_LABEL,
+    FLAVOR_ANNOTATION: LEGACY_FLAVOR_ANNOTATION,
+}
+# what caches select and index by: the keys every object devserver ever made carries
+CACHE_NAME_LABEL = LEGACY_NAME_LABEL
+CACHE_USER_LABEL = LEGACY_USER_LABEL
+CACHE_COMPONENT_LABEL = LEGACY_COMPONENT_LABEL
+
+
+def with_legacy(keys: Mapping[str, str]) -> dict[str, str]:
+    """`keys` (labels or annotations) with the pre-0.2 copy of each key that has one."""
+    return {**keys, **{LEGACY_OF[k]: v for k, v in keys.items() if k in LEGACY_OF}}
+
+
+def flavor_of(annotations: Mapping[str, str]) -> str | None:
+    """The flavor a pod (template) runs, whichever release made it."""
+    return annotations.get(FLAVOR_ANNOTATION) or annotations.get(LEGACY_FLAVOR_ANNOTATION)
+
 
 # ------------------------------------------------------------------ annotations
 

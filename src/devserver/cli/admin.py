@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import click
 
 from devserver.api.meta import KubeObject
-from devserver.api.names import NAME_LABEL
+from devserver.api.names import CACHE_NAME_LABEL
 from devserver.api.resources import (
     DEVUSERS,
     NAMESPACES,
@@ -167,7 +167,7 @@ def _homes(client: BlockingKubeClient, namespace: str) -> list[KubeObject]:
     """The home volumes the operator made there (not a shared volume an admin provided)."""
     try:
         claims = client.list_page(
-            PERSISTENT_VOLUME_CLAIMS, namespace, label_selector=NAME_LABEL
+            PERSISTENT_VOLUME_CLAIMS, namespace, label_selector=CACHE_NAME_LABEL
         ).items
     except ApiError as error:
         if error.status == 404:

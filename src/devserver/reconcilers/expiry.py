@@ -35,7 +35,14 @@ from devserver.api.lifecycle import (
     warned_value,
 )
 from devserver.api.meta import KubeObject, ObjectKey
-from devserver.api.names import NAME_LABEL, NOTICE, RETENTION, STOP_AT, STOP_REASON, WARNED
+from devserver.api.names import (
+    CACHE_NAME_LABEL,
+    NOTICE,
+    RETENTION,
+    STOP_AT,
+    STOP_REASON,
+    WARNED,
+)
 from devserver.api.resources import (
     DEVSERVERS,
     LEASES,
@@ -243,7 +250,7 @@ class ExpiryReconciler:
         StatefulSet still says its claims are deleted with it."""
         ns, name = ds.metadata.namespace, ds.metadata.name
         claims = await self.client.list_page(
-            PERSISTENT_VOLUME_CLAIMS, ns, label_selector=f"{NAME_LABEL}={name}"
+            PERSISTENT_VOLUME_CLAIMS, ns, label_selector=f"{CACHE_NAME_LABEL}={name}"
         )
         if any(claim.metadata.owner_references for claim in claims.items):
             return True
@@ -278,9 +285,9 @@ def setup(
     informers: InformerFactory, client: KubeClient, lifecycle: LifecycleConfig | None = None
 ) -> Controller:
     devservers = informers.informer(DEVSERVERS)
-    leases = informers.informer(LEASES, label_selector=NAME_LABEL)
+    leases = informers.informer(LEASES, label_selector=CACHE_NAME_LABEL)
     pods = informers.informer(
-        PODS, label_selector=NAME_LABEL, indexers={NAME_INDEX: by_devserver_name}
+        PODS, label_selector=CACHE_NAME_LABEL, indexers={NAME_INDEX: by_devserver_name}
     )
     reconciler = ExpiryReconciler(
         client, devservers, lifecycle or LifecycleConfig(), leases=leases, pods=pods
@@ -289,7 +296,7 @@ def setup(
     controller.watch(devservers, lifecycle_inputs_changed)
 
     def by_label(obj: KubeObject) -> list[ObjectKey]:
-        name = obj.metadata.labels.get(NAME_LABEL)
+        name = obj.metadata.labels.get(CACHE_NAME_LABEL)
         return [ObjectKey(obj.metadata.namespace, name)] if name else []
 
     controller.watch_mapped(leases, by_label, idle_report_changed)

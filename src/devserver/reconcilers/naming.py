@@ -8,7 +8,7 @@ from typing import Any
 
 from devserver.api.devserver import DevServer, Mode
 from devserver.api.meta import KubeObject
-from devserver.api.names import MANAGED_BY, NAME_LABEL, USER_LABEL
+from devserver.api.names import CACHE_NAME_LABEL, MANAGED_BY, NAME_LABEL, USER_LABEL, with_legacy
 
 
 def user_label(owner: str) -> str:
@@ -23,7 +23,7 @@ def selector(ds: DevServer) -> dict[str, str]:
 
 
 def labels(ds: DevServer) -> dict[str, str]:
-    return {**selector(ds), USER_LABEL: user_label(ds.spec.owner), **MANAGED_BY}
+    return {**with_legacy({**selector(ds), USER_LABEL: user_label(ds.spec.owner)}), **MANAGED_BY}
 
 
 def owner_reference(ds: DevServer) -> dict[str, Any]:
@@ -71,5 +71,5 @@ NAME_INDEX = "devserver-name"
 
 def by_devserver_name(obj: KubeObject) -> tuple[str, ...]:
     """Index of the objects made for a DevServer, by `namespace/name`."""
-    name = obj.metadata.labels.get(NAME_LABEL)
+    name = obj.metadata.labels.get(CACHE_NAME_LABEL)
     return (f"{obj.metadata.namespace}/{name}",) if name else ()

@@ -23,7 +23,12 @@ from typing import Any
 from devserver.api.devserver import DevServer
 from devserver.api.lifecycle import USER_REMOVED
 from devserver.api.meta import KubeObject, ObjectKey
-from devserver.api.names import FIELD_MANAGER, STOP_REASON, USER_LABEL, USER_REMOVED_ANNOTATION
+from devserver.api.names import (
+    CACHE_USER_LABEL,
+    FIELD_MANAGER,
+    STOP_REASON,
+    USER_REMOVED_ANNOTATION,
+)
 from devserver.api.resources import (
     CLUSTER_ROLE_BINDINGS,
     DEVSERVERS,
@@ -228,7 +233,7 @@ def quota_counted(status: Any) -> bool:
 def setup(informers: InformerFactory, client: KubeClient) -> Controller:
     users = informers.informer(DEVUSERS)
     made = {
-        r.plural: informers.informer(r, label_selector=USER_LABEL)
+        r.plural: informers.informer(r, label_selector=CACHE_USER_LABEL)
         for r in (
             NAMESPACES,
             SERVICE_ACCOUNTS,
@@ -245,7 +250,7 @@ def setup(informers: InformerFactory, client: KubeClient) -> Controller:
     controller.watch(users)
 
     def by_user_label(obj: KubeObject) -> list[ObjectKey]:
-        name = obj.metadata.labels.get(USER_LABEL)
+        name = obj.metadata.labels.get(CACHE_USER_LABEL)
         return [ObjectKey("", name)] if name else []
 
     for informer in made.values():

@@ -20,7 +20,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from devserver.api.meta import KubeObject
-from devserver.api.names import CREATED_BY_LABEL, OPERATOR, USER_LABEL
+from devserver.api.names import (
+    CACHE_USER_LABEL,
+    CREATED_BY_LABEL,
+    LEGACY_CREATED_BY_LABEL,
+    OPERATOR,
+    USER_LABEL,
+    with_legacy,
+)
 from devserver.api.user import DevUser
 
 CREATED_BY = {CREATED_BY_LABEL: OPERATOR}
@@ -68,7 +75,7 @@ def _owner(user: DevUser) -> list[dict[str, Any]]:
 
 
 def _labels(user: DevUser) -> dict[str, str]:
-    return {USER_LABEL: user.metadata.name, **CREATED_BY}
+    return with_legacy({USER_LABEL: user.metadata.name, **CREATED_BY})
 
 
 def _meta(user: DevUser, name: str, namespaced: bool = True) -> dict[str, Any]:
@@ -81,7 +88,8 @@ def _meta(user: DevUser, name: str, namespaced: bool = True) -> dict[str, Any]:
 def is_ours(namespace: KubeObject, user: str) -> bool:
     """Made by the operator for this user (a namespace only an admin can label)."""
     found = namespace.metadata.labels
-    return found.get(USER_LABEL) == user and all(found.get(k) == v for k, v in CREATED_BY.items())
+    made = found.get(LEGACY_CREATED_BY_LABEL) == OPERATOR  # what every release has written
+    return found.get(CACHE_USER_LABEL) == user and made
 
 
 def desired_namespace(user: DevUser, defaults: UserDefaults) -> dict[str, Any]:

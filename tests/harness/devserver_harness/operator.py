@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 
 from devserver.operator import OperatorSettings, run
@@ -22,8 +22,14 @@ from devserver_harness.process import wait_until
 class OperatorProcess:
     """`python -m devserver.manager` with its own log file; ready when /readyz says so."""
 
-    def __init__(self, kubeconfig: Path, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        kubeconfig: Path,
+        extra_args: tuple[str, ...] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.kubeconfig = kubeconfig
+        self.env = dict(env or {})  # e.g. PYTHONPATH: another release's source
         self.port = free_port()
         self.extra_args = extra_args
         self._log = Path(tempfile.mkstemp(prefix="devserver-operator-", suffix=".log")[1])
@@ -57,7 +63,7 @@ class OperatorProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
             )
 
         def ready() -> bool:

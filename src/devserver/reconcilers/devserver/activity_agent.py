@@ -25,7 +25,14 @@ from typing import Any
 from devserver.api.devserver import DevServer, Mode
 from devserver.api.lifecycle import Activity, activity_of, combined_activity
 from devserver.api.meta import KubeObject, ObjectKey
-from devserver.api.names import COMPONENT_LABEL, FIELD_MANAGER, MANAGED_BY, NAME_LABEL
+from devserver.api.names import (
+    CACHE_COMPONENT_LABEL,
+    CACHE_NAME_LABEL,
+    COMPONENT_LABEL,
+    FIELD_MANAGER,
+    MANAGED_BY,
+    with_legacy,
+)
 from devserver.api.resources import (
     CONFIGMAPS,
     LEASES,
@@ -45,8 +52,8 @@ PODINFO_MOUNT = "/etc/devserver/podinfo"
 
 
 SCRIPTS_CONFIGMAP = "devserver-scripts"
-SCRIPTS_COMPONENT = {COMPONENT_LABEL: "scripts"}
-SCRIPTS_SELECTOR = ",".join(f"{k}={v}" for k, v in SCRIPTS_COMPONENT.items())
+SCRIPTS_COMPONENT = with_legacy({COMPONENT_LABEL: "scripts"})
+SCRIPTS_SELECTOR = f"{CACHE_COMPONENT_LABEL}=scripts"
 
 
 def lease_name(ds: DevServer) -> str:
@@ -188,7 +195,7 @@ class AgentInformers:
 
     @classmethod
     def shared(cls, informers: InformerFactory) -> AgentInformers:
-        mine = NAME_LABEL
+        mine = CACHE_NAME_LABEL
         return cls(
             informers.informer(CONFIGMAPS, label_selector=SCRIPTS_SELECTOR),
             informers.informer(SERVICE_ACCOUNTS, label_selector=mine),

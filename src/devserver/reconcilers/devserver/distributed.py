@@ -46,7 +46,10 @@ from devserver.reconcilers.devserver.activity_agent import ensure_agent_objects
 from devserver.reconcilers.devserver.home_volumes import retain_homes
 from devserver.reconcilers.devserver.pod import SSH_PORT, pod_template, template_flavor
 from devserver.reconcilers.devserver.reconciler import Child, ServerMode, mode_controller
-from devserver.reconcilers.devserver.running_template import keep_running_template
+from devserver.reconcilers.devserver.running_template import (
+    keep_adopted_selector,
+    keep_running_template,
+)
 from devserver.reconcilers.devserver.status import (
     Observed,
     closing_conditions,
@@ -343,7 +346,7 @@ class Distributed(ServerMode):
 
     async def _service(self, ds: DevServer) -> None:
         live = self.caches.services.store.get(ds.key)
-        await self.ensure(SERVICES, desired_headless_service(ds), live)
+        await self.ensure(SERVICES, keep_adopted_selector(desired_headless_service(ds), live), live)
 
     async def _statefulset(self, ds: DevServer, flavor: DevServerFlavor) -> None:
         live = self.caches.workloads.store.get(ds.key)

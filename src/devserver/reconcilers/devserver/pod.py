@@ -15,7 +15,7 @@ from typing import Any
 from devserver.api.devserver import DevServer
 from devserver.api.flavor import DevServerFlavor
 from devserver.api.meta import KubeObject
-from devserver.api.names import FLAVOR_ANNOTATION
+from devserver.api.names import FLAVOR_ANNOTATION, flavor_of, with_legacy
 from devserver.api.quantity import format_binary, parse_quantity
 from devserver.reconcilers.devserver.activity_agent import agent_env, agent_name, agent_pod_parts
 from devserver.reconcilers.naming import labels
@@ -110,7 +110,7 @@ def pod_template(
     return {
         "metadata": {
             "labels": labels(ds),
-            "annotations": {FLAVOR_ANNOTATION: flavor.metadata.name},
+            "annotations": with_legacy({FLAVOR_ANNOTATION: flavor.metadata.name}),
         },
         "spec": pod_spec,
     }
@@ -121,5 +121,5 @@ def template_flavor(workload: KubeObject | None) -> str | None:
     if workload is None:
         return None
     template = (workload.extra.get("spec") or {}).get("template") or {}
-    flavor = ((template.get("metadata") or {}).get("annotations") or {}).get(FLAVOR_ANNOTATION)
+    flavor = flavor_of((template.get("metadata") or {}).get("annotations") or {})
     return str(flavor) if flavor else None

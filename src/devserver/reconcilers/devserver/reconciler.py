@@ -35,7 +35,7 @@ from devserver.api.devserver import DevServer, DevServerStatus
 from devserver.api.flavor import DevServerFlavor
 from devserver.api.lifecycle import deadline, first_created, next_stop, with_start
 from devserver.api.meta import KubeObject, ObjectKey
-from devserver.api.names import FIELD_MANAGER, NAME_LABEL
+from devserver.api.names import CACHE_NAME_LABEL, FIELD_MANAGER
 from devserver.api.resources import (
     DEVSERVERS,
     FLAVORS,
@@ -78,7 +78,7 @@ class Caches:
 
     @classmethod
     def shared(cls, informers: InformerFactory, workload: Resource[KubeObject]) -> Caches:
-        mine = NAME_LABEL  # only objects we made: smaller caches, fewer events
+        mine = CACHE_NAME_LABEL  # only objects we made: smaller caches, fewer events
         named = {NAME_INDEX: by_devserver_name}
         return cls(
             informers.informer(DEVSERVERS, indexers={FLAVOR_INDEX: by_flavor}),
@@ -245,7 +245,7 @@ def mode_controller(
     controller.watch_owned(caches.services, DEVSERVERS)
 
     def by_label(obj: KubeObject) -> list[ObjectKey]:
-        name = obj.metadata.labels.get(NAME_LABEL)
+        name = obj.metadata.labels.get(CACHE_NAME_LABEL)
         return [ObjectKey(obj.metadata.namespace, name)] if name else []
 
     # by label, not owner: a workload orphaned from its server (`--cascade=orphan`) is found

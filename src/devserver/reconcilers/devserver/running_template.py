@@ -18,7 +18,7 @@ from typing import Any
 
 from devserver.api.devserver import DevServer
 from devserver.api.meta import KubeObject
-from devserver.api.names import FLAVOR_ANNOTATION, POD_INPUTS
+from devserver.api.names import LEGACY_NAME_LABEL, POD_INPUTS, flavor_of
 from devserver.api.resources import Resource
 from devserver.client import ApiError, KubeClient
 
@@ -67,8 +67,33 @@ def keep_running_template(
         same_inputs = recorded == inputs
     changes_size = live_spec.get("replicas") != wanted
     if running and same_inputs and not changes_size and template:
-        intent["spec"]["template"] = template
+        intent["spec"]["template"] = copy.deepcopy(template)
+    # a selector never changes: a workload made before 0.2 keeps its own (api/names.py), and a
+    # new template it runs carries those labels too (labels(ds) has them already)
+    if adopted_selector(live_spec.get("selector"), ds):
+        intent["spec"]["selector"] = copy.deepcopy(live_spec["selector"])
+        metadata = intent["spec"]["template"].setdefault("metadata", {})
+        metadata.setdefault("labels", {}).update(live_spec["selector"]["matchLabels"])
     return intent
+
+
+def keep_adopted_selector(intent: dict[str, Any], live: KubeObject | None) -> dict[str, Any]:
+    """A Service made before 0.2 keeps selecting by the keys its pods have had since then."""
+    if live is None:
+        return intent
+    selector = (live.extra.get("spec") or {}).get("selector")
+    if not selector or selector != {LEGACY_NAME_LABEL: live.metadata.name}:
+        return intent
+    intent = copy.deepcopy(intent)
+    intent["spec"]["selector"] = dict(selector)
+    return intent
+
+
+def adopted_selector(selector: Any, ds: DevServer) -> bool:
+    """The selector a workload made before 0.2 has: `{matchLabels: {devserver.io/name: …}}`."""
+    return isinstance(selector, dict) and selector == {
+        "matchLabels": {LEGACY_NAME_LABEL: ds.metadata.name}
+    }
 
 
 def _image(template: dict[str, Any]) -> str | None:
@@ -79,7 +104,7 @@ def _image(template: dict[str, Any]) -> str | None:
 
 def _flavor(template: dict[str, Any]) -> str | None:
     annotations = (template.get("metadata") or {}).get("annotations") or {}
-    flavor = annotations.get(FLAVOR_ANNOTATION)
+    flavor = flavor_of(annotations)
     return str(flavor) if flavor else None
 
 

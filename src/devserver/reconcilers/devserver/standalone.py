@@ -25,7 +25,7 @@ from devserver.api.devserver import DevServer, Mode, Phase
 from devserver.api.flavor import DevServerFlavor
 from devserver.api.lifecycle import EXPIRED, IDLE
 from devserver.api.meta import KubeObject, ObjectKey
-from devserver.api.names import FIELD_MANAGER, FLAVOR_ANNOTATION, STOP_REASON
+from devserver.api.names import FIELD_MANAGER, STOP_REASON, flavor_of
 from devserver.api.quantity import QuantityError, parse_quantity
 from devserver.api.resources import (
     DEPLOYMENTS,
@@ -41,7 +41,10 @@ from devserver.reconcilers.devserver.activity_agent import ensure_agent_objects
 from devserver.reconcilers.devserver.home_volumes import retain_homes, retain_unowned_homes
 from devserver.reconcilers.devserver.pod import SSH_PORT, pod_template, template_flavor
 from devserver.reconcilers.devserver.reconciler import Child, ServerMode, mode_controller
-from devserver.reconcilers.devserver.running_template import keep_running_template
+from devserver.reconcilers.devserver.running_template import (
+    keep_adopted_selector,
+    keep_running_template,
+)
 from devserver.reconcilers.devserver.status import (
     Observed,
     closing_conditions,
@@ -157,7 +160,7 @@ def observed_status(ds: DevServer, seen: Observed) -> dict[str, Any]:
             reason, message = image[0], f"the image cannot be pulled: {image[1]}".rstrip(": ")
         else:
             reason, message = "Starting", "the pod is starting"
-    applied = (pod.metadata.annotations.get(FLAVOR_ANNOTATION) if pod is not None else None) or (
+    applied = (flavor_of(pod.metadata.annotations) if pod is not None else None) or (
         template_flavor(seen.workload)
     )
     progressing, flavor_valid = shared_conditions(ds, seen, ready=ready, waiting="the pod")
@@ -284,7 +287,9 @@ class Standalone(ServerMode):
     async def _service(self, ds: DevServer) -> None:
         service = self.caches.services.store.get(ds.key)
         if ds.spec.enable_ssh:
-            await self.ensure(SERVICES, desired_service(ds), service)
+            await self.ensure(
+                SERVICES, keep_adopted_selector(desired_service(ds), service), service
+            )
         elif service is not None:
             await self.client.delete(SERVICES, ds.metadata.name, ds.metadata.namespace)
 
