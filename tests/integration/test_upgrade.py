@@ -42,7 +42,7 @@ def previous_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def previous_operator(
-    control_plane: LocalControlPlane, previous_source: Path
+    control_plane: LocalControlPlane, previous_source: Path, quota_counts_devservers: None
 ) -> Iterator[OperatorProcess]:
     process = OperatorProcess(
         control_plane.kubeconfig, ("--max-lifetime", "1d"), env={"PYTHONPATH": str(previous_source)}
