@@ -598,10 +598,13 @@ async def test_forwarding_is_audited_as_sshd_saw_it(
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.DEVNULL,
         )
-        await wait_for(lambda: len(forwards(bastion, "pia")) >= 4, timeout=20, what="3rd open")
-        held.kill()  # the connection drops without closing its channel
-        await held.wait()
-        await wait_for(lambda: len(forwards(bastion, "pia")) >= 5, timeout=20, what="its end")
+        try:
+            await wait_for(lambda: len(forwards(bastion, "pia")) >= 4, timeout=30, what="3rd open")
+            held.kill()  # the connection drops without closing its channel
+            await held.wait()
+            await wait_for(lambda: len(forwards(bastion, "pia")) >= 5, timeout=30, what="its end")
+        except TimeoutError as error:  # say what sshd and the bastion saw
+            raise AssertionError(f"{error}\n{bastion.output()[-6000:]}") from None
     finally:
         server.close()
     lines = forwards(bastion, "pia")
