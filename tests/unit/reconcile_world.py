@@ -43,6 +43,9 @@ class FakeKube:
     calls: list[Call] = field(default_factory=list)
     refusals: list[tuple[str, str, ApiError]] = field(default_factory=list)
     world: World | None = None  # with echo: where applied objects land
+    # objects the API server holds that the caches may not (`get` answers them); a workload's
+    # selector is immutable there, as on a real API server
+    stored: dict[tuple[str, str], KubeObject] = field(default_factory=dict)
 
     def refuse(self, verb: str, kind: str, status: int = 422, message: str = "") -> None:
         """The next and every later `verb` of a `kind` fails with an ApiError."""
@@ -65,6 +68,11 @@ class FakeKube:
     ) -> None:
         meta = body["metadata"]
         self._record(Call("apply", resource.kind, meta["name"], meta.get("namespace", ""), body))
+        held = self.stored.get((resource.kind, meta["name"]))
+        if held is not None and resource.kind in ("Deployment", "StatefulSet"):
+            selector = (held.extra.get("spec") or {}).get("selector")
+            if selector and body["spec"].get("selector") != selector:
+                raise ApiError(422, "Invalid", "spec.selector: field is immutable")
         if self.world is not None and self.world.echo:
             self.world.put(resource, resource.model.model_validate(body))
 
@@ -93,6 +101,9 @@ class FakeKube:
         )
 
     async def get(self, resource: Resource[Any], name: str, namespace: str = "") -> Any:
+        self.calls.append(Call("get", resource.kind, name, namespace))
+        if (resource.kind, name) in self.stored:
+            return self.stored[(resource.kind, name)]
         raise ApiError(404, "NotFound", f"{resource.kind} {name} not found")
 
     async def list_page(self, resource: Resource[Any], namespace: str = "", **_: Any) -> Any:
@@ -102,7 +113,11 @@ class FakeKube:
 
     def writes(self, kind: str | None = None) -> list[Call]:
         """Every write but Events, in order (optionally of one kind)."""
-        return [c for c in self.calls if c.kind != "Event" and kind in (None, c.kind)]
+        return [
+            c
+            for c in self.calls
+            if c.kind != "Event" and c.verb != "get" and kind in (None, c.kind)
+        ]
 
     def events(self) -> list[tuple[str, str, str]]:
         """(type, reason, message) of every Event recorded, in order."""

@@ -325,11 +325,11 @@ def test_a_running_pod_keeps_its_template_unless_its_user_changed_something() ->
 def test_workloads_and_services_made_before_the_label_move_keep_their_selectors() -> None:
     """Selectors are immutable: a Deployment made with `devserver.io/name` keeps selecting by it,
     and a template it runs next carries that label; new ones select by `devservers.io/name`; a
-    Service made before keeps its selector, and one edited by hand gets ours back."""
+    Service selects by the key its workload selects by."""
     from devserver.api.names import LEGACY_NAME_LABEL, NAME_LABEL
     from devserver.reconcilers.devserver.running_template import (
-        keep_adopted_selector,
         keep_running_template,
+        select_as_workload,
     )
 
     server = ds()
@@ -361,13 +361,7 @@ def test_workloads_and_services_made_before_the_label_move_keep_their_selectors(
 
     service = desired_service(server)
     assert service["spec"]["selector"] == {NAME_LABEL: "box"}
-
-    def live_service(selector: dict[str, str]) -> KubeObject:
-        return KubeObject.model_validate(
-            {"metadata": {"name": "box"}, "spec": {"selector": selector}}
-        )
-
-    kept = keep_adopted_selector(service, live_service({LEGACY_NAME_LABEL: "box"}))
-    assert kept["spec"]["selector"] == {LEGACY_NAME_LABEL: "box"}
-    tampered = keep_adopted_selector(service, live_service({LEGACY_NAME_LABEL: "other"}))
-    assert tampered["spec"]["selector"] == {NAME_LABEL: "box"}
+    legacy = select_as_workload(service, legacy=True)
+    assert legacy["spec"]["selector"] == {LEGACY_NAME_LABEL: "box"}
+    assert service["spec"]["selector"] == {NAME_LABEL: "box"}  # a copy, not the intent changed
+    assert select_as_workload(service, legacy=False) == service

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from devserver.api.meta import KubeObject
 from devserver.api.resources import DEPLOYMENTS, PODS, STATEFULSETS
 from devserver.client import ApiError
 from devserver.reconcilers.children import ChildrenRefusedError
@@ -267,3 +268,67 @@ async def test_retention_deletes_a_long_stopped_server_and_names_every_home_it_k
     assert [(c.verb, c.kind, c.name) for c in world.kube.writes()] == [
         ("delete", "DevServer", "box")
     ]
+
+
+def made_before_the_label_move(world: World, kind: str, resource: Any) -> dict[str, Any]:
+    """Server `box`'s workload as the release before 0.2 made it: selecting `devserver.io/name`.
+    An admin has removed that label from the object, so the caches do not hold it."""
+    old_selector = {"matchLabels": {"devserver.io/name": "box"}}
+    template = {"metadata": {"labels": {"devserver.io/name": "box"}}}
+    world.kube.stored[(kind, "box")] = KubeObject.model_validate(
+        {
+            "apiVersion": resource.api_version,
+            "kind": kind,
+            "metadata": {"name": "box", "namespace": NAMESPACE},
+            "spec": {"replicas": 1, "selector": old_selector, "template": template},
+            "status": {"readyReplicas": 1},
+        }
+    )
+    return old_selector
+
+
+@pytest.mark.parametrize("mode", ["standalone", "distributed"])
+async def test_a_stop_reaches_a_workload_the_caches_lost_on_the_selector_it_has(mode: str) -> None:
+    world = World()
+    world.flavor()
+    if mode == "standalone":
+        controller, kind, resource = "devserver", "Deployment", DEPLOYMENTS
+        world.server(stopped=True)
+    else:
+        controller, kind, resource = "distributed", "StatefulSet", STATEFULSETS
+        world.server(stopped=True, mode="distributed", distributed={"worldSize": 2})
+    old_selector = made_before_the_label_move(world, kind, resource)
+
+    await world.reconcile(controller, "box")  # no refusal left: it does not raise
+
+    applies = [c for c in world.kube.writes(kind) if c.verb == "apply"]
+    assert applies[0].body["spec"]["selector"] != old_selector  # the cache knew no better…
+    last = applies[-1].body["spec"]  # …the API server's copy was read, and that went through
+    assert last["selector"] == old_selector and last["replicas"] == 0
+    status = world.kube.status_patches()[-1]
+    applied = [c for c in status["conditions"] if c["type"] == "Applied"]
+    assert not applied or applied[0]["status"] == "True"
+
+
+async def test_a_service_selects_the_pods_by_the_key_their_workload_selects_them_by() -> None:
+    world = World()
+    world.flavor()
+    world.server(enableSSH=True)
+    world.child(
+        DEPLOYMENTS,
+        "box",
+        spec={"replicas": 1, "selector": {"matchLabels": {"devserver.io/name": "box"}}},
+        status={"readyReplicas": 1},
+    )
+    # the Service was deleted (or its selector edited) by an admin: made again, it must still
+    # find the pods of the workload made before, which carry only the old key
+    await world.reconcile("devserver", "box")
+    [service] = [c for c in world.kube.writes("Service") if c.verb == "apply"]
+    assert service.body["spec"]["selector"] == {"devserver.io/name": "box"}
+
+    fresh = World()
+    fresh.flavor()
+    fresh.server(enableSSH=True)
+    await fresh.reconcile("devserver", "box")
+    [service] = [c for c in fresh.kube.writes("Service") if c.verb == "apply"]
+    assert service.body["spec"]["selector"] == {"devservers.io/name": "box"}

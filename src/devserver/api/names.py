@@ -5,13 +5,20 @@ were `devserver.io/` before 0.2, and those keys are in Deployment and StatefulSe
 (immutable) and in running pods' templates (a change restarts the pod). So the move is in two
 steps:
 
-1. (now) Every object gets the new keys, and new workloads and Services select by them. The
-   old keys are written beside them, and the caches select and index by the old keys
-   (`CACHE_*`), which every object devserver ever made carries. A workload made before keeps
-   its selector, and a running one its template, until its server is next started or changed:
-   no running server restarts for the move.
-2. (a later release, once no workload made before 0.2 is left) caches select by the new keys
-   and the old copies are no longer written.
+1. (now) Every object gets the new keys, and new workloads select by them. The old keys are
+   written beside them, and the caches select and index by the old keys (`CACHE_*`), which
+   every object devserver ever made carries. A workload made before keeps its selector for
+   good (it is immutable: until the workload is made anew), a running one its template until
+   its server is next started or changed, and a Service selects by what its workload selects
+   by: no running server restarts for the move. A workload the caches lost (its old label
+   removed by hand) is read from the API server when an apply is refused, so a stop reaches it.
+2. (a later release, once every workload made before 0.2 has been made anew, which only its
+   server's deletion does today) caches select by the new keys and the old copies are no longer
+   written.
+
+Rolling back to a release before 0.2 leaves the servers made since unable to start or change
+(that release applies the old selector, which their workloads cannot take); stopping them still
+works. Roll forward instead.
 
 The in-pod agent (`podagent`, standard library only) keeps its own copies of its four
 annotations; a unit test holds them equal to these.

@@ -21,9 +21,9 @@ from typing import Any
 
 from devserver.api.meta import KubeObject
 from devserver.api.names import (
-    CACHE_USER_LABEL,
     CREATED_BY_LABEL,
     LEGACY_CREATED_BY_LABEL,
+    LEGACY_USER_LABEL,
     OPERATOR,
     USER_LABEL,
     with_legacy,
@@ -88,8 +88,9 @@ def _meta(user: DevUser, name: str, namespaced: bool = True) -> dict[str, Any]:
 def is_ours(namespace: KubeObject, user: str) -> bool:
     """Made by the operator for this user (a namespace only an admin can label)."""
     found = namespace.metadata.labels
-    made = found.get(LEGACY_CREATED_BY_LABEL) == OPERATOR  # what every release has written
-    return found.get(CACHE_USER_LABEL) == user and made
+    # under either key (api/names.py): an admin may have removed one of the two
+    made = OPERATOR in (found.get(CREATED_BY_LABEL), found.get(LEGACY_CREATED_BY_LABEL))
+    return user in (found.get(USER_LABEL), found.get(LEGACY_USER_LABEL)) and made
 
 
 def desired_namespace(user: DevUser, defaults: UserDefaults) -> dict[str, Any]:

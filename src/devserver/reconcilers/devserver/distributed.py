@@ -47,8 +47,7 @@ from devserver.reconcilers.devserver.home_volumes import retain_homes
 from devserver.reconcilers.devserver.pod import SSH_PORT, pod_template, template_flavor
 from devserver.reconcilers.devserver.reconciler import Child, ServerMode, mode_controller
 from devserver.reconcilers.devserver.running_template import (
-    keep_adopted_selector,
-    keep_running_template,
+    select_as_workload,
 )
 from devserver.reconcilers.devserver.status import (
     Observed,
@@ -346,12 +345,13 @@ class Distributed(ServerMode):
 
     async def _service(self, ds: DevServer) -> None:
         live = self.caches.services.store.get(ds.key)
-        await self.ensure(SERVICES, keep_adopted_selector(desired_headless_service(ds), live), live)
+        intent = select_as_workload(desired_headless_service(ds), self.workload_selector(ds))
+        await self.ensure(SERVICES, intent, live)
 
     async def _statefulset(self, ds: DevServer, flavor: DevServerFlavor) -> None:
-        live = self.caches.workloads.store.get(ds.key)
-        intent = desired_statefulset(ds, flavor, replicas=0 if ds.spec.stopped else None)
-        await self.ensure(STATEFULSETS, keep_running_template(intent, live, ds), live)
+        await self.ensure_workload(
+            ds, desired_statefulset(ds, flavor, replicas=0 if ds.spec.stopped else None)
+        )
 
     async def announce(self, ds: DevServer, status: dict[str, Any]) -> None:
         before = ds.status

@@ -44,15 +44,19 @@ from devserver.api.resources import (
     SERVICES,
     Resource,
 )
-from devserver.client import KubeClient
+from devserver.client import ApiError, KubeClient
 from devserver.client.events import EventType, record_event
-from devserver.controller import Controller, Result
+from devserver.controller import Controller, Result, TerminalError
 from devserver.controller.applied import apply_if_changed
 from devserver.informers import NAMESPACE_INDEX, Informer, InformerFactory, Notification
 from devserver.reconcilers.children import Attempts
 from devserver.reconcilers.devserver.activity_agent import AgentInformers, idle_report_changed
 from devserver.reconcilers.devserver.gpu_hours import GpuHours, Holding, shared_gpu_hours
-from devserver.reconcilers.devserver.running_template import scale_to_zero
+from devserver.reconcilers.devserver.running_template import (
+    adopted_selector,
+    keep_running_template,
+    scale_to_zero,
+)
 from devserver.reconcilers.devserver.status import Observed, on_nodes
 from devserver.reconcilers.flavor import FLAVOR_INDEX, by_flavor, flavor_problem
 from devserver.reconcilers.lifecycle_config import LifecycleConfig
@@ -141,6 +145,36 @@ class ServerMode(ABC):
     ) -> None:
         """Apply `intent` unless `live` has it already."""
         await apply_if_changed(self.client, resource, intent, live, field_manager=FIELD_MANAGER)
+
+    async def ensure_workload(self, ds: DevServer, intent: dict[str, Any]) -> None:
+        """The workload, on the selector and running template it has. One the cache does not
+        hold (its labels edited by hand) is read from the API server when the apply is refused,
+        so a stop still reaches it instead of failing on a selector it cannot change."""
+        live = self.caches.workloads.store.get(ds.key)
+        try:
+            await self.ensure(self.workload, keep_running_template(intent, live, ds), live)
+        except TerminalError:
+            if live is not None:
+                raise
+            live = await self.read_live(self.workload, ds)
+            if live is None:
+                raise
+            await self.ensure(self.workload, keep_running_template(intent, live, ds), live)
+
+    async def read_live(self, resource: Resource[KubeObject], ds: DevServer) -> KubeObject | None:
+        try:
+            return await self.client.get(resource, ds.metadata.name, ds.metadata.namespace)
+        except ApiError as error:
+            if error.not_found:
+                return None
+            raise
+
+    def workload_selector(self, ds: DevServer) -> bool:
+        """Whether the workload (cached) selects by the keys of before 0.2 (api/names.py)."""
+        live = self.caches.workloads.store.get(ds.key)
+        return live is not None and adopted_selector(
+            (live.extra.get("spec") or {}).get("selector"), ds
+        )
 
     async def event(self, ds: DevServer, kind: EventType, reason: str, message: str) -> None:
         await record_event(self.client, DEVSERVERS, ds, kind, reason, message)

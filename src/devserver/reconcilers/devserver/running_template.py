@@ -77,15 +77,13 @@ def keep_running_template(
     return intent
 
 
-def keep_adopted_selector(intent: dict[str, Any], live: KubeObject | None) -> dict[str, Any]:
-    """A Service made before 0.2 keeps selecting by the keys its pods have had since then."""
-    if live is None:
-        return intent
-    selector = (live.extra.get("spec") or {}).get("selector")
-    if not selector or selector != {LEGACY_NAME_LABEL: live.metadata.name}:
+def select_as_workload(intent: dict[str, Any], legacy: bool) -> dict[str, Any]:
+    """A Service selects the pods by the key its workload selects them by: the pods of a
+    workload made before 0.2 may have only the old key (api/names.py)."""
+    if not legacy:
         return intent
     intent = copy.deepcopy(intent)
-    intent["spec"]["selector"] = dict(selector)
+    intent["spec"]["selector"] = {LEGACY_NAME_LABEL: intent["metadata"]["name"]}
     return intent
 
 

@@ -42,8 +42,7 @@ from devserver.reconcilers.devserver.home_volumes import retain_homes, retain_un
 from devserver.reconcilers.devserver.pod import SSH_PORT, pod_template, template_flavor
 from devserver.reconcilers.devserver.reconciler import Child, ServerMode, mode_controller
 from devserver.reconcilers.devserver.running_template import (
-    keep_adopted_selector,
-    keep_running_template,
+    select_as_workload,
 )
 from devserver.reconcilers.devserver.status import (
     Observed,
@@ -280,16 +279,15 @@ class Standalone(ServerMode):
             await self.ensure(PERSISTENT_VOLUME_CLAIMS, desired_home_claim(ds, claim), claim)
 
     async def _deployment(self, ds: DevServer, flavor: DevServerFlavor) -> None:
-        live = self.caches.workloads.store.get(ds.key)
-        intent = desired_deployment(ds, flavor, replicas=0 if ds.spec.stopped else 1)
-        await self.ensure(DEPLOYMENTS, keep_running_template(intent, live, ds), live)
+        await self.ensure_workload(
+            ds, desired_deployment(ds, flavor, replicas=0 if ds.spec.stopped else 1)
+        )
 
     async def _service(self, ds: DevServer) -> None:
         service = self.caches.services.store.get(ds.key)
         if ds.spec.enable_ssh:
-            await self.ensure(
-                SERVICES, keep_adopted_selector(desired_service(ds), service), service
-            )
+            intent = select_as_workload(desired_service(ds), self.workload_selector(ds))
+            await self.ensure(SERVICES, intent, service)
         elif service is not None:
             await self.client.delete(SERVICES, ds.metadata.name, ds.metadata.namespace)
 
