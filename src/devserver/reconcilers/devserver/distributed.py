@@ -46,9 +46,7 @@ from devserver.reconcilers.devserver.activity_agent import ensure_agent_objects
 from devserver.reconcilers.devserver.home_volumes import retain_homes
 from devserver.reconcilers.devserver.pod import SSH_PORT, pod_template, template_flavor
 from devserver.reconcilers.devserver.reconciler import Child, ServerMode, mode_controller
-from devserver.reconcilers.devserver.running_template import (
-    select_as_workload,
-)
+from devserver.reconcilers.devserver.running_template import select_as_workload
 from devserver.reconcilers.devserver.status import (
     Observed,
     closing_conditions,
