@@ -340,6 +340,28 @@ def test_a_monitor_pid_taken_again_before_the_reap_starts_a_new_login() -> None:
     assert logins == [("ana", "open"), ("ana", "closed"), ("bob", "open")]
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="the monitor must be a root process")
+def test_a_channel_opened_before_the_monitor_names_its_child_is_audited(
+    processes: tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]],
+) -> None:
+    """The post-auth child and the monitor write to the log independently: an `ssh -W` child's
+    first channel line can come before the monitor's "User child is on pid" line."""
+    monitor, child = os.getpid(), processes[0].pid
+    tracker = SshdLog(lambda: os.getppid(), wait=0.3)
+    with structlog.testing.capture_logs() as logs:
+        tracker.feed(f"auth.c:auth_log():1 (pid={monitor}): Accepted publickey for pia from "
+                     "127.0.0.1 port 7 ssh2: ED25519 SHA256:pia")  # fmt: skip
+        tracker.feed(f"debug1: channels.c:channel_post_connecting():1994 (pid={child}): "
+                     "channel 0: connected to 127.0.0.9 port 22")  # fmt: skip
+        tracker.feed(f"sshd.c:privsep_postauth():577 (pid={monitor}): User child is on pid {child}")
+        outsider = processes[1].pid  # not the monitor's child: never taken for one
+        tracker.feed(f"debug1: channels.c:channel_post_connecting():1994 (pid={outsider}): "
+                     "channel 1: connected to forged port 22")  # fmt: skip
+    forwards = [(e["target"], e["outcome"]) for e in logs if e.get("kind") == "forward"]
+    assert forwards == [("127.0.0.9:22", "open")]
+    assert tracker.children[child].monitor == monitor
+
+
 def test_a_message_with_a_line_break_is_never_read_as_a_record() -> None:
     """sshd passes CR and LF from client text (a forwarding target, a key algorithm name)
     through unescaped: a client could make a message that holds a forged 'Accepted' line."""

@@ -11,7 +11,9 @@ tags each forced line with its source and pid: `file:function():line (pid=N): me
   Accepted only from a root process whose parent is our listening sshd (checked in /proc).
 - `sshd.c:privsep_postauth()` in M: "User child is on pid C" — C runs the connection as U.
 - `serverloop.c`/`channels.c` in C: a `direct-tcpip` channel (`ssh -J`, `ssh -W`, `-L`, VS Code
-  Remote-SSH) connected to host:port, refused by PermitOpen, failed, or freed.
+  Remote-SSH) connected to host:port, refused by PermitOpen, failed, or freed. C and M write
+  independently, so an `ssh -W` channel line can come before M's line naming C: then C is
+  known by the kernel's word that its parent is M, an accepted monitor still without a child.
 
 Every login is audited from this alone: one `connection` audit line when sshd accepts it (user,
 client address, key) and one when its processes are gone (found by `reap`), whatever the
@@ -132,6 +134,24 @@ class SshdLog:
             self._child(pid, message)
         elif pid in self.children:
             self._channel(self.children[pid], message)
+        elif forced["where"].startswith("channels.c:") and (found := self._unnamed_child(pid)):
+            self._channel(found, message)
+
+    def _unnamed_child(self, pid: int) -> Connection | None:
+        """The connection whose post-auth child `pid` is, before the monitor's line naming it
+        has arrived: the child and the monitor write to the log independently, and an `ssh -W`
+        opens its channel at once. Only a post-auth child has channels, and the kernel says
+        whose child it is."""
+        monitor = procs.parent(pid)
+        if monitor is None or procs.owner(monitor) != 0:
+            return None
+        connection = self.connections.get(monitor)
+        if connection is None or connection.child is not None:
+            return None
+        connection.child, connection.child_started = pid, procs.started(pid)
+        self.children[pid] = connection
+        self._changed.set()
+        return connection
 
     def _accepted(self, pid: int, message: str) -> None:
         found = _ACCEPTED.match(message)
