@@ -204,12 +204,16 @@ def simulate(users: list[User], policy: str, idle_timeout: int = 3600) -> Outcom
     return out
 
 
-def report(idle_timeout: int = 3600, seed: int = 7) -> list[str]:
+def run_week(idle_timeout: int = 3600, seed: int = 7) -> tuple[list[User], list[Outcome]]:
+    """The users, and each policy's week: off, ours, then the two simpler cullers."""
     users = make_users(seed=seed)
+    policies = ("off", "devserver", "cpu-only", "sessions-only")
+    return users, [simulate(users, p, idle_timeout) for p in policies]
+
+
+def report(idle_timeout: int = 3600, seed: int = 7) -> list[str]:
+    users, results = run_week(idle_timeout, seed)
     mix = {p: sum(1 for u in users if u.pattern == p) for p, _ in PATTERNS}
-    results = [
-        simulate(users, p, idle_timeout) for p in ("off", "devserver", "cpu-only", "sessions-only")
-    ]
     off = results[0]
     lines = [
         f"a simulated week: {len(users)} users ("
