@@ -7,6 +7,7 @@ written, in which order, what the status says, and whether the reconcile fails.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -169,6 +170,23 @@ async def test_a_converged_server_costs_no_request() -> None:
     assert world.kube.writes("Deployment") and world.kube.status_patches()
 
     world.kube.calls.clear()
+    await world.reconcile("devserver", "box")
+
+    assert world.kube.calls == []
+
+
+async def test_a_server_capped_by_the_maximum_lifetime_converges_too() -> None:
+    """Its LifetimeCapped condition keeps its transition time: before, every reconcile wrote
+    a new one, and the status write's echo woke the next reconcile (a write loop)."""
+    world = World(echo=True, lifecycle=LifecycleConfig(max_lifetime=timedelta(hours=8)))
+    world.flavor()
+    world.server(lifecycle={"timeToLive": "24h"})
+    await world.reconcile("devserver", "box")
+    written = world.kube.status_patches()[-1]["conditions"]
+    assert any(c["type"] == "LifetimeCapped" for c in written)
+
+    world.kube.calls.clear()
+    await asyncio.sleep(0.01)  # a later moment: a transition time stamped now would differ
     await world.reconcile("devserver", "box")
 
     assert world.kube.calls == []

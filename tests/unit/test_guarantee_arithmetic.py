@@ -27,6 +27,7 @@ from devserver.api.lifecycle import (
     parse_ttl,
     seconds_at_most,
     start_to_record,
+    timeline,
     with_start,
 )
 from devserver.api.meta import KubeObject
@@ -144,15 +145,15 @@ def test_the_status_is_always_written_and_serialisable(
     lease: KubeObject | None,
     flavor_missing: bool,
 ) -> None:
-    ds = with_start(server(lifecycle, notes, status, stopped), NOW)
     activity = activity_of(lease)
+    times = timeline(server(lifecycle, notes, status, stopped), [], activity, CAP, NOW)
+    ds = times.ds
     seen = Observed(
         flavor_problem="flavor 'x' does not exist" if flavor_missing else None,
         workload=None,
         pods=[],
         service=None,
-        deadline=deadline(ds, CAP)[0],
-        stop=next_stop(ds, activity, CAP, NOW),
+        timeline=times,
         activity=activity,
         now=NOW,
     )

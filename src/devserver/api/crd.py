@@ -72,24 +72,30 @@ def _is_conditions(array: dict[str, Any]) -> bool:
 @dataclass(frozen=True)
 class CrdSpec:
     kind: str
-    plural: str
-    singular: str
-    short_names: list[str]
+    short_name: str
     scope: str
-    spec_model: type[BaseModel]
-    status_model: type[BaseModel]
-    columns: list[dict[str, Any]]
+    models: tuple[type[BaseModel], type[BaseModel]]  # spec, status
     description: str
+    columns: list[dict[str, Any]]
     spec_rules: list[dict[str, Any]] = field(default_factory=list)
     root_rules: list[dict[str, Any]] = field(default_factory=list)
     categories: list[str] = field(default_factory=lambda: ["devserver"])
 
+    @property
+    def singular(self) -> str:
+        return self.kind.lower()
+
+    @property
+    def plural(self) -> str:
+        return self.kind.lower() + "s"
+
 
 def crd(spec: CrdSpec) -> dict[str, Any]:
-    spec_schema = structural(spec.spec_model.model_json_schema(by_alias=True))
+    spec_model, status_model = spec.models
+    spec_schema = structural(spec_model.model_json_schema(by_alias=True))
     if spec.spec_rules:
         spec_schema["x-kubernetes-validations"] = spec.spec_rules
-    status_schema = structural(spec.status_model.model_json_schema(by_alias=True))
+    status_schema = structural(status_model.model_json_schema(by_alias=True))
     root: dict[str, Any] = {
         "type": "object",
         "description": spec.description,
@@ -116,7 +122,7 @@ def crd(spec: CrdSpec) -> dict[str, Any]:
                 "listKind": f"{spec.kind}List",
                 "plural": spec.plural,
                 "singular": spec.singular,
-                "shortNames": spec.short_names,
+                "shortNames": [spec.short_name],
                 "categories": spec.categories,
             },
             "versions": [
@@ -133,29 +139,26 @@ def crd(spec: CrdSpec) -> dict[str, Any]:
     }
 
 
-def _age() -> dict[str, Any]:
-    return {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+def _column(name: str, kind: str, path: str) -> dict[str, Any]:
+    return {"name": name, "type": kind, "jsonPath": path}
+
+
+_AGE = _column("Age", "date", ".metadata.creationTimestamp")
+_READY = _column("Ready", "string", '.status.conditions[?(@.type=="Ready")].status')
 
 
 DEVSERVER = CrdSpec(
-    kind="DevServer",
-    plural="devservers",
-    singular="devserver",
-    short_names=["ds"],
-    scope="Namespaced",
-    spec_model=DevServerSpec,
-    status_model=DevServerStatus,
-    description="A user's PyTorch development server (standalone or distributed).",
+    "DevServer",
+    "ds",
+    "Namespaced",
+    (DevServerSpec, DevServerStatus),
+    "A user's PyTorch development server (standalone or distributed).",
     columns=[
-        {"name": "Flavor", "type": "string", "jsonPath": ".spec.flavor"},
-        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-        {
-            "name": "Ready",
-            "type": "string",
-            "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
-        },
-        {"name": "Expires", "type": "date", "jsonPath": ".status.expiresAt"},
-        _age(),
+        _column("Flavor", "string", ".spec.flavor"),
+        _column("Phase", "string", ".status.phase"),
+        _READY,
+        _column("Expires", "date", ".status.expiresAt"),
+        _AGE,
     ],
     spec_rules=[
         {
@@ -200,44 +203,37 @@ DEVSERVER = CrdSpec(
 )
 
 FLAVOR = CrdSpec(
-    kind="DevServerFlavor",
-    plural="devserverflavors",
-    singular="devserverflavor",
-    short_names=["dsf"],
-    scope="Cluster",
-    spec_model=DevServerFlavorSpec,
-    status_model=DevServerFlavorStatus,
-    description="A named hardware preset (resources, placement, price) for DevServers.",
+    "DevServerFlavor",
+    "dsf",
+    "Cluster",
+    (DevServerFlavorSpec, DevServerFlavorStatus),
+    "A named hardware preset (resources, placement, price) for DevServers.",
     columns=[
-        {"name": "GPUs", "type": "string", "jsonPath": ".spec.resources.limits.nvidia\\.com/gpu"},
-        {"name": "CPU", "type": "string", "jsonPath": ".spec.resources.limits.cpu"},
-        {"name": "Memory", "type": "string", "jsonPath": ".spec.resources.limits.memory"},
-        {"name": "Price/h", "type": "number", "jsonPath": ".spec.pricePerHour"},
-        {"name": "Valid", "type": "boolean", "jsonPath": ".status.valid"},
-        {"name": "In use", "type": "integer", "jsonPath": ".status.devServers"},
-        _age(),
-    ],
+        _column(name, kind, path)
+        for name, kind, path in (
+            ("GPUs", "string", ".spec.resources.limits.nvidia\\.com/gpu"),
+            ("CPU", "string", ".spec.resources.limits.cpu"),
+            ("Memory", "string", ".spec.resources.limits.memory"),
+            ("Price/h", "number", ".spec.pricePerHour"),
+            ("Valid", "boolean", ".status.valid"),
+            ("In use", "integer", ".status.devServers"),
+        )
+    ]
+    + [_AGE],
 )
 
 USER = CrdSpec(
-    kind="DevUser",
-    plural="devusers",
-    singular="devuser",
-    short_names=["du"],
-    scope="Cluster",
-    spec_model=DevUserSpec,
-    status_model=DevUserStatus,
-    description="A user of the platform; its name is the user name.",
+    "DevUser",
+    "du",
+    "Cluster",
+    (DevUserSpec, DevUserStatus),
+    "A user of the platform; its name is the user name.",
     columns=[
-        {"name": "Email", "type": "string", "jsonPath": ".spec.email"},
-        {"name": "Team", "type": "string", "jsonPath": ".spec.team"},
-        {"name": "Namespace", "type": "string", "jsonPath": ".status.namespace"},
-        {
-            "name": "Ready",
-            "type": "string",
-            "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
-        },
-        _age(),
+        _column("Email", "string", ".spec.email"),
+        _column("Team", "string", ".spec.team"),
+        _column("Namespace", "string", ".status.namespace"),
+        _READY,
+        _AGE,
     ],
     root_rules=[
         {

@@ -121,7 +121,10 @@ def start_to_record(
 
 def with_start(ds: DevServer, now: datetime, first_pod: datetime | None = None) -> DevServer:
     """`ds` as the lifecycle sees it after this reconcile records the start."""
-    start = start_to_record(ds, now, first_pod)
+    return _recording(ds, start_to_record(ds, now, first_pod))
+
+
+def _recording(ds: DevServer, start: datetime | None) -> DevServer:
     if ds.status is None or start == ds.status.last_start:
         return ds
     stopped_at = ds.status.stopped_at if ds.spec.stopped else None
@@ -260,9 +263,42 @@ def next_stop(
 ) -> NextStop | None:
     """The earliest stop ahead: the deadline (after the cap) or the idle deadline."""
     when, capped = deadline(ds, max_lifetime)
+    return _earliest(ds, when, capped, activity, now)
+
+
+def _earliest(
+    ds: DevServer, when: datetime | None, capped: bool, activity: Activity | None, now: datetime
+) -> NextStop | None:
     idle = idle_deadline(ds, activity, now)
     if idle is not None and (when is None or idle < when):
         return NextStop(idle, IDLE, capped)
     if when is None:
         return None
     return NextStop(when, EXPIRED, capped)
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """Where a DevServer stands in its lifecycle at `now`, read once per reconcile."""
+
+    ds: DevServer  # as it stands once this reconcile records its start
+    start: datetime | None  # `status.lastStart` after this reconcile
+    deadline: datetime | None  # after the operator's cap
+    capped: bool  # the cap shortened the requested deadline
+    stop: NextStop | None  # the earliest stop ahead: the deadline or idleness
+    warned: bool  # a warning was given for that stop
+
+
+def timeline(
+    ds: DevServer,
+    pods: list[KubeObject],
+    activity: Activity | None,
+    max_lifetime: timedelta | None,
+    now: datetime,
+) -> Timeline:
+    """`ds`'s start (counting from its first pod, `pods`), deadline, next stop and warnings."""
+    start = start_to_record(ds, now, first_created(pods))
+    ds = _recording(ds, start)
+    when, capped = deadline(ds, max_lifetime)
+    stop = _earliest(ds, when, capped, activity, now)
+    return Timeline(ds, start, when, capped, stop, stop is not None and bool(warned(ds, stop.when)))

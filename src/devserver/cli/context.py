@@ -64,6 +64,12 @@ class Devctl:
                 self._client.close()
                 self._client = None
 
+    def run_here(
+        self, action: Callable[[BlockingKubeClient, str], T], *, what: str = "", name: str = ""
+    ) -> T:
+        """`run`, handing `action` the client and your namespace."""
+        return self.run(lambda: action(self.client(), self.namespace()), what=what, name=name)
+
     def run_async(
         self,
         action: Callable[[KubeClient], Awaitable[T]],

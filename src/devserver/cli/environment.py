@@ -52,9 +52,7 @@ def allowed(
 def status(devctl: Devctl, output: str) -> None:
     """Your environment: cluster, identity, namespace, dev servers, quota."""
 
-    def go() -> None:
-        client = devctl.client()
-        namespace = devctl.namespace()
+    def go(client: BlockingKubeClient, namespace: str) -> None:
         version = client.server_version()
         user = whoami(client)
         servers = (client.list_page(DEVSERVERS, namespace)).items
@@ -80,7 +78,7 @@ def status(devctl: Devctl, output: str) -> None:
         }
         emit(output, lambda: report, lambda: render_status(report))
 
-    devctl.run(go, what="read your namespace")
+    devctl.run_here(go, what="read your namespace")
 
 
 def render_status(report: dict[str, Any]) -> str:
@@ -162,9 +160,7 @@ CHECKS: list[tuple[str, str, str, str, str, bool, bool]] = [
 def test_k8s(devctl: Devctl, output: str) -> None:
     """Check that your access works — and is no wider than it should be."""
 
-    def go() -> None:
-        client = devctl.client()
-        namespace = devctl.namespace()
+    def go(client: BlockingKubeClient, namespace: str) -> None:
         user = whoami(client)
         results = []
         for what, verb, resource, group, sub, own, expected in CHECKS:
@@ -179,7 +175,7 @@ def test_k8s(devctl: Devctl, output: str) -> None:
                 "platform team."
             )
 
-    devctl.run(go, what="check access")
+    devctl.run_here(go, what="check access")
 
 
 def render_checks(report: dict[str, Any]) -> str:

@@ -18,6 +18,7 @@ from devserver.cli.durations import DurationError, parse_duration, short
 from devserver.cli.errors import DevctlError
 from devserver.cli.output import OUTPUT_OPTION, emit, table
 from devserver.cli.waiting import settled_deadline, wait_running
+from devserver.client.blocking import BlockingKubeClient
 
 
 def _iso(when: datetime) -> str:
@@ -41,9 +42,7 @@ def _duration(text: str) -> timedelta:
 def stop(devctl: Devctl, name: str) -> None:
     """Stop NAME now: no pod, no GPU, no cost; the home volume stays."""
 
-    def go() -> None:
-        client = devctl.client()
-        namespace = devctl.namespace()
+    def go(client: BlockingKubeClient, namespace: str) -> None:
         ds = client.get(DEVSERVERS, name, namespace)
         if ds.spec.stopped:
             click.echo(f"{name} is already stopped; `devctl start {name}` brings it back")
@@ -57,7 +56,7 @@ def stop(devctl: Devctl, name: str) -> None:
             f"stopped {name}; its home volume is kept — `devctl start {name}` brings it back"
         )
 
-    devctl.run(go, what="update dev servers", name=name)
+    devctl.run_here(go, what="update dev servers", name=name)
 
 
 @click.command()
@@ -71,9 +70,7 @@ def start(devctl: Devctl, name: str, ttl: str | None, wait: bool, timeout: str) 
     lifetime = _duration(ttl) if ttl else None
     waiting = _duration(timeout)
 
-    def go() -> None:
-        client = devctl.client()
-        namespace = devctl.namespace()
+    def go(client: BlockingKubeClient, namespace: str) -> None:
         ds = client.get(DEVSERVERS, name, namespace)
         if not ds.spec.stopped:
             click.echo(f"{name} is not stopped; nothing to do")
@@ -97,7 +94,7 @@ def start(devctl: Devctl, name: str, ttl: str | None, wait: bool, timeout: str) 
         if wait:
             wait_running(client, namespace, name, waiting.total_seconds())
 
-    devctl.run(go, what="update dev servers", name=name)
+    devctl.run_here(go, what="update dev servers", name=name)
 
 
 @click.command()
@@ -108,9 +105,7 @@ def extend(devctl: Devctl, name: str, added: str) -> None:
     """Give NAME more time (up to the platform's maximum lifetime)."""
     more = _duration(added)
 
-    def go() -> None:
-        client = devctl.client()
-        namespace = devctl.namespace()
+    def go(client: BlockingKubeClient, namespace: str) -> None:
         ds = client.get(DEVSERVERS, name, namespace)
         if ds.spec.stopped:
             raise DevctlError(f"{name} is stopped; `devctl start {name} --time {added}` instead.")
@@ -134,7 +129,7 @@ def extend(devctl: Devctl, name: str, added: str) -> None:
         else:
             click.echo(f"{name} now stops at {_stamp(new)} (in {short(new - now)})")
 
-    devctl.run(go, what="update dev servers", name=name)
+    devctl.run_here(go, what="update dev servers", name=name)
 
 
 @click.command()
@@ -144,9 +139,7 @@ def extend(devctl: Devctl, name: str, added: str) -> None:
 def cost(devctl: Devctl, name: str | None, output: str) -> None:
     """What NAME (or each of your dev servers) has cost: hours on a node x flavor price."""
 
-    def go() -> None:
-        client = devctl.client()
-        namespace = devctl.namespace()
+    def go(client: BlockingKubeClient, namespace: str) -> None:
         servers = (
             [client.get(DEVSERVERS, name, namespace)]
             if name
@@ -174,7 +167,7 @@ def cost(devctl: Devctl, name: str | None, output: str) -> None:
             lambda: render_cost(rows, total),
         )
 
-    devctl.run(go, what="read dev servers", name=name or "")
+    devctl.run_here(go, what="read dev servers", name=name or "")
 
 
 def render_cost(rows: list[dict[str, Any]], total: float) -> str:

@@ -14,6 +14,7 @@ from devserver.cli.complete import complete_servers
 from devserver.cli.context import Devctl, pass_devctl
 from devserver.cli.output import OUTPUT_OPTION, as_data, emit, emit_frame
 from devserver.cli.server_text import render_monitor
+from devserver.client.blocking import BlockingKubeClient
 
 
 @click.command()
@@ -34,9 +35,7 @@ def monitor(devctl: Devctl, name: str, watch: bool, interval: float, output: str
     def refresh(ds: DevServer) -> None:
         show(output, lambda: as_data(ds), lambda: render_monitor(ds, datetime.now(UTC)))
 
-    def go() -> None:
-        client = devctl.client()
-        namespace = devctl.namespace()
+    def go(client: BlockingKubeClient, namespace: str) -> None:
         while True:
             refresh(client.get(DEVSERVERS, name, namespace))
             if not watch:
@@ -44,4 +43,4 @@ def monitor(devctl: Devctl, name: str, watch: bool, interval: float, output: str
             time.sleep(interval)
 
     with contextlib.suppress(KeyboardInterrupt):
-        devctl.run(go, what="read dev servers", name=name)
+        devctl.run_here(go, what="read dev servers", name=name)

@@ -136,9 +136,7 @@ def create(
                 f"{home_size!r} is not a volume size; use a quantity such as 50Gi or 1Ti."
             ) from None
 
-    def go() -> None:
-        client = devctl.client()
-        namespace = devctl.namespace()
+    def go(client: BlockingKubeClient, namespace: str) -> None:
         check_flavor(client, flavor)
         spec: dict[str, Any] = {"owner": owner_of(namespace), "flavor": flavor, "image": image}
         if home_size:
@@ -170,7 +168,7 @@ def create(
         if wait:
             wait_running(client, namespace, name, wait_for.total_seconds())
 
-    devctl.run(go, what="create dev servers", name=name)
+    devctl.run_here(go, what="create dev servers", name=name)
 
 
 # ---------------------------------------------------------------------------- list
@@ -182,9 +180,7 @@ def create(
 def list_(devctl: Devctl, output: str) -> None:
     """List your dev servers."""
 
-    def go() -> None:
-        client = devctl.client()
-        namespace = devctl.namespace()
+    def go(client: BlockingKubeClient, namespace: str) -> None:
         page = client.list_page(DEVSERVERS, namespace)
         servers = page.items
         for bad in page.unreadable:
@@ -199,7 +195,7 @@ def list_(devctl: Devctl, output: str) -> None:
             lambda: render_list(servers, namespace, datetime.now(UTC)),
         )
 
-    devctl.run(go, what="list dev servers")
+    devctl.run_here(go, what="list dev servers")
 
 
 # ---------------------------------------------------------------------------- describe
@@ -212,9 +208,7 @@ def list_(devctl: Devctl, output: str) -> None:
 def describe(devctl: Devctl, name: str, output: str) -> None:
     """Show one dev server: its state, pod, volumes, conditions and recent events."""
 
-    def go() -> None:
-        client = devctl.client()
-        namespace = devctl.namespace()
+    def go(client: BlockingKubeClient, namespace: str) -> None:
         ds = client.get(DEVSERVERS, name, namespace)
         pod = None
         if ds.status and ds.status.pod_name:
@@ -238,7 +232,7 @@ def describe(devctl: Devctl, name: str, output: str) -> None:
             ),
         )
 
-    devctl.run(go, what="read dev servers", name=name)
+    devctl.run_here(go, what="read dev servers", name=name)
 
 
 # ---------------------------------------------------------------------------- delete
@@ -255,9 +249,7 @@ def delete(devctl: Devctl, name: str, yes: bool) -> None:
             raise DevctlError(f"refusing to delete {name} without a prompt; add --yes.")
         click.confirm(f"delete dev server {name}?", abort=True)
 
-    def go() -> None:
-        client = devctl.client()
-        namespace = devctl.namespace()
+    def go(client: BlockingKubeClient, namespace: str) -> None:
         ds = client.get(DEVSERVERS, name, namespace)
         client.delete(DEVSERVERS, name, namespace)
         if ds.spec.retain_home_on_delete:
@@ -269,7 +261,7 @@ def delete(devctl: Devctl, name: str, yes: bool) -> None:
         else:
             click.echo(f"deleted {name} and its home volume")
 
-    devctl.run(go, what="delete dev servers", name=name)
+    devctl.run_here(go, what="delete dev servers", name=name)
 
 
 # ---------------------------------------------------------------------------- update
@@ -288,9 +280,7 @@ def update(devctl: Devctl, name: str, flavor: str, wait: bool, timeout: str) -> 
     except DurationError as error:
         raise DevctlError(str(error)) from None
 
-    def go() -> None:
-        client = devctl.client()
-        namespace = devctl.namespace()
+    def go(client: BlockingKubeClient, namespace: str) -> None:
         ds = client.get(DEVSERVERS, name, namespace)
         check_flavor(client, flavor)
         if ds.spec.flavor == flavor:
@@ -305,4 +295,4 @@ def update(devctl: Devctl, name: str, flavor: str, wait: bool, timeout: str) -> 
             time.sleep(1.0)  # let the operator see the change before polling
             wait_running(client, namespace, name, wait_for.total_seconds())
 
-    devctl.run(go, what="update dev servers", name=name)
+    devctl.run_here(go, what="update dev servers", name=name)

@@ -9,6 +9,7 @@ import click
 from devserver.api.resources import DEVSERVERS
 from devserver.cli.context import Devctl, owner_of, pass_devctl
 from devserver.cli.errors import DevctlError
+from devserver.client.blocking import BlockingKubeClient
 
 BASTION_ENV = "DEVSERVER_BASTION"
 
@@ -29,9 +30,7 @@ def ssh_config(devctl: Devctl, bastion: str | None, login: str | None) -> None:
             "the platform team knows it."
         )
 
-    def go() -> None:
-        client = devctl.client()
-        namespace = devctl.namespace()
+    def go(client: BlockingKubeClient, namespace: str) -> None:
         user = login or owner_of(namespace) or os.environ.get("USER", "")
         servers = (client.list_page(DEVSERVERS, namespace)).items
         host, _, port = bastion.rpartition(":") if bastion.count(":") == 1 else (bastion, "", "")
@@ -59,4 +58,4 @@ def ssh_config(devctl: Devctl, bastion: str | None, login: str | None) -> None:
             ]
         click.echo("\n".join(lines).rstrip())
 
-    devctl.run(go, what="list dev servers")
+    devctl.run_here(go, what="list dev servers")

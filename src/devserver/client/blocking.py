@@ -14,8 +14,8 @@ import json
 import socket
 import ssl
 import urllib.parse
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Unpack
 
 from devserver import __version__
 from devserver.api.meta import ObjectList, ObjectT, Unreadable
@@ -23,8 +23,8 @@ from devserver.api.resources import Resource
 from devserver.client.config import ClusterConfig
 from devserver.client.decoding import decode_item, decode_list
 from devserver.client.errors import ApiError
+from devserver.client.request_parts import JSON, RequestParts, encoded_body
 
-Query = Sequence[tuple[str, str]]
 TIMEOUT = 30.0
 
 
@@ -57,18 +57,11 @@ class BlockingKubeClient:
                 self._conn = http.client.HTTPConnection(self._netloc, self._port, timeout=TIMEOUT)
         return self._conn
 
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        query: Query = (),
-        body: Any = None,
-        content_type: str = "application/json",
-    ) -> bytes:
+    def request(self, method: str, path: str, **parts: Unpack[RequestParts]) -> bytes:
+        query = parts.get("query", ())
         url = self._prefix + path + (f"?{urllib.parse.urlencode(list(query))}" if query else "")
         headers = {
-            "Accept": "application/json",
+            "Accept": JSON,
             "User-Agent": f"devctl/{__version__}",
         }
         try:
@@ -77,10 +70,9 @@ class BlockingKubeClient:
             raise ApiError(0, "CredentialsUnavailable", str(error)) from error
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        payload = None
-        if body is not None:
-            payload = body if isinstance(body, bytes) else json.dumps(body).encode()
-            headers["Content-Type"] = content_type
+        payload = encoded_body(parts)
+        if payload is not None:
+            headers["Content-Type"] = parts.get("content_type", JSON)
         self.requests_sent += 1
         for attempt in (1, 2):  # a kept-alive connection the server closed: reconnect once
             connection = self._connection()

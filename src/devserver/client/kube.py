@@ -15,7 +15,7 @@ import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from enum import StrEnum
-from typing import Any
+from typing import Any, Unpack
 
 import aiohttp
 
@@ -26,9 +26,9 @@ from devserver.client.config import ClusterConfig, load_config
 from devserver.client.decoding import WatchEvent, decode_list
 from devserver.client.errors import ApiError, WatchStalledError
 from devserver.client.remote import ExecSession, open_exec
+from devserver.client.request_parts import JSON, Query, RequestParts, encoded_body
 from devserver.client.wire import apply_body, chunks, gc_paused, selectors, watch_events
 
-Query = Sequence[tuple[str, str]]
 # Connections are HTTP/1.1: every open watch holds one, so the pool must exceed the watch count.
 POOL_SIZE = 64
 
@@ -67,26 +67,27 @@ class KubeClient:
         method: str,
         path: str,
         *,
-        query: Query = (),
-        body: Any = None,
-        content_type: str = "application/json",
         timeout: aiohttp.ClientTimeout,
+        **parts: Unpack[RequestParts],
     ) -> aiohttp.ClientResponse:
         headers = {
-            "Accept": "application/json",
-            "Content-Type": content_type,
+            "Accept": JSON,
+            "Content-Type": parts.get("content_type", JSON),
             "User-Agent": f"devserver/{__version__}",
         }
         try:
             headers.update(await self._auth_headers())
         except OSError as error:
             raise ApiError(0, "CredentialsUnavailable", str(error)) from error
-        options: dict[str, Any] = {"params": list(query), "headers": headers, "timeout": timeout}
-        if body is not None:
+        options: dict[str, Any] = {
+            "params": list(parts.get("query", ())),
+            "headers": headers,
+            "timeout": timeout,
+        }
+        payload = encoded_body(parts)
+        if payload is not None:
             # bytes in a stream: aiohttp neither copies nor warns about large bodies
-            options["data"] = io.BytesIO(
-                body if isinstance(body, bytes) else json.dumps(body).encode()
-            )
+            options["data"] = io.BytesIO(payload)
         if self.config.server_hostname:
             options["server_hostname"] = self.config.server_hostname
         self.requests_sent += 1
@@ -99,22 +100,10 @@ class KubeClient:
         return response
 
     async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        query: Query = (),
-        body: Any = None,
-        content_type: str = "application/json",
-        timeout: float = 60,
+        self, method: str, path: str, *, timeout: float = 60, **parts: Unpack[RequestParts]
     ) -> bytes:
         response = await self._send(
-            method,
-            path,
-            query=query,
-            body=body,
-            content_type=content_type,
-            timeout=aiohttp.ClientTimeout(total=timeout),
+            method, path, timeout=aiohttp.ClientTimeout(total=timeout), **parts
         )
         async with response:
             try:

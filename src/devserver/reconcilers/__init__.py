@@ -14,7 +14,9 @@ from devserver.client import KubeClient
 from devserver.controller import Controller
 from devserver.informers import InformerFactory
 from devserver.reconcilers import expiry, flavor, unreadable, user
-from devserver.reconcilers.devserver import distributed, standalone
+from devserver.reconcilers.devserver.distributed import Distributed
+from devserver.reconcilers.devserver.reconciler import mode_controller
+from devserver.reconcilers.devserver.standalone import Standalone
 from devserver.reconcilers.lifecycle_config import LifecycleConfig
 
 Setup = Callable[[InformerFactory, KubeClient], Controller]
@@ -23,8 +25,8 @@ Setup = Callable[[InformerFactory, KubeClient], Controller]
 def _setups(lifecycle: LifecycleConfig) -> list[Setup]:
     return [
         flavor.setup,
-        partial(standalone.setup, lifecycle=lifecycle),
-        partial(distributed.setup, lifecycle=lifecycle),
+        partial(mode_controller, Standalone, lifecycle=lifecycle),
+        partial(mode_controller, Distributed, lifecycle=lifecycle),
         partial(expiry.setup, lifecycle=lifecycle),
         user.setup,
         unreadable.setup,

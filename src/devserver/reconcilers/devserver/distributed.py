@@ -33,33 +33,24 @@ from typing import Any
 
 from devserver.api.devserver import DevServer, Mode, Phase
 from devserver.api.flavor import DevServerFlavor
-from devserver.api.lifecycle import EXPIRED, IDLE
 from devserver.api.meta import KubeObject
-from devserver.api.names import STOP_REASON
 from devserver.api.resources import SERVICES, STATEFULSETS
-from devserver.client import KubeClient
 from devserver.client.events import EventType
-from devserver.controller import Controller
-from devserver.informers import InformerFactory
-from devserver.reconcilers.conditions import merge_conditions
 from devserver.reconcilers.devserver.activity_agent import ensure_agent_objects
 from devserver.reconcilers.devserver.home_volumes import retain_homes
 from devserver.reconcilers.devserver.pod import SSH_PORT, pod_template, template_flavor
-from devserver.reconcilers.devserver.reconciler import Child, ServerMode, mode_controller
+from devserver.reconcilers.devserver.reconciler import Child, ServerMode
 from devserver.reconcilers.devserver.running_template import select_as_workload
 from devserver.reconcilers.devserver.status import (
     Observed,
-    closing_conditions,
-    condition,
-    lifecycle_fields,
+    Verdict,
+    mode_status,
     on_nodes,
     pod_condition,
-    shared_conditions,
     stopped_reason,
     waiting_reason,
 )
 from devserver.reconcilers.flavor import gpu_count
-from devserver.reconcilers.lifecycle_config import LifecycleConfig
 from devserver.reconcilers.naming import (
     HOME_TEMPLATE,
     home_claim_name,
@@ -246,7 +237,7 @@ def rolled_out(statefulset: KubeObject | None, w: int) -> bool:
 
 
 def distributed_status(ds: DevServer, seen: Observed) -> dict[str, Any]:
-    gen, statefulset = ds.metadata.generation, seen.workload
+    statefulset = seen.workload
     w, p = world(ds)
     ranks = [] if ds.spec.stopped else rank_entries(ds, seen.pods)
     ready_count = sum(1 for r in ranks if r["ready"])
@@ -276,15 +267,14 @@ def distributed_status(ds: DevServer, seen: Observed) -> dict[str, Any]:
             detail = ((pod_condition(pod, "PodScheduled") or {}) if pod else {}).get("message")
             if detail:
                 message += f" ({detail})"
-    progressing, flavor_valid = shared_conditions(ds, seen, ready=ready, waiting="the ranks")
-    desired = [condition("Ready", ready, reason, message, gen), progressing, flavor_valid]
-    desired += closing_conditions(ds, seen)
+    verdict = Verdict(phase, ready, reason, message)
+    placed = on_nodes(seen.pods)
+    # the flavor's price is per pod: the period's price is that times the pods on nodes (a
+    # change of that count is a transition that closes the period)
+    price = seen.price_per_hour * placed if seen.price_per_hour is not None else None
+    status = mode_status(ds, seen, verdict, "the ranks", home_claim_name(ds, 0), price)
     name, ns = ds.metadata.name, ds.metadata.namespace
-    status: dict[str, Any] = {
-        "phase": phase.value,
-        "conditions": merge_conditions(ds.status.conditions if ds.status else [], desired),
-        "observedGeneration": gen,
-        "homeClaim": home_claim_name(ds, 0),
+    status |= {
         "ranks": ranks,
         "readyRanks": ready_count,
         "serviceName": name,
@@ -293,11 +283,6 @@ def distributed_status(ds: DevServer, seen: Observed) -> dict[str, Any]:
     if ds.spec.enable_ssh:
         status["sshEndpoint"] = f"{name}-0.{name}.{ns}.svc.cluster.local:{SSH_PORT}"
     status["masterAddr"] = f"{name}-0.{name}.{ns}.svc.cluster.local:{DIST_PORT}"
-    placed = on_nodes(seen.pods)
-    # the flavor's price is per pod: the period's price is that times the pods on nodes (a
-    # change of that count is a transition that closes the period)
-    price = seen.price_per_hour * placed if seen.price_per_hour is not None else None
-    status |= lifecycle_fields(ds, seen, holding=placed > 0, price=price)
     flavor = template_flavor(statefulset)
     if flavor:
         status["appliedFlavor"] = flavor
@@ -307,11 +292,7 @@ def distributed_status(ds: DevServer, seen: Observed) -> dict[str, Any]:
 # ---------------------------------------------------------------------- the mode
 
 
-class Distributed(ServerMode):
-    name = "distributed"
-    workers = 2
-    workload = STATEFULSETS
-
+class Distributed(ServerMode, name="distributed", workers=2, workload=STATEFULSETS):
     def owns(self, ds: DevServer) -> bool:
         return ds.spec.mode is Mode.DISTRIBUTED and ds.spec.distributed is not None
 
@@ -361,14 +342,4 @@ class Distributed(ServerMode):
                 f"each ({w * p} processes)"
             )
             await self.event(ds, EventType.NORMAL, "Ready", message)
-        if status["phase"] == "Stopped" and before is not None and before.phase != "Stopped":
-            why = ds.metadata.annotations.get(STOP_REASON, "")
-            if why not in (EXPIRED, IDLE):  # the expiry reconciler announces its own stops
-                message = "stopped; every rank's home volume is kept"
-                await self.event(ds, EventType.NORMAL, "Stopped", message)
-
-
-def setup(
-    informers: InformerFactory, client: KubeClient, lifecycle: LifecycleConfig | None = None
-) -> Controller:
-    return mode_controller(Distributed, informers, client, lifecycle)
+        await self.announce_stop(ds, status, "stopped; every rank's home volume is kept")

@@ -33,9 +33,9 @@ from typing import Any, ClassVar
 
 from devserver.api.devserver import DevServer, DevServerStatus
 from devserver.api.flavor import DevServerFlavor
-from devserver.api.lifecycle import deadline, first_created, next_stop, with_start
+from devserver.api.lifecycle import EXPIRED, IDLE, timeline
 from devserver.api.meta import KubeObject, ObjectKey
-from devserver.api.names import CACHE_NAME_LABEL, FIELD_MANAGER
+from devserver.api.names import CACHE_NAME_LABEL, FIELD_MANAGER, STOP_REASON
 from devserver.api.resources import (
     DEVSERVERS,
     FLAVORS,
@@ -110,6 +110,12 @@ class ServerMode(ABC):
     client: KubeClient
     caches: Caches
 
+    def __init_subclass__(
+        cls, *, name: str, workers: int, workload: Resource[KubeObject], **kwargs: Any
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.name, cls.workers, cls.workload = name, workers, workload
+
     @abstractmethod
     def owns(self, ds: DevServer) -> bool:
         """Whether this mode reconciles `ds` (a deleted server is every mode's to scale down)."""
@@ -179,6 +185,15 @@ class ServerMode(ABC):
     async def event(self, ds: DevServer, kind: EventType, reason: str, message: str) -> None:
         await record_event(self.client, DEVSERVERS, ds, kind, reason, message)
 
+    async def announce_stop(self, ds: DevServer, status: dict[str, Any], message: str) -> None:
+        """A Normal Event `Stopped` when `status` stops `ds`, unless the expiry reconciler
+        stopped it (it announces its own stops)."""
+        before = ds.status
+        if status.get("phase") != "Stopped" or before is None or before.phase == "Stopped":
+            return
+        if ds.metadata.annotations.get(STOP_REASON, "") not in (EXPIRED, IDLE):
+            await self.event(ds, EventType.NORMAL, "Stopped", message)
+
 
 @dataclass
 class DevServerReconciler:
@@ -213,17 +228,15 @@ class DevServerReconciler:
         now = datetime.now(UTC).replace(microsecond=0)
         recorded = self.writer.latest(ds)
         pods = self.caches.made_for(self.caches.pods, key)
-        ds = with_start(recorded, now, first_created(pods))  # the run counts from its start
-        activity = self.caches.agent.activity(ds)
-        deadline_at, capped = deadline(ds, self.lifecycle.max_lifetime)
+        activity = self.caches.agent.activity(recorded)
+        times = timeline(recorded, pods, activity, self.lifecycle.max_lifetime, now)
+        ds = times.ds  # the run counts from its start
         seen = Observed(
             flavor_problem=problem,
             workload=self.caches.workloads.store.get(key),
             pods=pods,
             service=self.caches.services.store.get(key),
-            deadline=deadline_at,
-            capped=capped,
-            stop=next_stop(ds, activity, self.lifecycle.max_lifetime, now),
+            timeline=times,
             activity=activity,
             now=now,
             price_per_hour=flavor.spec.price_per_hour if flavor is not None else None,

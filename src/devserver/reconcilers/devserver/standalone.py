@@ -23,38 +23,31 @@ from typing import Any
 
 from devserver.api.devserver import DevServer, Mode, Phase
 from devserver.api.flavor import DevServerFlavor
-from devserver.api.lifecycle import EXPIRED, IDLE
 from devserver.api.meta import KubeObject, ObjectKey
-from devserver.api.names import FIELD_MANAGER, STOP_REASON, flavor_of
+from devserver.api.names import FIELD_MANAGER, flavor_of
 from devserver.api.quantity import QuantityError, parse_quantity
 from devserver.api.resources import (
     DEPLOYMENTS,
     PERSISTENT_VOLUME_CLAIMS,
     SERVICES,
 )
-from devserver.client import KubeClient
+from devserver.api.schema import Condition
 from devserver.client.events import EventType
-from devserver.controller import Controller
-from devserver.informers import InformerFactory
-from devserver.reconcilers.conditions import merge_conditions
 from devserver.reconcilers.devserver.activity_agent import ensure_agent_objects
 from devserver.reconcilers.devserver.home_volumes import retain_homes, retain_unowned_homes
 from devserver.reconcilers.devserver.pod import SSH_PORT, pod_template, template_flavor
-from devserver.reconcilers.devserver.reconciler import Child, ServerMode, mode_controller
+from devserver.reconcilers.devserver.reconciler import Child, ServerMode
 from devserver.reconcilers.devserver.running_template import select_as_workload
 from devserver.reconcilers.devserver.status import (
     Observed,
-    closing_conditions,
+    Verdict,
     condition,
-    lifecycle_fields,
-    on_nodes,
+    mode_status,
     pod_condition,
-    shared_conditions,
     stopped_reason,
     waiting_reason,
 )
 from devserver.reconcilers.flavor import gpu_count
-from devserver.reconcilers.lifecycle_config import LifecycleConfig
 from devserver.reconcilers.naming import home_claim_name, object_meta, selector
 
 # Ready=False reasons worth a Warning (not the ordinary Creating/Starting on the way up)
@@ -160,44 +153,41 @@ def observed_status(ds: DevServer, seen: Observed) -> dict[str, Any]:
     applied = (flavor_of(pod.metadata.annotations) if pod is not None else None) or (
         template_flavor(seen.workload)
     )
-    progressing, flavor_valid = shared_conditions(ds, seen, ready=ready, waiting="the pod")
-    desired = [
-        condition("Ready", ready, reason, message, gen),
-        progressing,
-        condition(
-            "Degraded",
-            degraded is not None,
-            degraded[0] if degraded else "AsExpected",
-            message if degraded else "no known problem",
-            gen,
-        ),
-        flavor_valid,
-    ]
-    if seen.capped and seen.deadline is not None and not ds.spec.stopped:
-        desired.append(
+    degraded_condition = condition(
+        "Degraded",
+        degraded is not None,
+        degraded[0] if degraded else "AsExpected",
+        message if degraded else "no known problem",
+        gen,
+    )
+    capped: list[Condition] = []
+    times = seen.times(ds)
+    if times.capped and times.deadline is not None and not ds.spec.stopped:
+        capped.append(
             condition(
                 "LifetimeCapped",
                 True,
                 "MaximumLifetime",
                 "the requested deadline is past the platform's maximum lifetime; it stops at "
-                f"{seen.deadline.astimezone(UTC):%Y-%m-%d %H:%M} UTC",
+                f"{times.deadline.astimezone(UTC):%Y-%m-%d %H:%M} UTC",
                 gen,
             )
         )
-    desired += closing_conditions(ds, seen)
-    previous = [
-        c for c in (ds.status.conditions if ds.status else []) if c.type != "LifetimeCapped"
-    ]
-    status: dict[str, Any] = {
-        "phase": phase.value,
-        "conditions": merge_conditions(previous, desired),
-        "observedGeneration": gen,
-        "homeClaim": home_claim_name(ds),
-    }
+    status = mode_status(
+        ds,
+        seen,
+        Verdict(phase, ready, reason, message),
+        waiting="the pod",
+        home_claim=home_claim_name(ds),
+        price=seen.price_per_hour,
+        between=[degraded_condition],
+        after=capped,
+    )
+    applied = (flavor_of(pod.metadata.annotations) if pod is not None else None) or (
+        template_flavor(seen.workload)
+    )
     if applied:
         status["appliedFlavor"] = applied
-    holding = on_nodes(seen.pods) > 0
-    status |= lifecycle_fields(ds, seen, holding=holding, price=seen.price_per_hour)
     if pod is not None:
         status["podName"] = pod.metadata.name
         started = (pod.extra.get("status") or {}).get("startTime")
@@ -222,11 +212,7 @@ def _replica_failure(deployment: KubeObject | None) -> str | None:
 # ---------------------------------------------------------------------- the mode
 
 
-class Standalone(ServerMode):
-    name = "devserver"
-    workers = 4
-    workload = DEPLOYMENTS
-
+class Standalone(ServerMode, name="devserver", workers=4, workload=DEPLOYMENTS):
     def owns(self, ds: DevServer) -> bool:
         return ds.spec.mode is not Mode.DISTRIBUTED
 
@@ -302,10 +288,7 @@ class Standalone(ServerMode):
                 await self.event(ds, EventType.WARNING, c["reason"], c["message"])
             elif c["type"] == "FlavorValid" and c["status"] == "False":
                 await self.event(ds, EventType.WARNING, "FlavorUnavailable", c["message"])
-        if status.get("phase") == "Stopped" and ds.status and ds.status.phase != "Stopped":
-            why = ds.metadata.annotations.get(STOP_REASON, "")
-            if why not in (EXPIRED, IDLE):  # the expiry reconciler announces its own stops
-                await self.event(ds, EventType.NORMAL, "Stopped", "stopped; home volume kept")
+        await self.announce_stop(ds, status, "stopped; home volume kept")
         extension = status.get("lastExtension")
         if extension and extension != (ds.status.last_extension if ds.status else None):
             await self.event(ds, EventType.NORMAL, "Extended", f"extended: {extension}")
@@ -323,9 +306,3 @@ class Standalone(ServerMode):
 
 def owned_by(obj: KubeObject, ds: DevServer) -> bool:
     return any(ref.uid == ds.metadata.uid for ref in obj.metadata.owner_references)
-
-
-def setup(
-    informers: InformerFactory, client: KubeClient, lifecycle: LifecycleConfig | None = None
-) -> Controller:
-    return mode_controller(Standalone, informers, client, lifecycle)

@@ -11,6 +11,7 @@ when it last started, what it has cost.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -18,19 +19,19 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from devserver.api.billing import as_status, next_billing
-from devserver.api.devserver import DevServer
+from devserver.api.devserver import DevServer, Phase
 from devserver.api.lifecycle import (
     EXPIRED,
     IDLE,
     USER_REMOVED,
     Activity,
-    NextStop,
-    start_to_record,
-    warned,
+    Timeline,
+    timeline,
 )
 from devserver.api.meta import KubeObject
 from devserver.api.names import LAST_EXTENSION, STOP_REASON
 from devserver.api.schema import Condition, ConditionStatus
+from devserver.reconcilers.conditions import merge_conditions
 
 IMAGE_PROBLEMS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
 
@@ -41,13 +42,15 @@ class Observed:
     workload: KubeObject | None  # the Deployment or the StatefulSet
     pods: list[KubeObject]
     service: KubeObject | None
-    deadline: datetime | None = None  # the deadline, after the operator's cap
-    capped: bool = False  # the cap shortened what the spec asked for
-    stop: NextStop | None = None  # the earliest stop ahead: the deadline or idleness
+    timeline: Timeline | None = None  # start, deadline, next stop; None: read with no cap
     activity: Activity | None = None  # what the in-pod agent last reported
     price_per_hour: float | None = None  # of the flavor it runs with
     now: datetime | None = None  # for billing transitions; the wall clock when unset
     applied: Condition | None = None  # whether every child was accepted (`children.Attempts`)
+
+    def times(self, ds: DevServer) -> Timeline:
+        now = self.now or datetime.now(UTC).replace(microsecond=0)
+        return self.timeline or timeline(ds, self.pods, self.activity, None, now)
 
 
 def pod_condition(pod: KubeObject, kind: str) -> dict[str, Any] | None:
@@ -92,54 +95,79 @@ def stopped_reason(ds: DevServer, kept: str) -> tuple[str, str]:
     return why, f"{said}; {kept}"
 
 
-def shared_conditions(
-    ds: DevServer, seen: Observed, *, ready: bool, waiting: str
-) -> tuple[Condition, Condition]:
-    """Progressing and FlavorValid, the same in every mode."""
-    gen = ds.metadata.generation
-    settled = ready or ds.spec.stopped
-    progressing = condition(
-        "Progressing",
-        not ready and seen.flavor_problem is None and not ds.spec.stopped,
-        "Done" if settled else "Rolling",
-        "nothing in progress" if settled else f"waiting for {waiting}",
-        gen,
-    )
-    flavor_valid = condition(
-        "FlavorValid",
-        seen.flavor_problem is None,
-        "Valid" if seen.flavor_problem is None else "FlavorUnavailable",
-        seen.flavor_problem or f"flavor {ds.spec.flavor} is valid",
-        gen,
-    )
-    return progressing, flavor_valid
+@dataclass(frozen=True)
+class Verdict:
+    """What a mode concludes from what it saw: the phase, and the Ready condition."""
+
+    phase: Phase
+    ready: bool
+    reason: str
+    message: str
 
 
-def closing_conditions(ds: DevServer, seen: Observed) -> list[Condition]:
-    """The last conditions in every mode: ExpiringSoon once a warning was given for the stop
-    ahead, and Applied."""
+def mode_status(
+    ds: DevServer,
+    seen: Observed,
+    verdict: Verdict,
+    waiting: str,
+    home_claim: str,
+    price: float | None,
+    *,
+    between: Sequence[Condition] = (),
+    after: Sequence[Condition] = (),
+) -> dict[str, Any]:
+    """The fields every mode's status has: the verdict's phase; the conditions in order
+    (Ready, Progressing, the mode's `between`, FlavorValid, its `after`, ExpiringSoon once
+    warned, Applied); observedGeneration; homeClaim; and the lifecycle fields. `waiting` names
+    what Progressing waits for; `price` is per hour for all the pods on nodes."""
     gen = ds.metadata.generation
-    closing = []
-    if seen.stop is not None and not ds.spec.stopped and warned(ds, seen.stop.when):
-        why = "idle; it" if seen.stop.reason == IDLE else "it"
-        when = f"{seen.stop.when.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
-        closing.append(
-            condition("ExpiringSoon", True, seen.stop.reason, f"{why} stops at {when}", gen)
-        )
+    is_ready, reason, message = verdict.ready, verdict.reason, verdict.message
+    settled = is_ready or ds.spec.stopped
+    desired = [
+        condition("Ready", is_ready, reason, message, gen),
+        condition(
+            "Progressing",
+            not is_ready and seen.flavor_problem is None and not ds.spec.stopped,
+            "Done" if settled else "Rolling",
+            "nothing in progress" if settled else f"waiting for {waiting}",
+            gen,
+        ),
+        *between,
+        condition(
+            "FlavorValid",
+            seen.flavor_problem is None,
+            "Valid" if seen.flavor_problem is None else "FlavorUnavailable",
+            seen.flavor_problem or f"flavor {ds.spec.flavor} is valid",
+            gen,
+        ),
+        *after,
+    ]
+    stop = seen.times(ds).stop
+    if stop is not None and not ds.spec.stopped and seen.times(ds).warned:
+        why = "idle; it" if stop.reason == IDLE else "it"
+        when = f"{stop.when.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+        desired.append(condition("ExpiringSoon", True, stop.reason, f"{why} stops at {when}", gen))
     if seen.applied is not None:
-        closing.append(seen.applied)
-    return closing
+        desired.append(seen.applied)
+    status: dict[str, Any] = {
+        "phase": verdict.phase.value,
+        "conditions": merge_conditions(ds.status.conditions if ds.status else [], desired),
+        "observedGeneration": gen,
+        "homeClaim": home_claim,
+    }
+    return status | _lifecycle_fields(ds, seen, holding=on_nodes(seen.pods) > 0, price=price)
 
 
-def lifecycle_fields(
+def _lifecycle_fields(
     ds: DevServer, seen: Observed, *, holding: bool, price: float | None
 ) -> dict[str, Any]:
     """The status fields every mode shares: when it stops, since when it is idle, when it
     stopped, what it has cost (a period per price; `price` for all its pods on nodes)."""
     now = seen.now or datetime.now(UTC).replace(microsecond=0)
     fields: dict[str, Any] = {}
-    if seen.stop is not None and not ds.spec.stopped:
-        fields["expiresAt"] = _json_time(seen.stop.when)
+    times = seen.times(ds)
+    if times.stop is not None and not ds.spec.stopped:
+        fields["expiresAt"] = _json_time(times.stop.when)
     activity = seen.activity
     if (
         activity is not None
@@ -152,9 +180,8 @@ def lifecycle_fields(
         before = ds.status.stopped_at if ds.status else None
         if before is not None or not seen.pods:  # stopped once no pod holds a node
             fields["stoppedAt"] = _json_time(before or now)
-    start = start_to_record(ds, now)
-    if start is not None:
-        fields["lastStart"] = _json_time(start)
+    if times.start is not None:
+        fields["lastStart"] = _json_time(times.start)
     previous_bill = ds.status.billing if ds.status else None
     if holding or previous_bill is not None:
         bill = next_billing(previous_bill, holding=holding, price=price, now=now)
