@@ -8,31 +8,69 @@ them (`reconcilers.register_all`) and its own settings (the lifecycle flags) mee
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
 import click
 import structlog
+from pydantic import ValidationError
 
 from devserver.api.lifecycle import parse_ttl
 from devserver.api.names import OPERATOR
+from devserver.api.user import QuotaOverrides
 from devserver.manager import LeadershipLostError, Manager, Settings
 from devserver.observability.logging import configure_logging
 from devserver.reconcilers import register_all
 from devserver.reconcilers.lifecycle_config import LifecycleConfig
+from devserver.reconcilers.user_objects import UserDefaults
 from devserver.signals import run_until_signalled
 
-__all__ = ["OperatorSettings", "main", "run"]
+__all__ = ["OperatorSettings", "main", "run", "user_defaults"]
 
 log = structlog.get_logger("devserver.operator")
+_DNS_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
 
 
 @dataclass(frozen=True)
 class OperatorSettings(Settings):
-    """The Manager's settings and the operator's own (the lifecycle flags)."""
+    """The Manager's settings and the operator's own (the lifecycle and user flags)."""
 
     lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
+    users: UserDefaults = field(default_factory=UserDefaults)
+
+
+def user_defaults(quota: str, bastion: str) -> UserDefaults:
+    """The `--user-*` and `--bastion-*` flags; ValueError with one sentence when malformed."""
+    pairs = [part.partition("=") for part in quota.split(",") if part.strip()]
+    if any(not sep for _, sep, _ in pairs):
+        raise ValueError(f"--user-quota takes name=value pairs, e.g. gpus=8,cpu=64; not {quota!r}")
+    known = {f.alias or name for name, f in QuotaOverrides.model_fields.items()}
+    unknown = sorted({k.strip() for k, _, _ in pairs} - known)
+    if unknown:
+        raise ValueError(f"--user-quota knows {', '.join(sorted(known))}; not {unknown[0]!r}")
+    try:
+        parsed = QuotaOverrides.model_validate({k.strip(): v.strip() for k, _, v in pairs})
+    except ValidationError as error:
+        key = error.errors()[0]["loc"][0]
+        value = {k.strip(): v for k, _, v in pairs}.get(str(key), "")
+        raise ValueError(
+            f"--user-quota: {key}={value.encode('unicode_escape').decode()} is "
+            "not a valid amount; give counts for gpus and devServers, quantities for the rest "
+            "(e.g. cpu=64, memory=256Gi, storage=1Ti)"
+        ) from None
+    namespace, slash, account = bastion.partition("/")
+    if not slash or not all(re.fullmatch(_DNS_LABEL, part) for part in (namespace, account)):
+        raise ValueError(f"--bastion-service-account is namespace/name; not {bastion!r}")
+    base = UserDefaults()
+    given = parsed.model_dump(exclude_none=True)
+    return replace(
+        base,
+        **given,
+        bastion_namespace=namespace,
+        bastion_service_account=account,
+    )
 
 
 async def run(settings: OperatorSettings, stop: asyncio.Event) -> None:
@@ -40,7 +78,9 @@ async def run(settings: OperatorSettings, stop: asyncio.Event) -> None:
     async with Manager.connect(settings) as manager:
         version = await manager.client.server_version()
         log.info("connected", server_version=version, identity=settings.identity)
-        register_all(manager.informers, manager.client, manager.add, settings.lifecycle)
+        register_all(
+            manager.informers, manager.client, manager.add, settings.lifecycle, settings.users
+        )
         await manager.run(stop)
 
 
@@ -77,9 +117,27 @@ def _leadership_lost(error: LeadershipLostError) -> None:
     show_default=True,
     help="Delete a DevServer stopped this long (its home volume is kept); 0: never.",
 )
+@click.option(
+    "--user-quota",
+    default="gpus=8,cpu=64,memory=256Gi,storage=1Ti,devServers=10",
+    show_default=True,
+    help="Each user's namespace quota unless their DevUser overrides it.",
+)
+@click.option(
+    "--bastion-service-account",
+    default="devserver-system/devserver-bastion",
+    show_default=True,
+    help="namespace/name of the bastion's ServiceAccount: it may mint users' tokens.",
+)
 @click.option("--log-json/--no-log-json", default=True, show_default=True)
 def main(
-    max_lifetime: str, warn_before: str, stopped_retention: str, log_json: bool, **flags: Any
+    max_lifetime: str,
+    warn_before: str,
+    stopped_retention: str,
+    user_quota: str,
+    bastion_service_account: str,
+    log_json: bool,
+    **flags: Any,
 ) -> None:
     """devserver-operator: reconciles DevServers, flavors and users."""
     # `flags`: the Manager's Settings by their names (--kubeconfig, --http-*, --lease-*, ...)
@@ -92,7 +150,8 @@ def main(
                 None if stopped_retention in ("0", "") else parse_ttl(stopped_retention)
             ),
         )
+        users = user_defaults(user_quota, bastion_service_account)
     except ValueError as error:
         raise click.BadParameter(str(error)) from None
-    settings = OperatorSettings(lifecycle=lifecycle, **flags)
+    settings = OperatorSettings(lifecycle=lifecycle, users=users, **flags)
     run_until_signalled(partial(run, settings), LeadershipLostError, _leadership_lost)

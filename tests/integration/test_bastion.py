@@ -44,7 +44,7 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
 async def operator(
     control_plane: LocalControlPlane, quota_counts_devservers: None
 ) -> AsyncIterator[None]:
-    async with operator_in_process(control_plane.kubeconfig):
+    async with operator_in_process(control_plane.operator_kubeconfig):
         yield
 
 
@@ -303,7 +303,7 @@ MATRIX: list[tuple[str, str, bool]] = [
      False),
     ("bind itself more rights", "create rolebinding x --clusterrole=admin "
      "--serviceaccount=dev-{me}:user-{me} -n dev-{me} --dry-run=server", False),
-    ("edit its own role", "patch role dev-user -n dev-{me} --type=json "
+    ("edit its own rights", "patch clusterrole devserver-user --type=json "
      "-p '[{\"op\":\"add\",\"path\":\"/rules/0/verbs/-\",\"value\":\"escalate\"}]' "
      "--dry-run=server", False),
     ("impersonate an admin", "get pods -n dev-{me} --as=kubernetes-admin", False),

@@ -1,5 +1,10 @@
-"""A careless admin on a cluster of its own: the CRDs deleted and applied again, and a CRD whose
-schema is looser than the operator's model (an older or hand-edited one).
+"""A careless admin on a cluster of its own: the release upgraded with other values and
+uninstalled, the CRDs deleted and applied again, and a CRD whose schema is looser than the
+operator's model (an older or hand-edited one).
+
+- `helm upgrade` with changed values leaves running servers alone (same pods, same homes);
+  `helm uninstall` leaves the CRDs, every DevServer and DevUser and every home, and installing
+  again adopts them.
 
 - Deleting the CRDs deletes every DevServer and DevUser with them. The homes that were kept
   stay (nothing owns them), the namespaces stay (no DevUser owns them); applying the CRDs again
@@ -37,7 +42,7 @@ def control_plane() -> Iterator[LocalControlPlane]:
 
 @pytest.fixture
 def operator(control_plane: LocalControlPlane) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(control_plane.kubeconfig, ("--max-lifetime", "1d"))
+    process = OperatorProcess(control_plane.operator_kubeconfig, ("--max-lifetime", "1d"))
     process.start()
     process.wait_leading()
     yield process
@@ -57,6 +62,73 @@ def _server(name: str, **spec: Any) -> dict[str, Any]:
         "metadata": {"name": name, "namespace": NS},
         "spec": {"owner": "ivo", "flavor": "cpu-small", "image": "busybox", **spec},
     }
+
+
+def _uid(cp: LocalControlPlane, kind: str, name: str, ns: str = NS) -> str:
+    return str(_get(cp, kind, name, ns).get("metadata", {}).get("uid", ""))
+
+
+def _pod_uids(cp: LocalControlPlane) -> set[str]:
+    out = cp.kubectl("get", "pods", "-n", NS, "-o", "json").stdout
+    return {p["metadata"]["uid"] for p in json.loads(out)["items"]}
+
+
+def _ready(cp: LocalControlPlane, name: str) -> bool:
+    conditions = _get(cp, "devserver.devservers.io", name, NS).get("status", {}).get("conditions")
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions or [])
+
+
+def test_helm_upgrade_and_uninstall_leave_servers_and_homes_alone(
+    control_plane: LocalControlPlane, tmp_path: Any
+) -> None:
+    cp = control_plane
+    operator = OperatorProcess(cp.operator_kubeconfig, ("--max-lifetime", "1d"))
+    operator.start()
+    operator.wait_leading()
+    try:
+        cp.add_user("ivo", tmp_path / "config")
+        cp.apply(_server("run"))
+        poll(lambda: _ready(cp, "run"), 90, "the server running")
+        pods, home = _pod_uids(cp), _uid(cp, "pvc", "run-home")
+        assert pods and home
+
+        cp.install_devserver(  # helm upgrade: other settings, fewer flavors, one replica
+            "operator.settings.maxLifetime=2d",
+            "operator.replicas=1",
+            "operator.settings.userQuota.gpus=4",
+            "flavors.exclude={gpu-large}",
+        )
+        assert _get(cp, "devserverflavor", "gpu-large") == {}  # the chart's change happened
+        args = _get(cp, "deployment", "devserver-operator", "devserver-system")["spec"]["template"][
+            "spec"
+        ]["containers"][0]["args"]
+        assert "--max-lifetime=2d" in args and any("gpus=4" in a for a in args)
+        time.sleep(5)  # whatever the upgrade would set off
+        assert _pod_uids(cp) == pods and _uid(cp, "pvc", "run-home") == home
+        assert _ready(cp, "run") and operator.alive()
+    finally:
+        assert operator.stop() == 0, operator.output()[-3000:]
+
+    cp.helm("uninstall", "devserver", "--namespace", "devserver-system", "--wait")
+    for plural in ("devservers", "devserverflavors", "devusers"):
+        assert _get(cp, "crd", f"{plural}.devservers.io"), f"the {plural} CRD was deleted"
+    assert _uid(cp, "devserver.devservers.io", "run")
+    assert _get(cp, "devuser", "ivo", "")
+    assert _uid(cp, "pvc", "run-home") == home and _pod_uids(cp) == pods
+    assert _get(cp, "clusterrole", "devserver-operator", "") == {}  # the rest is gone
+
+    cp.install_devserver()  # again: the kept CRDs are adopted, the rights come back
+    cp.forget_operator_token()  # a new ServiceAccount: a token of the old one is invalid
+    operator = OperatorProcess(cp.operator_kubeconfig, ("--max-lifetime", "1d"))
+    operator.start()
+    operator.wait_leading()
+    try:
+        time.sleep(5)
+        assert _ready(cp, "run") and _pod_uids(cp) == pods
+        assert _uid(cp, "pvc", "run-home") == home
+    finally:
+        assert operator.stop() == 0, operator.output()[-3000:]
+    cp.kubectl("delete", "devserver.devservers.io", "run", "-n", NS)
 
 
 def test_crds_deleted_and_applied_again_lose_no_home(

@@ -133,13 +133,13 @@ def test_kill_nine_at_random_moments_loses_nothing_and_converges(
         w.create(name, {**_spec(rng), "mode": "distributed", "stopped": False,
                         "distributed": {"worldSize": size, "backend": "gloo"}})  # fmt: skip
     # the platform as it was before the bad day: every server made, every home there
-    operator = OperatorProcess(control_plane.kubeconfig, ("--max-lifetime", "7d"))
+    operator = OperatorProcess(control_plane.operator_kubeconfig, ("--max-lifetime", "7d"))
     operator.start(timeout=120)
     assert not _wait_converged(w, 120), "the initial workload did not converge"
     operator.stop()
     log: list[str] = []
     for round_ in range(ROUNDS):
-        operator = OperatorProcess(control_plane.kubeconfig, ("--max-lifetime", "7d"))
+        operator = OperatorProcess(control_plane.operator_kubeconfig, ("--max-lifetime", "7d"))
         operator.start(timeout=120)
         acts = [w.act() for _ in range(rng.randint(2, 8))]
         if round_ == ROUNDS // 2:
@@ -159,7 +159,7 @@ def test_kill_nine_at_random_moments_loses_nothing_and_converges(
             log.append("etcd down 5 s")
     print("\n" + "\n".join(log))  # noqa: T201 - the rounds, for the closing note
 
-    operator = OperatorProcess(control_plane.kubeconfig, ("--max-lifetime", "7d"))
+    operator = OperatorProcess(control_plane.operator_kubeconfig, ("--max-lifetime", "7d"))
     operator.start(timeout=120)
     try:
         started = time.monotonic()

@@ -32,7 +32,7 @@ DEVCTL = str(Path(sys.prefix) / "bin" / "devctl")
 @pytest.fixture(scope="module")
 def operator(control_plane: LocalControlPlane, quota_counts_devservers: None) -> Iterator[None]:
     """A process of its own: these tests block on devctl subprocesses."""
-    process = OperatorProcess(control_plane.kubeconfig)
+    process = OperatorProcess(control_plane.operator_kubeconfig)
     process.start()
     process.wait_leading()
     try:

@@ -36,7 +36,7 @@ pytestmark = pytest.mark.integration
 
 @pytest_asyncio.fixture
 async def operator(control_plane: LocalControlPlane) -> AsyncIterator[None]:
-    async with operator_in_process(control_plane.kubeconfig):
+    async with operator_in_process(control_plane.operator_kubeconfig):
         yield
 
 
@@ -264,14 +264,14 @@ async def test_delete_keeps_the_home_volume_unless_told_otherwise(
 async def test_a_restarted_operator_makes_no_writes_for_converged_servers(
     kube: KubeClient, control_plane: LocalControlPlane, namespace: str
 ) -> None:
-    async with operator_in_process(control_plane.kubeconfig):
+    async with operator_in_process(control_plane.operator_kubeconfig):
         for name in ("one", "two"):
             await kube.create(DEVSERVERS, devserver(name, namespace), namespace)
         for name in ("one", "two"):
             await until_ready(kube, namespace, name)
         await anyio.sleep(2)
     mark = len(control_plane.audit_events(namespace=namespace))
-    async with operator_in_process(control_plane.kubeconfig):
+    async with operator_in_process(control_plane.operator_kubeconfig):
         await anyio.sleep(8)
     ours = f"devserver/{__version__}"
     writes = [
@@ -323,7 +323,7 @@ async def test_an_operator_upgrade_does_not_restart_running_servers(
 ) -> None:
     """A running server made by an older operator (another pod template) keeps its pod when
     the new operator takes over; the new template arrives with the next start."""
-    async with operator_in_process(control_plane.kubeconfig):
+    async with operator_in_process(control_plane.operator_kubeconfig):
         await kube.create(DEVSERVERS, devserver("old", namespace), namespace)
         await until_ready(kube, namespace, "old")
     # what an older operator version applied: its own intent, with another pod template
@@ -345,7 +345,7 @@ async def test_an_operator_upgrade_does_not_restart_running_servers(
         return pod if era == "old" else None
 
     before = await wait_for(old_era_pod, timeout=60, what="the old-era pod")
-    async with operator_in_process(control_plane.kubeconfig):
+    async with operator_in_process(control_plane.operator_kubeconfig):
         await anyio.sleep(6)  # the new operator reconciles everything at start
         deployment = await kube.get(DEPLOYMENTS, "old", namespace)
         template = deployment.extra["spec"]["template"]

@@ -33,7 +33,7 @@ async def test_flavor_status_reports_validity_and_usage(
         },
     )
     try:
-        async with operator_in_process(control_plane.kubeconfig):
+        async with operator_in_process(control_plane.operator_kubeconfig):
 
             async def judged() -> DevServerFlavor | None:
                 flavor = await _flavor(kube, broken)

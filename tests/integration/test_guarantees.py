@@ -56,7 +56,7 @@ class Run:
 @pytest.fixture(scope="module")
 def run(control_plane: LocalControlPlane) -> Iterator[Run]:
     operator = OperatorProcess(
-        control_plane.kubeconfig, ("--max-lifetime", "1d", "--warn-before", "8s")
+        control_plane.operator_kubeconfig, ("--max-lifetime", "1d", "--warn-before", "8s")
     )
     operator.start()
     operator.wait_leading()

@@ -78,7 +78,7 @@ def world(
     quota_counts_devservers: None,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[World]:
-    operator = OperatorProcess(control_plane.kubeconfig, ("--max-lifetime", "3h"))
+    operator = OperatorProcess(control_plane.operator_kubeconfig, ("--max-lifetime", "3h"))
     operator.start()
     operator.wait_leading()
     tmp = tmp_path_factory.mktemp("hostile")

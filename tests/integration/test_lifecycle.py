@@ -32,7 +32,7 @@ def kubeconfig(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Path]:
     operator = OperatorProcess(
-        control_plane.kubeconfig, ("--max-lifetime", "3h", "--warn-before", "8s")
+        control_plane.operator_kubeconfig, ("--max-lifetime", "3h", "--warn-before", "8s")
     )
     operator.start()
     operator.wait_leading()

@@ -44,7 +44,7 @@ def test_operator_subprocess_leads_serves_metrics_and_hands_back_its_lease_on_si
 
 
 async def test_operator_in_process_connects_and_stops(control_plane: LocalControlPlane) -> None:
-    async with operator_in_process(control_plane.kubeconfig) as settings:
+    async with operator_in_process(control_plane.operator_kubeconfig) as settings:
         url = f"http://127.0.0.1:{settings.http_port}/readyz"
         with anyio.fail_after(20):
             while True:

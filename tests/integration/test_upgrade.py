@@ -108,7 +108,7 @@ def test_servers_made_by_the_previous_release_run_on_untouched(
     assert selectors["old"] == {"matchLabels": {LEGACY_NAME_LABEL: "old"}}  # what we upgrade
     assert previous_operator.stop() == 0
 
-    current = OperatorProcess(cp.kubeconfig, ("--max-lifetime", "1d"))
+    current = OperatorProcess(cp.operator_kubeconfig, ("--max-lifetime", "1d"))
     current.start()
     current.wait_leading()
     try:
@@ -135,6 +135,21 @@ def test_servers_made_by_the_previous_release_run_on_untouched(
             ].get("devservers.io/user")
             == "uma"
         )  # the user's namespace too
+
+        # the user's rights: bindings to the ClusterRoles, the Roles of before removed, and
+        # the user's own credentials work throughout
+        def roles_moved() -> bool:
+            got = cp.kubectl("get", "role,rolebinding", "-n", NS, "-o", "json").stdout
+            names = {(i["kind"], i["metadata"]["name"]) for i in json.loads(got)["items"]}
+            bound = {("RoleBinding", "devserver-user"), ("RoleBinding", "devserver-bastion-token")}
+            old = {"dev-user", "bastion-token-requester"}  # the servers' agent Roles stay
+            return bound <= names and not any(name in old for _, name in names)
+
+        poll(roles_moved, 30, "the user's Roles replaced by ClusterRole bindings")
+        mine = cp.kubectl(
+            "get", "devservers", "-n", NS, "-o", "name", kubeconfig=tmp_path / "config"
+        ).stdout
+        assert "devserver.devservers.io/old" in mine
 
         # the user's next change runs on the selector the workload has
         cp.kubectl(

@@ -37,7 +37,7 @@ async def users(
 ) -> AsyncIterator[list[str]]:
     """Two users, provisioned by a running operator; removed afterwards."""
     names = ["ana", "ben"]
-    async with operator_in_process(control_plane.kubeconfig):
+    async with operator_in_process(control_plane.operator_kubeconfig):
         await kube.create(DEVUSERS, devuser("ana", quota={"gpus": 1, "devServers": 2}))
         await kube.create(DEVUSERS, devuser("ben"))
         for name in names:
@@ -55,7 +55,7 @@ async def _ready(kube: KubeClient, name: str) -> bool:
 async def test_a_user_gets_a_guarded_namespace_and_removing_them_keeps_their_data(
     kube: KubeClient, control_plane: LocalControlPlane, quota_counts_devservers: None
 ) -> None:
-    async with operator_in_process(control_plane.kubeconfig):
+    async with operator_in_process(control_plane.operator_kubeconfig):
         await kube.create(DEVUSERS, devuser("cleo"))
         await wait_for(lambda: _ready(kube, "cleo"), timeout=30, what="cleo provisioned")
         ns = await kube.get(NAMESPACES, "dev-cleo")
@@ -73,12 +73,11 @@ async def test_a_user_gets_a_guarded_namespace_and_removing_them_keeps_their_dat
             ).stdout
         )["items"]
         kinds = {(i["kind"], i["metadata"]["name"]) for i in got}
+        assert not any(kind == "Role" for kind, _ in kinds)  # ClusterRoles, bound here
         assert {
             ("ServiceAccount", "user-cleo"),
-            ("Role", "dev-user"),
-            ("RoleBinding", "dev-user"),
-            ("Role", "bastion-token-requester"),
-            ("RoleBinding", "bastion-token-requester"),
+            ("RoleBinding", "devserver-user"),
+            ("RoleBinding", "devserver-bastion-token"),
             ("ResourceQuota", "dev-user"),
             ("LimitRange", "dev-user"),
             ("NetworkPolicy", "devserver-same-namespace-only"),
@@ -139,7 +138,7 @@ async def test_a_namespace_the_operator_did_not_make_is_never_taken_over(
     kube: KubeClient, control_plane: LocalControlPlane
 ) -> None:
     control_plane.kubectl("create", "namespace", "dev-dora")
-    async with operator_in_process(control_plane.kubeconfig):
+    async with operator_in_process(control_plane.operator_kubeconfig):
         await kube.create(DEVUSERS, devuser("dora"))
 
         async def refused() -> str:

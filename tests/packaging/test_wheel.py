@@ -73,3 +73,17 @@ def test_every_module_imports_with_only_the_runtime_dependencies(
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert int(result.stdout) > 100  # every module of the operator, devctl and the bastion
+    # the entry points the images run, from the wheel alone (no extras)
+    for command, says in (
+        ("devserver-operator", "--max-lifetime"),
+        ("devctl", "create"),
+        ("devserver-bastion", "--host-key-dir"),
+    ):
+        shown = subprocess.run(
+            [str(venv / "bin" / command), "--help"],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            check=False,
+        )
+        assert shown.returncode == 0 and says in shown.stdout, f"{command}: {shown.stderr}"

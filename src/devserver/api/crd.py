@@ -4,14 +4,13 @@ pydantic's JSON Schema becomes a *structural* OpenAPI v3 schema: `$ref`s inlined
 null]` turned into `nullable`, titles dropped, descriptions kept (so `kubectl explain` helps),
 conditions as a map-list keyed by type. What the apiserver can check itself is added as CEL.
 
-`python -m devserver.api.crd manifests/crd` writes the files; a unit test fails when they drift.
+`python -m devserver.manifests` writes the files (with the chart's copies); a unit test fails
+when they drift.
 """
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -149,7 +148,7 @@ _READY = _column("Ready", "string", '.status.conditions[?(@.type=="Ready")].stat
 
 DEVSERVER = CrdSpec(
     "DevServer",
-    "ds",
+    "devsrv",  # not `ds`: kubectl's short name for DaemonSets
     "Namespaced",
     (DevServerSpec, DevServerStatus),
     "A user's PyTorch development server (standalone or distributed).",
@@ -157,7 +156,8 @@ DEVSERVER = CrdSpec(
         _column("Flavor", "string", ".spec.flavor"),
         _column("Phase", "string", ".status.phase"),
         _READY,
-        _column("Expires", "date", ".status.expiresAt"),
+        # a string: kubectl renders a future time of type date as <invalid>
+        _column("Stops at", "string", ".status.expiresAt"),
         _AGE,
     ],
     spec_rules=[
@@ -254,20 +254,9 @@ ALL = (DEVSERVER, FLAVOR, USER)
 
 
 def render(spec: CrdSpec) -> str:
-    header = "# Generated from src/devserver/api by `python -m devserver.api.crd`; do not edit.\n"
+    header = "# Generated from src/devserver/api by `python -m devserver.manifests`; do not edit.\n"
     return header + str(yaml.safe_dump(crd(spec), sort_keys=False, width=100))
 
 
 def file_name(spec: CrdSpec) -> str:
     return f"{GROUP}_{spec.plural}.yaml"
-
-
-def main(argv: list[str] | None = None) -> None:
-    target = Path((argv or sys.argv[1:] or ["manifests/crd"])[0])
-    target.mkdir(parents=True, exist_ok=True)
-    for spec in ALL:
-        (target / file_name(spec)).write_text(render(spec))
-
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,4 @@
-"""DevServer (namespaced, short name `ds`): one user's development server.
+"""DevServer (namespaced, short name `devsrv`): one user's development server.
 
 Standalone: a Deployment of one pod with a persistent home volume. Distributed: a StatefulSet
 of `worldSize` pods wired for torchrun. The flavor names the hardware; changing it moves the

@@ -84,6 +84,9 @@ CLUSTER_ROLE_BINDINGS = Resource(
     False,
     KubeObject,
 )
+CLUSTER_ROLES = Resource(
+    "rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False, KubeObject
+)
 NETWORK_POLICIES = Resource(
     "networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True, KubeObject
 )

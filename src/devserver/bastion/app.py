@@ -33,7 +33,12 @@ from devserver.bastion.accounts import LocalAccounts
 from devserver.bastion.ratelimit import RateLimiter
 from devserver.bastion.session_agent import SessionAgent
 from devserver.bastion.settings import BastionSettings
-from devserver.bastion.sshd_config import HOST_KEY_TYPES, render_sshd_config
+from devserver.bastion.sshd_config import (
+    GENERATED_HOST_KEYS,
+    HOST_KEY_TYPES,
+    host_key_files,
+    render_sshd_config,
+)
 from devserver.bastion.sshd_log import SshdLog
 from devserver.bastion.sync import AccountReconciler
 from devserver.bastion.tokens import TokenIssuer
@@ -76,14 +81,16 @@ def prepare_runtime(settings: BastionSettings) -> None:
 
 async def ensure_host_keys(settings: BastionSettings) -> None:
     directory = settings.host_keys
-    if settings.host_key_dir is None:
-        directory.mkdir(mode=0o700, exist_ok=True)
-    for kind in HOST_KEY_TYPES:
+    if settings.host_key_dir is not None:  # shared by every replica (a Secret): used as it is
+        if not host_key_files(settings):
+            names = ", ".join(f"ssh_host_{kind}_key" for kind in HOST_KEY_TYPES)
+            raise FileNotFoundError(f"--host-key-dir {directory} holds none of {names}")
+        return
+    directory.mkdir(mode=0o700, exist_ok=True)
+    for kind in GENERATED_HOST_KEYS:
         key = directory / f"ssh_host_{kind}_key"
         if key.exists():
             continue
-        if settings.host_key_dir is not None:
-            raise FileNotFoundError(f"host key {key} is missing from --host-key-dir")
         extra = ["-b", "3072"] if kind == "rsa" else []
         process = await asyncio.create_subprocess_exec(
             "ssh-keygen",

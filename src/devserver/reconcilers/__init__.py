@@ -18,17 +18,18 @@ from devserver.reconcilers.devserver.distributed import Distributed
 from devserver.reconcilers.devserver.reconciler import mode_controller
 from devserver.reconcilers.devserver.standalone import Standalone
 from devserver.reconcilers.lifecycle_config import LifecycleConfig
+from devserver.reconcilers.user_objects import UserDefaults
 
 Setup = Callable[[InformerFactory, KubeClient], Controller]
 
 
-def _setups(lifecycle: LifecycleConfig) -> list[Setup]:
+def _setups(lifecycle: LifecycleConfig, users: UserDefaults) -> list[Setup]:
     return [
         flavor.setup,
         partial(mode_controller, Standalone, lifecycle=lifecycle),
         partial(mode_controller, Distributed, lifecycle=lifecycle),
         partial(expiry.setup, lifecycle=lifecycle),
-        user.setup,
+        partial(user.setup, defaults=users),
         unreadable.setup,
     ]
 
@@ -38,6 +39,7 @@ def register_all(
     client: KubeClient,
     add: Callable[[Controller], None],
     lifecycle: LifecycleConfig | None = None,
+    users: UserDefaults | None = None,
 ) -> None:
-    for setup in _setups(lifecycle or LifecycleConfig()):
+    for setup in _setups(lifecycle or LifecycleConfig(), users or UserDefaults()):
         add(setup(informers, client))

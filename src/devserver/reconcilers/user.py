@@ -31,6 +31,7 @@ from devserver.api.names import (
 )
 from devserver.api.resources import (
     CLUSTER_ROLE_BINDINGS,
+    CLUSTER_ROLES,
     DEVSERVERS,
     DEVUSERS,
     LIMIT_RANGES,
@@ -47,22 +48,23 @@ from devserver.api.user import DevUser, DevUserStatus
 from devserver.client import ApiError, KubeClient
 from devserver.controller import Controller, Result
 from devserver.controller.applied import apply_if_changed
+from devserver.controller.reconciler import TerminalError
 from devserver.informers import NAMESPACE_INDEX, Informer, InformerFactory
 from devserver.reconcilers.children import Attempts
 from devserver.reconcilers.conditions import merge_conditions
 from devserver.reconcilers.status_writer import StatusWriter
 from devserver.reconcilers.user_objects import (
+    BOUND_ROLES,
+    LEGACY_ROLES,
     UserDefaults,
     desired_flavor_binding,
     desired_limit_range,
     desired_namespace,
     desired_network_policies,
     desired_quota,
-    desired_role,
     desired_role_binding,
     desired_service_account,
     desired_token_binding,
-    desired_token_role,
     is_ours,
     namespace_name,
 )
@@ -98,10 +100,8 @@ class UserReconciler:
         plan: list[tuple[Resource[Any], dict[str, Any]]] = [
             (NAMESPACES, desired_namespace(user, d)),
             (SERVICE_ACCOUNTS, desired_service_account(user)),
-            (ROLES, desired_role(user)),
             (ROLE_BINDINGS, desired_role_binding(user)),
             (CLUSTER_ROLE_BINDINGS, desired_flavor_binding(user)),
-            (ROLES, desired_token_role(user)),
             (ROLE_BINDINGS, desired_token_binding(user, d)),
             (RESOURCE_QUOTAS, desired_quota(user, d)),
             (LIMIT_RANGES, desired_limit_range(user)),
@@ -117,12 +117,47 @@ class UserReconciler:
                 for resource, intent in plan[1:]
             )
         )
+        if not tried.failed and not tried.refused:
+            await tried.attempt("Role", self._remove_legacy_roles(namespace))
         if live_ns is not None and USER_REMOVED_ANNOTATION in live_ns.metadata.annotations:
             patch = {"metadata": {"annotations": {USER_REMOVED_ANNOTATION: None}}}
             await self.client.patch(NAMESPACES, namespace, patch)
         await self._write_status(user, taken=False, tried=tried)
         tried.raise_if_any()  # after the status: retried with backoff
         return None
+
+    async def _remove_legacy_roles(self, namespace: str) -> None:
+        """The Roles of releases before 0.2, once the bindings to the ClusterRoles stand and
+        the ClusterRoles exist (a binding may name a missing one): the user never loses access
+        on the way."""
+        legacy = [
+            (resource, name)
+            for resource in (ROLE_BINDINGS, ROLES)
+            for name in LEGACY_ROLES
+            if self.made[resource.plural].store.get(ObjectKey(namespace, name)) is not None
+        ]
+        if not legacy:
+            return
+        for role in BOUND_ROLES:
+            try:
+                await self.client.get(CLUSTER_ROLES, role)
+            except ApiError as error:
+                if error.not_found:  # told in the DevUser's status; the old Roles stay
+                    raise TerminalError(
+                        f"ClusterRole {role} is missing, so this user's Roles of before 0.2 "
+                        "are kept: install the chart (or manifests/rbac/user-roles.yaml)"
+                    ) from None
+                raise
+        for resource in (ROLE_BINDINGS, ROLES):
+            for name in LEGACY_ROLES:
+                old = self.made[resource.plural].store.get(ObjectKey(namespace, name))
+                if old is None:
+                    continue
+                try:
+                    await self.client.delete(resource, name, namespace, uid=old.metadata.uid)
+                except ApiError as error:
+                    if not (error.not_found or error.status == 409):
+                        raise
 
     async def _ensure(self, resource: Resource[Any], intent: dict[str, Any]) -> None:
         meta = intent["metadata"]
@@ -230,7 +265,9 @@ def quota_counted(status: Any) -> bool:
     return all(name in used for name in status["hard"])
 
 
-def setup(informers: InformerFactory, client: KubeClient) -> Controller:
+def setup(
+    informers: InformerFactory, client: KubeClient, defaults: UserDefaults | None = None
+) -> Controller:
     users = informers.informer(DEVUSERS)
     made = {
         r.plural: informers.informer(r, label_selector=CACHE_USER_LABEL)
@@ -246,7 +283,11 @@ def setup(informers: InformerFactory, client: KubeClient) -> Controller:
         )
     }
     devservers = informers.informer(DEVSERVERS)
-    controller = Controller("user", UserReconciler(client, users, made, devservers), workers=4)
+    controller = Controller(
+        "user",
+        UserReconciler(client, users, made, devservers, defaults or UserDefaults()),
+        workers=4,
+    )
     controller.watch(users)
 
     def by_user_label(obj: KubeObject) -> list[ObjectKey]:

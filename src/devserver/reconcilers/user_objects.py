@@ -31,9 +31,19 @@ from devserver.api.names import (
 from devserver.api.user import DevUser
 
 CREATED_BY = {CREATED_BY_LABEL: OPERATOR}
-ROLE = "dev-user"
+ROLE = "dev-user"  # the name of the quota and limit range in a user's namespace
+# ClusterRoles installed with the CRDs (`user_cluster_roles`), bound in each user's namespace.
+# Binding a ClusterRole needs only `bind` on it, where writing a Role needs the operator to hold
+# every right in it (pods/exec, serviceaccounts/token cluster-wide) or `escalate`.
+USER_ROLE = "devserver-user"
 FLAVOR_READER = "devserver-flavor-reader"
-TOKEN_REQUESTER = "bastion-token-requester"  # noqa: S105 - a Role name
+TOKEN_REQUESTER = "devserver-bastion-token-requester"  # noqa: S105 - a ClusterRole name
+BOUND_ROLES = (USER_ROLE, FLAVOR_READER, TOKEN_REQUESTER)
+USER_BINDING = "devserver-user"
+TOKEN_BINDING = "devserver-bastion-token"  # noqa: S105 - a RoleBinding name
+# made by releases before 0.2 (a Role and its RoleBinding each): removed once the new
+# bindings are in place
+LEGACY_ROLES = ("dev-user", "bastion-token-requester")
 
 
 @dataclass(frozen=True)
@@ -116,39 +126,66 @@ def desired_service_account(user: DevUser) -> dict[str, Any]:
     }
 
 
-def desired_role(user: DevUser) -> dict[str, Any]:
+def user_cluster_roles() -> list[dict[str, Any]]:
+    """The ClusterRoles users and the bastion are bound to; the chart installs them."""
+
+    def cluster_role(name: str, why: str, rules: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {
+                "name": name,
+                "labels": {"app.kubernetes.io/part-of": "devserver"},
+                "annotations": {"devservers.io/purpose": why},
+            },
+            "rules": rules,
+        }
+
     read = ["get", "list", "watch"]
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "Role",
-        "metadata": _meta(user, ROLE),
-        "rules": [
-            {
-                "apiGroups": ["devservers.io"],
-                "resources": ["devservers"],
-                "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"],
-            },
-            {"apiGroups": ["devservers.io"], "resources": ["devservers/status"], "verbs": read},
-            {
-                "apiGroups": [""],
-                "resources": [
-                    "pods",
-                    "services",
-                    "persistentvolumeclaims",
-                    "events",
-                    "resourcequotas",
-                    "limitranges",
-                ],
-                "verbs": read,
-            },
-            {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
-            {
-                "apiGroups": [""],
-                "resources": ["pods/exec", "pods/portforward"],
-                "verbs": ["get", "create"],
-            },
-        ],
-    }
+    return [
+        cluster_role(
+            USER_ROLE,
+            "a user's rights in their own namespace (a RoleBinding there)",
+            [
+                {
+                    "apiGroups": ["devservers.io"],
+                    "resources": ["devservers"],
+                    "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"],
+                },
+                {"apiGroups": ["devservers.io"], "resources": ["devservers/status"], "verbs": read},
+                {
+                    "apiGroups": [""],
+                    "resources": [
+                        "pods",
+                        "services",
+                        "persistentvolumeclaims",
+                        "events",
+                        "resourcequotas",
+                        "limitranges",
+                    ],
+                    "verbs": read,
+                },
+                {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+                {
+                    "apiGroups": [""],
+                    "resources": ["pods/exec", "pods/portforward"],
+                    "verbs": ["get", "create"],
+                },
+            ],
+        ),
+        cluster_role(
+            FLAVOR_READER,
+            "every user reads the flavors (a ClusterRoleBinding per user)",
+            [{"apiGroups": ["devservers.io"], "resources": ["devserverflavors"], "verbs": read}],
+        ),
+        cluster_role(
+            TOKEN_REQUESTER,
+            "the bastion mints tokens in a user's namespace (a RoleBinding there): the "
+            "user's ServiceAccount, or a dev server's activity agent, which may write its "
+            "own Lease only",
+            [{"apiGroups": [""], "resources": ["serviceaccounts/token"], "verbs": ["create"]}],
+        ),
+    ]
 
 
 def _subject(user: DevUser) -> dict[str, str]:
@@ -163,8 +200,12 @@ def desired_role_binding(user: DevUser) -> dict[str, Any]:
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
-        "metadata": _meta(user, ROLE),
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": ROLE},
+        "metadata": _meta(user, USER_BINDING),
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": USER_ROLE,
+        },
         "subjects": [_subject(user)],
     }
 
@@ -183,31 +224,14 @@ def desired_flavor_binding(user: DevUser) -> dict[str, Any]:
     }
 
 
-def desired_token_role(user: DevUser) -> dict[str, Any]:
-    """The bastion may mint tokens for this user's ServiceAccount, and for nothing else."""
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "Role",
-        "metadata": _meta(user, TOKEN_REQUESTER),
-        "rules": [
-            {
-                "apiGroups": [""],
-                "resources": ["serviceaccounts/token"],
-                "resourceNames": [service_account_name(user)],
-                "verbs": ["create"],
-            }
-        ],
-    }
-
-
 def desired_token_binding(user: DevUser, defaults: UserDefaults) -> dict[str, Any]:
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
-        "metadata": _meta(user, TOKEN_REQUESTER),
+        "metadata": _meta(user, TOKEN_BINDING),
         "roleRef": {
             "apiGroup": "rbac.authorization.k8s.io",
-            "kind": "Role",
+            "kind": "ClusterRole",
             "name": TOKEN_REQUESTER,
         },
         "subjects": [

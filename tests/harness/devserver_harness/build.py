@@ -1,5 +1,6 @@
 """`python -m devserver_harness.build`: what the tests need besides Python — the control-plane
-binaries (built from Go modules, cached) and Debian's openssh-server for the bastion tests."""
+binaries and the chart's tools, helm and kubeconform (built from Go modules, cached), and
+Debian's openssh-server for the bastion tests."""
 
 from __future__ import annotations
 
@@ -7,12 +8,16 @@ import time
 
 from devserver_harness.bastion import ensure_sshd
 from devserver_harness.binaries import ensure_binaries
+from devserver_harness.tools import TOOLS, ensure_tool
 
 
 def main() -> None:
     started = time.monotonic()
     directory = ensure_binaries()
     print(f"control-plane binaries: {directory} ({time.monotonic() - started:.1f} s)")  # noqa: T201
+    for name in TOOLS:
+        started = time.monotonic()
+        print(f"{name}: {ensure_tool(name)} ({time.monotonic() - started:.1f} s)")  # noqa: T201
     started = time.monotonic()
     state = ensure_sshd()
     print(f"openssh-server: {state} ({time.monotonic() - started:.1f} s)")  # noqa: T201

@@ -4,6 +4,8 @@ operator as a process, users with their own tokens, ServiceAccount kubeconfigs."
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -12,21 +14,74 @@ from devserver_harness.cluster import OPERATOR_NAMESPACE, Cluster, free_port, re
 from devserver_harness.http import fetch
 from devserver_harness.kubeconfig import write_kubeconfig
 from devserver_harness.process import wait_until
+from devserver_harness.tools import ensure_tool
+
+RELEASE = "devserver"
+CRD_PLURALS = ("devservers", "devserverflavors", "devusers")
 
 
 class DevserverInstall(Cluster):
-    def install_devserver(self) -> None:
-        """What the Helm chart installs before the operator: CRDs, user roles, default flavors."""
-        manifests = repo_root() / "manifests"
-        apply = ("apply", "--server-side", "--field-manager=devserver-harness", "-f")
-        self.kubectl(*apply, str(manifests / "crd"))
-        crds = [
-            f"crd/{p.stem.split('_', 1)[1]}.devservers.io"
-            for p in sorted((manifests / "crd").glob("*.yaml"))
-        ]
+    def install_devserver(self, *values: str) -> None:
+        """devserver from its Helm chart, as a platform team installs it (`helm upgrade
+        --install`: a second call upgrades), with `values` (`key=value`) set on top of the
+        local ones: no load balancer here, and the images are never pulled (kwok's nodes run
+        no containers; the operator and the bastion run as processes of this machine)."""
+        command = (
+            "upgrade",
+            "--install",
+            RELEASE,
+            str(repo_root() / "charts" / "devserver"),
+            "--namespace",
+            OPERATOR_NAMESPACE,
+            "--create-namespace",
+            "--set",
+            "bastion.service.type=ClusterIP",
+            # the chart's pods stay Pending: kwok's nodes run no containers, and the operator
+            # and the bastion run as processes here; their requests use no node's capacity
+            "--set-string",
+            "operator.nodeSelector.devservers\\.io/local-images=none",
+            "--set-string",
+            "bastion.nodeSelector.devservers\\.io/local-images=none",
+            *(arg for value in values for arg in ("--set", value)),
+        )
+        crds = [f"crd/{plural}.devservers.io" for plural in CRD_PLURALS]
+        first = self.kubectl("get", *crds, check=False).returncode != 0
+        self.helm(*command)
         self.kubectl("wait", "--for=condition=Established", "--timeout=30s", *crds)
-        self.kubectl(*apply, str(manifests / "rbac"))
-        self.kubectl(*apply, str(manifests / "flavors"))
+        if first:  # the default flavors come with the second run, as the chart's notes say
+            self.helm(*command)
+
+    def helm(self, *args: str) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [str(ensure_tool("helm")), f"--kubeconfig={self.kubeconfig}", *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={
+                **os.environ,
+                "HELM_CACHE_HOME": str(self.layout.state_dir / "helm-cache"),
+                "HELM_CONFIG_HOME": str(self.layout.state_dir / "helm-config"),
+                "HELM_DATA_HOME": str(self.layout.state_dir / "helm-data"),
+            },
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"helm {' '.join(args)} failed:\n{result.stderr}")
+        return result
+
+    def forget_operator_token(self) -> None:
+        """After the ServiceAccount was deleted and made anew (uninstall, install)."""
+        (self.layout.state_dir / "operator.kubeconfig").unlink(missing_ok=True)
+
+    @property
+    def operator_kubeconfig(self) -> Path:
+        """Credentials of the chart's ServiceAccount for the operator (a TokenRequest token,
+        minted once per cluster): the operator runs with the rights the chart gives it."""
+        path = self.layout.state_dir / "operator.kubeconfig"
+        if not path.exists():
+            self.service_account_kubeconfig(
+                OPERATOR_NAMESPACE, "devserver-operator", duration="24h", path=path
+            )
+        return path
 
     def wait_quota_counts_devservers(self, timeout: float = 90) -> float:
         """Wait until the quota controller counts DevServers; the seconds it took.
@@ -73,7 +128,7 @@ class DevserverInstall(Cluster):
                 sys.executable,
                 "-m",
                 "devserver.manager",
-                f"--kubeconfig={self.kubeconfig}",
+                f"--kubeconfig={self.operator_kubeconfig}",
                 "--http-host=127.0.0.1",
                 f"--http-port={port}",
                 "--no-log-json",

@@ -125,7 +125,7 @@ def operator_with_namespace(
 ) -> Iterator[OperatorProcess]:
     """The operator as a subprocess (leading) with `flags`, and a fresh `namespace` for a test
     module; both go away at the end."""
-    process = OperatorProcess(control_plane.kubeconfig, flags)
+    process = OperatorProcess(control_plane.operator_kubeconfig, flags)
     process.start()
     process.wait_leading()
     control_plane.kubectl("create", "namespace", namespace)

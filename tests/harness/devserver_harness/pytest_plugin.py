@@ -97,7 +97,7 @@ async def namespace(admin_api: ApiClient, request: pytest.FixtureRequest) -> Asy
 
 @pytest.fixture
 def operator_process(control_plane: LocalControlPlane) -> Iterator[OperatorProcess]:
-    proc = OperatorProcess(kubeconfig=control_plane.kubeconfig)
+    proc = OperatorProcess(kubeconfig=control_plane.operator_kubeconfig)
     proc.start()
     try:
         yield proc

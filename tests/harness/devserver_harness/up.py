@@ -61,7 +61,7 @@ Try:
   kubectl get devserverflavors
   kubectl apply -f {repo_root() / "manifests" / "samples" / "devserver.yaml"}
   kubectl get devservers -w
-  kubectl patch ds mydev --type=merge -p '{{"spec":{{"flavor":"gpu-small"}}}}'   # same home
+  kubectl patch devsrv mydev --type=merge -p '{{"spec":{{"flavor":"gpu-small"}}}}'   # same home
   kubectl get nodes -L node.kubernetes.io/instance-type,topology.kubernetes.io/zone
 
 {bastion_text}

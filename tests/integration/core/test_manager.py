@@ -120,8 +120,8 @@ async def test_one_leader_and_a_fast_takeover_after_kill_9(
 ) -> None:
     lease = f"election-{uuid.uuid4().hex[:6]}"
     args = (f"--lease-name={lease}", f"--lease-namespace={OPERATOR_NAMESPACE}")
-    first = OperatorProcess(control_plane.kubeconfig, args)
-    second = OperatorProcess(control_plane.kubeconfig, args)
+    first = OperatorProcess(control_plane.operator_kubeconfig, args)
+    second = OperatorProcess(control_plane.operator_kubeconfig, args)
     first.start()
     second.start()
     try:

@@ -42,10 +42,17 @@ def keep_running_template(
     intent: dict[str, Any], live: KubeObject | None, ds: DevServer
 ) -> dict[str, Any]:
     """`intent` with the live pod template when the workload runs and its user changed nothing
-    that shapes the pod; the inputs hash is recorded on the workload either way."""
-    intent = copy.deepcopy(intent)
+    that shapes the pod; the inputs hash is recorded on the workload either way. Neither
+    argument is changed: the levels written to are copied (a whole deep copy of two pod
+    templates cost a third of a converged reconcile)."""
     inputs = pod_inputs(ds)
-    intent["metadata"].setdefault("annotations", {})[POD_INPUTS] = inputs
+    metadata = intent["metadata"]
+    intent = {
+        **intent,
+        "metadata": {**metadata, "annotations": {**metadata.get("annotations", {})}},
+        "spec": {**intent["spec"]},
+    }
+    intent["metadata"]["annotations"][POD_INPUTS] = inputs
     if live is None:
         return intent
     live_spec = live.extra.get("spec") or {}
@@ -67,13 +74,16 @@ def keep_running_template(
         same_inputs = recorded == inputs
     changes_size = live_spec.get("replicas") != wanted
     if running and same_inputs and not changes_size and template:
-        intent["spec"]["template"] = copy.deepcopy(template)
+        intent["spec"]["template"] = template  # the cache's: never written to below
     # a selector never changes: a workload made before 0.2 keeps its own (api/names.py), and a
     # new template it runs carries those labels too (labels(ds) has them already)
     if adopted_selector(live_spec.get("selector"), ds):
-        intent["spec"]["selector"] = copy.deepcopy(live_spec["selector"])
-        metadata = intent["spec"]["template"].setdefault("metadata", {})
-        metadata.setdefault("labels", {}).update(live_spec["selector"]["matchLabels"])
+        selector = live_spec["selector"]
+        intent["spec"]["selector"] = {"matchLabels": {**selector["matchLabels"]}}
+        chosen = intent["spec"]["template"]
+        meta = chosen.get("metadata") or {}
+        labels = {**(meta.get("labels") or {}), **selector["matchLabels"]}
+        intent["spec"]["template"] = {**chosen, "metadata": {**meta, "labels": labels}}
     return intent
 
 
