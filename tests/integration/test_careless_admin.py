@@ -148,6 +148,10 @@ def test_crds_deleted_and_applied_again_lose_no_home(
     assert _get(cp, "pvc", "keep-home", NS)["metadata"]["uid"] == kept
     assert _get(cp, "namespace", NS)["metadata"].get("deletionTimestamp") is None
 
+    # Helm cannot upgrade a release whose kinds are gone (it reads the last release's flavors
+    # first): the CRDs go back with kubectl, as the chart's README says, then the release
+    manifests = repo_root() / "manifests" / "crd"
+    cp.kubectl("apply", "--server-side", "--field-manager=admin", "-f", str(manifests))
     cp.install_devserver()
     cp.add_user("ivo", tmp_path / "config")  # the user again: the namespace is adopted
     cp.apply(_server("keep", persistentHomeSize="1Gi"))  # smaller: the home is taken as it is

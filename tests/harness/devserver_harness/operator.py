@@ -74,6 +74,7 @@ class OperatorProcess:
         try:
             wait_until("operator /readyz", ready, timeout=timeout)
         except TimeoutError as error:
+            self.stop()  # never left running behind a failed start
             raise TimeoutError(f"{error}\n{self.output()}") from None
 
     def wait_leading(self, timeout: float = 30) -> None:
