@@ -24,7 +24,7 @@ import pytest_asyncio
 from devserver.api.resources import DEVUSERS
 from devserver.client import ApiError, KubeClient
 from devserver_harness.bastion import BastionSandbox, SshResult, new_key
-from devserver_harness.controlplane import LocalControlPlane, repo_root
+from devserver_harness.controlplane import LocalControlPlane
 from devserver_harness.operator import operator_in_process
 from devserver_harness.pytest_plugin import wait_for
 
