@@ -334,7 +334,8 @@ def test_ssh_config_jumps_through_the_bastion(user_kubeconfig: Path, running: st
     result = devctl(user_kubeconfig, "ssh-config", "--bastion", "bastion.example.com")
     assert result.returncode == 0
     assert "Host devserver-bastion\n  HostName bastion.example.com\n  User kim" in result.stdout
-    assert f"Host {running}.devserver\n  HostName {running}.dev-kim.svc.cluster.local" in (
-        result.stdout
-    )
+    assert (
+        f"Host {running}.devserver\n  HostName {running}.dev-kim.svc.cluster.local\n"
+        "  Port 22\n  User dev\n"  # the image's user: sshd in the pod runs as it
+    ) in result.stdout
     assert "ProxyJump devserver-bastion" in result.stdout

@@ -16,9 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from devserver.api.ssh_keys import check_keys
 from devserver.bastion import session
 from devserver.bastion.accounts import AccountError, gecos, ipc_objects, purge_files, purge_ipc
-from devserver.bastion.keys import check_keys
 from devserver.bastion.settings import BastionSettings
 from devserver.bastion.sshd_config import render_sshd_config
 from devserver.bastion.tokens import render_kubeconfig

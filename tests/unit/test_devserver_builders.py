@@ -251,7 +251,7 @@ def test_the_agent_role_allows_exactly_its_own_lease() -> None:
         desired_scripts,
     )
 
-    role = desired_role(ds())
+    role = desired_role(ds(enableSSH=False))  # with SSH, its keys too (test_ssh_in_dev_pods)
     assert role["rules"] == [
         {
             "apiGroups": ["coordination.k8s.io"],

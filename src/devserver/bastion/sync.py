@@ -17,9 +17,10 @@ from pathlib import Path
 import structlog
 
 from devserver.api.meta import ObjectKey
+from devserver.api.ssh_keys import check_keys
 from devserver.api.user import DevUser
 from devserver.bastion.accounts import AccountError, LocalAccounts
-from devserver.bastion.keys import check_keys, remove_keys, write_keys
+from devserver.bastion.keys import remove_keys, write_keys
 from devserver.bastion.settings import BastionSettings
 from devserver.bastion.uids import Claimant, UidRangeExhaustedError, assign_uids
 from devserver.controller import Result, TerminalError

@@ -17,12 +17,21 @@ BASTION_ENV = "DEVSERVER_BASTION"
 @click.command("ssh-config")
 @click.option("--bastion", envvar=BASTION_ENV, default=None, help="The bastion's address.")
 @click.option("--user", "login", default=None, help="Your bastion login (default: from namespace).")
+@click.option(
+    "--pod-user",
+    envvar="DEVSERVER_POD_USER",
+    default="dev",
+    show_default=True,
+    help="The user of your dev servers' image: sshd there runs as it and admits only it.",
+)
 @pass_devctl
-def ssh_config(devctl: Devctl, bastion: str | None, login: str | None) -> None:
+def ssh_config(devctl: Devctl, bastion: str | None, login: str | None, pod_user: str) -> None:
     """Print `Host` entries (ProxyJump through the bastion) for your SSH-enabled dev servers.
 
-    Append them to ~/.ssh/config on your laptop; then `ssh mydev.devserver` or pick
-    mydev.devserver in VS Code Remote-SSH. The dev server's image must run sshd.
+    Append them to ~/.ssh/config on your laptop; then `ssh mydev.devserver`, `scp`/`rsync`
+    to mydev.devserver:, or pick mydev.devserver in VS Code Remote-SSH. Your DevUser's keys
+    let you in. The dev server's image needs sshd and a user that is not root (the devserver
+    dev image has both: user dev).
     """
     if not bastion:
         raise DevctlError(
@@ -51,7 +60,7 @@ def ssh_config(devctl: Devctl, bastion: str | None, login: str | None) -> None:
                 f"Host {name}.devserver",
                 f"  HostName {name}.{namespace}.svc.cluster.local",
                 "  Port 22",
-                f"  User {user}",
+                f"  User {pod_user}",
                 "  ProxyJump devserver-bastion",
                 "  ServerAliveInterval 30",
                 "",

@@ -23,6 +23,10 @@ only on a fresh Lease that says idle: a dead agent never gets a server stopped f
 It also reads the pod's annotations through a downward-API volume: when the operator sets the
 `devservers.io/notice` annotation (a stop is coming), the agent writes the notice into every
 open terminal of the pod, once per distinct notice.
+
+With SSH on, it keeps the file sshd reads the user's keys from (`DEVSERVER_SSH_KEYS_FILE`) in
+step with the `devserver-ssh-keys` ConfigMap the operator writes from the DevUser: a key
+removed there stops working within a sample; a user removed (the ConfigMap gone) leaves none.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ IDLE_SINCE = "devservers.io/idle-since"
 ACTIVITY = "devservers.io/activity"
 NOTICE = "devservers.io/notice"
 STOP_AT = "devservers.io/stop-at"  # with a notice: when the stop is due (RFC 3339)
+SSH_KEYS = "devserver-ssh-keys"  # the user's public keys, a ConfigMap in their namespace
 FINAL_SECONDS = 90  # before a due stop, sample every second: a late session must be seen
 
 # Programs whose mere presence is not work: shells, multiplexers, pagers, the main `sleep`.
@@ -290,35 +295,59 @@ def micro_now() -> str:
 
 
 class LeaseWriter:
-    """Merge-patches one Lease with the pod's ServiceAccount token (re-read: it rotates)."""
+    """Merge-patches one Lease with the pod's ServiceAccount token (re-read: it rotates), and
+    reads the user's SSH keys: the only two objects that token may touch."""
 
     def __init__(self, api: str, namespace: str, name: str, token_file: str, ca_file: str) -> None:
         url = urlsplit(api)
         self.host, self.port = url.hostname or "", url.port or 443
         self.path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}"
+        self.keys_path = f"/api/v1/namespaces/{namespace}/configmaps/{SSH_KEYS}"
         self.token_file = token_file
         self.context = ssl.create_default_context(cafile=ca_file if ca_file else None)
 
     def patch(self, body: dict[str, object]) -> int:
+        return self.request("PATCH", self.path, json.dumps(body))[0]
+
+    def ssh_keys(self) -> str | None:
+        """The user's authorized_keys; "" when the object is gone (the user was removed), None
+        when the API server could not say (the keys in place stay until it can)."""
+        status, data = self.request("GET", self.keys_path)
+        if status == 404:
+            return ""
+        if status != 200:
+            return None
+        return str((json.loads(data).get("data") or {}).get("authorized_keys", ""))
+
+    def request(self, method: str, path: str, body: str | None = None) -> tuple[int, bytes]:
         with open(self.token_file) as f:
             token = f.read().strip()
         conn = http.client.HTTPSConnection(self.host, self.port, context=self.context, timeout=15)
         try:
-            conn.request(
-                "PATCH",
-                self.path,
-                body=json.dumps(body),
-                headers={
-                    "Authorization": f"Bearer {token}",
-                    "Content-Type": "application/merge-patch+json",
-                    "Accept": "application/json",
-                },
-            )
+            headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+            if body is not None:
+                headers["Content-Type"] = "application/merge-patch+json"
+            conn.request(method, path, body=body, headers=headers)
             response = conn.getresponse()
-            response.read()
-            return response.status
+            return response.status, response.read()
         finally:
             conn.close()
+
+
+def write_keys(path: str, keys: str) -> bool:
+    """Replace the authorized_keys file sshd reads (at once: a rename); True if it changed."""
+    try:
+        with open(path) as f:
+            if f.read() == keys:
+                return False
+    except OSError:
+        pass
+    temporary = f"{path}.new"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(keys)
+    os.replace(temporary, path)
+    return True
 
 
 def log(**fields: object) -> None:
@@ -361,6 +390,9 @@ class Agent:
         self.noticed = ""
         self.last_status = 0
         self.stop_at: float | None = None  # epoch seconds of a stop the operator announced
+        # where sshd reads the user's keys (set when the server has SSH): kept in step with
+        # the user's DevUser every sample, so a removed key stops working within seconds
+        self.keys_file = env.get("DEVSERVER_SSH_KEYS_FILE", "")
 
     def sample(self) -> Sample:
         everything = read_processes(self.proc)
@@ -418,12 +450,20 @@ class Agent:
             log(event="notice shown", terminals=reached, notice=notice)
         self.noticed = notice
 
+    def sync_keys(self) -> None:
+        if not self.keys_file:
+            return
+        keys = self.writer.ssh_keys()
+        if keys is not None and write_keys(self.keys_file, keys):
+            log(event="ssh keys written", keys=len(keys.splitlines()))
+
     def run(self) -> None:
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         log(event="started", lease=self.writer.path, interval=self.interval)
         failed = ""
         while True:
-            for part in (self.step, self.notify):  # a failed report must not hide a notice
+            # a failed report must not hide a notice, nor keep a removed key
+            for part in (self.sync_keys, self.step, self.notify):
                 try:
                     part()
                 except Exception as error:  # noqa: BLE001 - the agent must outlive any failure

@@ -10,6 +10,11 @@ from devserver.api.devserver import DevServer, Mode
 from devserver.api.meta import KubeObject
 from devserver.api.names import CACHE_NAME_LABEL, MANAGED_BY, NAME_LABEL, USER_LABEL, with_legacy
 
+# in each user's namespace: the user's SSH public keys, written by the user reconciler from the
+# DevUser, read by the activity agent in each of their SSH-enabled dev pods (podagent.agent has
+# the same name: it imports nothing of ours)
+SSH_KEYS_CONFIGMAP = "devserver-ssh-keys"
+
 
 def user_label(owner: str) -> str:
     """A label-safe form of the owner: the local part of an e-mail, lower-case."""

@@ -32,6 +32,7 @@ from devserver.api.names import (
 from devserver.api.resources import (
     CLUSTER_ROLE_BINDINGS,
     CLUSTER_ROLES,
+    CONFIGMAPS,
     DEVSERVERS,
     DEVUSERS,
     LIMIT_RANGES,
@@ -64,6 +65,7 @@ from devserver.reconcilers.user_objects import (
     desired_quota,
     desired_role_binding,
     desired_service_account,
+    desired_ssh_keys,
     desired_token_binding,
     is_ours,
     namespace_name,
@@ -100,6 +102,7 @@ class UserReconciler:
         plan: list[tuple[Resource[Any], dict[str, Any]]] = [
             (NAMESPACES, desired_namespace(user, d)),
             (SERVICE_ACCOUNTS, desired_service_account(user)),
+            (CONFIGMAPS, desired_ssh_keys(user)),
             (ROLE_BINDINGS, desired_role_binding(user)),
             (CLUSTER_ROLE_BINDINGS, desired_flavor_binding(user)),
             (ROLE_BINDINGS, desired_token_binding(user, d)),
@@ -274,6 +277,7 @@ def setup(
         for r in (
             NAMESPACES,
             SERVICE_ACCOUNTS,
+            CONFIGMAPS,
             ROLES,
             ROLE_BINDINGS,
             CLUSTER_ROLE_BINDINGS,

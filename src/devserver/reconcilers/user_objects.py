@@ -28,7 +28,9 @@ from devserver.api.names import (
     USER_LABEL,
     with_legacy,
 )
+from devserver.api.ssh_keys import check_keys
 from devserver.api.user import DevUser
+from devserver.reconcilers.naming import SSH_KEYS_CONFIGMAP
 
 CREATED_BY = {CREATED_BY_LABEL: OPERATOR}
 ROLE = "dev-user"  # the name of the quota and limit range in a user's namespace
@@ -101,6 +103,19 @@ def is_ours(namespace: KubeObject, user: str) -> bool:
     # under either key (api/names.py): an admin may have removed one of the two
     made = OPERATOR in (found.get(CREATED_BY_LABEL), found.get(LEGACY_CREATED_BY_LABEL))
     return user in (found.get(USER_LABEL), found.get(LEGACY_USER_LABEL)) and made
+
+
+def desired_ssh_keys(user: DevUser) -> dict[str, Any]:
+    """The user's SSH public keys for sshd in their dev pods (the activity agent of each keeps
+    the pod's authorized_keys in step with it): what the bastion admits too, options refused.
+    Owned by the DevUser: a removed user's keys go, and no pod admits them after."""
+    accepted = check_keys(list(user.spec.ssh_public_keys)).accepted
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(user, SSH_KEYS_CONFIGMAP),
+        "data": {"authorized_keys": "".join(f"{key}\n" for key in accepted)},
+    }
 
 
 def desired_namespace(user: DevUser, defaults: UserDefaults) -> dict[str, Any]:

@@ -45,7 +45,7 @@ from devserver.client import KubeClient
 from devserver.controller.applied import apply_if_changed
 from devserver.informers import Change, Informer, InformerFactory, Notification
 from devserver.podagent import agent_source, distributed_scripts, entrypoint_source
-from devserver.reconcilers.naming import object_meta
+from devserver.reconcilers.naming import SSH_KEYS_CONFIGMAP, object_meta
 
 SCRIPTS_MOUNT = "/opt/devserver"
 PODINFO_MOUNT = "/etc/devserver/podinfo"
@@ -118,7 +118,20 @@ def desired_role(ds: DevServer) -> dict[str, Any]:
                 "resources": ["leases"],
                 "resourceNames": lease_names(ds),
                 "verbs": ["get", "update", "patch"],
-            }
+            },
+            # with SSH: the user's keys, which sshd in the pod admits (the agent keeps them)
+            *(
+                [
+                    {
+                        "apiGroups": [""],
+                        "resources": ["configmaps"],
+                        "resourceNames": [SSH_KEYS_CONFIGMAP],
+                        "verbs": ["get"],
+                    }
+                ]
+                if ds.spec.enable_ssh
+                else []
+            ),
         ],
     }
 

@@ -160,7 +160,7 @@ def desired_statefulset(
 def desired_headless_service(ds: DevServer) -> dict[str, Any]:
     ports = [{"name": "dist", "port": DIST_PORT, "targetPort": DIST_PORT, "protocol": "TCP"}]
     if ds.spec.enable_ssh:
-        ports.append({"name": "ssh", "port": SSH_PORT, "targetPort": SSH_PORT, "protocol": "TCP"})
+        ports.append({"name": "ssh", "port": SSH_PORT, "targetPort": "ssh", "protocol": "TCP"})
     return {
         "apiVersion": "v1",
         "kind": "Service",

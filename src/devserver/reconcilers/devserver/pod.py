@@ -22,7 +22,11 @@ from devserver.reconcilers.naming import labels
 
 HOME_MOUNT = "/home/dev"
 SHARED_MOUNT = "/shared"
-SSH_PORT = 22
+SSH_PORT = 22  # the Service's: what ssh-config and the bastion connect to
+# sshd in the pod runs as the image's user, so it listens on an unprivileged port; the Service
+# maps 22 to it by the port's name
+POD_SSH_PORT = 2222
+SSH_RUN = "/run/devserver-ssh"  # sshd's config and the keys the agent keeps (memory only)
 
 
 def shm_size(flavor: DevServerFlavor) -> str:
@@ -90,7 +94,15 @@ def pod_template(
     }
     all_ports = list(ports or [])
     if ds.spec.enable_ssh:
-        all_ports.append({"name": "ssh", "containerPort": SSH_PORT, "protocol": "TCP"})
+        all_ports.append({"name": "ssh", "containerPort": POD_SSH_PORT, "protocol": "TCP"})
+        container["env"] += [
+            {"name": "DEVSERVER_SSH_PORT", "value": str(POD_SSH_PORT)},
+            {"name": "DEVSERVER_SSH_KEYS_FILE", "value": f"{SSH_RUN}/authorized_keys"},
+        ]
+        mounts.append({"name": "devserver-ssh", "mountPath": SSH_RUN})
+        volumes.append(
+            {"name": "devserver-ssh", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}
+        )
     if all_ports:
         container["ports"] = all_ports
     pod_spec: dict[str, Any] = {

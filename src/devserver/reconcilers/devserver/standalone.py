@@ -112,7 +112,7 @@ def desired_service(ds: DevServer) -> dict[str, Any]:
         "spec": {
             "type": "ClusterIP",
             "selector": selector(ds),
-            "ports": [{"name": "ssh", "port": SSH_PORT, "targetPort": SSH_PORT, "protocol": "TCP"}],
+            "ports": [{"name": "ssh", "port": SSH_PORT, "targetPort": "ssh", "protocol": "TCP"}],
         },
     }
 
