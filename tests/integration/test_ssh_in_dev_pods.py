@@ -160,12 +160,17 @@ class DevContainer:
 
 
 def test_sshd_in_the_dev_container_admits_exactly_its_users_keys(
-    control_plane: LocalControlPlane, operator: OperatorProcess, tmp_path: Path
+    control_plane: LocalControlPlane,
+    operator: OperatorProcess,
+    quota_counts_devservers: None,
+    tmp_path: Path,
 ) -> None:
     cp = control_plane
     first, first_line = new_key(tmp_path, "sid-laptop")
     second, second_line = new_key(tmp_path, "sid-desktop")
     other, other_line = new_key(tmp_path, "tia-laptop")
+    for name in ("sid", "tia"):
+        cp.add_user(name, tmp_path / f"{name}.kubeconfig")  # provisioned: quota counted
     _user(cp, "sid", first_line)
     _user(cp, "tia", other_line)
     poll(lambda: _get(cp, "configmap", "devserver-ssh-keys", "dev-sid"), 30, "sid's keys")
