@@ -70,8 +70,11 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def up(session: nox.Session) -> None:
-    """The whole platform locally, in the foreground; Ctrl-C stops it."""
+    """The whole platform locally, in the foreground; Ctrl-C stops it. Installed through the
+    Helm chart, as users install it; the build step brings helm and, on a fresh machine,
+    Debian's openssh-server for the bastion."""
     install(session, None)
+    session.run("python", "-m", "devserver_harness.build")
     session.run("python", "-m", "devserver_harness.up", *session.posargs)
 
 

@@ -55,7 +55,8 @@ devserver local platform is up ({cluster.start_seconds:.1f} s): {cluster.server}
   export KUBECONFIG={cluster.kubeconfig}
   export PATH={cluster.layout.bin_dir}:$PATH   # kubectl {version} for this cluster
 
-The operator is running ({operator_url}/metrics); CRDs and default flavors are installed.
+The operator is running ({operator_url}/metrics) with the Helm release `devserver`
+(CRDs, default flavors, RBAC; the chart is charts/devserver).
 
 Try:
   kubectl get devserverflavors
