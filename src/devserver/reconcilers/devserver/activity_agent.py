@@ -235,23 +235,21 @@ async def ensure_agent_objects(client: KubeClient, agent: AgentInformers, ds: De
         (CONFIGMAPS, desired_scripts(ns), agent.config_maps, SCRIPTS_CONFIGMAP),
         (SERVICE_ACCOUNTS, desired_service_account(ds), agent.accounts, agent_name(ds)),
         (ROLES, desired_role(ds), agent.roles, agent_name(ds)),
-        (ROLE_BINDINGS, desired_role_binding(ds), agent.bindings, agent_name(ds)),
     ]
     wanted += [(LEASES, desired_lease(ds, name), agent.leases, name) for name in lease_names(ds)]
+
+    async def ensure(
+        resource: Resource[Any], intent: dict[str, Any], informer: Informer[KubeObject], name: str
+    ) -> None:
+        live = informer.store.get(ObjectKey(ns, name))
+        await apply_if_changed(client, resource, intent, live, field_manager=FIELD_MANAGER)
+
     # independent objects: sent together, so a reconcile waits for one round trip, not five
     # (under a creation burst the API server's latency, not our CPU, paces the queue)
-    await asyncio.gather(
-        *(
-            apply_if_changed(
-                client,
-                resource,
-                intent,
-                informer.store.get(ObjectKey(ns, name)),
-                field_manager=FIELD_MANAGER,
-            )
-            for resource, intent, informer, name in wanted
-        )
-    )
+    await asyncio.gather(*(ensure(*parts) for parts in wanted))
+    # then the binding: the API server lets the operator bind a Role only once it exists (it
+    # checks the Role's rights against the operator's own; a new one is "not found" before)
+    await ensure(ROLE_BINDINGS, desired_role_binding(ds), agent.bindings, agent_name(ds))
 
 
 def idle_report_changed(note: Notification[Any]) -> bool:
