@@ -162,6 +162,26 @@ async def test_a_deleted_server_holds_no_gpu() -> None:
     ]
 
 
+async def test_an_agents_role_exists_before_its_binding_is_sent() -> None:
+    """Under least-privilege RBAC the API server checks a new binding's Role against the
+    operator's own rights: a Role still in flight is "not found" and the reconcile fails."""
+    world = World()
+    world.flavor()
+    world.server()
+    moments: list[tuple[str, str]] = []
+    send = world.kube.apply
+
+    async def apply(resource: Any, body: dict[str, Any], **options: Any) -> None:
+        moments.append(("sent", resource.kind))
+        await asyncio.sleep(0)  # the round trip: others may be sent meanwhile
+        await send(resource, body, **options)
+        moments.append(("done", resource.kind))
+
+    world.kube.apply = apply  # type: ignore[method-assign]
+    await world.reconcile("devserver", "box")
+    assert moments.index(("done", "Role")) < moments.index(("sent", "RoleBinding"))
+
+
 async def test_a_converged_server_costs_no_request() -> None:
     world = World(echo=True)  # what is applied comes back through the caches
     world.flavor()

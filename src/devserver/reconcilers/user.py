@@ -53,6 +53,7 @@ from devserver.controller.reconciler import TerminalError
 from devserver.informers import NAMESPACE_INDEX, Informer, InformerFactory
 from devserver.reconcilers.children import Attempts
 from devserver.reconcilers.conditions import merge_conditions
+from devserver.reconcilers.naming import SSH_KEYS_CONFIGMAP
 from devserver.reconcilers.status_writer import StatusWriter
 from devserver.reconcilers.user_objects import (
     BOUND_ROLES,
@@ -277,7 +278,6 @@ def setup(
         for r in (
             NAMESPACES,
             SERVICE_ACCOUNTS,
-            CONFIGMAPS,
             ROLES,
             ROLE_BINDINGS,
             CLUSTER_ROLE_BINDINGS,
@@ -286,6 +286,12 @@ def setup(
             NETWORK_POLICIES,
         )
     }
+    # the keys only: a namespace's other ConfigMaps (the agent's scripts) are cached elsewhere
+    made[CONFIGMAPS.plural] = informers.informer(
+        CONFIGMAPS,
+        label_selector=CACHE_USER_LABEL,
+        field_selector=f"metadata.name={SSH_KEYS_CONFIGMAP}",
+    )
     devservers = informers.informer(DEVSERVERS)
     controller = Controller(
         "user",

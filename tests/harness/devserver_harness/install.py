@@ -119,8 +119,9 @@ class DevserverInstall(Cluster):
             if time.monotonic() - started > timeout:
                 raise TimeoutError("the quota controller never counted DevServers")
 
-    def run_operator(self, *extra_args: str) -> str:
-        """Start devserver-operator against this cluster as one of its processes; its URL."""
+    def run_operator(self, *extra_args: str, kubeconfig: Path | None = None) -> str:
+        """Start devserver-operator against this cluster as one of its processes (with the
+        chart's ServiceAccount unless told otherwise); its URL."""
         port = free_port()
         operator = self._process(
             "devserver-operator",
@@ -128,7 +129,7 @@ class DevserverInstall(Cluster):
                 sys.executable,
                 "-m",
                 "devserver.manager",
-                f"--kubeconfig={self.operator_kubeconfig}",
+                f"--kubeconfig={kubeconfig or self.operator_kubeconfig}",
                 "--http-host=127.0.0.1",
                 f"--http-port={port}",
                 "--no-log-json",
