@@ -4,8 +4,9 @@ image's own (non-root) user, admitting exactly the keys of the server's user.
 There is no kubelet here, so the dev container is played as the bastion's sandbox plays its
 image: a private mount namespace whose /etc/passwd has the image's user `dev`, the entrypoint
 and the agent run as that user with the env and token the pod would have, against the real API
-server and the operator (with the chart's ServiceAccount). Not yet through the bastion: the
-ProxyJump leg (`devctl ssh-config`) is the next step.
+server and the operator (with the chart's ServiceAccount). The second test goes the way a
+laptop does: `devctl ssh-config`'s output, ProxyJump through the real bastion, sshd in the
+container behind what the Service would be (port 22 of the server's DNS name).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -23,7 +25,7 @@ from typing import Any
 import pytest
 
 from devserver.podagent import __file__ as podagent_init
-from devserver_harness.bastion import check_prerequisites, new_key
+from devserver_harness.bastion import BastionSandbox, check_prerequisites, new_key
 from devserver_harness.controlplane import LocalControlPlane, free_port
 from devserver_harness.operator import OperatorProcess
 from devserver_harness.process import poll
@@ -66,10 +68,12 @@ def _get(cp: LocalControlPlane, kind: str, name: str, ns: str) -> dict[str, Any]
 class DevContainer:
     """The dev container of server `name` in `ns`, as the user `dev` of its image."""
 
-    def __init__(self, cp: LocalControlPlane, ns: str, name: str) -> None:
+    def __init__(
+        self, cp: LocalControlPlane, ns: str, name: str, listen: str = "127.0.0.1", port: int = 0
+    ) -> None:
         # outside root's 0700 directories: the image's user must reach what the pod mounts
         root = Path(tempfile.mkdtemp(prefix="devserver-devpod-"))
-        self.root, self.port = root, free_port()
+        self.root, self.port, self.listen = root, port or free_port(), listen
         etc, home, run, scripts = root / "etc", root / "home", root / "run", root / "opt"
         for directory in (etc, home, run, scripts):
             directory.mkdir(parents=True)
@@ -107,13 +111,15 @@ class DevContainer:
             "DEVSERVER_TERMINALS": str(root / "no-terminals-*"),
             # as the operator sets them for a server with SSH (pod.py), on a free port here
             "DEVSERVER_SSH_PORT": str(self.port),
-            "DEVSERVER_SSH_LISTEN": "127.0.0.1",
+            "DEVSERVER_SSH_LISTEN": listen,
             "DEVSERVER_SSH_KEYS_FILE": str(self.keys_file),
         }
         script = (
             f"for f in passwd group shadow; do mount --bind {etc}/$f /etc/$f; done; "
             f"exec setpriv --reuid={UID} --regid={UID} --clear-groups "
-            f"sh {scripts / 'entrypoint.sh'} sleep infinity"
+            # port 22 of the server's address plays the Service (22 -> the pod's 2222)
+            + ("--inh-caps=+net_bind_service --ambient-caps=+net_bind_service " if port else "")
+            + f"sh {scripts / 'entrypoint.sh'} sleep infinity"
         )
         self.log = (root.parent / f"{root.name}.log").open("ab")
         self.process = subprocess.Popen(
@@ -217,3 +223,84 @@ def test_sshd_in_the_dev_container_admits_exactly_its_users_keys(
     finally:
         container.stop()
         cp.kubectl("delete", "devserver.devservers.io", "box", "-n", "dev-sid", check=False)
+
+
+def test_ssh_scp_and_vs_code_reach_the_dev_server_through_the_bastion(
+    control_plane: LocalControlPlane,
+    operator: OperatorProcess,
+    quota_counts_devservers: None,
+    tmp_path: Path,
+) -> None:
+    """The laptop's way: `devctl ssh-config` (its Host entries as VS Code Remote-SSH reads
+    them), ProxyJump through the bastion, sshd in the dev container on the server's port 22."""
+    cp = control_plane
+    key, line = new_key(tmp_path, "uli-laptop")
+    config = cp.add_user("uli", tmp_path / "uli.kubeconfig")
+    _user(cp, "uli", line)
+    cp.apply(
+        {
+            "apiVersion": "devservers.io/v1",
+            "kind": "DevServer",
+            "metadata": {"name": "code", "namespace": "dev-uli"},
+            "spec": {"owner": "uli", "flavor": "cpu-small", "image": "busybox", "enableSSH": True},
+        }
+    )
+    poll(lambda: _get(cp, "role", "code-agent", "dev-uli"), 30, "the agent's Role")
+    bastion = BastionSandbox(cp).start()
+    container = DevContainer(cp, "dev-uli", "code", listen="127.0.0.8", port=22)
+    try:
+        # the cluster's DNS, as the bastion's pod would resolve the Service
+        with (bastion.root / "etc" / "hosts").open("a") as hosts:
+            hosts.write("127.0.0.8 code.dev-uli.svc.cluster.local\n")
+        made = subprocess.run(
+            [str(Path(sys.prefix) / "bin" / "devctl"), "--kubeconfig", str(config),
+             "ssh-config", "--bastion", f"127.0.0.1:{bastion.port}"],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        assert "Host code.devserver" in made and "User dev" in made
+        laptop = tmp_path / "ssh_config"
+        laptop.write_text(
+            made + "\n\nHost *\n"  # what the laptop's own config adds: its key and known hosts
+            f"  IdentityFile {key}\n  IdentitiesOnly yes\n  BatchMode yes\n"
+            f"  UserKnownHostsFile {tmp_path / 'known_hosts'}\n"
+            "  StrictHostKeyChecking accept-new\n"
+        )
+
+        def ssh(*argv: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([*argv], capture_output=True, text=True, timeout=60, check=False)
+
+        poll(
+            lambda: ssh("ssh", "-F", str(laptop), "code.devserver", "true").returncode == 0,
+            60,
+            "ssh through the bastion",
+        )
+        said = ssh("ssh", "-F", str(laptop), "code.devserver", "id -un; echo $HOME")
+        assert said.stdout.split() == ["dev", str(container.root / "home")], said.stderr
+        (tmp_path / "model.py").write_text("print('hello from the laptop')\n")
+        up = ssh("scp", "-F", str(laptop), str(tmp_path / "model.py"), "code.devserver:model.py")
+        assert up.returncode == 0, up.stderr
+        run = ssh("ssh", "-F", str(laptop), "code.devserver", "python3 model.py")
+        assert run.stdout.strip() == "hello from the laptop", run.stderr
+        down = ssh("scp", "-F", str(laptop), "code.devserver:model.py", str(tmp_path / "back.py"))
+        assert down.returncode == 0 and (tmp_path / "back.py").read_text().startswith("print")
+        # rsync over the same ssh, both ways (a data directory, as ML engineers sync them)
+        data = tmp_path / "data"
+        data.mkdir()
+        for i in range(3):
+            (data / f"shard-{i}.txt").write_text(f"shard {i}\n")
+        transport = f"ssh -F {laptop}"
+        sent = ssh("rsync", "-a", "-e", transport, f"{data}/", "code.devserver:data/")
+        assert sent.returncode == 0, sent.stderr
+        assert sorted(p.name for p in (container.root / "home" / "data").iterdir()) == [
+            "shard-0.txt", "shard-1.txt", "shard-2.txt"
+        ]  # fmt: skip
+        back = tmp_path / "back"
+        got = ssh("rsync", "-a", "-e", transport, "code.devserver:data/", f"{back}/")
+        assert got.returncode == 0 and (back / "shard-2.txt").read_text() == "shard 2\n"
+    except BaseException:
+        print(container.output()[-3000:], bastion.output()[-3000:])  # noqa: T201
+        raise
+    finally:
+        container.stop()
+        bastion.stop()
+        cp.kubectl("delete", "devserver.devservers.io", "code", "-n", "dev-uli", check=False)

@@ -59,21 +59,27 @@ def check_prerequisites() -> None:
         raise BastionUnavailableError("unshare (util-linux) is missing")
 
 
+# what the SSH tests run besides Python, by the file each package installs
+DEBIAN_PACKAGES = {SSHD: "openssh-server", "/usr/bin/rsync": "rsync"}
+
+
 def ensure_sshd() -> str:
-    """Debian's openssh-server, installed with the machine's own apt configuration if missing."""
-    if Path(SSHD).exists():
+    """Debian's openssh-server (and rsync, which `rsync -e ssh` needs at both ends), installed
+    with the machine's own apt configuration if missing."""
+    missing = [package for path, package in DEBIAN_PACKAGES.items() if not Path(path).exists()]
+    if not missing:
         return "present"
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         raise BastionUnavailableError(
-            f"{SSHD} is missing and cannot be installed here (needs root and apt-get): "
-            "install openssh-server"
+            f"{', '.join(missing)} missing and cannot be installed here (needs root and "
+            f"apt-get): install {' '.join(missing)}"
         )
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "openssh-server"]
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing]
     if subprocess.run(install, env=env, check=False, capture_output=True).returncode != 0:
         subprocess.run(["apt-get", "update", "-q"], env=env, check=True, capture_output=True)
         subprocess.run(install, env=env, check=True, capture_output=True)
-    return "installed"
+    return f"installed {' '.join(missing)}"
 
 
 @dataclass(frozen=True)

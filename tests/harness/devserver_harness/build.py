@@ -20,7 +20,7 @@ def main() -> None:
         print(f"{name}: {ensure_tool(name)} ({time.monotonic() - started:.1f} s)")  # noqa: T201
     started = time.monotonic()
     state = ensure_sshd()
-    print(f"openssh-server: {state} ({time.monotonic() - started:.1f} s)")  # noqa: T201
+    print(f"openssh-server, rsync: {state} ({time.monotonic() - started:.1f} s)")  # noqa: T201
 
 
 if __name__ == "__main__":
