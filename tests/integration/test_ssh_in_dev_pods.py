@@ -107,6 +107,7 @@ class DevContainer:
             "DEVSERVER_LEASE": f"{name}-activity",
             "DEVSERVER_POD": f"{name}-pod",
             "DEVSERVER_SAMPLE_SECONDS": "1",
+            "DEVSERVER_SSH_KEYS_SECONDS": "1",  # 10 in a pod: a removed key is out within 10 s
             "DEVSERVER_PODINFO": str(root / "podinfo"),
             "DEVSERVER_TERMINALS": str(root / "no-terminals-*"),
             # as the operator sets them for a server with SSH (pod.py), on a free port here

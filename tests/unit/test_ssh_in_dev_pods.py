@@ -82,3 +82,40 @@ def test_the_agent_replaces_the_keys_file_at_once_and_only_on_a_change(tmp_path:
     assert not agent.write_keys(path, KEY + "\n")
     assert agent.write_keys(path, "")  # the key removed: sshd admits nobody
     assert (tmp_path / "authorized_keys").read_text() == ""
+
+
+def test_the_bastion_may_reach_the_pods_ssh_port_by_its_name() -> None:
+    """A NetworkPolicy sees the pod's port (2222 now, 22 in pods made before), not the
+    Service's: the policy names the port, as both templates do."""
+    from devserver.reconcilers.user_objects import UserDefaults, desired_network_policies
+
+    [bastion] = [
+        p for p in desired_network_policies(user(KEY), UserDefaults())
+        if p["metadata"]["name"].endswith("bastion-ssh")
+    ]  # fmt: skip
+    assert bastion["spec"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": "ssh"}]
+    container = _container(desired_deployment(ds(enableSSH=True), flavor(), replicas=1))
+    assert [p["name"] for p in container["ports"] if p["containerPort"] == POD_SSH_PORT] == ["ssh"]
+
+
+class _Unreachable:
+    def ssh_keys(self) -> str | None:
+        return None  # the API server answers something else than 200 or 404
+
+
+def test_keys_that_cannot_be_confirmed_for_five_minutes_are_withdrawn(tmp_path: Path) -> None:
+    keys_file = tmp_path / "authorized_keys"
+    keys_file.write_text(KEY + "\n")
+    env = {
+        "DEVSERVER_LEASE": "box-activity",
+        "DEVSERVER_SSH_KEYS_FILE": str(keys_file),
+        "DEVSERVER_CA_FILE": "",
+    }
+    pod_agent = agent.Agent(env)
+    pod_agent.writer = _Unreachable()  # type: ignore[assignment]
+    pod_agent.sync_keys()
+    assert keys_file.read_text() == KEY + "\n"  # a moment's trouble keeps them
+    pod_agent.keys_known -= agent.KEYS_TRUSTED_SECONDS + 1
+    pod_agent.keys_read = 0.0
+    pod_agent.sync_keys()
+    assert keys_file.read_text() == ""

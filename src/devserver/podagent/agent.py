@@ -49,6 +49,8 @@ ACTIVITY = "devservers.io/activity"
 NOTICE = "devservers.io/notice"
 STOP_AT = "devservers.io/stop-at"  # with a notice: when the stop is due (RFC 3339)
 SSH_KEYS = "devserver-ssh-keys"  # the user's public keys, a ConfigMap in their namespace
+KEYS_SECONDS = 10.0  # how often they are read (not every second before a stop)
+KEYS_TRUSTED_SECONDS = 300.0  # unreadable this long: no key is admitted any more
 FINAL_SECONDS = 90  # before a due stop, sample every second: a late session must be seen
 
 # Programs whose mere presence is not work: shells, multiplexers, pagers, the main `sleep`.
@@ -302,7 +304,8 @@ class LeaseWriter:
         url = urlsplit(api)
         self.host, self.port = url.hostname or "", url.port or 443
         self.path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}"
-        self.keys_path = f"/api/v1/namespaces/{namespace}/configmaps/{SSH_KEYS}"
+        # resourceVersion=0: served from the API server's cache, not a quorum read of etcd
+        self.keys_path = f"/api/v1/namespaces/{namespace}/configmaps/{SSH_KEYS}?resourceVersion=0"
         self.token_file = token_file
         self.context = ssl.create_default_context(cafile=ca_file if ca_file else None)
 
@@ -393,6 +396,9 @@ class Agent:
         # where sshd reads the user's keys (set when the server has SSH): kept in step with
         # the user's DevUser every sample, so a removed key stops working within seconds
         self.keys_file = env.get("DEVSERVER_SSH_KEYS_FILE", "")
+        self.keys_every = float(env.get("DEVSERVER_SSH_KEYS_SECONDS", KEYS_SECONDS))
+        self.keys_read = 0.0  # monotonic time of the last attempt
+        self.keys_known = time.monotonic()  # ... and of the last answer (200 or 404)
 
     def sample(self) -> Sample:
         everything = read_processes(self.proc)
@@ -451,9 +457,20 @@ class Agent:
         self.noticed = notice
 
     def sync_keys(self) -> None:
-        if not self.keys_file:
+        now = time.monotonic()
+        if not self.keys_file or now - self.keys_read < self.keys_every:
             return
-        keys = self.writer.ssh_keys()
+        self.keys_read = now
+        keys: str | None = None
+        try:
+            keys = self.writer.ssh_keys()
+        finally:
+            if keys is not None:
+                self.keys_known = now
+            elif now - self.keys_known > KEYS_TRUSTED_SECONDS and write_keys(self.keys_file, ""):
+                # fail closed: keys that cannot be confirmed for a while are no longer
+                # admitted (the Role gone, SSH turned off, the API server unreachable)
+                log(event="ssh keys withdrawn", reason="unconfirmed for 5 minutes")
         if keys is not None and write_keys(self.keys_file, keys):
             log(event="ssh keys written", keys=len(keys.splitlines()))
 

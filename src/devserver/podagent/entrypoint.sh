@@ -25,14 +25,24 @@ start_sshd() {
         return
     fi
     run=$(dirname "$DEVSERVER_SSH_KEYS_FILE")
+    mkdir -p "$run"
+    # the host key in the home, so it stays the same across restarts; a home this user cannot
+    # write (a volume owned by root) keeps it in memory instead: a new key each start
     hostkeys="${HOME:-/tmp}/.ssh/devserver-host"
-    mkdir -p "$run" "$hostkeys" && chmod 700 "$run" "$hostkeys"
+    if ! (mkdir -p "$hostkeys" && chmod 700 "$hostkeys") 2>/dev/null; then
+        echo "devserver: $HOME is not writable by $(id -un); the SSH host key changes at" \
+             "every start" >&2
+        hostkeys="$run/host" && mkdir -p "$hostkeys"
+    fi
     [ -f "$hostkeys/ssh_host_ed25519_key" ] ||
-        ssh-keygen -q -t ed25519 -N '' -C "devserver" -f "$hostkeys/ssh_host_ed25519_key"
+        ssh-keygen -q -t ed25519 -N '' -C "devserver" -f "$hostkeys/ssh_host_ed25519_key" ||
+        { echo "devserver: ssh-keygen failed; sshd is not started" >&2; return; }
     [ -f "$DEVSERVER_SSH_KEYS_FILE" ] || (umask 077 && : > "$DEVSERVER_SSH_KEYS_FILE")
+    listen=""
+    [ -n "${DEVSERVER_SSH_LISTEN:-}" ] && listen="ListenAddress $DEVSERVER_SSH_LISTEN"
     cat > "$run/sshd_config" <<CONFIG
 Port ${DEVSERVER_SSH_PORT}
-ListenAddress ${DEVSERVER_SSH_LISTEN:-0.0.0.0}
+$listen
 HostKey $hostkeys/ssh_host_ed25519_key
 PidFile $run/sshd.pid
 AuthorizedKeysFile $DEVSERVER_SSH_KEYS_FILE
@@ -45,7 +55,10 @@ PasswordAuthentication no
 KbdInteractiveAuthentication no
 PermitRootLogin no
 PermitUserEnvironment no
+# VS Code Remote-SSH forwards to its server on this host; nothing else is reachable
 AllowTcpForwarding local
+PermitOpen localhost:* 127.0.0.1:* [::1]:*
+AllowStreamLocalForwarding no
 AllowAgentForwarding no
 X11Forwarding no
 PrintMotd no

@@ -331,7 +331,9 @@ def desired_network_policies(user: DevUser, defaults: UserDefaults) -> list[dict
         "bastion-ssh": {
             "podSelector": {},
             "policyTypes": ["Ingress"],
-            "ingress": [{"from": [bastion], "ports": [{"protocol": "TCP", "port": 22}]}],
+            # by name: a policy sees the pod's port (2222 since 0.2, 22 before), not the
+            # Service's, and both templates name it `ssh`
+            "ingress": [{"from": [bastion], "ports": [{"protocol": "TCP", "port": "ssh"}]}],
         },
         "no-instance-metadata": {
             "podSelector": {},

@@ -101,7 +101,8 @@ def pod_template(
         ]
         mounts.append({"name": "devserver-ssh", "mountPath": SSH_RUN})
         volumes.append(
-            {"name": "devserver-ssh", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}
+            # 64 keys of at most 16 KiB each, twice while the file is replaced
+            {"name": "devserver-ssh", "emptyDir": {"medium": "Memory", "sizeLimit": "4Mi"}}
         )
     if all_ports:
         container["ports"] = all_ports
