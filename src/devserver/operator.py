@@ -17,11 +17,13 @@ import click
 import structlog
 from pydantic import ValidationError
 
+from devserver import __version__
 from devserver.api.lifecycle import parse_ttl
 from devserver.api.names import OPERATOR
 from devserver.api.user import QuotaOverrides
 from devserver.manager import LeadershipLostError, Manager, Settings
 from devserver.observability.logging import configure_logging
+from devserver.observability.metrics import BUILD_INFO
 from devserver.reconcilers import register_all
 from devserver.reconcilers.lifecycle_config import LifecycleConfig
 from devserver.reconcilers.user_objects import UserDefaults
@@ -142,6 +144,7 @@ def main(
     """devserver-operator: reconciles DevServers, flavors and users."""
     # `flags`: the Manager's Settings by their names (--kubeconfig, --http-*, --lease-*, ...)
     configure_logging(json=log_json)
+    BUILD_INFO.labels(version=__version__, component="operator").set(1)
     try:
         lifecycle = LifecycleConfig(
             max_lifetime=None if max_lifetime in ("0", "") else parse_ttl(max_lifetime),

@@ -105,10 +105,13 @@ def agent_env(control_plane: LocalControlPlane, name: str, tmp: Path) -> dict[st
 
 
 def metric(operator: OperatorProcess, name: str) -> float:
-    for line in fetch(operator.url + "/metrics", timeout=5)[1].decode().splitlines():
-        if line.startswith(f'{name}{{flavor="gpu-small"}} '):
-            return float(line.rsplit(" ", 1)[1])
-    return -1.0
+    """The series' sum over teams for flavor gpu-small (-1: none exported)."""
+    found = [
+        float(line.rsplit(" ", 1)[1])
+        for line in fetch(operator.url + "/metrics", timeout=5)[1].decode().splitlines()
+        if line.startswith(f"{name}{{") and 'flavor="gpu-small"' in line
+    ]
+    return sum(found) if found else -1.0
 
 
 def gone(control_plane: LocalControlPlane, name: str) -> bool:

@@ -187,25 +187,44 @@ def test_downward_api_annotations_and_terminal_notices(tmp_path: Path) -> None:
 
 def test_gpu_hours_integrate_held_and_active_between_reports() -> None:
     from devserver.api.meta import ObjectKey
-    from devserver.reconcilers.devserver.gpu_hours import GpuHours, Holding
+    from devserver.reconcilers.devserver.fleet_metrics import FleetMetrics, ServerReport
 
     clock = [0.0]
-    hours = GpuHours(clock=lambda: clock[0])
+    fleet = FleetMetrics(clock=lambda: clock[0])
     a, b = ObjectKey("dev-a", "a"), ObjectKey("dev-b", "b")
-    hours.report(a, Holding("gpu-large", 4, held=True, active=True))
-    hours.report(b, Holding("gpu-small", 1, held=True, active=False))
+    fleet.report(a, ServerReport("gpu-large", 4, held=True, active=True, team="nlp"))
+    fleet.report(b, ServerReport("gpu-small", 1, held=True, active=False))
     clock[0] = 3600.0
-    hours.report(a, Holding("gpu-large", 4, held=True, active=False))  # went idle
+    fleet.report(a, ServerReport("gpu-large", 4, held=True, active=False, team="nlp"))  # idle
     clock[0] = 7200.0
-    hours.report(a, None)  # deleted
+    fleet.report(a, None)  # deleted
     clock[0] = 10800.0
-    held, active, held_now, active_now = hours.snapshot()
-    assert held == {"gpu-large": 8.0, "gpu-small": 3.0}
-    assert active == {"gpu-large": 4.0, "gpu-small": 0.0}
-    assert held_now == {"gpu-large": 0, "gpu-small": 1}
-    assert active_now == {"gpu-large": 0, "gpu-small": 0}
-    hours.report(ObjectKey("x", "cpu"), Holding("cpu-small", 0, held=True, active=True))
-    assert "cpu-small" not in hours.snapshot()[0]  # no GPUs, no series
+    seen = fleet.snapshot()
+    large, small = ("gpu-large", "nlp"), ("gpu-small", "")
+    assert seen.held_hours == {large: 8.0, small: 3.0}
+    assert seen.active_hours == {large: 4.0, small: 0.0}
+    assert seen.held == {large: 0, small: 1}
+    assert seen.active == {large: 0, small: 0}
+    fleet.report(ObjectKey("x", "cpu"), ServerReport("cpu-small", 0, held=True, active=True))
+    assert ("cpu-small", "") not in fleet.snapshot().held_hours  # no GPUs, no series
+
+
+def test_fleet_counts_servers_by_phase_and_keeps_a_drained_phase_at_zero() -> None:
+    from devserver.api.meta import ObjectKey
+    from devserver.reconcilers.devserver.fleet_metrics import FleetMetrics, ServerReport
+
+    clock = [100.0]
+    fleet = FleetMetrics(clock=lambda: clock[0])
+    a, b = ObjectKey("dev-a", "a"), ObjectKey("dev-a", "b")
+    fleet.report(a, ServerReport("gpu", 1, False, False, phase="Pending", pending_since=40.0))
+    fleet.report(b, ServerReport("gpu", 1, True, True, phase="Running"))
+    seen = fleet.snapshot()
+    assert seen.servers == {("Pending", "gpu"): 1, ("Running", "gpu"): 1}
+    assert seen.pending_oldest == {"gpu": 60.0}
+    fleet.report(a, ServerReport("gpu", 1, True, True, phase="Running"))
+    seen = fleet.snapshot()
+    assert seen.servers == {("Pending", "gpu"): 0, ("Running", "gpu"): 2}  # 0, not gone
+    assert seen.pending_oldest == {"gpu": 0.0}
 
 
 def test_the_agent_parses_as_python_3_8_for_older_images() -> None:

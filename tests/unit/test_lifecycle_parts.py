@@ -6,6 +6,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from devserver.api.devserver import DevServer, DevServerStatus
 from devserver.api.lifecycle import deadline, parse_ttl, requested_deadline
@@ -81,16 +83,52 @@ def test_warning_labels() -> None:
 
 
 def test_billing_opens_on_a_node_closes_on_stop_and_reprices_on_a_flavor_change() -> None:
-    from devserver.api.billing import next_billing, totals
+    from devserver.api.billing import Holding, next_billing, totals
 
     t0 = CREATED
-    bill = next_billing(None, holding=True, price=2.0, now=t0)
-    assert (bill.since, bill.price_per_hour, bill.seconds) == (t0, 2.0, 0)
-    same = next_billing(bill, holding=True, price=2.0, now=t0 + timedelta(hours=1))
+    bill = next_billing(None, Holding(2.0, 1, active=True), now=t0)
+    assert (bill.since, bill.price_per_hour, bill.seconds, bill.gpus) == (t0, 2.0, 0, 1)
+    same = next_billing(bill, Holding(2.0, 1, active=True), now=t0 + timedelta(hours=1))
     assert same == bill  # nothing to write between transitions
-    moved = next_billing(bill, holding=True, price=8.0, now=t0 + timedelta(hours=1))
+    moved = next_billing(bill, Holding(8.0, 4, active=True), now=t0 + timedelta(hours=1))
     assert (moved.seconds, moved.cost, moved.price_per_hour) == (3600, 2.0, 8.0)
-    stopped = next_billing(moved, holding=False, price=8.0, now=t0 + timedelta(hours=1.5))
+    assert (moved.gpu_seconds, moved.gpus) == (3600, 4)
+    stopped = next_billing(moved, None, now=t0 + timedelta(hours=1.5))
     assert (stopped.seconds, stopped.cost, stopped.since) == (5400, 6.0, None)
+    assert (stopped.gpu_seconds, stopped.active_gpu_seconds) == (3600 + 7200, 3600 + 7200)
     assert totals(stopped, t0 + timedelta(days=9)) == (1.5, 6.0)  # stopped: no more cost
     assert totals(moved, t0 + timedelta(hours=2)) == (2.0, 10.0)  # the open period counts
+
+
+_PERIOD = st.tuples(
+    st.integers(min_value=0, max_value=7200),  # seconds until the next report
+    st.none() | st.tuples(st.sampled_from([None, 0.5, 2.0]), st.integers(0, 8), st.booleans()),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_PERIOD, max_size=12))
+def test_billing_totals_are_the_integral_of_what_was_held_whatever_the_reports(
+    periods: list[tuple[int, tuple[float | None, int, bool] | None]],
+) -> None:
+    """Reports at any moments (repeats, flips, stops): the bill, written only at transitions,
+    always equals summing hours, cost, GPU-hours held and used over every interval."""
+    from devserver.api.billing import Holding, bill_totals, next_billing
+
+    bill, now = None, CREATED
+    hours = cost = gpu_hours = active_hours = 0.0
+    for wait, state in periods:
+        held = Holding(*state) if state is not None else None
+        bill = next_billing(bill, held, now=now)
+        now += timedelta(seconds=wait)
+        if held is not None:
+            hours += wait / 3600
+            cost += wait / 3600 * (held.price or 0.0)
+            gpu_hours += wait / 3600 * held.gpus
+            active_hours += wait / 3600 * held.gpus if held.active else 0.0
+    counted = bill_totals(bill, now)
+    assert counted.hours == pytest.approx(hours, abs=1e-5)
+    assert counted.cost == pytest.approx(cost, abs=1e-4)
+    assert counted.gpu_hours == pytest.approx(gpu_hours, abs=1e-5)
+    assert counted.active_gpu_hours == pytest.approx(active_hours, abs=1e-5)
+    assert counted.active_gpu_hours <= counted.gpu_hours + 1e-9

@@ -1,40 +1,87 @@
-"""Running time and cost of a DevServer (pure): periods open when a pod holds a node and close
-when it stops, is deleted or changes price. Nothing is written between transitions; the open
-period is priced when read (`devctl cost`)."""
+"""Running time, cost and GPU-seconds of a DevServer (pure): periods open when a pod holds a
+node and close when it stops, is deleted, changes price or GPU count, or turns active or idle.
+Nothing is written between transitions; the open period is counted when read (`devctl cost`,
+`devctl admin usage`)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from devserver.api.devserver import Billing
 
 
-def next_billing(
-    previous: Billing | None, *, holding: bool, price: float | None, now: datetime
-) -> Billing:
+@dataclass(frozen=True)
+class Holding:
+    """What an open period holds: its price per hour, its GPUs, whether they are in use."""
+
+    price: float | None
+    gpus: int = 0
+    active: bool = False
+
+
+def next_billing(previous: Billing | None, holding: Holding | None, *, now: datetime) -> Billing:
+    """The bill after this moment: `holding` is what the server holds now (None: no node)."""
     bill = previous or Billing()
-    seconds, cost, since, rate = bill.seconds, bill.cost, bill.since, bill.price_per_hour
-    if since is not None and (not holding or price != rate):
-        spent = max(0.0, (now - since).total_seconds())
-        seconds, cost, since = seconds + spent, cost + spent / 3600 * (rate or 0.0), None
-    if holding and since is None:
-        since, rate = now, price
-    if since is None:
-        rate = None
-    return Billing(seconds=round(seconds, 3), cost=round(cost, 6), since=since, price_per_hour=rate)
-
-
-def totals(bill: Billing | None, now: datetime) -> tuple[float, float]:
-    """(hours, USD) including the open period up to `now`."""
-    if bill is None:
-        return 0.0, 0.0
     seconds, cost = bill.seconds, bill.cost
+    gpu_seconds, active_seconds = bill.gpu_seconds, bill.active_gpu_seconds
+    since = bill.since
+    was = Holding(bill.price_per_hour, bill.gpus or 0, bool(bill.active))
+    if since is not None and holding != was:
+        spent = max(0.0, (now - since).total_seconds())
+        seconds, cost, since = seconds + spent, cost + spent / 3600 * (was.price or 0.0), None
+        gpu_seconds += spent * was.gpus
+        active_seconds += spent * was.gpus if was.active else 0.0
+    if holding is not None and since is None:
+        since = now
+    opened = holding if since is not None else None
+    return Billing(
+        seconds=round(seconds, 3),
+        cost=round(cost, 6),
+        gpu_seconds=round(gpu_seconds, 3),
+        active_gpu_seconds=round(active_seconds, 3),
+        idle_stops=bill.idle_stops,
+        since=since,
+        price_per_hour=opened.price if opened else None,
+        gpus=opened.gpus if opened and opened.gpus else None,
+        active=True if opened and opened.active else None,
+    )
+
+
+@dataclass(frozen=True)
+class Totals:
+    """A bill up to a moment, the open period included."""
+
+    hours: float
+    cost: float
+    gpu_hours: float
+    active_gpu_hours: float
+    idle_stops: int
+
+
+def bill_totals(bill: Billing | None, now: datetime) -> Totals:
+    if bill is None:
+        return Totals(0.0, 0.0, 0.0, 0.0, 0)
+    seconds, cost = bill.seconds, bill.cost
+    gpu_seconds, active_seconds = bill.gpu_seconds, bill.active_gpu_seconds
     if bill.since is not None:
         spent = max(0.0, (now - bill.since).total_seconds())
         seconds += spent
         cost += spent / 3600 * (bill.price_per_hour or 0.0)
-    return seconds / 3600, cost
+        gpu_seconds += spent * (bill.gpus or 0)
+        active_seconds += spent * (bill.gpus or 0) if bill.active else 0.0
+    return Totals(seconds / 3600, cost, gpu_seconds / 3600, active_seconds / 3600, bill.idle_stops)
+
+
+def totals(bill: Billing | None, now: datetime) -> tuple[float, float]:
+    """(hours, USD) including the open period up to `now`."""
+    counted = bill_totals(bill, now)
+    return counted.hours, counted.cost
+
+
+def with_idle_stop(bill: Billing) -> Billing:
+    return bill.model_copy(update={"idle_stops": bill.idle_stops + 1})
 
 
 def as_status(bill: Billing) -> dict[str, Any]:

@@ -191,15 +191,32 @@ class DevServerSpec(SpecModel):
 
 
 class Billing(SpecModel):
-    """Time the server held a node, priced by its flavor; written only at transitions."""
+    """Time the server held a node, priced by its flavor, and the GPU-seconds it held and used;
+    written only at transitions (on or off a node, a new price or GPU count, active or idle)."""
 
     seconds: float = Field(default=0, ge=0, description="Closed periods: seconds on a node.")
     cost: float = Field(default=0, ge=0, description="Closed periods: USD.")
+    gpu_seconds: float = Field(
+        default=0, ge=0, alias="gpuSeconds", description="Closed periods: GPU-seconds held."
+    )
+    active_gpu_seconds: float = Field(
+        default=0,
+        ge=0,
+        alias="activeGpuSeconds",
+        description="Closed periods: GPU-seconds held while the pod's agent reported activity.",
+    )
+    idle_stops: int = Field(
+        default=0, ge=0, alias="idleStops", description="Times it was stopped for being idle."
+    )
     since: datetime | None = Field(
         default=None, description="Start of the open period (a pod on a node), if any."
     )
     price_per_hour: float | None = Field(
         default=None, alias="pricePerHour", description="USD per hour of the open period."
+    )
+    gpus: int | None = Field(default=None, ge=0, description="GPUs held in the open period.")
+    active: bool | None = Field(
+        default=None, description="Whether the open period is one of reported activity."
     )
 
 

@@ -94,3 +94,18 @@ POD_INPUTS = f"{DOMAIN}/pod-inputs"
 RETAINED_VOLUME = f"{DOMAIN}/retained-volume"
 # on a removed user's namespace: when they were removed
 USER_REMOVED_ANNOTATION = f"{DOMAIN}/user-removed"
+
+# ------------------------------------------------------------------ namespaces
+
+USER_NAMESPACE_PREFIX = "dev-"  # a DevUser's namespace: dev-<user>
+
+
+def user_namespace(user: str) -> str:
+    return f"{USER_NAMESPACE_PREFIX}{user}"
+
+
+def namespace_user(namespace: str) -> str | None:
+    """Whose namespace it is (dev-<user> is <user>'s), or None for any other namespace."""
+    if namespace.startswith(USER_NAMESPACE_PREFIX):
+        return namespace.removeprefix(USER_NAMESPACE_PREFIX)
+    return None

@@ -27,6 +27,7 @@ from pathlib import Path
 import click
 import structlog
 
+from devserver import __version__
 from devserver.api.meta import ObjectKey
 from devserver.api.resources import DEVUSERS
 from devserver.bastion.accounts import LocalAccounts
@@ -45,6 +46,7 @@ from devserver.bastion.tokens import TokenIssuer
 from devserver.controller import Controller
 from devserver.manager import Manager, RunnableFunc, Settings
 from devserver.observability.logging import configure_logging
+from devserver.observability.metrics import BASTION_CONNECTIONS, BASTION_SESSIONS, BUILD_INFO
 from devserver.signals import run_until_signalled
 
 log = structlog.get_logger("devserver.bastion")
@@ -176,6 +178,8 @@ class Bastion:
             limiter=RateLimiter(burst=s.token_burst, rate=s.token_rate_per_minute / 60),
             public_address=s.public_address,
         )
+        BASTION_SESSIONS.set_function(lambda: agent.sessions_open)
+        BASTION_CONNECTIONS.set_function(lambda: len(self.sshd_log.connections))
         self.manager.add_runnable(
             RunnableFunc("sshd", partial(self._serve_ssh, agent), needs_leader=False)
         )
@@ -365,6 +369,7 @@ def main(
 ) -> None:
     """Run one replica of the devserver SSH bastion (as root, in its container)."""
     configure_logging(json=log_json)
+    BUILD_INFO.labels(version=__version__, component="bastion").set(1)
     settings = BastionSettings(
         kubeconfig=kubeconfig,
         listen=listen,

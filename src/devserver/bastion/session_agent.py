@@ -46,6 +46,7 @@ from devserver.bastion.ratelimit import RateLimiter
 from devserver.bastion.sshd_log import Origin
 from devserver.bastion.tokens import TokenIssuer, render_kubeconfig
 from devserver.client import ApiError
+from devserver.observability.metrics import BASTION_LOGIN_SECONDS, BASTION_TOKEN_REQUESTS
 
 log = structlog.get_logger("devserver.bastion.session_agent")
 audit = structlog.get_logger("devserver.audit")
@@ -226,9 +227,10 @@ class SessionAgent:
             message: dict[str, Any] | None = {"op": "start"}
             while message is not None:
                 if message.get("op") in ("start", "refresh"):
-                    issued = await self._credentials(
-                        user, uid, writer, motd=message.get("op") == "start"
-                    )
+                    starting = message.get("op") == "start"
+                    issued = await self._credentials(user, uid, writer, motd=starting)
+                    if starting and issued and origin.accepted_clock:
+                        BASTION_LOGIN_SECONDS.observe(time.monotonic() - origin.accepted_clock)
                     tokens, refused = tokens + issued, refused + (not issued)
                 elif message.get("op") == "end":
                     code = message.get("exit_code")
@@ -263,6 +265,7 @@ class SessionAgent:
         wait = self.limiter.take(uid)
         if wait:
             log.warning("token request refused: rate limit", user=user, retry_in=wait)
+            BASTION_TOKEN_REQUESTS.labels(outcome="rate_limited").inc()
             await self._reply(
                 writer,
                 ok=False,
@@ -277,6 +280,7 @@ class SessionAgent:
             issued = await self.issuer.issue(user)
         except ApiError as error:
             log.warning("token request failed", user=user, error=str(error))
+            BASTION_TOKEN_REQUESTS.labels(outcome="failed").inc()
             await self._reply(
                 writer,
                 ok=False,
@@ -284,6 +288,7 @@ class SessionAgent:
                 "devctl will not work in this session — log in again or ask the platform team",
             )
             return False
+        BASTION_TOKEN_REQUESTS.labels(outcome="issued").inc()
         lifetime = (issued.expires_at - datetime.now(UTC)).total_seconds()
         await self._reply(
             writer,

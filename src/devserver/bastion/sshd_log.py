@@ -39,6 +39,7 @@ from datetime import UTC, datetime
 import structlog
 
 from devserver.bastion import procs
+from devserver.observability.metrics import BASTION_LOGINS
 
 log = structlog.get_logger("devserver.bastion.sshd_log")
 sshd_log = structlog.get_logger("sshd")
@@ -61,6 +62,9 @@ _FORCED = re.compile(
 _ACCEPTED = re.compile(
     r"^Accepted (?P<method>\S+) for (?P<user>\S+) from (?P<ip>\S+) port (?P<port>\d+) ssh2"
     r"(?:: (?P<key>.*))?$"
+)
+_REFUSED = re.compile(
+    r"^Failed (?P<method>\S+) for (?P<invalid>invalid user )?(?P<user>\S+) from \S+ port \d+ ssh2"
 )
 _CHILD = re.compile(r"^User child is on pid (?P<child>\d+)$")
 _CONNECTED = re.compile(r"^channel (?P<channel>\d+): connected to (?P<host>.*) port (?P<port>\d+)$")
@@ -110,6 +114,7 @@ class Origin:
     key: str
     command: str | None
     tty: bool
+    accepted_clock: float = field(default=0.0, compare=False)  # monotonic, at the key accepted
 
 
 class SshdLog:
@@ -156,15 +161,21 @@ class SshdLog:
     def _accepted(self, pid: int, message: str) -> None:
         found = _ACCEPTED.match(message)
         if found is None:
+            refused = _REFUSED.match(message)
+            # "none" is how every client starts (asking which methods there are): not a failure
+            if refused is not None and refused["method"] != "none" and self._ours(pid):
+                outcome = "unknown_user" if refused["invalid"] else "rejected"
+                BASTION_LOGINS.labels(outcome=outcome).inc()
             return
         if pid in self.connections:
             if self._alive(self.connections[pid]):
                 return  # one login per monitor
             self.reap()  # a monitor gone before the reap and its pid re-used: the old one ends
 
-        if procs.owner(pid) != 0 or procs.parent(pid) != self.listener():
+        if not self._ours(pid):
             log.warning("sshd log line from an unexpected process ignored", pid=pid)
             return
+        BASTION_LOGINS.labels(outcome="accepted").inc()
         self.connections[pid] = Connection(
             monitor=pid,
             user=found["user"],
@@ -174,6 +185,10 @@ class SshdLog:
             monitor_started=procs.started(pid),
         )
         self._login(self.connections[pid], outcome="open", started=self.connections[pid].started)
+
+    def _ours(self, pid: int) -> bool:
+        """A connection's monitor: root, and a child of our listening sshd."""
+        return procs.owner(pid) == 0 and procs.parent(pid) == self.listener()
 
     def _child(self, pid: int, message: str) -> None:
         found = _CHILD.match(message)
@@ -331,4 +346,5 @@ class SshdLog:
             key=connection.key,
             command=procs.environment(pid, "SSH_ORIGINAL_COMMAND"),
             tty=procs.has_terminal(pid),
+            accepted_clock=connection.clock,
         )

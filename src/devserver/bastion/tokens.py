@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
+from devserver.api.names import user_namespace
 from devserver.api.resources import SERVICE_ACCOUNTS
 from devserver.client import KubeClient
 
@@ -22,10 +23,6 @@ MIN_LIFETIME = 600  # the API server refuses shorter TokenRequests
 class IssuedToken:
     token: str
     expires_at: datetime
-
-
-def user_namespace(user: str) -> str:
-    return f"dev-{user}"
 
 
 def user_service_account(user: str) -> str:

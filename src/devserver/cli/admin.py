@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import click
 
 from devserver.api.meta import KubeObject
-from devserver.api.names import CACHE_NAME_LABEL
+from devserver.api.names import CACHE_NAME_LABEL, user_namespace
 from devserver.api.resources import (
     DEVUSERS,
     NAMESPACES,
@@ -113,7 +113,7 @@ def add(
 @click.pass_obj
 def remove(obj: Devctl, name: str, delete_homes: bool, yes: bool) -> None:
     """Remove user NAME: access goes at once, servers stop; the data stays unless asked."""
-    namespace = f"dev-{name}"
+    namespace = user_namespace(name)
     if delete_homes and not yes:
         click.confirm(
             f"This deletes namespace {namespace}, every dev server in it and every home volume "

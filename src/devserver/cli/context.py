@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import click
 
+from devserver.api.names import namespace_user
 from devserver.cli.errors import DevctlError, from_api
 from devserver.client.blocking import BlockingKubeClient
 from devserver.client.config import ClusterConfig, ConfigError, load_config
@@ -99,7 +100,7 @@ class Devctl:
 
 def owner_of(namespace: str) -> str:
     """Whose namespace it is: dev-<user> belongs to <user>."""
-    return namespace.removeprefix("dev-")
+    return namespace_user(namespace) or namespace
 
 
 # `@pass_devctl`: the command gets the Devctl object of the group (made if missing)

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from enum import StrEnum
 from typing import Any, Unpack
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -28,6 +29,7 @@ from devserver.client.errors import ApiError, WatchStalledError
 from devserver.client.remote import ExecSession, open_exec
 from devserver.client.request_parts import JSON, Query, RequestParts, encoded_body
 from devserver.client.wire import apply_body, chunks, gc_paused, selectors, watch_events
+from devserver.observability.metrics import REST_CLIENT_REQUESTS
 
 # Connections are HTTP/1.1: every open watch holds one, so the pool must exceed the watch count.
 POOL_SIZE = 64
@@ -45,6 +47,7 @@ class KubeClient:
         self.config = config
         self.host = config.server
         self.requests_sent = 0  # every request, watches included (tests count API traffic)
+        self._metric_host = urlsplit(config.server).netloc
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -96,8 +99,14 @@ class KubeClient:
                 method, self.host + path, **options
             )
         except (aiohttp.ClientError, OSError, TimeoutError) as error:
+            self._requests(method, "<error>").inc()
             raise ApiError(0, "ConnectionFailed", str(error) or type(error).__name__) from error
+        self._requests(method, str(response.status)).inc()
         return response
+
+    def _requests(self, method: str, code: str) -> Any:
+        """client-go's rest_client_requests_total series (its host: host:port of the server)."""
+        return REST_CLIENT_REQUESTS.labels(code=code, method=method, host=self._metric_host)
 
     async def request(
         self, method: str, path: str, *, timeout: float = 60, **parts: Unpack[RequestParts]

@@ -21,6 +21,7 @@ import structlog
 from devserver.api.meta import KubeObject
 from devserver.api.resources import LEASES
 from devserver.client import ApiError, KubeClient
+from devserver.observability.metrics import LEADER_ELECTION_MASTER_STATUS
 
 log = structlog.get_logger("devserver.leader")
 
@@ -62,9 +63,20 @@ def _micro_time(moment: datetime) -> str:
 class LeaderElector:
     def __init__(self, client: KubeClient, config: LeaderElectionConfig) -> None:
         self.client, self.config = client, config
+        self._status = LEADER_ELECTION_MASTER_STATUS.labels(name=config.name)
+        self._leader = False
         self.is_leader = False
         self._observed: tuple[str, str] = ("", "")  # (holder, renewTime) last seen
         self._observed_at = 0.0
+
+    @property
+    def is_leader(self) -> bool:
+        return self._leader
+
+    @is_leader.setter
+    def is_leader(self, leading: bool) -> None:
+        self._leader = leading
+        self._status.set(int(leading))  # client-go's leader_election_master_status
 
     async def acquire(self) -> None:
         """Return once we hold the Lease."""

@@ -55,6 +55,7 @@ from devserver.client.events import EventType, record_event
 from devserver.controller import Controller, Result
 from devserver.controller.predicates import spec_or_annotations_changed
 from devserver.informers import Change, Informer, InformerFactory, Notification
+from devserver.observability.metrics import STOP_WARNINGS
 from devserver.reconcilers.devserver.activity_agent import idle_report_changed, lease_names
 from devserver.reconcilers.lifecycle_config import LifecycleConfig, lead_label
 from devserver.reconcilers.naming import NAME_INDEX, by_devserver_name, home_claims_text
@@ -162,6 +163,7 @@ class ExpiryReconciler:
             given |= {lead_label(lead) for lead in due}
             patch = {"metadata": {"annotations": {WARNED: warned_value(given, stop.when)}}}
             await self.client.patch(DEVSERVERS, name, patch, key.namespace)
+            STOP_WARNINGS.labels(reason="idle" if stop.reason == IDLE else "expiring").inc()
             await self._notify_pods(key, text, stop.when)
         moments = [stop.when] + [
             stop.when - lead

@@ -28,6 +28,7 @@ from devserver.api.names import (
     FIELD_MANAGER,
     STOP_REASON,
     USER_REMOVED_ANNOTATION,
+    user_namespace,
 )
 from devserver.api.resources import (
     CLUSTER_ROLE_BINDINGS,
@@ -187,7 +188,7 @@ class UserReconciler:
 
     async def _removed(self, user: str) -> None:
         """The user is gone: stop their servers (GPUs back), keep the namespace and homes."""
-        namespace = self.made[NAMESPACES.plural].store.get(ObjectKey("", f"dev-{user}"))
+        namespace = self.made[NAMESPACES.plural].store.get(ObjectKey("", user_namespace(user)))
         if namespace is None or not is_ours(namespace, user):
             return
         if namespace.metadata.deletion_timestamp:

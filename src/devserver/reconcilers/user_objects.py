@@ -26,6 +26,7 @@ from devserver.api.names import (
     LEGACY_USER_LABEL,
     OPERATOR,
     USER_LABEL,
+    user_namespace,
     with_legacy,
 )
 from devserver.api.ssh_keys import check_keys
@@ -66,7 +67,7 @@ class UserDefaults:
 
 
 def namespace_name(user: DevUser) -> str:
-    return f"dev-{user.metadata.name}"
+    return user_namespace(user.metadata.name)
 
 
 def service_account_name(user: DevUser) -> str:

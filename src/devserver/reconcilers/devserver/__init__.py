@@ -19,7 +19,8 @@ order (`controller.controller` hands it to the mode's controller, "devserver" or
                    the mode); the flavor and user reconcilers write theirs with it too
 
 Beside the path: `running_template` (a running pod is replaced only for its user's change; a
-stop scales to zero), `home_volumes` (a kept home's volume set to Retain), `gpu_hours` (the
-GPU-hours held and used, the skeleton's last step). Names of every object, home claims
-included, are `reconcilers.naming`'s; the expiry reconciler reads them there too.
+stop scales to zero), `home_volumes` (a kept home's volume set to Retain), `fleet_metrics`
+(servers by phase, GPU-hours held and used, stops: the skeleton's last step). Names of
+every object, home claims included, are `reconcilers.naming`'s; the expiry reconciler reads
+them there too.
 """

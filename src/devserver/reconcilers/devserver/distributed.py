@@ -272,7 +272,8 @@ def distributed_status(ds: DevServer, seen: Observed) -> dict[str, Any]:
     # the flavor's price is per pod: the period's price is that times the pods on nodes (a
     # change of that count is a transition that closes the period)
     price = seen.price_per_hour * placed if seen.price_per_hour is not None else None
-    status = mode_status(ds, seen, verdict, "the ranks", home_claim_name(ds, 0), price)
+    gpus = seen.gpus_per_pod * placed
+    status = mode_status(ds, seen, verdict, "the ranks", home_claim_name(ds, 0), price, gpus)
     name, ns = ds.metadata.name, ds.metadata.namespace
     status |= {
         "ranks": ranks,

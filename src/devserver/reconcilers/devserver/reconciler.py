@@ -16,7 +16,8 @@ costs no API request. The steps, the same for a standalone and a distributed ser
 4. status: what the mode makes of what exists, written only when it changed (`StatusWriter`),
    with an Event per transition a user cares about — and only then does a refused child fail
    the reconcile (retried with backoff, the user already told).
-5. accounting: the GPUs it holds, and whether they are used (`gpu_hours`).
+5. accounting: its phase, the GPUs it holds and whether they are used, its stop
+   (`fleet_metrics`).
 
 A mode (`ServerMode`: `standalone.Standalone`, `distributed.Distributed`) says only what differs:
 its workload, its children, its status, its Events, the GPUs it counts. Each mode is its own
@@ -33,35 +34,45 @@ from typing import Any, ClassVar
 
 from devserver.api.devserver import DevServer, DevServerStatus
 from devserver.api.flavor import DevServerFlavor
-from devserver.api.lifecycle import EXPIRED, IDLE, timeline
+from devserver.api.lifecycle import EXPIRED, IDLE, USER_REMOVED, timeline
 from devserver.api.meta import KubeObject, ObjectKey
-from devserver.api.names import CACHE_NAME_LABEL, FIELD_MANAGER, STOP_REASON
+from devserver.api.names import CACHE_NAME_LABEL, FIELD_MANAGER, STOP_REASON, namespace_user
 from devserver.api.resources import (
     DEVSERVERS,
+    DEVUSERS,
     FLAVORS,
     PERSISTENT_VOLUME_CLAIMS,
     PODS,
     SERVICES,
     Resource,
 )
+from devserver.api.user import DevUser
 from devserver.client import ApiError, KubeClient
 from devserver.client.events import EventType, record_event
 from devserver.controller import Controller, Result, TerminalError
 from devserver.controller.applied import apply_if_changed
 from devserver.informers import NAMESPACE_INDEX, Informer, InformerFactory, Notification
+from devserver.observability.metrics import EXTENSIONS, STOPS
 from devserver.reconcilers.children import Attempts
 from devserver.reconcilers.devserver.activity_agent import AgentInformers, idle_report_changed
-from devserver.reconcilers.devserver.gpu_hours import GpuHours, Holding, shared_gpu_hours
+from devserver.reconcilers.devserver.fleet_metrics import (
+    FleetMetrics,
+    ServerReport,
+    shared_fleet_metrics,
+)
 from devserver.reconcilers.devserver.running_template import (
     adopted_selector,
     keep_running_template,
     scale_to_zero,
 )
 from devserver.reconcilers.devserver.status import Observed, on_nodes
-from devserver.reconcilers.flavor import FLAVOR_INDEX, by_flavor, flavor_problem
+from devserver.reconcilers.flavor import FLAVOR_INDEX, by_flavor, flavor_problem, gpu_count
 from devserver.reconcilers.lifecycle_config import LifecycleConfig
 from devserver.reconcilers.naming import NAME_INDEX, by_devserver_name
 from devserver.reconcilers.status_writer import StatusWriter
+
+# why a server stopped, as `devserver_stops_total` says it (the annotation's words are CamelCase)
+STOP_LABELS = {EXPIRED: "expired", IDLE: "idle", USER_REMOVED: "user_removed"}
 
 Child = tuple[str, Callable[[], Awaitable[object]]]
 """A child: what a refusal calls it, and the write that makes it right. Started in order, each
@@ -79,6 +90,7 @@ class Caches:
     claims: Informer[KubeObject]
     pods: Informer[KubeObject]
     agent: AgentInformers
+    users: Informer[DevUser]  # the user reconciler's: their teams label the fleet's metrics
 
     @classmethod
     def shared(cls, informers: InformerFactory, workload: Resource[KubeObject]) -> Caches:
@@ -92,7 +104,14 @@ class Caches:
             informers.informer(PERSISTENT_VOLUME_CLAIMS, label_selector=mine, indexers=named),
             informers.informer(PODS, label_selector=mine, indexers=named),
             AgentInformers.shared(informers),
+            informers.informer(DEVUSERS),
         )
+
+    def team_of(self, namespace: str) -> str:
+        """The team of the user whose namespace this is ("" for none, or no such user)."""
+        name = namespace_user(namespace)
+        user = self.users.store.get(ObjectKey("", name)) if name else None
+        return (user.spec.team or "") if user is not None else ""
 
     def made_for(self, informer: Informer[KubeObject], key: ObjectKey) -> list[KubeObject]:
         """The objects of `informer` labelled for server `key` (its pods, its home claims)."""
@@ -201,7 +220,7 @@ class DevServerReconciler:
     caches: Caches
     mode: ServerMode
     lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
-    gpu_hours: GpuHours = field(default_factory=GpuHours)
+    fleet: FleetMetrics = field(default_factory=FleetMetrics)
     writer: StatusWriter[DevServer] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -211,7 +230,7 @@ class DevServerReconciler:
         ds = self.caches.devservers.store.get(key)
         if ds is None or ds.metadata.deletion_timestamp:
             self.writer.forget(key)
-            self.gpu_hours.report(key, None)
+            self.fleet.report(key, None)
             await self._gone(key)
             return None  # owned children go with it; a retained home volume stays
         if not self.mode.owns(ds):
@@ -240,11 +259,22 @@ class DevServerReconciler:
             activity=activity,
             now=now,
             price_per_hour=flavor.spec.price_per_hour if flavor is not None else None,
+            gpus_per_pod=gpu_count(flavor),
             applied=tried.condition(ds.metadata.generation),
         )
         status = self.mode.status(ds, seen)
-        self.gpu_hours.report(key, self._holding(ds, flavor, seen, status))
+        before = self.fleet.report_of(key)
+        report = self._report(ds, flavor, seen, status)
+        self.fleet.report(key, report)
+        was = recorded.status
+        stopping = status.get("phase") == "Stopped" and (was is None or was.phase != "Stopped")
+        extended = status.get("lastExtension") not in (None, was.last_extension if was else None)
         await self.writer.write(recorded, status, self.mode.announce)
+        # counted once written: a refused write is retried, not counted twice
+        if stopping:
+            self._count_stop(ds, before, times.deadline, now)
+        if extended:
+            EXTENSIONS.inc()
         tried.raise_if_any()  # after the status: retried with backoff, the user already told
         return None
 
@@ -256,18 +286,37 @@ class DevServerReconciler:
         await scale_to_zero(self.client, self.mode.workload, live)
         await self.mode.gone(key)
 
-    def _holding(
+    def _report(
         self,
         ds: DevServer,
         flavor: DevServerFlavor | None,
         seen: Observed,
         status: dict[str, Any],
-    ) -> Holding:
+    ) -> ServerReport:
         placed = on_nodes(seen.pods)
         activity, now = seen.activity, seen.now or datetime.now(UTC)
         active = activity is not None and activity.fresh(now) and activity.idle_since is None
         name, gpus = self.mode.gpus(ds, flavor, status, placed)
-        return Holding(name, gpus, placed > 0, placed > 0 and active)
+        phase = str(status.get("phase") or "")
+        pending_since = None
+        start = seen.timeline.start if seen.timeline else None
+        if phase == "Pending" and not ds.spec.stopped:
+            waited = (now - (start or ds.metadata.creation_timestamp or now)).total_seconds()
+            pending_since = self.fleet.clock() - max(0.0, waited)
+        team = self.caches.team_of(ds.metadata.namespace)
+        return ServerReport(
+            name, gpus, placed > 0, placed > 0 and active, team, phase, pending_since
+        )
+
+    def _count_stop(
+        self, ds: DevServer, before: ServerReport | None, deadline: datetime | None, now: datetime
+    ) -> None:
+        """A stop, by why; an idle stop also gives back the GPU-hours it would have held."""
+        reason = STOP_LABELS.get(ds.metadata.annotations.get(STOP_REASON, ""), "user")
+        STOPS.labels(reason=reason).inc()
+        if reason == "idle" and before is not None and before.gpus and deadline is not None:
+            left = max(0.0, (deadline - now).total_seconds()) / 3600
+            self.fleet.reclaimed(before.flavor, before.team, before.gpus * left)
 
 
 def mode_controller(
@@ -280,7 +329,7 @@ def mode_controller(
     caches = Caches.shared(informers, kind.workload)
     mode = kind(client, caches)
     reconciler = DevServerReconciler(
-        client, caches, mode, lifecycle or LifecycleConfig(), shared_gpu_hours()
+        client, caches, mode, lifecycle or LifecycleConfig(), shared_fleet_metrics()
     )
     controller = Controller(mode.name, reconciler, workers=mode.workers)
     devservers = caches.devservers

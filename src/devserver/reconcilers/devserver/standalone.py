@@ -180,6 +180,7 @@ def observed_status(ds: DevServer, seen: Observed) -> dict[str, Any]:
         waiting="the pod",
         home_claim=home_claim_name(ds),
         price=seen.price_per_hour,
+        gpus=seen.gpus_per_pod,
         between=[degraded_condition],
         after=capped,
     )

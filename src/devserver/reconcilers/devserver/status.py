@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from devserver.api.billing import as_status, next_billing
+from devserver.api.billing import Holding, as_status, next_billing, with_idle_stop
 from devserver.api.devserver import DevServer, Phase
 from devserver.api.lifecycle import (
     EXPIRED,
@@ -45,6 +45,7 @@ class Observed:
     timeline: Timeline | None = None  # start, deadline, next stop; None: read with no cap
     activity: Activity | None = None  # what the in-pod agent last reported
     price_per_hour: float | None = None  # of the flavor it runs with
+    gpus_per_pod: int = 0  # of the flavor it runs with
     now: datetime | None = None  # for billing transitions; the wall clock when unset
     applied: Condition | None = None  # whether every child was accepted (`children.Attempts`)
 
@@ -112,6 +113,7 @@ def mode_status(
     waiting: str,
     home_claim: str,
     price: float | None,
+    gpus: int = 0,
     *,
     between: Sequence[Condition] = (),
     after: Sequence[Condition] = (),
@@ -119,7 +121,7 @@ def mode_status(
     """The fields every mode's status has: the verdict's phase; the conditions in order
     (Ready, Progressing, the mode's `between`, FlavorValid, its `after`, ExpiringSoon once
     warned, Applied); observedGeneration; homeClaim; and the lifecycle fields. `waiting` names
-    what Progressing waits for; `price` is per hour for all the pods on nodes."""
+    what Progressing waits for; `price` (per hour) and `gpus` are for all the pods on nodes."""
     gen = ds.metadata.generation
     is_ready, reason, message = verdict.ready, verdict.reason, verdict.message
     settled = is_ready or ds.spec.stopped
@@ -155,14 +157,15 @@ def mode_status(
         "observedGeneration": gen,
         "homeClaim": home_claim,
     }
-    return status | _lifecycle_fields(ds, seen, holding=on_nodes(seen.pods) > 0, price=price)
+    return status | _lifecycle_fields(ds, seen, price=price, gpus=gpus)
 
 
 def _lifecycle_fields(
-    ds: DevServer, seen: Observed, *, holding: bool, price: float | None
+    ds: DevServer, seen: Observed, *, price: float | None, gpus: int
 ) -> dict[str, Any]:
     """The status fields every mode shares: when it stops, since when it is idle, when it
-    stopped, what it has cost (a period per price; `price` for all its pods on nodes)."""
+    stopped, what it has cost and the GPU-seconds it held and used (a period per price, GPU
+    count and activity; `price` and `gpus` for all its pods on nodes)."""
     now = seen.now or datetime.now(UTC).replace(microsecond=0)
     fields: dict[str, Any] = {}
     times = seen.times(ds)
@@ -176,15 +179,23 @@ def _lifecycle_fields(
         and activity.fresh(now)
     ):
         fields["idleSince"] = _json_time(activity.idle_since)
+    stopping = False
     if ds.spec.stopped:
         before = ds.status.stopped_at if ds.status else None
         if before is not None or not seen.pods:  # stopped once no pod holds a node
             fields["stoppedAt"] = _json_time(before or now)
+            stopping = before is None
     if times.start is not None:
         fields["lastStart"] = _json_time(times.start)
     previous_bill = ds.status.billing if ds.status else None
-    if holding or previous_bill is not None:
-        bill = next_billing(previous_bill, holding=holding, price=price, now=now)
+    holding = None
+    if on_nodes(seen.pods) > 0:
+        active = activity is not None and activity.fresh(now) and activity.idle_since is None
+        holding = Holding(price, gpus, active and gpus > 0)
+    if holding is not None or previous_bill is not None:
+        bill = next_billing(previous_bill, holding, now=now)
+        if stopping and ds.metadata.annotations.get(STOP_REASON) == IDLE:
+            bill = with_idle_stop(bill)  # once: the stop's first status has its stoppedAt
         fields["billing"] = as_status(bill)
     extension = ds.metadata.annotations.get(LAST_EXTENSION)
     if extension:

@@ -1,0 +1,221 @@
+"""The fleet as Prometheus sees it: servers by phase, GPUs and GPU-hours held and active.
+
+*Held*: a dev server's pod is on a node, so its GPUs are taken from everyone else. *Active*: held
+while the in-pod agent reports activity (a fresh Lease that does not say idle); a server without
+a report counts as held, not active. The DevServer reconciler reports each server's state at
+every reconcile (any change of the server, its pod or its Lease causes one), so the integral is
+exact between changes at O(1) per report: the totals per (flavor, team) are kept, and time is
+added with the counts that held until now.
+
+Labels are bounded by what admins declare: `flavor` (DevServerFlavors) and `team` (DevUsers'
+`spec.team`, "" for none) — never a server or a user (`devctl admin usage` reports those, from
+the servers' billing status, without a series per user). A scrape brings the counters up to its
+own moment first.
+
+| series | type | labels |
+|---|---|---|
+| `devserver_servers` | gauge | phase, flavor |
+| `devserver_servers_pending_oldest_seconds` | gauge | flavor |
+| `devserver_gpus_held`, `devserver_gpus_active` | gauge | flavor, team |
+| `devserver_gpu_hours_held_total`, `devserver_gpu_hours_active_total` | counter | flavor, team |
+| `devserver_gpu_hours_reclaimed_total` | counter | flavor, team |
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from threading import Lock
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import REGISTRY, Collector
+
+from devserver.api.meta import ObjectKey
+
+Group = tuple[str, str]  # (flavor, team)
+
+
+@dataclass(frozen=True)
+class ServerReport:
+    flavor: str
+    gpus: int
+    held: bool
+    active: bool
+    team: str = ""
+    phase: str = ""  # "" until its first status
+    pending_since: float | None = None  # the fleet's clock, while it waits for a node
+
+    @property
+    def group(self) -> Group:
+        return self.flavor, self.team
+
+
+@dataclass
+class FleetMetrics:
+    clock: Callable[[], float] = time.monotonic
+    _servers: dict[ObjectKey, ServerReport] = field(default_factory=dict)
+    _held: Counter[Group] = field(default_factory=Counter)  # GPUs held now
+    _active: Counter[Group] = field(default_factory=Counter)
+    held_hours: dict[Group, float] = field(default_factory=dict)
+    active_hours: dict[Group, float] = field(default_factory=dict)
+    reclaimed_hours: dict[Group, float] = field(default_factory=dict)
+    _phases: set[tuple[str, str]] = field(default_factory=set)  # kept at 0 once seen
+    _last: float | None = None
+    _lock: Lock = field(default_factory=Lock)  # a scrape may run on another thread
+
+    def _advance(self) -> None:
+        now = self.clock()
+        if self._last is not None:
+            hours = (now - self._last) / 3600
+            for group, gpus in self._held.items():
+                self.held_hours[group] = self.held_hours.get(group, 0.0) + gpus * hours
+            for group, gpus in self._active.items():
+                self.active_hours[group] = self.active_hours.get(group, 0.0) + gpus * hours
+        self._last = now
+
+    def report(self, key: ObjectKey, report: ServerReport | None) -> None:
+        """This server's state from now on (None: it is gone)."""
+        with self._lock:
+            self._advance()
+            before = self._servers.pop(key, None)
+            if before is not None:
+                self._add(before, -1)
+            if report is not None:
+                self._servers[key] = report
+                self._add(report, +1)
+
+    def report_of(self, key: ObjectKey) -> ServerReport | None:
+        with self._lock:
+            return self._servers.get(key)
+
+    def reclaimed(self, flavor: str, team: str, gpu_hours: float) -> None:
+        """An idle stop gave back `gpu_hours` its server would have held until its deadline."""
+        with self._lock:
+            group = (flavor, team)
+            self.reclaimed_hours[group] = self.reclaimed_hours.get(group, 0.0) + gpu_hours
+
+    def _add(self, r: ServerReport, sign: int) -> None:
+        if r.gpus <= 0:
+            return
+        for series in (self.held_hours, self.active_hours, self.reclaimed_hours):
+            series.setdefault(r.group, 0.0)  # zero-initialised: absent means "never seen"
+        self._held[r.group] += sign * r.gpus if r.held else 0
+        self._active[r.group] += sign * r.gpus if r.held and r.active else 0
+
+    def snapshot(self) -> Snapshot:
+        with self._lock:
+            self._advance()
+            now = self.clock()
+            phases: Counter[tuple[str, str]] = Counter()
+            for r in self._servers.values():
+                if r.phase:
+                    phases[(r.phase, r.flavor)] += 1
+            self._phases.update(phases)
+            oldest = {flavor: 0.0 for _, flavor in self._phases}
+            for r in self._servers.values():
+                if r.pending_since is not None:
+                    oldest[r.flavor] = max(oldest[r.flavor], now - r.pending_since)
+            return Snapshot(
+                held_hours=dict(self.held_hours),
+                active_hours=dict(self.active_hours),
+                reclaimed_hours=dict(self.reclaimed_hours),
+                held=dict(self._held),
+                active=dict(self._active),
+                servers={group: phases[group] for group in self._phases},
+                pending_oldest=oldest,
+            )
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    held_hours: dict[Group, float]
+    active_hours: dict[Group, float]
+    reclaimed_hours: dict[Group, float]
+    held: dict[Group, int]
+    active: dict[Group, int]
+    servers: dict[tuple[str, str], int]  # (phase, flavor)
+    pending_oldest: dict[str, float]  # by flavor
+
+
+GPU_LABELS = ["flavor", "team"]
+
+
+class FleetCollector(Collector):
+    def __init__(self, source: FleetMetrics) -> None:
+        self.source = source
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        seen = self.source.snapshot()
+        gpu_families: list[tuple[CounterMetricFamily | GaugeMetricFamily, dict[Group, float]]] = [
+            (
+                CounterMetricFamily(
+                    "devserver_gpu_hours_held",
+                    "GPU-hours during which dev servers' pods held GPUs on a node",
+                    labels=GPU_LABELS,
+                ),
+                seen.held_hours,
+            ),
+            (
+                CounterMetricFamily(
+                    "devserver_gpu_hours_active",
+                    "GPU-hours held while the in-pod agent reported activity",
+                    labels=GPU_LABELS,
+                ),
+                seen.active_hours,
+            ),
+            (
+                CounterMetricFamily(
+                    "devserver_gpu_hours_reclaimed",
+                    "GPU-hours idle stops gave back: GPUs times the time left to the deadline",
+                    labels=GPU_LABELS,
+                ),
+                seen.reclaimed_hours,
+            ),
+            (
+                GaugeMetricFamily(
+                    "devserver_gpus_held", "GPUs held by dev servers now", labels=GPU_LABELS
+                ),
+                {g: float(n) for g, n in seen.held.items()},
+            ),
+            (
+                GaugeMetricFamily(
+                    "devserver_gpus_active",
+                    "GPUs held by active dev servers now",
+                    labels=GPU_LABELS,
+                ),
+                {g: float(n) for g, n in seen.active.items()},
+            ),
+        ]
+        for family, values in gpu_families:
+            for group, value in sorted(values.items()):
+                family.add_metric(list(group), value)
+            yield family
+        servers = GaugeMetricFamily(
+            "devserver_servers", "Dev servers by phase and flavor", labels=["phase", "flavor"]
+        )
+        for (phase, flavor), count in sorted(seen.servers.items()):
+            servers.add_metric([phase, flavor], count)
+        yield servers
+        pending = GaugeMetricFamily(
+            "devserver_servers_pending_oldest_seconds",
+            "How long the longest-waiting dev server of a flavor has waited for its pods "
+            "(0: none waits)",
+            labels=["flavor"],
+        )
+        for flavor, seconds in sorted(seen.pending_oldest.items()):
+            pending.add_metric([flavor], seconds)
+        yield pending
+
+
+_SHARED: FleetMetrics | None = None
+
+
+def shared_fleet_metrics() -> FleetMetrics:
+    """One per process, registered once with the default registry (its scrape is /metrics)."""
+    global _SHARED
+    if _SHARED is None:
+        _SHARED = FleetMetrics()
+        REGISTRY.register(FleetCollector(_SHARED))
+    return _SHARED
