@@ -3,6 +3,10 @@
 
 - the CRDs, from the pydantic models (`api.crd`);
 - the ClusterRoles the operator binds users and the bastion to (`reconcilers.user_objects`);
+- the Grafana dashboards (`observability.dashboards`), as JSON: the chart ships them as
+  ConfigMaps for the Grafana sidecar (`monitoring.dashboards`);
+- the Prometheus alerting and recording rules (`observability.rules`): a plain rules file, and
+  the chart's PrometheusRule (`monitoring.prometheusRule`);
 - and a copy of the default flavors (`manifests/flavors/defaults.yaml`) for the chart.
 
 `tests/unit/test_manifests.py` fails when a file on disk differs from what this writes.
@@ -10,12 +14,15 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 import yaml
 
 from devserver.api import crd
+from devserver.observability.dashboards import DASHBOARDS
+from devserver.observability.rules import rule_groups
 from devserver.reconcilers.user_objects import BOUND_ROLES, user_cluster_roles
 
 __all__ = ["BOUND_ROLES", "copied", "generated", "main"]
@@ -38,6 +45,14 @@ def generated() -> dict[Path, str]:
         files[CHART_FILES / "crds" / crd.file_name(spec)] = text
     files[Path("manifests/rbac/user-roles.yaml")] = user_roles()
     files[CHART_FILES / "user-roles.yaml"] = user_roles()
+    for stem, dashboard in DASHBOARDS.items():
+        # JSON has no comments: no header; the chart reads these files as they are
+        text = json.dumps(dashboard, indent=2, sort_keys=True) + "\n"
+        files[Path("manifests/monitoring/dashboards") / f"{stem}.json"] = text
+        files[CHART_FILES / "dashboards" / f"{stem}.json"] = text
+    rules = HEADER + yaml.safe_dump(rule_groups(), sort_keys=False, width=100)
+    files[Path("manifests/monitoring/rules.yaml")] = rules
+    files[CHART_FILES / "prometheus-rules.yaml"] = rules
     return files
 
 

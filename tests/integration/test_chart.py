@@ -15,6 +15,8 @@ import pytest
 import yaml
 
 from devserver.api import crd
+from devserver.observability.dashboards import DASHBOARDS
+from devserver.observability.rules import rule_groups
 from devserver_harness.controlplane import LocalControlPlane, repo_root
 from devserver_harness.tools import ensure_tool
 
@@ -186,6 +188,98 @@ def test_the_operator_pod_is_restricted_and_spread() -> None:
     assert keys == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}
     probes = {container[p]["httpGet"]["path"] for p in ("livenessProbe", "readinessProbe")}
     assert probes == {"/healthz", "/readyz"}
+
+
+def test_dashboards_render_as_configmaps_for_the_grafana_sidecar(
+    control_plane: LocalControlPlane,
+) -> None:
+    def dashboards(*args: str) -> list[dict[str, Any]]:
+        return [
+            d
+            for d in yaml.safe_load_all(render(control_plane, *args))
+            if d
+            and d["kind"] == "ConfigMap"
+            and d["metadata"]["name"].startswith("devserver-dashboard-")
+        ]
+
+    assert dashboards() == []  # off by default
+    on = dashboards(
+        "--set", "monitoring.dashboards.enabled=true",
+        "--set", "monitoring.dashboards.annotations.grafana_folder=devserver",
+    )  # fmt: skip
+    names = {d["metadata"]["name"] for d in on}
+    assert names == {f"devserver-dashboard-{stem}" for stem in DASHBOARDS}
+    for d in on:
+        meta = d["metadata"]
+        assert meta["namespace"] == NAMESPACE
+        assert meta["labels"]["grafana_dashboard"] == "1"  # kube-prometheus-stack's sidecar
+        assert meta["labels"]["app.kubernetes.io/part-of"] == "devserver"
+        assert meta["annotations"] == {"grafana_folder": "devserver"}
+        stem = meta["name"].removeprefix("devserver-dashboard-")
+        [(key, text)] = d["data"].items()
+        assert key == f"devserver-{stem}.json"
+        dashboard = json.loads(text)
+        assert dashboard["uid"] == f"devserver-{stem}"
+        assert dashboard == DASHBOARDS[stem]
+    elsewhere = dashboards(
+        "--set", "monitoring.dashboards.enabled=true",
+        "--set", "monitoring.dashboards.namespace=monitoring",
+    )  # fmt: skip
+    assert {d["metadata"]["namespace"] for d in elsewhere} == {"monitoring"}
+
+
+def test_monitors_and_rules_render_for_the_prometheus_operator(
+    control_plane: LocalControlPlane, tmp_path: Path
+) -> None:
+    def monitoring(*args: str) -> list[dict[str, Any]]:
+        return [
+            d
+            for d in yaml.safe_load_all(render(control_plane, *args))
+            if d and d["apiVersion"] == "monitoring.coreos.com/v1"
+        ]
+
+    assert monitoring() == []  # off by default: no CRDs of the Prometheus Operator needed
+    on = monitoring(
+        "--set", "monitoring.serviceMonitor.enabled=true",
+        "--set", "monitoring.serviceMonitor.labels.release=kube-prometheus-stack",
+        "--set-json", 'monitoring.serviceMonitor.endpointAdditionalProperties={"scheme":"https"}',
+        "--set", "monitoring.prometheusRule.enabled=true",
+        "--set", "monitoring.prometheusRule.disabledAlerts={DevserverIdleGpus}",
+    )  # fmt: skip
+    monitors = {d["metadata"]["name"]: d for d in on if d["kind"] == "ServiceMonitor"}
+    assert set(monitors) == {"devserver-operator", "devserver-bastion"}
+    for job, monitor in monitors.items():
+        assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+        [endpoint] = monitor["spec"]["endpoints"]
+        assert endpoint["port"] == "http" and endpoint["scheme"] == "https"
+        # the job the rules and dashboards select on
+        assert endpoint["relabelings"][0] == {
+            "action": "replace", "targetLabel": "job", "replacement": job
+        }  # fmt: skip
+        assert monitor["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": job}
+    [rule] = [d for d in on if d["kind"] == "PrometheusRule"]
+    expected = rule_groups()
+    for group in expected["groups"]:
+        group["rules"] = [r for r in group["rules"] if r.get("alert") != "DevserverIdleGpus"]
+    assert rule["spec"]["groups"] == expected["groups"]
+    # what the Prometheus Operator hands Prometheus is a rules file promtool accepts
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    checked = subprocess.run(
+        [str(ensure_tool("promtool")), "check", "rules", str(tmp_path / "rules.yaml")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+    no_bastion = monitoring(
+        "--set", "bastion.enabled=false",
+        "--set", "monitoring.podMonitor.enabled=true",
+        "--set", "monitoring.prometheusRule.enabled=true",
+    )  # fmt: skip
+    assert [(d["kind"], d["metadata"]["name"]) for d in no_bastion] == [
+        ("PodMonitor", "devserver-operator"), ("PrometheusRule", "devserver")
+    ]  # fmt: skip
+    [rule] = [d for d in no_bastion if d["kind"] == "PrometheusRule"]
+    assert "devserver.bastion" not in {g["name"] for g in rule["spec"]["groups"]}
 
 
 # ------------------------------------------------------------------ the operator's own rights

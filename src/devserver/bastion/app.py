@@ -45,8 +45,9 @@ from devserver.bastion.sync import AccountReconciler
 from devserver.bastion.tokens import TokenIssuer
 from devserver.controller import Controller
 from devserver.manager import Manager, RunnableFunc, Settings
+from devserver.observability.bastion_metrics import BASTION_CONNECTIONS, BASTION_SESSIONS
 from devserver.observability.logging import configure_logging
-from devserver.observability.metrics import BASTION_CONNECTIONS, BASTION_SESSIONS, BUILD_INFO
+from devserver.observability.metrics import BUILD_INFO
 from devserver.signals import run_until_signalled
 
 log = structlog.get_logger("devserver.bastion")

@@ -46,7 +46,7 @@ from devserver.bastion.ratelimit import RateLimiter
 from devserver.bastion.sshd_log import Origin
 from devserver.bastion.tokens import TokenIssuer, render_kubeconfig
 from devserver.client import ApiError
-from devserver.observability.metrics import BASTION_LOGIN_SECONDS, BASTION_TOKEN_REQUESTS
+from devserver.observability.bastion_metrics import BASTION_LOGIN_SECONDS, BASTION_TOKEN_REQUESTS
 
 log = structlog.get_logger("devserver.bastion.session_agent")
 audit = structlog.get_logger("devserver.audit")

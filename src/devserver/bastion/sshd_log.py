@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 import structlog
 
 from devserver.bastion import procs
-from devserver.observability.metrics import BASTION_LOGINS
+from devserver.observability.bastion_metrics import BASTION_LOGINS
 
 log = structlog.get_logger("devserver.bastion.sshd_log")
 sshd_log = structlog.get_logger("sshd")
@@ -66,6 +66,8 @@ _ACCEPTED = re.compile(
 _REFUSED = re.compile(
     r"^Failed (?P<method>\S+) for (?P<invalid>invalid user )?(?P<user>\S+) from \S+ port \d+ ssh2"
 )
+# plain (no pid): sshd's pipe is its own, and a user name it quotes cannot hold a line break
+_INVALID = re.compile(r"^Invalid user .* from \S+ port \d+$")
 _CHILD = re.compile(r"^User child is on pid (?P<child>\d+)$")
 _CONNECTED = re.compile(r"^channel (?P<channel>\d+): connected to (?P<host>.*) port (?P<port>\d+)$")
 _DENIED = re.compile(
@@ -131,6 +133,8 @@ class SshdLog:
         sshd_log.info(line)
         forced = _FORCED.match(line)
         if forced is None:
+            if _INVALID.match(line):  # once per connection of a user sshd does not know
+                BASTION_LOGINS.labels(outcome="unknown_user").inc()
             return
         pid, message = int(forced["pid"]), forced["msg"]
         if forced["where"] == "auth.c:auth_log()":
@@ -161,11 +165,7 @@ class SshdLog:
     def _accepted(self, pid: int, message: str) -> None:
         found = _ACCEPTED.match(message)
         if found is None:
-            refused = _REFUSED.match(message)
-            # "none" is how every client starts (asking which methods there are): not a failure
-            if refused is not None and refused["method"] != "none" and self._ours(pid):
-                outcome = "unknown_user" if refused["invalid"] else "rejected"
-                BASTION_LOGINS.labels(outcome=outcome).inc()
+            self._refused(pid, message)
             return
         if pid in self.connections:
             if self._alive(self.connections[pid]):
@@ -185,6 +185,16 @@ class SshdLog:
             monitor_started=procs.started(pid),
         )
         self._login(self.connections[pid], outcome="open", started=self.connections[pid].started)
+
+    def _refused(self, pid: int, message: str) -> None:
+        """Count a refused authentication. "none" is how every client starts (asking which
+        methods there are): not a failure. A user sshd does not know is counted from its
+        "Invalid user" line instead (no key is ever tried for them)."""
+        refused = _REFUSED.match(message)
+        if refused is None or refused["method"] == "none":
+            return
+        if self._ours(pid) and not refused["invalid"]:
+            BASTION_LOGINS.labels(outcome="rejected").inc()
 
     def _ours(self, pid: int) -> bool:
         """A connection's monitor: root, and a child of our listening sshd."""

@@ -1,51 +1,61 @@
-"""`devctl admin user add|remove|list`: platform admins manage DevUsers (`list -o json|yaml`).
+"""`devctl admin user add|remove|list`: platform admins manage DevUsers (`list -o json|yaml`);
+`devctl admin usage`: GPU-hours, idle stops and cost per user and team (see `cli.usage`).
 
-Each command is one request or two; errors are one sentence on stderr and exit status 1, and
-nothing is changed by a refused command.
+Each command is one request or two (`usage` reads page by page); errors are one sentence on
+stderr and exit status 1, and nothing is changed by a refused command.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from devserver.api.meta import KubeObject
+from devserver.api.devserver import DevServer
+from devserver.api.meta import KubeObject, ObjectT
 from devserver.api.names import CACHE_NAME_LABEL, user_namespace
 from devserver.api.resources import (
+    DEVSERVERS,
     DEVUSERS,
     NAMESPACES,
     PERSISTENT_VOLUME_CLAIMS,
     PERSISTENT_VOLUMES,
+    Resource,
 )
 from devserver.api.user import DevUser
 from devserver.cli.context import Devctl
+from devserver.cli.durations import DurationError, parse_duration
 from devserver.cli.errors import DevctlError
 from devserver.cli.output import OUTPUT_OPTION, emit, items
+from devserver.cli.usage import render_usage, usage_data, usage_report
 from devserver.client.blocking import BlockingKubeClient
+from devserver.client.decoding import decode_list
 from devserver.client.errors import ApiError
 from devserver.reconcilers.user_objects import is_ours
 
 T = TypeVar("T")
 
 
-def _run(devctl: Devctl, action: Callable[[BlockingKubeClient], T]) -> T:
+def _run(
+    devctl: Devctl, action: Callable[[BlockingKubeClient], T], what: str = "manage users"
+) -> T:
     client = devctl.client()
     try:
         return action(client)
     except ApiError as error:
-        raise DevctlError(_sentence(error)) from None
+        raise DevctlError(_sentence(error, what)) from None
     finally:
         client.close()
 
 
-def _sentence(error: ApiError) -> str:
+def _sentence(error: ApiError, what: str = "manage users") -> str:
     if error.status == 0:
         return f"cannot reach the Kubernetes API server ({error.message}); check your kubeconfig"
     if error.status == 403:
-        return "you are not allowed to manage users; ask a platform admin"
+        return f"you are not allowed to {what}; ask a platform admin"
     return error.message or f"the API server refused the request ({error.status})"
 
 
@@ -206,3 +216,54 @@ def render_users(users: list[DevUser]) -> str:
             f"{len(u.spec.ssh_public_keys):>4}  {'yes' if ready else 'no'}"
         )
     return "\n".join(lines)
+
+
+@admin.command()
+@click.option(
+    "--since",
+    metavar="DURATION",
+    default=None,
+    help="Only servers that held a node in this last while (7d, 12h, 1d12h); their figures "
+    "stay each server's totals since its creation (the billing status keeps no history). "
+    "Default: every server.",
+)
+@OUTPUT_OPTION
+@click.pass_obj
+def usage(obj: Devctl, since: str | None, output: str) -> None:
+    """GPU-hours held and in use, idle stops and cost, per user and per team.
+
+    Read from every DevServer's billing status (no Prometheus needed); a user is the owner of
+    the namespace dev-USER, a server elsewhere counts under ns/NAMESPACE with no team. Deleted
+    servers are not counted.
+    """
+    try:
+        window = parse_duration(since) if since is not None else None
+    except DurationError as error:
+        raise DevctlError(f"--since {error}") from None
+
+    def fetch(client: BlockingKubeClient) -> tuple[list[DevServer], list[DevUser]]:
+        return _every(client, DEVSERVERS), _every(client, DEVUSERS)
+
+    servers, users = _run(obj, fetch, "read every namespace's dev servers and the users")
+    report = usage_report(servers, users, datetime.now(UTC), window)
+    emit(output, lambda: usage_data(report), lambda: render_usage(report))
+
+
+def _every(client: BlockingKubeClient, resource: Resource[ObjectT]) -> list[ObjectT]:
+    """Every object of every namespace, page by page; one the model cannot read is said, not
+    counted."""
+    found: list[ObjectT] = []
+    token = ""
+    while True:
+        query = [("limit", "500"), *([("continue", token)] if token else [])]
+        page = decode_list(client.request("GET", resource.path(), query=query), resource.model)
+        found.extend(page.items)
+        for bad in page.unreadable:
+            click.echo(
+                f"devctl: {resource.kind} {bad.key} cannot be read ({bad.problem}); "
+                "it is not counted",
+                err=True,
+            )
+        token = page.metadata.continue_
+        if not token:
+            return found

@@ -145,6 +145,7 @@ def init_informer_metrics(
 ) -> None:
     """Create an informer's series at 0 so they are exported before its first event."""
     RELISTS.labels(resource=resource)
+    UNREADABLE_OBJECTS.labels(resource=resource)
     for reason in restart_reasons:
         WATCH_RESTARTS.labels(resource=resource, reason=reason)
     for event_type in event_types:
@@ -234,24 +235,6 @@ class QueueMetrics:
         self._longest.set(max(ages, default=0.0))
 
 
-# --- the fleet's events (its state is `reconcilers.devserver.fleet_metrics`) -------------------
-
-STOP_REASONS = ("expired", "idle", "user", "user_removed")
-STOPS = Counter("devserver_stops_total", "Dev servers stopped, by why", ("reason",))
-WARNING_REASONS = ("expiring", "idle")
-STOP_WARNINGS = Counter(
-    "devserver_stop_warnings_total",
-    "Warnings that a dev server will stop soon (each lead time once), by why",
-    ("reason",),
-)
-EXTENSIONS = Counter(
-    "devserver_extensions_total", "Deadline extensions the operator applied (devctl extend)"
-)
-for _reason in STOP_REASONS:
-    STOPS.labels(reason=_reason)
-for _reason in WARNING_REASONS:
-    STOP_WARNINGS.labels(reason=_reason)
-
 # --- client and leader election (client-go's names) -------------------------------------------
 
 REST_CLIENT_REQUESTS = Counter(
@@ -268,31 +251,3 @@ LEADER_ELECTION_MASTER_STATUS = Gauge(
 BUILD_INFO = Gauge(
     "devserver_build_info", "Always 1: the version of devserver running", ("version", "component")
 )
-
-# --- the bastion ------------------------------------------------------------------------------
-
-LOGIN_OUTCOMES = ("accepted", "rejected", "unknown_user")
-BASTION_LOGINS = Counter(
-    "devserver_bastion_logins_total",
-    "SSH authentications sshd logged: accepted, a key refused, or a user it does not know",
-    ("outcome",),
-)
-TOKEN_OUTCOMES = ("issued", "rate_limited", "failed")
-BASTION_TOKEN_REQUESTS = Counter(
-    "devserver_bastion_token_requests_total",
-    "Kubernetes credentials asked for by sessions, by outcome",
-    ("outcome",),
-)
-BASTION_CONNECTIONS = Gauge("devserver_bastion_connections_open", "SSH connections logged in")
-BASTION_SESSIONS = Gauge(
-    "devserver_bastion_sessions_open", "Sessions (shells and commands) running through the bastion"
-)
-BASTION_LOGIN_SECONDS = Histogram(
-    "devserver_bastion_login_duration_seconds",
-    "From sshd accepting a key to the session holding its Kubernetes credentials",
-    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
-)
-for _outcome in LOGIN_OUTCOMES:
-    BASTION_LOGINS.labels(outcome=_outcome)
-for _outcome in TOKEN_OUTCOMES:
-    BASTION_TOKEN_REQUESTS.labels(outcome=_outcome)

@@ -55,8 +55,8 @@ from devserver.client.events import EventType, record_event
 from devserver.controller import Controller, Result
 from devserver.controller.predicates import spec_or_annotations_changed
 from devserver.informers import Change, Informer, InformerFactory, Notification
-from devserver.observability.metrics import STOP_WARNINGS
 from devserver.reconcilers.devserver.activity_agent import idle_report_changed, lease_names
+from devserver.reconcilers.devserver.fleet_metrics import STOP_WARNINGS
 from devserver.reconcilers.lifecycle_config import LifecycleConfig, lead_label
 from devserver.reconcilers.naming import NAME_INDEX, by_devserver_name, home_claims_text
 

@@ -1,4 +1,5 @@
-"""Build and cache the chart's tools — helm and kubeconform — each from its own pinned Go module.
+"""Build and cache the test tools — helm, kubeconform, prometheus and promtool — each from its
+own pinned Go module.
 
 `tools/<name>/go.mod` is the one place a tool's version is chosen (one module per tool: their
 Kubernetes libraries need not agree with the control plane's). A tool is built with `go build`
@@ -31,6 +32,8 @@ class Tool:
     # stamped with the Kubernetes minor of its client-go, as helm's Makefile does: unset, helm
     # takes itself for a 1.20 client and refuses charts needing a newer `kubeVersion`
     kube_version_variables: tuple[str, ...] = ()
+    directory: str = ""  # its module under tools/ when not its own name (several per module)
+    tags: str = ""  # build tags
 
 
 TOOLS = {
@@ -49,6 +52,19 @@ TOOLS = {
         "github.com/yannh/kubeconform/cmd/kubeconform",
         "github.com/yannh/kubeconform",
     ),
+    # without the web UI's assets (not in the module) and without the cloud service discoveries
+    # (`remove_all_sd` keeps static and file SD: all a test needs, and a build of ~1.5 min)
+    **{
+        name: Tool(
+            name,
+            f"github.com/prometheus/prometheus/cmd/{name}",
+            "github.com/prometheus/prometheus",
+            "github.com/prometheus/common/version.Version",
+            directory="prometheus",
+            tags="remove_all_sd",
+        )
+        for name in ("prometheus", "promtool")
+    },
 }
 
 
@@ -65,7 +81,7 @@ def ensure_tool(name: str) -> Path:
     if override:
         return Path(override)
     tool = TOOLS[name]
-    module_dir = tools_dir().parent / name
+    module_dir = tools_dir().parent / (tool.directory or name)
     version = pinned_version((module_dir / "go.mod").read_text(), tool.module)
     digest = hashlib.sha256()
     for part in ("go.mod", "go.sum"):
@@ -94,6 +110,7 @@ def _build(tool: Tool, version: str, module_dir: Path, directory: Path) -> None:
         for prefix in tool.kube_version_variables:
             flags += f" -X {prefix}Major=1 -X {prefix}Minor={minor}"
     env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-mod=mod -buildvcs=false")
+    tags = ["-tags", tool.tags] if tool.tags else []
     started = time.monotonic()
     print(f"[tools] building {tool.name} {version} (a few minutes, once)", flush=True)  # noqa: T201
     subprocess.run(
@@ -101,6 +118,7 @@ def _build(tool: Tool, version: str, module_dir: Path, directory: Path) -> None:
             "go",
             "build",
             "-trimpath",
+            *tags,
             "-ldflags",
             flags,
             "-o",

@@ -19,6 +19,13 @@ own moment first.
 | `devserver_gpus_held`, `devserver_gpus_active` | gauge | flavor, team |
 | `devserver_gpu_hours_held_total`, `devserver_gpu_hours_active_total` | counter | flavor, team |
 | `devserver_gpu_hours_reclaimed_total` | counter | flavor, team |
+| `devserver_cost_usd_total` | counter | flavor, team |
+| `devserver_stops_total` | counter | reason |
+| `devserver_stop_warnings_total` | counter | reason |
+| `devserver_extensions_total` | counter | |
+
+The last three are events, counted where they happen (the reconciler, the expiry reconciler);
+they are defined here so that only a process that runs the reconcilers exports them.
 """
 
 from __future__ import annotations
@@ -29,12 +36,32 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from threading import Lock
 
+import prometheus_client
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
 from devserver.api.meta import ObjectKey
 
 Group = tuple[str, str]  # (flavor, team)
+
+
+STOP_REASONS = ("expired", "idle", "user", "user_removed")
+STOPS = prometheus_client.Counter(
+    "devserver_stops_total", "Dev servers stopped, by why", ("reason",)
+)
+WARNING_REASONS = ("expiring", "idle")
+STOP_WARNINGS = prometheus_client.Counter(
+    "devserver_stop_warnings_total",
+    "Warnings that a dev server will stop soon (each lead time once), by why",
+    ("reason",),
+)
+EXTENSIONS = prometheus_client.Counter(
+    "devserver_extensions_total", "Deadline extensions the operator applied (devctl extend)"
+)
+for _reason in STOP_REASONS:
+    STOPS.labels(reason=_reason)
+for _reason in WARNING_REASONS:
+    STOP_WARNINGS.labels(reason=_reason)
 
 
 @dataclass(frozen=True)
@@ -46,6 +73,7 @@ class ServerReport:
     team: str = ""
     phase: str = ""  # "" until its first status
     pending_since: float | None = None  # the fleet's clock, while it waits for a node
+    price_per_hour: float = 0.0  # USD, for its pods on nodes (the flavor's price)
 
     @property
     def group(self) -> Group:
@@ -61,6 +89,8 @@ class FleetMetrics:
     held_hours: dict[Group, float] = field(default_factory=dict)
     active_hours: dict[Group, float] = field(default_factory=dict)
     reclaimed_hours: dict[Group, float] = field(default_factory=dict)
+    cost: dict[Group, float] = field(default_factory=dict)
+    _price: dict[Group, float] = field(default_factory=dict)  # USD per hour, held now
     _phases: set[tuple[str, str]] = field(default_factory=set)  # kept at 0 once seen
     _last: float | None = None
     _lock: Lock = field(default_factory=Lock)  # a scrape may run on another thread
@@ -73,6 +103,8 @@ class FleetMetrics:
                 self.held_hours[group] = self.held_hours.get(group, 0.0) + gpus * hours
             for group, gpus in self._active.items():
                 self.active_hours[group] = self.active_hours.get(group, 0.0) + gpus * hours
+            for group, price in self._price.items():
+                self.cost[group] = self.cost.get(group, 0.0) + price * hours
         self._last = now
 
     def report(self, key: ObjectKey, report: ServerReport | None) -> None:
@@ -97,6 +129,9 @@ class FleetMetrics:
             self.reclaimed_hours[group] = self.reclaimed_hours.get(group, 0.0) + gpu_hours
 
     def _add(self, r: ServerReport, sign: int) -> None:
+        if r.held and r.price_per_hour:
+            self.cost.setdefault(r.group, 0.0)
+            self._price[r.group] = self._price.get(r.group, 0.0) + sign * r.price_per_hour
         if r.gpus <= 0:
             return
         for series in (self.held_hours, self.active_hours, self.reclaimed_hours):
@@ -121,6 +156,7 @@ class FleetMetrics:
                 held_hours=dict(self.held_hours),
                 active_hours=dict(self.active_hours),
                 reclaimed_hours=dict(self.reclaimed_hours),
+                cost=dict(self.cost),
                 held=dict(self._held),
                 active=dict(self._active),
                 servers={group: phases[group] for group in self._phases},
@@ -133,6 +169,7 @@ class Snapshot:
     held_hours: dict[Group, float]
     active_hours: dict[Group, float]
     reclaimed_hours: dict[Group, float]
+    cost: dict[Group, float]
     held: dict[Group, int]
     active: dict[Group, int]
     servers: dict[tuple[str, str], int]  # (phase, flavor)
@@ -172,6 +209,14 @@ class FleetCollector(Collector):
                     labels=GPU_LABELS,
                 ),
                 seen.reclaimed_hours,
+            ),
+            (
+                CounterMetricFamily(
+                    "devserver_cost_usd",
+                    "What dev servers' pods on nodes cost, at their flavors' prices",
+                    labels=GPU_LABELS,
+                ),
+                seen.cost,
             ),
             (
                 GaugeMetricFamily(

@@ -52,10 +52,11 @@ from devserver.client.events import EventType, record_event
 from devserver.controller import Controller, Result, TerminalError
 from devserver.controller.applied import apply_if_changed
 from devserver.informers import NAMESPACE_INDEX, Informer, InformerFactory, Notification
-from devserver.observability.metrics import EXTENSIONS, STOPS
 from devserver.reconcilers.children import Attempts
 from devserver.reconcilers.devserver.activity_agent import AgentInformers, idle_report_changed
 from devserver.reconcilers.devserver.fleet_metrics import (
+    EXTENSIONS,
+    STOPS,
     FleetMetrics,
     ServerReport,
     shared_fleet_metrics,
@@ -304,8 +305,9 @@ class DevServerReconciler:
             waited = (now - (start or ds.metadata.creation_timestamp or now)).total_seconds()
             pending_since = self.fleet.clock() - max(0.0, waited)
         team = self.caches.team_of(ds.metadata.namespace)
+        price = (flavor.spec.price_per_hour or 0.0) * placed if flavor is not None else 0.0
         return ServerReport(
-            name, gpus, placed > 0, placed > 0 and active, team, phase, pending_since
+            name, gpus, placed > 0, placed > 0 and active, team, phase, pending_since, price
         )
 
     def _count_stop(
