@@ -73,6 +73,7 @@ from devserver.reconcilers.devserver.standalone import (
     desired_service,
 )
 from devserver_harness.controlplane import ControlPlaneOptions, LocalControlPlane
+from devserver_harness.http import fetch
 from devserver_harness.nodes import NodeSpec, default_node_pool
 from tests.bench.kubebench import USER_AGENT
 
@@ -434,6 +435,7 @@ class Operator:
     total_cpu: float  # its CPU seconds, from its start to the end of the steady state
     peak_rss_mib: float
     events: Counter[str]  # the Events it recorded, by type and reason
+    scrape: tuple[int, int]  # its /metrics at rest: (samples, bytes)
 
 
 async def test_report_devserver_scale(kube: KubeClient, cluster: LocalControlPlane) -> None:
@@ -442,7 +444,7 @@ async def test_report_devserver_scale(kube: KubeClient, cluster: LocalControlPla
     # request is authorized by RBAC and every Role it writes is checked against its own
     # rights, which costs the 2-core API server ~20 CPU seconds more over the 1,000 servers
     # (A 103 s against a 63 s floor, measured once); the floor pays none of that as admin
-    cluster.run_operator("--no-leader-elect", kubeconfig=cluster.kubeconfig)
+    url = cluster.run_operator("--no-leader-elect", kubeconfig=cluster.kubeconfig)
     process = cluster.process("devserver-operator")
     assert process.pid is not None
     cpu_at_start = cpu_snapshot(cluster)["devserver-operator"]
@@ -453,6 +455,8 @@ async def test_report_devserver_scale(kube: KubeClient, cluster: LocalControlPla
         await asyncio.sleep(STEADY_SECONDS)
         after, steady_end = cpu_snapshot(cluster), time.time()
         peak = peak_rss_mib(process.pid)
+        scraped = fetch(url + "/metrics", timeout=10)[1]
+        samples = sum(1 for line in scraped.splitlines() if line and not line.startswith(b"#"))
         process.stop()  # the floor's children carry the same labels: it must not see them
         requests = audit_requests(cluster)  # now: the log rotates, run B could push A out
         operator = Operator(
@@ -467,6 +471,7 @@ async def test_report_devserver_scale(kube: KubeClient, cluster: LocalControlPla
                 for e in await list_items(kube, EVENTS.path())
                 if e.get("reportingComponent") == COMPONENT
             ),
+            (samples, len(scraped)),
         )
         b = await run_floor(kube, cluster)
         assert b.count == SERVERS, f"only {b.count} of {SERVERS} floor Deployments are available"
@@ -483,6 +488,8 @@ async def test_report_devserver_scale(kube: KubeClient, cluster: LocalControlPla
             "account, Role, binding, Lease each), "
             f"{CONCURRENCY} concurrent creates, {len(cluster.options.nodes)} kwok nodes",
             *summary(a, b, operator),
+            f"operator /metrics at rest: {operator.scrape[0]:,} samples, "
+            f"{operator.scrape[1] / 1024:,.0f} KiB (bounded labels: the same at any N)",
             "",
             *verbs(operator),
             "",

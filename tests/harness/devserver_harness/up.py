@@ -2,7 +2,8 @@
 
 The control plane with EKS-like node groups, the CRDs and default flavors, the operator, and —
 where this machine allows it (root, sshd, unshare) — the SSH bastion with a `demo` user whose
-key is generated for you. Ctrl-C (or SIGTERM) stops every process it started.
+key is generated for you; a Prometheus scraping them (and the API server) with devserver's
+rules. Ctrl-C (or SIGTERM) stops every process it started.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ import sys
 import threading
 from types import FrameType
 
+from devserver.observability.rules import rule_groups
 from devserver_harness.bastion import BastionSandbox, BastionUnavailableError, new_key
 from devserver_harness.binaries import read_versions, tools_dir
 from devserver_harness.controlplane import LocalControlPlane, repo_root
+from devserver_harness.prometheus import PrometheusServer
 
 
 def _say(text: str) -> None:
@@ -34,12 +37,19 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     cluster = LocalControlPlane()
     bastion: BastionSandbox | None = None
+    prometheus: PrometheusServer | None = None
     try:
         cluster.start()
         cluster.install_devserver()
         operator_url = cluster.run_operator()
         bastion, bastion_text = _start_bastion(cluster)
+        jobs = {"devserver-operator": [operator_url.removeprefix("http://")]}
+        if bastion is not None:
+            jobs["devserver-bastion"] = [f"127.0.0.1:{bastion.http_port}"]
+        prometheus = PrometheusServer(cluster, jobs, rule_groups(), interval="5s").start()
     except KeyboardInterrupt:
+        if prometheus is not None:
+            prometheus.stop()
         if bastion is not None:
             bastion.stop()
         cluster.stop()
@@ -66,6 +76,11 @@ Try:
   kubectl get nodes -L node.kubernetes.io/instance-type,topology.kubernetes.io/zone
 
 {bastion_text}
+Prometheus 3.16 scrapes the operator, the bastion and the API server with devserver's rules:
+  {prometheus.url}/api/v1/query?query=devserver_servers   (API only: no web UI in this build)
+  {prometheus.url}/api/v1/alerts
+  Dashboards to import into a Grafana of yours: {repo_root() / "manifests" / "monitoring"}
+
 Logs (operator too): {cluster.layout.logs}   Audit log: {cluster.audit_log}
 Ctrl-C stops everything.
 """
@@ -77,6 +92,7 @@ Ctrl-C stops everything.
         return 1
     finally:
         _say("stopping the local platform ...")
+        prometheus.stop()
         if bastion is not None:
             bastion.stop()
         cluster.stop()
