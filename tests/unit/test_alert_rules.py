@@ -98,6 +98,23 @@ CASES: dict[str, dict[str, Any]] = {
                 "0+5x40",
             ),
         ],
+        "also_quiet": [  # one server failing, backing off: most reconciles, but 1 in 2 min
+            _series(
+                "controller_runtime_reconcile_total",
+                f'{OP},controller="devserver",result="error"',
+                "0+0.5x40",
+            ),
+            _series(
+                "controller_runtime_reconcile_total",
+                f'{OP},controller="devserver",result="success"',
+                "0+0.1x40",
+            ),
+            _series(
+                "controller_runtime_reconcile_errors_total",
+                f'{OP},controller="devserver"',
+                "0+0.5x40",
+            ),
+        ],
     },
     "DevserverWorkqueueStuck": {
         "series": [
@@ -238,6 +255,8 @@ def test_alert_fires_when_its_for_runs_out_and_not_before_nor_below_its_threshol
         _test(name, case["series"], case["early"], fired=False),
         _test(name, case["quiet"], case["fires"], fired=False),
     ]
+    if "also_quiet" in case:
+        tests.append(_test(name, case["also_quiet"], case["fires"], fired=False))
     spec = {"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": tests}
     (tmp_path / "test.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     run = subprocess.run(

@@ -373,3 +373,43 @@ def test_a_message_with_a_line_break_is_never_read_as_a_record() -> None:
     tracker.feed_message(forged.encode())
     assert 4242 not in tracker.connections
     tracker.feed_message(b"\xff\xfe garbage that is no log line at all\r\n")  # never raises
+
+
+def _logins(outcome: str) -> float:
+    from prometheus_client import REGISTRY
+
+    value = REGISTRY.get_sample_value("devserver_bastion_logins_total", {"outcome": outcome})
+    return value or 0.0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the monitor must be a root process")
+def test_logins_count_connections_not_the_keys_a_client_tries_before_its_own() -> None:
+    """A client offers its keys in turn: two refused, then the third accepted, is one login
+    and no rejection. A connection that ends with every key refused is one rejection; an
+    unknown user is counted once, from sshd's plain line."""
+    monitors = [subprocess.Popen(["sleep", "30"]) for _ in range(2)]  # sshd's monitors, as root
+    tracker = SshdLog(lambda: os.getpid(), wait=0.3)
+    before = {o: _logins(o) for o in ("accepted", "rejected", "unknown_user")}
+    try:
+        ok, refused = (m.pid for m in monitors)
+        for pid in (ok, ok, refused, refused):
+            tracker.feed(f"auth.c:auth_log():1 (pid={pid}): Failed publickey for pia from "
+                         "127.0.0.1 port 7 ssh2: ED25519 SHA256:other")  # fmt: skip
+        tracker.feed(f"auth.c:auth_log():1 (pid={ok}): Failed none for pia from 127.0.0.1 "
+                     "port 7 ssh2")  # fmt: skip
+        tracker.feed(f"auth.c:auth_log():1 (pid={ok}): Accepted publickey for pia from "
+                     "127.0.0.1 port 7 ssh2: ED25519 SHA256:pia")  # fmt: skip
+        tracker.feed("Invalid user mallory from 10.6.6.6 port 4")
+        tracker.reap()
+        assert _logins("rejected") == before["rejected"]  # still connected: not yet
+        monitors[1].kill()
+        monitors[1].wait()
+        tracker.reap()
+        tracker.reap()
+    finally:
+        for m in monitors:
+            m.kill()
+            m.wait()
+    assert _logins("accepted") == before["accepted"] + 1
+    assert _logins("rejected") == before["rejected"] + 1
+    assert _logins("unknown_user") == before["unknown_user"] + 1

@@ -13,14 +13,15 @@ from typing import Any
 
 import pytest
 
-from devserver.api.meta import KubeObject
-from devserver.api.resources import DEPLOYMENTS, PODS, STATEFULSETS
+from devserver.api.meta import KubeObject, ObjectKey
+from devserver.api.resources import DEPLOYMENTS, LEASES, PODS, STATEFULSETS
 from devserver.client import ApiError
 from devserver.reconcilers.children import ChildrenRefusedError
 from devserver.reconcilers.lifecycle_config import LifecycleConfig
 from tests.unit.reconcile_world import NAMESPACE, Call, World
 
 LONG_AGO = "2026-01-05T09:00:00Z"  # when `World.server`s are created
+KEY = ObjectKey(NAMESPACE, "box")
 
 
 def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -370,3 +371,67 @@ async def test_a_service_selects_the_pods_by_the_key_their_workload_selects_them
     await fresh.reconcile("devserver", "box")
     [service] = [c for c in fresh.kube.writes("Service") if c.verb == "apply"]
     assert service.body["spec"]["selector"] == {"devservers.io/name": "box"}
+
+
+# ------------------------------------------------------------------ accounting
+
+
+def _fleet(world: World) -> Any:
+    return world.controllers["devserver"].reconciler.fleet
+
+
+async def test_a_flavor_renamed_to_one_that_does_not_exist_keeps_billing_the_running_one() -> None:
+    """The pod keeps its GPUs on the flavor it runs with: its bill and the fleet's figures
+    must too, whatever name the user writes into spec.flavor."""
+    world = World()
+    world.flavor(pricePerHour=2.0)
+    billing = {"since": LONG_AGO, "pricePerHour": 2.0, "gpus": 1}
+    status = {"phase": "Running", "appliedFlavor": "gpu-small", "lastStart": LONG_AGO}
+    world.server(flavor="no-such-flavor", status={**status, "billing": billing})
+    running_deployment(world)
+
+    await world.reconcile("devserver", "box")
+
+    [patch] = world.kube.status_patches()  # FlavorValid False, and nothing about the bill
+    assert "billing" not in patch
+    report = _fleet(world).report_of(KEY)
+    assert (report.flavor, report.gpus, report.held, report.price_per_hour) == (
+        "gpu-small", 1, True, 2.0
+    )  # fmt: skip
+
+
+async def test_only_a_pod_no_node_has_taken_counts_as_waiting_for_capacity() -> None:
+    world = World()
+    world.flavor()
+    world.server(status={"phase": "Running", "appliedFlavor": "gpu-small", "lastStart": LONG_AGO})
+    running_deployment(world)  # on a node: a restart or a failing probe is not a wait
+    await world.reconcile("devserver", "box")
+    assert _fleet(world).report_of(KEY).pending_since is None
+
+    made = datetime.now(UTC) - timedelta(minutes=10)
+    world.child(
+        PODS,
+        "box-new",
+        metadata={"creationTimestamp": made.strftime("%Y-%m-%dT%H:%M:%SZ")},
+        spec={},  # no nodeName: the scheduler found no node
+    )
+    await world.reconcile("devserver", "box")
+    fleet = _fleet(world)
+    waited = fleet.clock() - fleet.report_of(KEY).pending_since
+    assert 595 <= waited <= 605
+
+
+async def test_a_fresh_agent_report_is_looked_at_again_when_it_lapses() -> None:
+    """Nothing wakes the reconciler when an agent falls silent; GPU time must stop counting as
+    active once its report is stale, so the reconcile asks to run again then."""
+    world = World()
+    world.flavor()
+    world.server(status={"phase": "Running", "appliedFlavor": "gpu-small", "lastStart": LONG_AGO})
+    running_deployment(world)
+    renewed = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    world.child(LEASES, "box-activity", spec={"renewTime": renewed, "leaseDurationSeconds": 60})
+
+    result = await world.reconcile("devserver", "box")
+
+    assert result is not None and 55 <= result.requeue_after <= 62
+    assert _fleet(world).report_of(KEY).active

@@ -5,6 +5,7 @@ Nothing is written between transitions; the open period is counted when read (`d
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -37,16 +38,25 @@ def next_billing(previous: Billing | None, holding: Holding | None, *, now: date
         since = now
     opened = holding if since is not None else None
     return Billing(
-        seconds=round(seconds, 3),
-        cost=round(cost, 6),
-        gpu_seconds=round(gpu_seconds, 3),
-        active_gpu_seconds=round(active_seconds, 3),
+        seconds=_bounded(seconds, 3),
+        cost=_bounded(cost, 6),
+        gpu_seconds=_bounded(gpu_seconds, 3),
+        active_gpu_seconds=_bounded(active_seconds, 3),
         idle_stops=bill.idle_stops,
         since=since,
         price_per_hour=opened.price if opened else None,
         gpus=opened.gpus if opened and opened.gpus else None,
         active=True if opened and opened.active else None,
     )
+
+
+# A total no real server reaches (10^15 s is 30 million years): sums stop there, so values an
+# admin wrote into a status by hand can never overflow to infinity (which JSON cannot carry).
+MAX_TOTAL = 1e15
+
+
+def _bounded(value: float, digits: int) -> float:
+    return round(min(max(value, 0.0), MAX_TOTAL), digits) if math.isfinite(value) else MAX_TOTAL
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BeforeValidator, Field
 
 from devserver.api.meta import KubeObject
-from devserver.api.schema import Condition, SpecModel
+from devserver.api.schema import MAX_PRICE_PER_HOUR, Condition, SpecModel
 
 # Derived object names append at most this many characters (e.g. "-home", "-scripts") and
 # StatefulSet pods "-NN"; DNS labels hold 63.
@@ -212,7 +212,11 @@ class Billing(SpecModel):
         default=None, description="Start of the open period (a pod on a node), if any."
     )
     price_per_hour: float | None = Field(
-        default=None, alias="pricePerHour", description="USD per hour of the open period."
+        default=None,
+        alias="pricePerHour",
+        ge=0,
+        le=MAX_PRICE_PER_HOUR,
+        description="USD per hour of the open period.",
     )
     gpus: int | None = Field(default=None, ge=0, description="GPUs held in the open period.")
     active: bool | None = Field(

@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field
 
 from devserver.api.meta import KubeObject
-from devserver.api.schema import Condition, SpecModel
+from devserver.api.schema import MAX_PRICE_PER_HOUR, Condition, SpecModel
 
 GROUP = "devservers.io"
 VERSION = "v1"
@@ -56,7 +56,11 @@ class DevServerFlavorSpec(SpecModel):
         description="Size of the memory-backed /dev/shm; default: half the memory limit.",
     )
     price_per_hour: float | None = Field(
-        default=None, alias="pricePerHour", ge=0, description="Cost of one hour, in USD."
+        default=None,
+        alias="pricePerHour",
+        ge=0,
+        le=MAX_PRICE_PER_HOUR,
+        description="Cost of one hour, in USD.",
     )
 
 

@@ -7,6 +7,9 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# USD per hour: no instance costs this much; the bound keeps every cost sum finite
+MAX_PRICE_PER_HOUR = 1_000_000.0
+
 
 class SpecModel(BaseModel):
     """camelCase on the wire (aliases), snake_case in Python; immutable once read."""

@@ -229,7 +229,7 @@ class SessionAgent:
                 if message.get("op") in ("start", "refresh"):
                     starting = message.get("op") == "start"
                     issued = await self._credentials(user, uid, writer, motd=starting)
-                    if starting and issued and origin.accepted_clock:
+                    if starting and issued and origin.first_session:
                         BASTION_LOGIN_SECONDS.observe(time.monotonic() - origin.accepted_clock)
                     tokens, refused = tokens + issued, refused + (not issued)
                 elif message.get("op") == "end":

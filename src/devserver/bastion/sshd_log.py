@@ -101,6 +101,7 @@ class Connection:
     key: str  # the key that logged in: "ED25519 SHA256:…"
     started: str
     monitor_started: int | None = None  # the monitor's start time: its pid may be re-used
+    sessions: int = 0  # sessions traced to it so far
     clock: float = field(default_factory=time.monotonic)
     child: int | None = None
     child_started: int | None = None
@@ -117,6 +118,7 @@ class Origin:
     command: str | None
     tty: bool
     accepted_clock: float = field(default=0.0, compare=False)  # monotonic, at the key accepted
+    first_session: bool = field(default=False, compare=False)  # the connection's first
 
 
 class SshdLog:
@@ -125,6 +127,7 @@ class SshdLog:
         self.wait = wait  # how long a wrapper's connection waits for sshd's line about it
         self.connections: dict[int, Connection] = {}  # by monitor pid
         self.children: dict[int, Connection] = {}  # by post-auth child pid
+        self.refusing: set[int] = set()  # monitors that refused a key and accepted none yet
         self._changed = asyncio.Event()
 
     # ------------------------------------------------------------------ reading
@@ -176,6 +179,7 @@ class SshdLog:
             log.warning("sshd log line from an unexpected process ignored", pid=pid)
             return
         BASTION_LOGINS.labels(outcome="accepted").inc()
+        self.refusing.discard(pid)
         self.connections[pid] = Connection(
             monitor=pid,
             user=found["user"],
@@ -187,14 +191,15 @@ class SshdLog:
         self._login(self.connections[pid], outcome="open", started=self.connections[pid].started)
 
     def _refused(self, pid: int, message: str) -> None:
-        """Count a refused authentication. "none" is how every client starts (asking which
-        methods there are): not a failure. A user sshd does not know is counted from its
-        "Invalid user" line instead (no key is ever tried for them)."""
+        """A key refused: the connection counts as rejected if it ends without one accepted
+        (a client offers its keys in turn; the one that works comes after those that do not).
+        "none" is how every client starts (asking which methods there are): not a failure. A
+        user sshd does not know is counted from its "Invalid user" line instead."""
         refused = _REFUSED.match(message)
-        if refused is None or refused["method"] == "none":
+        if refused is None or refused["method"] == "none" or refused["invalid"]:
             return
-        if self._ours(pid) and not refused["invalid"]:
-            BASTION_LOGINS.labels(outcome="rejected").inc()
+        if self._ours(pid):
+            self.refusing.add(pid)
 
     def _ours(self, pid: int) -> bool:
         """A connection's monitor: root, and a child of our listening sshd."""
@@ -266,7 +271,11 @@ class SshdLog:
         )
 
     def reap(self) -> None:
-        """Forget connections whose processes are gone; their open forwards end here."""
+        """Forget connections whose processes are gone; their open forwards end here. One that
+        only had keys refused is counted as rejected once it is gone."""
+        for pid in [pid for pid in self.refusing if not procs.running(pid)]:
+            self.refusing.discard(pid)
+            BASTION_LOGINS.labels(outcome="rejected").inc()
         for monitor, connection in list(self.connections.items()):
             if self._alive(connection):
                 continue
@@ -350,6 +359,7 @@ class SshdLog:
         connection = await self.connection_of(child)
         if connection is None or connection.user != user:
             return None
+        connection.sessions += 1
         return Origin(
             sshd_pid=connection.monitor,
             client=connection.client,
@@ -357,4 +367,5 @@ class SshdLog:
             command=procs.environment(pid, "SSH_ORIGINAL_COMMAND"),
             tty=procs.has_terminal(pid),
             accepted_clock=connection.clock,
+            first_session=connection.sessions == 1,
         )

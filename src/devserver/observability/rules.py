@@ -76,6 +76,9 @@ RECORDS = [
     ),
 ]
 
+# Reconcile errors worth a look: besides the ratio, a rate (a quiet fleet where one server's
+# retries, backing off to 1,000 s, are most of the reconciles is not an operator fault).
+ERRORS_PER_SECOND_MIN = 0.05
 # Idle GPUs worth a look: at least this many, and this share of all held, for an hour. Below
 # it, idle stop (the default idle timeout is shorter than the hour) is doing its job.
 IDLE_GPUS_MIN = 2
@@ -113,12 +116,15 @@ OPERATOR_ALERTS = [
     ),
     Alert(
         "DevserverReconcileErrors",
-        "controller:controller_runtime_reconcile_errors:ratio_rate5m > 0.1",
+        "controller:controller_runtime_reconcile_errors:ratio_rate5m > 0.1"
+        " and on (controller) sum by (controller)"
+        f" (rate(controller_runtime_reconcile_errors_total{{{OPERATOR}}}[5m]))"
+        f" > {ERRORS_PER_SECOND_MIN}",
         "10m",
         "warning",
         "devserver controller {{ $labels.controller }} fails over 10 % of its reconciles",
-        "Controller {{ $labels.controller }} has failed more than 10 % of its reconciles "
-        "for 10 minutes; the operator's log says why (level=error).",
+        "Controller {{ $labels.controller }} has failed more than 10 % of its reconciles, "
+        "and at least 3 a minute, for 10 minutes; the operator's log says why (level=error).",
     ),
     Alert(
         "DevserverWorkqueueStuck",

@@ -18,9 +18,9 @@ order (`controller.controller` hands it to the mode's controller, "devserver" or
 6. `reconcilers.status_writer` the status patch, only when it changed (Events first, via
                    the mode); the flavor and user reconcilers write theirs with it too
 
-Beside the path: `running_template` (a running pod is replaced only for its user's change; a
-stop scales to zero), `home_volumes` (a kept home's volume set to Retain), `fleet_metrics`
-(servers by phase, GPU-hours held and used, stops: the skeleton's last step). Names of
-every object, home claims included, are `reconcilers.naming`'s; the expiry reconciler reads
-them there too.
+Beside the path: `caches` (the shared informers a reconcile reads), `running_template` (a
+running pod is replaced only for its user's change; a stop scales to zero), `home_volumes` (a
+kept home's volume set to Retain), `fleet_metrics` (servers by phase, GPU-hours held and used,
+stops: the skeleton's last step). Names of every object, home claims included, are
+`reconcilers.naming`'s; the expiry reconciler reads them there too.
 """

@@ -34,15 +34,17 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from threading import Lock
 
 import prometheus_client
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
-from devserver.api.meta import ObjectKey
+from devserver.api.meta import KubeObject, ObjectKey
 
 Group = tuple[str, str]  # (flavor, team)
+UNKNOWN_FLAVOR = "<unknown>"  # the label of a flavor no DevServerFlavor of that name exists for
 
 
 STOP_REASONS = ("expired", "idle", "user", "user_removed")
@@ -78,6 +80,21 @@ class ServerReport:
     @property
     def group(self) -> Group:
         return self.flavor, self.team
+
+
+def waiting_since(pods: list[KubeObject], now: datetime, clock: float) -> float | None:
+    """When (on the fleet's `clock`, read at `now`) the oldest of `pods` no node has taken yet
+    was made; None when every pod is on a node. Only waiting for a node counts: a server whose
+    pod restarts, or that has no pod (refused by its quota, a flavor that does not exist), is
+    not waiting for capacity."""
+    made = [
+        p.metadata.creation_timestamp
+        for p in pods
+        if not (p.extra.get("spec") or {}).get("nodeName") and p.metadata.creation_timestamp
+    ]
+    if not made:
+        return None
+    return clock - max(0.0, (now - min(t for t in made if t is not None)).total_seconds())
 
 
 @dataclass

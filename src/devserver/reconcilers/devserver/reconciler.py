@@ -36,30 +36,32 @@ from devserver.api.devserver import DevServer, DevServerStatus
 from devserver.api.flavor import DevServerFlavor
 from devserver.api.lifecycle import EXPIRED, IDLE, USER_REMOVED, timeline
 from devserver.api.meta import KubeObject, ObjectKey
-from devserver.api.names import CACHE_NAME_LABEL, FIELD_MANAGER, STOP_REASON, namespace_user
+from devserver.api.names import (
+    CACHE_NAME_LABEL,
+    FIELD_MANAGER,
+    STOP_REASON,
+    user_namespace,
+)
 from devserver.api.resources import (
     DEVSERVERS,
-    DEVUSERS,
-    FLAVORS,
-    PERSISTENT_VOLUME_CLAIMS,
-    PODS,
-    SERVICES,
     Resource,
 )
-from devserver.api.user import DevUser
 from devserver.client import ApiError, KubeClient
 from devserver.client.events import EventType, record_event
 from devserver.controller import Controller, Result, TerminalError
 from devserver.controller.applied import apply_if_changed
-from devserver.informers import NAMESPACE_INDEX, Informer, InformerFactory, Notification
+from devserver.informers import NAMESPACE_INDEX, InformerFactory, Notification
 from devserver.reconcilers.children import Attempts
-from devserver.reconcilers.devserver.activity_agent import AgentInformers, idle_report_changed
+from devserver.reconcilers.devserver.activity_agent import idle_report_changed
+from devserver.reconcilers.devserver.caches import Caches
 from devserver.reconcilers.devserver.fleet_metrics import (
     EXTENSIONS,
     STOPS,
+    UNKNOWN_FLAVOR,
     FleetMetrics,
     ServerReport,
     shared_fleet_metrics,
+    waiting_since,
 )
 from devserver.reconcilers.devserver.running_template import (
     adopted_selector,
@@ -67,9 +69,8 @@ from devserver.reconcilers.devserver.running_template import (
     scale_to_zero,
 )
 from devserver.reconcilers.devserver.status import Observed, on_nodes
-from devserver.reconcilers.flavor import FLAVOR_INDEX, by_flavor, flavor_problem, gpu_count
+from devserver.reconcilers.flavor import FLAVOR_INDEX, flavor_problem, gpu_count
 from devserver.reconcilers.lifecycle_config import LifecycleConfig
-from devserver.reconcilers.naming import NAME_INDEX, by_devserver_name
 from devserver.reconcilers.status_writer import StatusWriter
 
 # why a server stopped, as `devserver_stops_total` says it (the annotation's words are CamelCase)
@@ -78,45 +79,6 @@ STOP_LABELS = {EXPIRED: "expired", IDLE: "idle", USER_REMOVED: "user_removed"}
 Child = tuple[str, Callable[[], Awaitable[object]]]
 """A child: what a refusal calls it, and the write that makes it right. Started in order, each
 when its turn comes, so it reads the caches after the writes before it."""
-
-
-@dataclass(frozen=True)
-class Caches:
-    """What a DevServer reconcile reads: shared informers of only the objects we labelled."""
-
-    devservers: Informer[DevServer]
-    flavors: Informer[DevServerFlavor]
-    workloads: Informer[KubeObject]  # the mode's: Deployments or StatefulSets
-    services: Informer[KubeObject]
-    claims: Informer[KubeObject]
-    pods: Informer[KubeObject]
-    agent: AgentInformers
-    users: Informer[DevUser]  # the user reconciler's: their teams label the fleet's metrics
-
-    @classmethod
-    def shared(cls, informers: InformerFactory, workload: Resource[KubeObject]) -> Caches:
-        mine = CACHE_NAME_LABEL  # only objects we made: smaller caches, fewer events
-        named = {NAME_INDEX: by_devserver_name}
-        return cls(
-            informers.informer(DEVSERVERS, indexers={FLAVOR_INDEX: by_flavor}),
-            informers.informer(FLAVORS),
-            informers.informer(workload, label_selector=mine),
-            informers.informer(SERVICES, label_selector=mine),
-            informers.informer(PERSISTENT_VOLUME_CLAIMS, label_selector=mine, indexers=named),
-            informers.informer(PODS, label_selector=mine, indexers=named),
-            AgentInformers.shared(informers),
-            informers.informer(DEVUSERS),
-        )
-
-    def team_of(self, namespace: str) -> str:
-        """The team of the user whose namespace this is ("" for none, or no such user)."""
-        name = namespace_user(namespace)
-        user = self.users.store.get(ObjectKey("", name)) if name else None
-        return (user.spec.team or "") if user is not None else ""
-
-    def made_for(self, informer: Informer[KubeObject], key: ObjectKey) -> list[KubeObject]:
-        """The objects of `informer` labelled for server `key` (its pods, its home claims)."""
-        return informer.store.by_index(NAME_INDEX, f"{key.namespace}/{key.name}")
 
 
 @dataclass
@@ -247,6 +209,7 @@ class DevServerReconciler:
             await tried.attempt(what, write())
         now = datetime.now(UTC).replace(microsecond=0)
         recorded = self.writer.latest(ds)
+        billed = self._running_flavor(recorded)
         pods = self.caches.made_for(self.caches.pods, key)
         activity = self.caches.agent.activity(recorded)
         times = timeline(recorded, pods, activity, self.lifecycle.max_lifetime, now)
@@ -259,13 +222,13 @@ class DevServerReconciler:
             timeline=times,
             activity=activity,
             now=now,
-            price_per_hour=flavor.spec.price_per_hour if flavor is not None else None,
-            gpus_per_pod=gpu_count(flavor),
+            price_per_hour=billed.spec.price_per_hour if billed is not None else None,
+            gpus_per_pod=gpu_count(billed),
             applied=tried.condition(ds.metadata.generation),
         )
         status = self.mode.status(ds, seen)
         before = self.fleet.report_of(key)
-        report = self._report(ds, flavor, seen, status)
+        report = self._report(ds, flavor, seen, status, billed)
         self.fleet.report(key, report)
         was = recorded.status
         stopping = status.get("phase") == "Stopped" and (was is None or was.phase != "Stopped")
@@ -277,7 +240,17 @@ class DevServerReconciler:
         if extended:
             EXTENSIONS.inc()
         tried.raise_if_any()  # after the status: retried with backoff, the user already told
+        if activity is not None and activity.valid_until is not None and activity.fresh(now):
+            # nothing wakes us when the agent falls silent: look again once its report lapses
+            # (active GPU time must not run on); a reconcile, no write unless something changed
+            return Result(requeue_after=(activity.valid_until - now).total_seconds() + 1)
         return None
+
+    def _running_flavor(self, ds: DevServer) -> DevServerFlavor | None:
+        """The flavor its pods run with (billed, counted): the one last applied, not one asked
+        for that is missing or not applied yet."""
+        applied = ds.status.applied_flavor if ds.status else None
+        return self.caches.flavors.store.get(ObjectKey("", applied or ds.spec.flavor))
 
     async def _gone(self, key: ObjectKey) -> None:
         """A server deleted (or held in deletion by a finalizer, or orphaning its children with
@@ -293,21 +266,24 @@ class DevServerReconciler:
         flavor: DevServerFlavor | None,
         seen: Observed,
         status: dict[str, Any],
+        billed: DevServerFlavor | None,
     ) -> ServerReport:
         placed = on_nodes(seen.pods)
         activity, now = seen.activity, seen.now or datetime.now(UTC)
         active = activity is not None and activity.fresh(now) and activity.idle_since is None
         name, gpus = self.mode.gpus(ds, flavor, status, placed)
-        phase = str(status.get("phase") or "")
-        pending_since = None
-        start = seen.timeline.start if seen.timeline else None
-        if phase == "Pending" and not ds.spec.stopped:
-            waited = (now - (start or ds.metadata.creation_timestamp or now)).total_seconds()
-            pending_since = self.fleet.clock() - max(0.0, waited)
-        team = self.caches.team_of(ds.metadata.namespace)
-        price = (flavor.spec.price_per_hour or 0.0) * placed if flavor is not None else 0.0
+        if self.caches.flavors.store.get(ObjectKey("", name)) is None:
+            name = UNKNOWN_FLAVOR  # a name a user typed is no label of ours
+        price = (billed.spec.price_per_hour or 0.0) * placed if billed is not None else 0.0
         return ServerReport(
-            name, gpus, placed > 0, placed > 0 and active, team, phase, pending_since, price
+            name,
+            gpus,
+            placed > 0,
+            placed > 0 and active,
+            self.caches.team_of(ds.metadata.namespace),
+            str(status.get("phase") or ""),
+            None if ds.spec.stopped else waiting_since(seen.pods, now, self.fleet.clock()),
+            price,
         )
 
     def _count_stop(
@@ -369,4 +345,14 @@ def mode_controller(
         return [ds.key for ds in users if mode.wakes(ds)]
 
     controller.watch_mapped(caches.flavors, users_of)
+
+    def servers_of(user: KubeObject) -> list[ObjectKey]:
+        servers = devservers.store.by_index(NAMESPACE_INDEX, user_namespace(user.metadata.name))
+        return [ds.key for ds in servers if mode.wakes(ds)]
+
+    def team_changed(note: Notification[Any]) -> bool:
+        """A user's new team labels their servers' GPU-hours from now on."""
+        return note.old is None or note.obj.spec.team != note.old.spec.team
+
+    controller.watch_mapped(caches.users, servers_of, team_changed)
     return controller

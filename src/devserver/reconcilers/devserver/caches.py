@@ -1,0 +1,64 @@
+"""What a DevServer reconcile reads: shared informers of only the objects we labelled, and the
+users (their teams label the fleet's metrics)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from devserver.api.devserver import DevServer
+from devserver.api.flavor import DevServerFlavor
+from devserver.api.meta import KubeObject, ObjectKey
+from devserver.api.names import CACHE_NAME_LABEL, namespace_user
+from devserver.api.resources import (
+    DEVSERVERS,
+    DEVUSERS,
+    FLAVORS,
+    PERSISTENT_VOLUME_CLAIMS,
+    PODS,
+    SERVICES,
+    Resource,
+)
+from devserver.api.user import DevUser
+from devserver.informers import Informer, InformerFactory
+from devserver.reconcilers.devserver.activity_agent import AgentInformers
+from devserver.reconcilers.flavor import FLAVOR_INDEX, by_flavor
+from devserver.reconcilers.naming import NAME_INDEX, by_devserver_name
+
+
+@dataclass(frozen=True)
+class Caches:
+    """What a DevServer reconcile reads: shared informers of only the objects we labelled."""
+
+    devservers: Informer[DevServer]
+    flavors: Informer[DevServerFlavor]
+    workloads: Informer[KubeObject]  # the mode's: Deployments or StatefulSets
+    services: Informer[KubeObject]
+    claims: Informer[KubeObject]
+    pods: Informer[KubeObject]
+    agent: AgentInformers
+    users: Informer[DevUser]  # the user reconciler's: their teams label the fleet's metrics
+
+    @classmethod
+    def shared(cls, informers: InformerFactory, workload: Resource[KubeObject]) -> Caches:
+        mine = CACHE_NAME_LABEL  # only objects we made: smaller caches, fewer events
+        named = {NAME_INDEX: by_devserver_name}
+        return cls(
+            informers.informer(DEVSERVERS, indexers={FLAVOR_INDEX: by_flavor}),
+            informers.informer(FLAVORS),
+            informers.informer(workload, label_selector=mine),
+            informers.informer(SERVICES, label_selector=mine),
+            informers.informer(PERSISTENT_VOLUME_CLAIMS, label_selector=mine, indexers=named),
+            informers.informer(PODS, label_selector=mine, indexers=named),
+            AgentInformers.shared(informers),
+            informers.informer(DEVUSERS),
+        )
+
+    def team_of(self, namespace: str) -> str:
+        """The team of the user whose namespace this is ("" for none, or no such user)."""
+        name = namespace_user(namespace)
+        user = self.users.store.get(ObjectKey("", name)) if name else None
+        return (user.spec.team or "") if user is not None else ""
+
+    def made_for(self, informer: Informer[KubeObject], key: ObjectKey) -> list[KubeObject]:
+        """The objects of `informer` labelled for server `key` (its pods, its home claims)."""
+        return informer.store.by_index(NAME_INDEX, f"{key.namespace}/{key.name}")
