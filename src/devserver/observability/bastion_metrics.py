@@ -11,7 +11,7 @@ from prometheus_client import Counter, Gauge, Histogram
 LOGIN_OUTCOMES = ("accepted", "rejected", "unknown_user")
 BASTION_LOGINS = Counter(
     "devserver_bastion_logins_total",
-    "SSH authentications sshd logged: accepted, a key refused, or a user it does not know",
+    "SSH connections, from sshd's log: accepted, rejected (no key accepted), unknown_user",
     ("outcome",),
 )
 TOKEN_OUTCOMES = ("issued", "rate_limited", "failed")
