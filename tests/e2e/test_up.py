@@ -9,8 +9,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
+
+from devserver_harness.http import fetch
 
 pytestmark = pytest.mark.integration
 
@@ -33,6 +36,15 @@ def test_up_serves_a_cluster_and_ctrl_c_stops_every_process() -> None:
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+    try:
+        _check_up(proc)
+    finally:
+        if proc.poll() is None:  # a failed check leaves nothing running behind it
+            proc.kill()
+            proc.communicate()
+
+
+def _check_up(proc: subprocess.Popen[str]) -> None:
     assert proc.stdout is not None
     output: list[str] = []
     kubeconfig = path_dir = None
@@ -49,8 +61,8 @@ def test_up_serves_a_cluster_and_ctrl_c_stops_every_process() -> None:
 
     state_dir = Path(kubeconfig).parent
     children = [int(line.split()[0]) for line in (state_dir / "children").read_text().splitlines()]
-    # etcd, apiserver, controller-manager, scheduler, kwok, provisioner, operator
-    assert len(children) == 7
+    # etcd, apiserver, controller-manager, scheduler, kwok, provisioner, operator, prometheus
+    assert len(children) == 8
     nodes = subprocess.run(
         [f"{path_dir}/kubectl", f"--kubeconfig={kubeconfig}", "get", "nodes", "-o", "name"],
         capture_output=True,
@@ -72,6 +84,20 @@ def test_up_serves_a_cluster_and_ctrl_c_stops_every_process() -> None:
         check=True,
     ).stdout.split()
     assert "devserverflavor.devservers.io/gpu-large" in flavors
+
+    # Prometheus scrapes the operator, with devserver's rules loaded
+    query = next(
+        m.group(0) for line in output if (m := re.search(r"http://\S+/api/v1/query", line))
+    )
+    up = ""
+    until = time.monotonic() + 60
+    while '"1"' not in up and time.monotonic() < until:
+        asked = query + "?query=" + quote('up{job="devserver-operator"}')
+        up = fetch(asked, timeout=5)[1].decode()
+        time.sleep(1)
+    assert '"1"' in up, up
+    rules = fetch(query.replace("/query", "/rules"), timeout=5)[1].decode()
+    assert "DevserverOperatorDown" in rules
 
     # the bastion: a real ssh login as the demo user, with its own token
     ssh = next(line.strip() for line in output if line.strip().startswith("ssh -F"))

@@ -36,7 +36,7 @@ from devserver_harness.prometheus import PrometheusServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
-USERS = {"val": "vision", "wes": "nlp"}
+USERS = {"val": "mon-vision", "wes": "mon-nlp"}  # teams of this module alone
 NODE = NodeSpec("mon-g5-1", "g5.12xlarge", "mon-gpu")  # 4 GPUs, for this module alone
 SHORT_FOR = {"DevserverOperatorDown": "3s", "DevserverServersStuckPending": "2s"}
 
@@ -213,22 +213,23 @@ def test_prometheus_sees_the_fleet_the_bastion_and_alerts_fire(platform: Platfor
 
     # what the API server says, Prometheus says: one GPU held (mon-train), by team vision
     def settled() -> bool:
-        return prom.value('sum(devserver_gpus_held{job="devserver-operator"})') == 1.0
+        return prom.value('sum(devserver_gpus_held{flavor="mon-gpu"})') == 1.0
 
     poll(settled, 30, "one GPU held in Prometheus")
-    assert prom.value('sum(devserver_gpus_active{team="vision"})') == 1.0
-    assert prom.value('sum(devserver_gpus_held{team="nlp"})') == 0.0
-    assert prom.value('sum(devserver_servers{phase="Running"})') == 1.0
-    assert prom.value('sum(devserver_servers{phase="Stopped"})') == 2.0
+    # (other modules' servers may still be in the cluster: this module's flavors and teams)
+    assert prom.value('sum(devserver_gpus_active{team="mon-vision"})') == 1.0
+    assert prom.value('sum(devserver_gpus_held{team="mon-nlp"})') == 0.0
+    assert prom.value('sum(devserver_servers{phase="Running",flavor="mon-gpu"})') == 1.0
+    assert prom.value('sum(devserver_servers{phase="Stopped",flavor="mon-gpu"})') == 2.0
     assert prom.value('sum(devserver_servers{phase="Pending",flavor="mon-nowhere"})') == 1.0
-    assert prom.value('devserver_stops_total{reason="idle"}') == 1.0
-    assert prom.value('devserver_stops_total{reason="expired"}') == 1.0
+    assert (prom.value('devserver_stops_total{reason="idle"}') or 0) >= 1
+    assert (prom.value('devserver_stops_total{reason="expired"}') or 0) >= 1
     ratio = 'flavor:devserver_gpu_utilisation:ratio{flavor="mon-gpu"}'  # a rule: a beat later
     poll(lambda: prom.value(ratio) == 1.0, 10, "the utilisation rule to follow")
-    reclaimed = prom.value('sum(devserver_gpu_hours_reclaimed_total{team="vision"})')
+    reclaimed = prom.value('sum(devserver_gpu_hours_reclaimed_total{team="mon-vision"})')
     assert reclaimed is not None and 1.9 < reclaimed <= 2.0  # its 2 h deadline, 1 GPU
-    held = prom.value('sum(devserver_gpu_hours_held_total{team="vision"})')
-    active = prom.value('sum(devserver_gpu_hours_active_total{team="vision"})')
+    held = prom.value('sum(devserver_gpu_hours_held_total{team="mon-vision"})')
+    active = prom.value('sum(devserver_gpu_hours_active_total{team="mon-vision"})')
     assert held is not None and active is not None and held > active > 0
     assert (prom.value('sum(devserver_cost_usd_total{flavor="mon-gpu"})') or 0) > 0
     assert prom.value('max(leader_election_master_status{job="devserver-operator"})') == 1.0
@@ -253,8 +254,15 @@ def test_prometheus_sees_the_fleet_the_bastion_and_alerts_fire(platform: Platfor
     print(f"\noperator scrape: {series} samples")  # noqa: T201 - a figure for the notes
 
     # alerts, for real: the Pending server, then the operator down
-    poll(lambda: "DevserverServersStuckPending" in prom.firing(), 60, "the Pending alert")
-    assert prom.firing()["DevserverServersStuckPending"][0]["flavor"] == "mon-nowhere"
+    def pending_alert() -> bool:
+        firing = prom.firing().get("DevserverServersStuckPending", [])
+        return any(alert["flavor"] == "mon-nowhere" for alert in firing)
+
+    poll(pending_alert, 60, "the Pending alert")
+    assert not any(  # the servers on a node never count as waiting
+        alert["flavor"] == "mon-gpu"
+        for alert in prom.firing().get("DevserverServersStuckPending", [])
+    )
     assert "DevserverOperatorDown" not in prom.firing()
     p.operator.stop()
     started = time.monotonic()
