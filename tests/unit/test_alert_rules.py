@@ -322,3 +322,57 @@ def test_recording_rules_compute_utilisation_and_idle_gpus(tmp_path: Path) -> No
         check=False,
     )
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_recording_rules_compute_idle_gpu_hours_per_day_and_the_error_ratio(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(rule_groups(), sort_keys=False))
+    labels = f'{OP},flavor="gpu-large",team="nlp"'
+    hourly = {
+        "interval": "1h",
+        "input_series": [  # 2 GPUs held for two days, one of them used
+            _series("devserver_gpu_hours_held_total", labels, "0+2x48"),
+            _series("devserver_gpu_hours_active_total", labels, "0+1x48"),
+        ],
+        "promql_expr_test": [
+            {
+                "expr": "team:devserver_gpu_hours_idle:increase1d",
+                "eval_time": "30h",
+                "exp_samples": [
+                    {"labels": 'team:devserver_gpu_hours_idle:increase1d{team="nlp"}', "value": 24}
+                ],
+            }
+        ],
+    }
+    controller = f'{OP},controller="devserver"'
+    ratio = "controller:controller_runtime_reconcile_errors:ratio_rate5m"
+    errors = {
+        "interval": "1m",
+        "input_series": [  # 100 reconciles a minute, 20 of them failed
+            _series(
+                "controller_runtime_reconcile_total", f'{controller},result="success"', "0+80x20"
+            ),
+            _series(
+                "controller_runtime_reconcile_total", f'{controller},result="error"', "0+20x20"
+            ),
+            _series("controller_runtime_reconcile_errors_total", controller, "0+20x20"),
+        ],
+        "promql_expr_test": [
+            {
+                "expr": ratio,
+                "eval_time": "10m",
+                "exp_samples": [{"labels": f'{ratio}{{controller="devserver"}}', "value": 0.2}],
+            }
+        ],
+    }
+    spec = {"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": [hourly, errors]}
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    run = subprocess.run(
+        [str(ensure_tool("promtool")), "test", "rules", "test.yaml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
