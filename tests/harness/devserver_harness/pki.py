@@ -33,6 +33,7 @@ class Pki:
     apiserver: CertPair
     kubelet_serving: CertPair
     admin: CertPair
+    webhook_serving: CertPair  # local processes that serve the API server (Kueue's webhooks)
     controller_manager: CertPair
     scheduler: CertPair
     apiserver_kubelet_client: CertPair
@@ -169,6 +170,9 @@ def create_pki(directory: Path, *, service_ip: str) -> Pki:
             "kubelet-serving", "kwok-kubelet", server_names=("127.0.0.1", "localhost")
         ),
         admin=issuer.issue("admin", "kubernetes-admin", organization="system:masters", client=True),
+        webhook_serving=issuer.issue(
+            "webhook-serving", "devserver-local-webhooks", server_names=("127.0.0.1", "localhost")
+        ),
         controller_manager=issuer.issue(
             "controller-manager", "system:kube-controller-manager", client=True
         ),

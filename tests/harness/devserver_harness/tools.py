@@ -65,6 +65,12 @@ TOOLS = {
         )
         for name in ("prometheus", "promtool")
     },
+    "kueue": Tool(
+        "kueue",
+        "sigs.k8s.io/kueue/cmd/kueue",
+        "sigs.k8s.io/kueue",
+        "sigs.k8s.io/kueue/pkg/version.GitVersion",
+    ),
 }
 
 
