@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import json
 import os
 import shutil
 import subprocess
@@ -201,8 +200,3 @@ class KueueProcess:
 
     def log_tail(self, lines: int = 40) -> str:
         return self.process.log_tail(lines)
-
-
-def workload_of(cluster: LocalControlPlane, namespace: str) -> list[dict[str, Any]]:
-    out = cluster.kubectl("get", "workloads.kueue.x-k8s.io", "-n", namespace, "-o", "json")
-    return list(json.loads(out.stdout)["items"])
