@@ -18,7 +18,11 @@ from devserver.api import crd
 from devserver.observability.dashboards import DASHBOARDS
 from devserver.observability.rules import rule_groups
 from devserver_harness.controlplane import LocalControlPlane, repo_root
-from devserver_harness.tools import ensure_tool
+from devserver_harness.tools import (
+    PROMETHEUS_OPERATOR_CRDS,
+    ensure_tool,
+    prometheus_operator_crds,
+)
 
 CHART = repo_root() / "charts" / "devserver"
 VALUES = {"default": (), "eks": ("-f", str(CHART / "values-eks.yaml"))}
@@ -280,6 +284,50 @@ def test_monitors_and_rules_render_for_the_prometheus_operator(
     ]  # fmt: skip
     [rule] = [d for d in no_bastion if d["kind"] == "PrometheusRule"]
     assert "devserver.bastion" not in {g["name"] for g in rule["spec"]["groups"]}
+
+
+def test_monitoring_objects_pass_the_dry_run_against_the_prometheus_operators_own_crds(
+    control_plane: LocalControlPlane, tmp_path: Path
+) -> None:
+    """Their CRDs rendered by controller-gen from the Prometheus Operator's pinned API types:
+    the schemas a kube-prometheus-stack cluster enforces."""
+    cp = control_plane
+    for path in prometheus_operator_crds():
+        cp.kubectl("apply", "--server-side", "--field-manager=test", "-f", str(path))
+    names = [f"{name}.monitoring.coreos.com" for name in PROMETHEUS_OPERATOR_CRDS]
+    cp.kubectl("wait", "--for=condition=Established", *(f"crd/{n}" for n in names))
+
+    def dry_run(*args: str) -> subprocess.CompletedProcess[str]:
+        rendered = tmp_path / "monitoring.yaml"
+        rendered.write_text(render(cp, *args))
+        return cp.kubectl(
+            "apply", "--server-side", "--dry-run=server", "--force-conflicts",
+            "--field-manager=dry-run", "-f", str(rendered), check=False,
+        )  # fmt: skip
+
+    on = ("--set", "monitoring.prometheusRule.enabled=true", "--set",
+          "monitoring.dashboards.enabled=true")  # fmt: skip
+    for monitor in ("serviceMonitor", "podMonitor"):
+        done = dry_run(
+            *on,
+            "--set", f"monitoring.{monitor}.enabled=true",
+            "--set", f"monitoring.{monitor}.labels.release=kube-prometheus-stack",
+            "--set-json", f'monitoring.{monitor}.metricRelabelings=[{{"action": "drop", '
+            '"sourceLabels": ["__name__"], "regex": "python_gc_.*"}]',
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        kind = monitor.lower()
+        for name in ("devserver-operator", "devserver-bastion"):
+            assert f"{kind}.monitoring.coreos.com/{name} serverside-applied (server dry run)" in (
+                done.stdout
+            ), done.stdout
+        assert "prometheusrule.monitoring.coreos.com/devserver serverside-applied" in done.stdout
+    # what the schema refuses, the API server refuses: a scheme the operator does not know
+    refused = dry_run(
+        "--set", "monitoring.serviceMonitor.enabled=true",
+        "--set-json", 'monitoring.serviceMonitor.endpointAdditionalProperties={"scheme": "ftp"}',
+    )  # fmt: skip
+    assert refused.returncode != 0 and "scheme" in refused.stderr, refused.stderr
 
 
 # ------------------------------------------------------------------ the operator's own rights

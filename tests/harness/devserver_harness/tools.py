@@ -138,3 +138,42 @@ def _build(tool: Tool, version: str, module_dir: Path, directory: Path) -> None:
     shutil.rmtree(directory, ignore_errors=True)
     staging.rename(directory)
     print(f"[tools] built {tool.name} in {time.monotonic() - started:.0f} s", flush=True)  # noqa: T201
+
+
+# The Prometheus Operator's CRDs, rendered by controller-gen from its pinned API types: the
+# chart's ServiceMonitor, PodMonitor and PrometheusRule are dry-run against them
+PROMETHEUS_OPERATOR_CRDS = ("servicemonitors", "podmonitors", "prometheusrules")
+
+
+def prometheus_operator_crds() -> list[Path]:
+    """The CRD files, rendered once into the cache (the hash covers go.mod and go.sum)."""
+    module_dir = tools_dir().parent / "prometheus-operator"
+    go_mod = (module_dir / "go.mod").read_text()
+    version = pinned_version(
+        go_mod, "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring"
+    )
+    digest = hashlib.sha256()
+    for part in ("go.mod", "go.sum"):
+        digest.update((module_dir / part).read_bytes())
+    directory = cache_root() / "crds" / f"prometheus-operator-{version}_{digest.hexdigest()[:12]}"
+    files = [directory / f"monitoring.coreos.com_{name}.yaml" for name in PROMETHEUS_OPERATOR_CRDS]
+    with _locked(directory.with_name(directory.name + ".lock")):
+        if not all(f.is_file() for f in files):
+            staging = directory.with_name(directory.name + ".partial")
+            shutil.rmtree(staging, ignore_errors=True)
+            subprocess.run(
+                [
+                    "go",
+                    "tool",
+                    "controller-gen",
+                    "crd:allowDangerousTypes=true",
+                    "paths=github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1",
+                    f"output:crd:dir={staging}",
+                ],
+                cwd=module_dir,
+                env=dict(os.environ, GOFLAGS="-mod=mod"),
+                check=True,
+            )
+            shutil.rmtree(directory, ignore_errors=True)
+            staging.rename(directory)
+    return files
