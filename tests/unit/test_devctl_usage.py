@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import yaml
@@ -24,6 +24,7 @@ from devserver.cli.usage import (
     usage_data,
     usage_report,
 )
+from devserver.client.blocking import BlockingKubeClient
 from devserver.client.errors import ApiError
 
 NOW = datetime(2025, 6, 2, 14, 0, tzinfo=UTC)
@@ -274,6 +275,10 @@ class FakeKube:
         more = str(start + 1) if start + 1 < len(objects) else ""
         page = {"metadata": {"continue": more}, "items": objects[start : start + 1]}
         return json.dumps(page).encode()
+
+    def list_page(self, resource: Any, namespace: str = "", **options: Any) -> Any:
+        """The real client's paging, over `request` above."""
+        return BlockingKubeClient.list_page(cast(Any, self), resource, namespace, **options)
 
     def close(self) -> None:
         self.closed = True

@@ -29,11 +29,9 @@ def next_billing(previous: Billing | None, holding: Holding | None, *, now: date
     gpu_seconds, active_seconds = bill.gpu_seconds, bill.active_gpu_seconds
     since = bill.since
     was = Holding(bill.price_per_hour, bill.gpus or 0, bool(bill.active))
-    if since is not None and holding != was:
-        spent = max(0.0, (now - since).total_seconds())
-        seconds, cost, since = seconds + spent, cost + spent / 3600 * (was.price or 0.0), None
-        gpu_seconds += spent * was.gpus
-        active_seconds += spent * was.gpus if was.active else 0.0
+    if since is not None and holding != was:  # the open period closes
+        seconds, cost, gpu_seconds, active_seconds = _with_open_period(bill, now)
+        since = None
     if holding is not None and since is None:
         since = now
     opened = holding if since is not None else None
@@ -70,9 +68,9 @@ class Totals:
     idle_stops: int
 
 
-def bill_totals(bill: Billing | None, now: datetime) -> Totals:
-    if bill is None:
-        return Totals(0.0, 0.0, 0.0, 0.0, 0)
+def _with_open_period(bill: Billing, now: datetime) -> tuple[float, float, float, float]:
+    """(seconds, USD, GPU-seconds, active GPU-seconds): the closed periods and the open one up
+    to `now`."""
     seconds, cost = bill.seconds, bill.cost
     gpu_seconds, active_seconds = bill.gpu_seconds, bill.active_gpu_seconds
     if bill.since is not None:
@@ -81,6 +79,13 @@ def bill_totals(bill: Billing | None, now: datetime) -> Totals:
         cost += spent / 3600 * (bill.price_per_hour or 0.0)
         gpu_seconds += spent * (bill.gpus or 0)
         active_seconds += spent * (bill.gpus or 0) if bill.active else 0.0
+    return seconds, cost, gpu_seconds, active_seconds
+
+
+def bill_totals(bill: Billing | None, now: datetime) -> Totals:
+    if bill is None:
+        return Totals(0.0, 0.0, 0.0, 0.0, 0)
+    seconds, cost, gpu_seconds, active_seconds = _with_open_period(bill, now)
     return Totals(seconds / 3600, cost, gpu_seconds / 3600, active_seconds / 3600, bill.idle_stops)
 
 

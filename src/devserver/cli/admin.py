@@ -32,7 +32,6 @@ from devserver.cli.errors import DevctlError
 from devserver.cli.output import OUTPUT_OPTION, emit, items
 from devserver.cli.usage import render_usage, usage_data, usage_report
 from devserver.client.blocking import BlockingKubeClient
-from devserver.client.decoding import decode_list
 from devserver.client.errors import ApiError
 from devserver.reconcilers.user_objects import is_ours
 
@@ -255,8 +254,7 @@ def _every(client: BlockingKubeClient, resource: Resource[ObjectT]) -> list[Obje
     found: list[ObjectT] = []
     token = ""
     while True:
-        query = [("limit", "500"), *([("continue", token)] if token else [])]
-        page = decode_list(client.request("GET", resource.path(), query=query), resource.model)
+        page = client.list_page(resource, continue_token=token)
         found.extend(page.items)
         for bad in page.unreadable:
             click.echo(

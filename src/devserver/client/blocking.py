@@ -110,8 +110,11 @@ class BlockingKubeClient:
         label_selector: str = "",
         field_selector: str = "",
         limit: int = 500,
+        continue_token: str = "",
     ) -> ObjectList[ObjectT]:
         query = [("limit", str(limit))]
+        if continue_token:
+            query.append(("continue", continue_token))
         if label_selector:
             query.append(("labelSelector", label_selector))
         if field_selector:

@@ -88,13 +88,14 @@ def waiting_since(pods: list[KubeObject], now: datetime, clock: float) -> float 
     pod restarts, or that has no pod (refused by its quota, a flavor that does not exist), is
     not waiting for capacity."""
     made = [
-        p.metadata.creation_timestamp
+        created
         for p in pods
-        if not (p.extra.get("spec") or {}).get("nodeName") and p.metadata.creation_timestamp
+        if not (p.extra.get("spec") or {}).get("nodeName")
+        and (created := p.metadata.creation_timestamp) is not None
     ]
     if not made:
         return None
-    return clock - max(0.0, (now - min(t for t in made if t is not None)).total_seconds())
+    return clock - max(0.0, (now - min(made)).total_seconds())
 
 
 @dataclass
@@ -168,7 +169,7 @@ class FleetMetrics:
             oldest = {flavor: 0.0 for _, flavor in self._phases}
             for r in self._servers.values():
                 if r.pending_since is not None:
-                    oldest[r.flavor] = max(oldest[r.flavor], now - r.pending_since)
+                    oldest[r.flavor] = max(oldest.get(r.flavor, 0.0), now - r.pending_since)
             return Snapshot(
                 held_hours=dict(self.held_hours),
                 active_hours=dict(self.active_hours),
