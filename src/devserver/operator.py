@@ -25,14 +25,16 @@ from devserver.manager import LeadershipLostError, Manager, Settings
 from devserver.observability.logging import configure_logging
 from devserver.observability.metrics import BUILD_INFO
 from devserver.reconcilers import register_all
+from devserver.reconcilers.kueue import KueueConfig
 from devserver.reconcilers.lifecycle_config import LifecycleConfig
 from devserver.reconcilers.user_objects import UserDefaults
 from devserver.signals import run_until_signalled
 
-__all__ = ["OperatorSettings", "main", "run", "user_defaults"]
+__all__ = ["OperatorSettings", "kueue_config", "main", "run", "user_defaults"]
 
 log = structlog.get_logger("devserver.operator")
 _DNS_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
+_DNS_SUBDOMAIN = r"(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class OperatorSettings(Settings):
 
     lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
     users: UserDefaults = field(default_factory=UserDefaults)
+    kueue: KueueConfig = field(default_factory=KueueConfig)
 
 
 def user_defaults(quota: str, bastion: str) -> UserDefaults:
@@ -75,13 +78,38 @@ def user_defaults(quota: str, bastion: str) -> UserDefaults:
     )
 
 
+def kueue_config(cluster_queue: str, team_queues: tuple[str, ...]) -> KueueConfig:
+    """The `--kueue-*` flags; ValueError with one sentence when malformed."""
+    names = [cluster_queue] if cluster_queue else []
+    pairs = []
+    for given in team_queues:
+        team, sep, queue = given.partition("=")
+        if not sep or not team.strip() or not queue.strip():
+            raise ValueError(f"--kueue-team-queue takes team=clusterqueue; not {given!r}")
+        pairs.append((team.strip(), queue.strip()))
+        names.append(queue.strip())
+    bad = [n for n in names if not re.fullmatch(_DNS_SUBDOMAIN, n)]
+    if bad:
+        raise ValueError(
+            f"a ClusterQueue name is a DNS subdomain (e.g. gpu-shared); not {bad[0]!r}"
+        )
+    if pairs and not cluster_queue:
+        raise ValueError("--kueue-team-queue needs --kueue-cluster-queue for users of no team")
+    return KueueConfig(cluster_queue, tuple(pairs))
+
+
 async def run(settings: OperatorSettings, stop: asyncio.Event) -> None:
     """Connect, register every reconciler, and run the manager until `stop`."""
     async with Manager.connect(settings) as manager:
         version = await manager.client.server_version()
         log.info("connected", server_version=version, identity=settings.identity)
         register_all(
-            manager.informers, manager.client, manager.add, settings.lifecycle, settings.users
+            manager.informers,
+            manager.client,
+            manager.add,
+            settings.lifecycle,
+            settings.users,
+            settings.kueue,
         )
         await manager.run(stop)
 
@@ -131,6 +159,17 @@ def _leadership_lost(error: LeadershipLostError) -> None:
     show_default=True,
     help="namespace/name of the bastion's ServiceAccount: it may mint users' tokens.",
 )
+@click.option(
+    "--kueue-cluster-queue",
+    default="",
+    help="Queue GPU servers with Kueue: the ClusterQueue of users without a team-specific "
+    "one (each user's namespace gets a LocalQueue pointing at it); empty: no Kueue.",
+)
+@click.option(
+    "--kueue-team-queue",
+    multiple=True,
+    help="team=clusterqueue: the ClusterQueue of a team's users (repeat per team).",
+)
 @click.option("--log-json/--no-log-json", default=True, show_default=True)
 def main(
     max_lifetime: str,
@@ -138,6 +177,8 @@ def main(
     stopped_retention: str,
     user_quota: str,
     bastion_service_account: str,
+    kueue_cluster_queue: str,
+    kueue_team_queue: tuple[str, ...],
     log_json: bool,
     **flags: Any,
 ) -> None:
@@ -154,7 +195,8 @@ def main(
             ),
         )
         users = user_defaults(user_quota, bastion_service_account)
+        kueue = kueue_config(kueue_cluster_queue, kueue_team_queue)
     except ValueError as error:
         raise click.BadParameter(str(error)) from None
-    settings = OperatorSettings(lifecycle=lifecycle, users=users, **flags)
+    settings = OperatorSettings(lifecycle=lifecycle, users=users, kueue=kueue, **flags)
     run_until_signalled(partial(run, settings), LeadershipLostError, _leadership_lost)

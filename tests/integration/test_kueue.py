@@ -1,14 +1,23 @@
-"""The real Kueue on the local control plane: the harness's install works as Kueue's docs say.
+"""The real Kueue (v0.17) on the local control plane, and devserver queueing through it.
 
-A first step of issue 17 (nothing of devserver's yet): a Deployment in a dev namespace, queued
-on a LocalQueue, is admitted while the ClusterQueue's GPU quota holds it; a second one waits,
-gated, with Kueue's own reason, and is admitted when the first goes. With Kueue down, a pod
-outside the dev namespaces is created as ever: its webhooks are scoped to dev namespaces.
+First the harness alone: a Deployment in a dev namespace, queued on a LocalQueue, is admitted
+while the ClusterQueue's GPU quota holds it; a second one waits, gated, with Kueue's own reason,
+and is admitted when the first goes. With Kueue down, a pod outside the dev namespaces is
+created as ever: its webhooks are scoped to dev namespaces.
+
+Then devserver, installed by its chart with `kueue.enabled` (the chart makes the ResourceFlavor
+and the ClusterQueue, one GPU of quota; the operator makes each user's LocalQueue): a server
+over the quota is Queued with Kueue's reason and its place, not failing; when the running one
+stops, the queued one is admitted and runs. A server that ran before Kueue was turned on keeps
+its pod, and queues from its next start. With Kueue down, a running server is untouched, a stop
+still gives its GPU back, and a new server waits with a clear reason and starts once Kueue is
+back.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,12 +25,15 @@ import pytest
 
 from devserver_harness.controlplane import LocalControlPlane
 from devserver_harness.kueue import KueueProcess
+from devserver_harness.nodes import NodeSpec
+from devserver_harness.operator import OperatorProcess
 from devserver_harness.process import poll
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 NS = "dev-kq"
 GATE = "kueue.x-k8s.io/admission"
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +54,25 @@ def kueue(control_plane: LocalControlPlane) -> Iterator[KueueProcess]:
         control_plane.kubectl("delete", "namespace", NS, "--wait=false", check=False)
 
 
+def _cluster_queue(flavor: str, gpus: int) -> dict[str, Any]:
+    """A ClusterQueue's spec: `gpus` of `flavor`, and room enough of CPU and memory."""
+    quota = {"cpu": "16", "memory": "64Gi", "nvidia.com/gpu": str(gpus)}
+    return {
+        "namespaceSelector": {},
+        "resourceGroups": [
+            {
+                "coveredResources": list(quota),
+                "flavors": [
+                    {
+                        "name": flavor,
+                        "resources": [{"name": k, "nominalQuota": v} for k, v in quota.items()],
+                    }
+                ],
+            }
+        ],
+    }
+
+
 def _kueue_objects(gpus: int) -> list[dict[str, Any]]:
     group = "kueue.x-k8s.io/v1beta2"
     return [
@@ -55,24 +86,7 @@ def _kueue_objects(gpus: int) -> list[dict[str, Any]]:
             "apiVersion": group,
             "kind": "ClusterQueue",
             "metadata": {"name": "kq"},
-            "spec": {
-                "namespaceSelector": {},
-                "resourceGroups": [
-                    {
-                        "coveredResources": ["cpu", "memory", "nvidia.com/gpu"],
-                        "flavors": [
-                            {
-                                "name": "kq-t4",
-                                "resources": [
-                                    {"name": "cpu", "nominalQuota": "8"},
-                                    {"name": "memory", "nominalQuota": "32Gi"},
-                                    {"name": "nvidia.com/gpu", "nominalQuota": str(gpus)},
-                                ],
-                            }
-                        ],
-                    }
-                ],
-            },
+            "spec": _cluster_queue("kq-t4", gpus),
         },
         {
             "apiVersion": group,
@@ -175,3 +189,250 @@ def test_with_kueue_down_pods_outside_dev_namespaces_are_created_as_ever(
     finally:
         cp.kubectl("delete", "pod", "kq-system", "-n", "default", "--wait=false", check=False)
         kueue.process.start()
+
+
+# ------------------------------------------------------------------ devserver with Kueue
+
+QUEUE = "kq-dev"  # the chart's ClusterQueue
+NODE = NodeSpec("kq-g5-1", "g5.12xlarge", "kq-gpu")  # 4 GPUs: Kueue's quota (1) is the limit
+USERS = ("kqa", "kqb")
+CHART_KUEUE = {
+    "kueue.resourceFlavors": {
+        "kq-gpu": {
+            "nodeLabels": {"eks.amazonaws.com/nodegroup": "kq-gpu"},
+            "tolerations": [
+                {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+            ],
+        }
+    },
+    "kueue.clusterQueues": {QUEUE: _cluster_queue("kq-gpu", 1)},
+}
+
+
+class Platform:
+    def __init__(self, cp: LocalControlPlane, kueue: KueueProcess) -> None:
+        self.cp, self.kueue = cp, kueue
+        self.operator = self._operator(kueue=False)
+
+    def _operator(self, *, kueue: bool) -> OperatorProcess:
+        flags = ("--max-lifetime", "0", *(("--kueue-cluster-queue", QUEUE) if kueue else ()))
+        operator = OperatorProcess(self.cp.operator_kubeconfig, flags)
+        operator.start()
+        operator.wait_leading()
+        return operator
+
+    def restart_operator(self, *, kueue: bool) -> None:
+        self.operator.stop()
+        self.operator = self._operator(kueue=kueue)
+
+    def get(self, kind: str, name: str, ns: str = "") -> dict[str, Any]:
+        where = ("-n", ns) if ns else ()
+        out = self.cp.kubectl("get", kind, name, *where, "-o", "json", check=False)
+        return dict(json.loads(out.stdout)) if out.returncode == 0 else {}
+
+    def status(self, name: str, user: str) -> dict[str, Any]:
+        found = self.get("devservers.devservers.io", name, f"dev-{user}")
+        return dict(found.get("status") or {})
+
+    def ready(self, name: str, user: str) -> dict[str, Any]:
+        for c in self.status(name, user).get("conditions") or []:
+            if c["type"] == "Ready":
+                return dict(c)
+        return {}
+
+    def pods(self, name: str, user: str) -> list[dict[str, Any]]:
+        out = self.cp.kubectl(
+            "get", "pods", "-n", f"dev-{user}", "-l", f"devservers.io/name={name}", "-o", "json"
+        )
+        return [
+            p for p in json.loads(out.stdout)["items"] if not p["metadata"].get("deletionTimestamp")
+        ]
+
+    def create(self, name: str, user: str) -> None:
+        self.cp.apply(
+            {
+                "apiVersion": "devservers.io/v1",
+                "kind": "DevServer",
+                "metadata": {"name": name, "namespace": f"dev-{user}"},
+                "spec": {
+                    "owner": f"{user}@example.com",
+                    "flavor": "kq-gpu",
+                    "image": "pytorch/pytorch:2.5.1",
+                },
+            }
+        )
+
+    def set_stopped(self, name: str, user: str, stopped: bool) -> None:
+        patch = json.dumps({"spec": {"stopped": stopped}})
+        self.cp.kubectl(
+            "patch",
+            "devservers.devservers.io",
+            name,
+            "-n",
+            f"dev-{user}",
+            "--type=merge",
+            "-p",
+            patch,
+        )
+
+    def phase_is(self, name: str, user: str, phase: str, timeout: float = 60) -> dict[str, Any]:
+        poll(lambda: self.status(name, user).get("phase") == phase, timeout, f"{name} {phase}")
+        return self.status(name, user)
+
+
+@pytest.fixture(scope="module")
+def platform(
+    kueue: KueueProcess, control_plane: LocalControlPlane, quota_counts_devservers: None
+) -> Iterator[Platform]:
+    cp = control_plane
+    cp.add_nodes(NODE)
+    resources = {"cpu": "100m", "memory": "256Mi", "nvidia.com/gpu": "1"}
+    cp.apply(
+        {
+            "apiVersion": "devservers.io/v1",
+            "kind": "DevServerFlavor",
+            "metadata": {"name": "kq-gpu"},
+            "spec": {
+                "resources": {"requests": resources, "limits": resources},
+                "nodeSelector": {"eks.amazonaws.com/nodegroup": "kq-gpu"},
+                "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}],
+            },
+        },
+        *(
+            {
+                "apiVersion": "devservers.io/v1",
+                "kind": "DevUser",
+                "metadata": {"name": user},
+                "spec": {"email": f"{user}@example.com"},
+            }
+            for user in USERS
+        ),
+    )
+    platform = Platform(cp, kueue)
+    try:
+        yield platform
+    finally:
+        platform.operator.stop()
+        for user in USERS:
+            cp.kubectl("delete", "devuser", user, "--wait=false", check=False)
+            cp.kubectl("delete", "namespace", f"dev-{user}", "--wait=false", check=False)
+        cp.kubectl("delete", "devserverflavor", "kq-gpu", check=False)
+        cp.install_devserver()  # the chart's defaults again: no Kueue objects, no Kueue rights
+        cp.remove_nodes(NODE.name)
+
+
+def test_a_server_that_ran_before_kueue_keeps_its_pod_and_queues_from_its_next_start(
+    platform: Platform,
+) -> None:
+    p = platform
+    poll(lambda: p.get("resourcequota", "dev-user", "dev-kqa"), 30, "dev-kqa's quota")
+    p.create("kq-early", "kqa")
+    p.phase_is("kq-early", "kqa", "Running")
+    [before] = p.pods("kq-early", "kqa")
+
+    p.cp.install_devserver(
+        "kueue.enabled=true", f"kueue.clusterQueue={QUEUE}", json_values=CHART_KUEUE
+    )
+    p.restart_operator(kueue=True)
+    queue = poll(lambda: p.get("localqueue", "devserver", "dev-kqa"), 30, "dev-kqa's LocalQueue")
+    assert queue["spec"]["clusterQueue"] == QUEUE
+    poll(lambda: p.get("localqueue", "devserver", "dev-kqb"), 30, "dev-kqb's LocalQueue")
+
+    # a reconcile of the running server (an annotation wakes it) changes nothing of its pod
+    p.cp.kubectl(
+        "annotate",
+        "devservers.devservers.io",
+        "kq-early",
+        "-n",
+        "dev-kqa",
+        "touched=1",
+        "--overwrite",
+    )
+    time.sleep(3)
+    [after] = p.pods("kq-early", "kqa")
+    assert after["metadata"]["uid"] == before["metadata"]["uid"]
+    deployment = p.get("deployment", "kq-early", "dev-kqa")
+    assert QUEUE_LABEL not in deployment["metadata"].get("labels", {})
+
+    # its next start goes through the queue: the Deployment is labelled, Kueue admits the pod
+    p.set_stopped("kq-early", "kqa", True)
+    p.phase_is("kq-early", "kqa", "Stopped")
+    p.set_stopped("kq-early", "kqa", False)
+    p.phase_is("kq-early", "kqa", "Running")
+    deployment = p.get("deployment", "kq-early", "dev-kqa")
+    assert deployment["metadata"]["labels"][QUEUE_LABEL] == "devserver"
+    [pod] = p.pods("kq-early", "kqa")
+    assert pod["metadata"]["labels"].get(QUEUE_LABEL) == "devserver"  # Kueue manages it
+
+
+def test_over_the_quota_a_server_is_queued_with_kueues_reason_and_runs_when_gpus_free(
+    platform: Platform,
+) -> None:
+    p = platform
+    p.phase_is("kq-early", "kqa", "Running")  # holds the queue's one GPU
+    poll(lambda: p.get("resourcequota", "dev-user", "dev-kqb"), 30, "dev-kqb's quota")
+    p.create("kq-next", "kqb")
+    status = p.phase_is("kq-next", "kqb", "Queued")
+    said = p.ready("kq-next", "kqb")
+    assert said["reason"] == "Queued", said
+    poll(lambda: "1st in the queue" in p.ready("kq-next", "kqb")["message"], 30, "its place")
+    message = p.ready("kq-next", "kqb")["message"]
+    assert "insufficient" in message.lower() and "nvidia.com/gpu" in message, message
+    [pod] = p.pods("kq-next", "kqb")
+    assert not pod["spec"].get("nodeName") and _gated(pod)  # no GPU held while it waits
+    assert "billing" not in status or not status["billing"].get("gpuSeconds")
+
+    p.set_stopped("kq-early", "kqa", True)  # the GPU comes back: the queued server gets it
+    p.phase_is("kq-early", "kqa", "Stopped")
+    p.phase_is("kq-next", "kqb", "Running", timeout=90)
+    events = p.cp.kubectl(
+        "get", "events", "-n", "dev-kqb", "--field-selector", "involvedObject.name=kq-next",
+        "-o", "json",
+    )  # fmt: skip
+    reasons = {e["reason"] for e in json.loads(events.stdout)["items"]}
+    assert "Ready" in reasons, reasons  # the user is told it is up
+
+
+def test_with_kueue_down_running_servers_stay_stops_work_and_new_servers_wait(
+    platform: Platform,
+) -> None:
+    p = platform
+    p.phase_is("kq-next", "kqb", "Running")
+    [running] = p.pods("kq-next", "kqb")
+    p.kueue.kill()
+    try:
+        p.cp.kubectl(
+            "annotate",
+            "devservers.devservers.io",
+            "kq-next",
+            "-n",
+            "dev-kqb",
+            "touched=1",
+            "--overwrite",
+        )
+        p.create("kq-late", "kqa")
+        waiting = p.cp.kubectl(
+            "get", "devservers.devservers.io", "kq-late", "-n", "dev-kqa", "-o", "json"
+        )
+        assert waiting.returncode == 0  # a DevServer is ours: no webhook of Kueue's is called
+
+        def told() -> bool:
+            reason = p.ready("kq-late", "kqa").get("reason")
+            return p.status("kq-late", "kqa").get("phase") == "Pending" and reason not in (
+                None,
+                "Creating",
+            )
+
+        poll(told, 60, "kq-late told why it waits")
+        said = p.ready("kq-late", "kqa")
+        assert said["reason"] == "AdmissionUnavailable", said
+        assert not p.pods("kq-late", "kqa")
+        [still] = p.pods("kq-next", "kqb")
+        assert still["metadata"]["uid"] == running["metadata"]["uid"]  # untouched
+
+        p.set_stopped("kq-next", "kqb", True)  # the GPU is given back, Kueue or not
+        poll(lambda: not p.pods("kq-next", "kqb"), 60, "kq-next's pod gone")
+        p.phase_is("kq-next", "kqb", "Stopped")
+    finally:
+        p.kueue.process.start()
+    p.phase_is("kq-late", "kqa", "Running", timeout=120)

@@ -21,6 +21,7 @@ from devserver.client import ApiError
 from devserver.controller import Controller
 from devserver.informers import InformerFactory
 from devserver.reconcilers import register_all
+from devserver.reconcilers.kueue import KueueConfig
 from devserver.reconcilers.lifecycle_config import LifecycleConfig
 
 NAMESPACE = "dev-alice"
@@ -136,6 +137,7 @@ class World:
     """Every controller of the operator on caches a test fills by hand."""
 
     lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
+    kueue: KueueConfig = field(default_factory=KueueConfig)
     echo: bool = False
     kube: FakeKube = field(default_factory=FakeKube)
     controllers: dict[str, Controller] = field(default_factory=dict)
@@ -148,6 +150,7 @@ class World:
             self.kube,  # type: ignore[arg-type]
             lambda c: self.controllers.__setitem__(c.name, c),
             self.lifecycle,
+            kueue=self.kueue,
         )
 
     def put(self, resource: Resource[Any], obj: KubeObject) -> None:

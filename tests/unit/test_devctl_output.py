@@ -366,6 +366,23 @@ def test_wait_prints_each_new_state_until_running(
     assert said == ["Pending", "Running", "web is running; `devctl ssh web` for a shell"]
 
 
+def test_wait_goes_on_through_the_queue_and_says_so_when_it_times_out(
+    kube: FakeKube, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    web = kube._raw(DEVSERVERS, NS)[0]
+    queued = "2nd in the queue for GPU quota: insufficient unused quota for nvidia.com/gpu"
+    web["status"]["phase"] = "Queued"
+    web["status"]["conditions"] = [
+        {"type": "Ready", "status": "False", "reason": "Queued", "message": queued}
+    ]
+    clock = iter(float(t) for t in range(0, 1000, 30))
+    monkeypatch.setattr("devserver.cli.waiting.time.monotonic", lambda: next(clock))
+    monkeypatch.setattr("devserver.cli.waiting.time.sleep", lambda _: None)
+    with pytest.raises(DevctlError, match=r"web is still queued after 60 s .*`devctl stop web`"):
+        wait_running(kube, NS, "web", timeout=60)  # type: ignore[arg-type]
+    assert f"Queued — Queued: {queued}" in capsys.readouterr().out
+
+
 def test_wait_stops_at_once_when_only_the_user_can_help(kube: FakeKube) -> None:
     with pytest.raises(DevctlError, match=r"big cannot start: QuotaExceeded: requests\.nvidia"):
         wait_running(kube, NS, "big", timeout=600)  # type: ignore[arg-type]

@@ -63,7 +63,9 @@ async def test_a_stopped_server_is_scaled_to_zero_before_anything_else() -> None
         await world.reconcile("devserver", "box")
 
     first = world.kube.writes()[0]
-    assert first == Call("patch", "Deployment", "box", NAMESPACE, {"spec": {"replicas": 0}})
+    assert first == Call(
+        "patch", "Deployment", "box", NAMESPACE, {"spec": {"replicas": 0}}, "scale"
+    )
     status = world.kube.status_patches()[-1]
     assert status["phase"] == "Stopped"
     assert ("Normal", "Stopped", "stopped; home volume kept") in world.kube.events()
@@ -78,7 +80,7 @@ async def test_a_stop_needs_no_flavor() -> None:
 
     deployment_writes = world.kube.writes("Deployment")
     assert deployment_writes == [
-        Call("patch", "Deployment", "box", NAMESPACE, {"spec": {"replicas": 0}})
+        Call("patch", "Deployment", "box", NAMESPACE, {"spec": {"replicas": 0}}, "scale")
     ]
     assert world.kube.writes()[0] == deployment_writes[0]
 
@@ -158,8 +160,8 @@ async def test_a_deleted_server_holds_no_gpu() -> None:
     assert await world.reconcile("distributed", "box") is None
 
     assert world.kube.writes() == [
-        Call("patch", "Deployment", "box", NAMESPACE, {"spec": {"replicas": 0}}),
-        Call("patch", "StatefulSet", "box", NAMESPACE, {"spec": {"replicas": 0}}),
+        Call("patch", "Deployment", "box", NAMESPACE, {"spec": {"replicas": 0}}, "scale"),
+        Call("patch", "StatefulSet", "box", NAMESPACE, {"spec": {"replicas": 0}}, "scale"),
     ]
 
 
@@ -262,7 +264,9 @@ async def test_distributed_stopped_scales_the_ranks_to_zero_first() -> None:
     await world.reconcile("distributed", "box")
 
     writes = world.kube.writes()
-    assert writes[0] == Call("patch", "StatefulSet", "box", NAMESPACE, {"spec": {"replicas": 0}})
+    assert writes[0] == Call(
+        "patch", "StatefulSet", "box", NAMESPACE, {"spec": {"replicas": 0}}, "scale"
+    )
     [applied] = [c for c in writes if c.verb == "apply" and c.kind == "StatefulSet"]
     assert applied.body["spec"]["replicas"] == 0
     assert world.kube.status_patches()[-1]["phase"] == "Stopped"

@@ -62,6 +62,7 @@ class Mode(StrEnum):
 
 class Phase(StrEnum):
     PENDING = "Pending"
+    QUEUED = "Queued"  # waiting in Kueue's queue for GPU quota
     RUNNING = "Running"
     STOPPED = "Stopped"
     FAILED = "Failed"
@@ -237,7 +238,9 @@ class RankStatus(SpecModel):
 
 
 class DevServerStatus(SpecModel):
-    phase: Phase | None = Field(default=None, description="Pending, Running, Stopped or Failed.")
+    phase: Phase | None = Field(
+        default=None, description="Pending, Queued, Running, Stopped or Failed."
+    )
     conditions: list[Condition] = Field(
         default_factory=list, description="Ready, Progressing, Degraded, FlavorValid."
     )

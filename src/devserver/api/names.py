@@ -95,6 +95,12 @@ RETAINED_VOLUME = f"{DOMAIN}/retained-volume"
 # on a removed user's namespace: when they were removed
 USER_REMOVED_ANNOTATION = f"{DOMAIN}/user-removed"
 
+# ------------------------------------------------------------------ Kueue's (kueue.x-k8s.io)
+
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"  # on a workload: the LocalQueue it waits in
+KUEUE_ADMISSION_GATE = "kueue.x-k8s.io/admission"  # a pod's scheduling gate until admitted
+LOCAL_QUEUE = "devserver"  # the LocalQueue the operator makes in each user's namespace
+
 # ------------------------------------------------------------------ namespaces
 
 USER_NAMESPACE_PREFIX = "dev-"  # a DevUser's namespace: dev-<user>

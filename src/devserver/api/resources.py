@@ -91,3 +91,7 @@ NETWORK_POLICIES = Resource(
     "networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True, KubeObject
 )
 PERSISTENT_VOLUMES = Resource("", "v1", "persistentvolumes", "PersistentVolume", False, KubeObject)
+
+# Kueue's, used only when the operator is given a ClusterQueue (`--kueue-cluster-queue`)
+LOCAL_QUEUES = Resource("kueue.x-k8s.io", "v1beta2", "localqueues", "LocalQueue", True, KubeObject)
+KUEUE_WORKLOADS = Resource("kueue.x-k8s.io", "v1beta2", "workloads", "Workload", True, KubeObject)

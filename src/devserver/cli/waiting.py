@@ -39,6 +39,11 @@ def wait_running(client: BlockingKubeClient, namespace: str, name: str, timeout:
                 + (f" (sshd at {endpoint})" if endpoint else "")
             )
             return
+        if time.monotonic() >= deadline and state[0] == "Queued":
+            raise DevctlError(
+                f"{name} is still queued after {timeout:.0f} s ({state[1]}); it starts by "
+                f"itself when GPU quota frees — `devctl stop {name}` leaves the queue."
+            )
         if time.monotonic() >= deadline:
             raise DevctlError(
                 f"{name} is not running after {timeout:.0f} s: {state[1] or state[0]}; "

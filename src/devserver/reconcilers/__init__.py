@@ -17,19 +17,20 @@ from devserver.reconcilers import expiry, flavor, unreadable, user
 from devserver.reconcilers.devserver.distributed import Distributed
 from devserver.reconcilers.devserver.reconciler import mode_controller
 from devserver.reconcilers.devserver.standalone import Standalone
+from devserver.reconcilers.kueue import KueueConfig
 from devserver.reconcilers.lifecycle_config import LifecycleConfig
 from devserver.reconcilers.user_objects import UserDefaults
 
 Setup = Callable[[InformerFactory, KubeClient], Controller]
 
 
-def _setups(lifecycle: LifecycleConfig, users: UserDefaults) -> list[Setup]:
+def _setups(lifecycle: LifecycleConfig, users: UserDefaults, kueue: KueueConfig) -> list[Setup]:
     return [
         flavor.setup,
-        partial(mode_controller, Standalone, lifecycle=lifecycle),
-        partial(mode_controller, Distributed, lifecycle=lifecycle),
+        partial(mode_controller, Standalone, lifecycle=lifecycle, kueue=kueue),
+        partial(mode_controller, Distributed, lifecycle=lifecycle, kueue=kueue),
         partial(expiry.setup, lifecycle=lifecycle),
-        partial(user.setup, defaults=users),
+        partial(user.setup, defaults=users, kueue=kueue),
         unreadable.setup,
     ]
 
@@ -40,6 +41,10 @@ def register_all(
     add: Callable[[Controller], None],
     lifecycle: LifecycleConfig | None = None,
     users: UserDefaults | None = None,
+    kueue: KueueConfig | None = None,
 ) -> None:
-    for setup in _setups(lifecycle or LifecycleConfig(), users or UserDefaults()):
+    setups = _setups(
+        lifecycle or LifecycleConfig(), users or UserDefaults(), kueue or KueueConfig()
+    )
+    for setup in setups:
         add(setup(informers, client))

@@ -19,6 +19,7 @@ from devserver.client import ApiError
 from devserver.controller.reconciler import TerminalError
 
 REFUSALS = (400, 403, 422)
+WEBHOOK_DOWN = "failed calling webhook"  # the API server's words (a 500)
 
 
 class ChildrenRefusedError(Exception):
@@ -63,6 +64,14 @@ class Attempts:
             message="the API server refused " + "; ".join(self.refused)[:900] + " — " + hint,
             observed_generation=generation,
         )
+
+    def webhook_down(self) -> str | None:
+        """The API server's words when a child failed because an admission webhook did not
+        answer (Kueue's, while it is down): not the user's doing, and it passes by itself."""
+        for error in self.failed:
+            if isinstance(error, ApiError) and WEBHOOK_DOWN in (error.message or ""):
+                return error.message
+        return None
 
     def raise_if_any(self) -> None:
         if self.failed:

@@ -37,6 +37,7 @@ from devserver.api.resources import (
     DEVSERVERS,
     DEVUSERS,
     LIMIT_RANGES,
+    LOCAL_QUEUES,
     NAMESPACES,
     NETWORK_POLICIES,
     RESOURCE_QUOTAS,
@@ -54,6 +55,7 @@ from devserver.controller.reconciler import TerminalError
 from devserver.informers import NAMESPACE_INDEX, Informer, InformerFactory
 from devserver.reconcilers.children import Attempts
 from devserver.reconcilers.conditions import merge_conditions
+from devserver.reconcilers.kueue import KueueConfig, desired_local_queue, local_queue_target
 from devserver.reconcilers.naming import SSH_KEYS_CONFIGMAP
 from devserver.reconcilers.status_writer import StatusWriter
 from devserver.reconcilers.user_objects import (
@@ -81,6 +83,7 @@ class UserReconciler:
     made: dict[str, Informer[KubeObject]]  # resource plural -> informer of what we made
     devservers: Informer[DevServer] | None = None
     defaults: UserDefaults = field(default_factory=UserDefaults)
+    kueue: KueueConfig = field(default_factory=KueueConfig)
     writer: StatusWriter[DevUser] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -112,6 +115,10 @@ class UserReconciler:
             (LIMIT_RANGES, desired_limit_range(user)),
             *((NETWORK_POLICIES, policy) for policy in desired_network_policies(user, d)),
         ]
+        if self.kueue.enabled:
+            queue = self.kueue.cluster_queue_of(user.spec.team or "")
+            meta = desired_service_account(user)["metadata"]
+            plan.append((LOCAL_QUEUES, desired_local_queue(namespace, queue, meta)))
         # the namespace first (everything else lives in it), then the rest together: a burst
         # of new users waits for round trips, not for each user's dozen writes in turn
         tried = Attempts()
@@ -174,6 +181,18 @@ class UserReconciler:
             # deleting the user can no longer delete the namespace and its homes
             await self.client.apply(resource, intent, field_manager=FIELD_MANAGER)
             return
+        target = intent.get("spec", {}).get("clusterQueue")
+        if resource is LOCAL_QUEUES and live is not None and local_queue_target(live) != target:
+            # the user's team moved to another ClusterQueue: a LocalQueue's is immutable, so it
+            # is made anew (servers running stay admitted; waiting ones queue in the new one)
+            try:
+                await self.client.delete(
+                    resource, meta["name"], meta["namespace"], uid=live.metadata.uid
+                )
+            except ApiError as error:
+                if not (error.not_found or error.status == 409):
+                    raise
+            live = None
         await apply_if_changed(self.client, resource, intent, live, field_manager=FIELD_MANAGER)
 
     async def _foreign_namespace(self, namespace: str, user: str) -> bool:
@@ -271,8 +290,12 @@ def quota_counted(status: Any) -> bool:
 
 
 def setup(
-    informers: InformerFactory, client: KubeClient, defaults: UserDefaults | None = None
+    informers: InformerFactory,
+    client: KubeClient,
+    defaults: UserDefaults | None = None,
+    kueue: KueueConfig | None = None,
 ) -> Controller:
+    kueue = kueue or KueueConfig()
     users = informers.informer(DEVUSERS)
     made = {
         r.plural: informers.informer(r, label_selector=CACHE_USER_LABEL)
@@ -285,6 +308,7 @@ def setup(
             RESOURCE_QUOTAS,
             LIMIT_RANGES,
             NETWORK_POLICIES,
+            *((LOCAL_QUEUES,) if kueue.enabled else ()),  # Kueue's CRDs may be absent
         )
     }
     # the keys only: a namespace's other ConfigMaps (the agent's scripts) are cached elsewhere
@@ -296,7 +320,7 @@ def setup(
     devservers = informers.informer(DEVSERVERS)
     controller = Controller(
         "user",
-        UserReconciler(client, users, made, devservers, defaults or UserDefaults()),
+        UserReconciler(client, users, made, devservers, defaults or UserDefaults(), kueue),
         workers=4,
     )
     controller.watch(users)

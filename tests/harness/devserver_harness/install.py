@@ -8,7 +8,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from devserver_harness.cluster import OPERATOR_NAMESPACE, Cluster, free_port, repo_root
 from devserver_harness.http import fetch
@@ -21,11 +23,12 @@ CRD_PLURALS = ("devservers", "devserverflavors", "devusers")
 
 
 class DevserverInstall(Cluster):
-    def install_devserver(self, *values: str) -> None:
+    def install_devserver(self, *values: str, json_values: Mapping[str, Any] | None = None) -> None:
         """devserver from its Helm chart, as a platform team installs it (`helm upgrade
-        --install`: a second call upgrades), with `values` (`key=value`) set on top of the
-        local ones: no load balancer here, and the images are never pulled (kwok's nodes run
-        no containers; the operator and the bastion run as processes of this machine)."""
+        --install`: a second call upgrades), with `values` (`key=value`) and `json_values`
+        (`--set-json`) set on top of the local ones: no load balancer here, and the images are
+        never pulled (kwok's nodes run no containers; the operator and the bastion run as
+        processes of this machine)."""
         command = (
             "upgrade",
             "--install",
@@ -43,6 +46,11 @@ class DevserverInstall(Cluster):
             "--set-string",
             "bastion.nodeSelector.devservers\\.io/local-images=none",
             *(arg for value in values for arg in ("--set", value)),
+            *(
+                arg
+                for key, value in (json_values or {}).items()
+                for arg in ("--set-json", f"{key}={json.dumps(value)}")
+            ),
         )
         crds = [f"crd/{plural}.devservers.io" for plural in CRD_PLURALS]
         first = self.kubectl("get", *crds, check=False).returncode != 0

@@ -22,6 +22,7 @@ from devserver.api.user import DevUser
 from devserver.informers import Informer, InformerFactory
 from devserver.reconcilers.devserver.activity_agent import AgentInformers
 from devserver.reconcilers.flavor import FLAVOR_INDEX, by_flavor
+from devserver.reconcilers.kueue import QueueCaches
 from devserver.reconcilers.naming import NAME_INDEX, by_devserver_name
 
 
@@ -37,9 +38,12 @@ class Caches:
     pods: Informer[KubeObject]
     agent: AgentInformers
     users: Informer[DevUser]  # the user reconciler's: their teams label the fleet's metrics
+    queue: QueueCaches | None = None  # Kueue's Workloads, when the operator uses Kueue
 
     @classmethod
-    def shared(cls, informers: InformerFactory, workload: Resource[KubeObject]) -> Caches:
+    def shared(
+        cls, informers: InformerFactory, workload: Resource[KubeObject], *, kueue: bool = False
+    ) -> Caches:
         mine = CACHE_NAME_LABEL  # only objects we made: smaller caches, fewer events
         named = {NAME_INDEX: by_devserver_name}
         return cls(
@@ -51,6 +55,7 @@ class Caches:
             informers.informer(PODS, label_selector=mine, indexers=named),
             AgentInformers.shared(informers),
             informers.informer(DEVUSERS),
+            QueueCaches.shared(informers) if kueue else None,
         )
 
     def team_of(self, namespace: str) -> str:

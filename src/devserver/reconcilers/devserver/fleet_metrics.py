@@ -42,6 +42,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
 from devserver.api.meta import KubeObject, ObjectKey
+from devserver.reconcilers.kueue import gated
 
 Group = tuple[str, str]  # (flavor, team)
 UNKNOWN_FLAVOR = "<unknown>"  # the label of a flavor no DevServerFlavor of that name exists for
@@ -82,15 +83,22 @@ class ServerReport:
         return self.flavor, self.team
 
 
-def waiting_since(pods: list[KubeObject], now: datetime, clock: float) -> float | None:
+def waiting_since(
+    pods: list[KubeObject],
+    now: datetime,
+    clock: float,
+    admitted: Callable[[KubeObject], datetime | None] = lambda pod: None,
+) -> float | None:
     """When (on the fleet's `clock`, read at `now`) the oldest of `pods` no node has taken yet
-    was made; None when every pod is on a node. Only waiting for a node counts: a server whose
-    pod restarts, or that has no pod (refused by its quota, a flavor that does not exist), is
-    not waiting for capacity."""
+    was made — or admitted by Kueue, if later; None when every pod is on a node. Only waiting
+    for a node counts: a server whose pod restarts, that has no pod (refused by its quota, a
+    flavor that does not exist), or that Kueue holds in its queue, is not waiting for
+    capacity."""
     made = [
-        created
+        max(created, admitted(p) or created)
         for p in pods
         if not (p.extra.get("spec") or {}).get("nodeName")
+        and not gated(p)
         and (created := p.metadata.creation_timestamp) is not None
     ]
     if not made:

@@ -70,9 +70,18 @@ from devserver.reconcilers.devserver.running_template import (
 )
 from devserver.reconcilers.devserver.status import Observed, on_nodes
 from devserver.reconcilers.flavor import FLAVOR_INDEX, flavor_problem, gpu_count
+from devserver.reconcilers.kueue import (
+    KueueConfig,
+    admitted_at,
+    gated,
+    pod_key,
+    queued_message,
+    waiting,
+)
 from devserver.reconcilers.lifecycle_config import LifecycleConfig
 from devserver.reconcilers.status_writer import StatusWriter
 
+QUEUE_REFRESH = 60.0  # seconds: how often a queued server's place in the queue is looked at
 # why a server stopped, as `devserver_stops_total` says it (the annotation's words are CamelCase)
 STOP_LABELS = {EXPIRED: "expired", IDLE: "idle", USER_REMOVED: "user_removed"}
 
@@ -91,6 +100,7 @@ class ServerMode(ABC):
 
     client: KubeClient
     caches: Caches
+    kueue: KueueConfig = field(default_factory=KueueConfig)
 
     def __init_subclass__(
         cls, *, name: str, workers: int, workload: Resource[KubeObject], **kwargs: Any
@@ -225,6 +235,8 @@ class DevServerReconciler:
             price_per_hour=billed.spec.price_per_hour if billed is not None else None,
             gpus_per_pod=gpu_count(billed),
             applied=tried.condition(ds.metadata.generation),
+            queued=self._queued(ds, pods),
+            webhook_down=tried.webhook_down(),
         )
         status = self.mode.status(ds, seen)
         before = self.fleet.report_of(key)
@@ -240,11 +252,40 @@ class DevServerReconciler:
         if extended:
             EXTENSIONS.inc()
         tried.raise_if_any()  # after the status: retried with backoff, the user already told
+        if seen.queued is not None:
+            return Result(requeue_after=QUEUE_REFRESH)  # its place moves as others are admitted
         if activity is not None and activity.valid_until is not None and activity.fresh(now):
             # nothing wakes us when the agent falls silent: look again once its report lapses
             # (active GPU time must not run on); a reconcile, no write unless something changed
             return Result(requeue_after=(activity.valid_until - now).total_seconds() + 1)
         return None
+
+    def _queued(self, ds: DevServer, pods: list[KubeObject]) -> str | None:
+        """What Kueue says of the pod it holds back, and its place in the queue; None when
+        Kueue holds no pod of this server."""
+        held = [p for p in pods if not p.metadata.deletion_timestamp and gated(p)]
+        if not held:
+            return None
+        queue = self.caches.queue
+        workload = queue.workload_of(held[0]) if queue is not None else None
+        position = None
+        if queue is not None and workload is not None and waiting(workload):
+            position = queue.position(workload, self._same_queue(ds.metadata.namespace))
+        return queued_message(workload, position)
+
+    def _same_queue(self, namespace: str) -> set[str]:
+        """The user namespaces whose LocalQueue points at the ClusterQueue this one's does."""
+        kueue = self.mode.kueue
+        mine = kueue.cluster_queue_of(self.caches.team_of(namespace))
+        return {namespace} | {
+            user_namespace(u.metadata.name)
+            for u in self.caches.users.store.objects()
+            if kueue.cluster_queue_of(u.spec.team or "") == mine
+        }
+
+    def _admitted_at(self, pod: KubeObject) -> datetime | None:
+        queue = self.caches.queue
+        return admitted_at(queue.workload_of(pod)) if queue is not None else None
 
     def _running_flavor(self, ds: DevServer) -> DevServerFlavor | None:
         """The flavor its pods run with (billed, counted): the one last applied, not one asked
@@ -282,7 +323,9 @@ class DevServerReconciler:
             placed > 0 and active,
             self.caches.team_of(ds.metadata.namespace),
             str(status.get("phase") or ""),
-            None if ds.spec.stopped else waiting_since(seen.pods, now, self.fleet.clock()),
+            None
+            if ds.spec.stopped
+            else waiting_since(seen.pods, now, self.fleet.clock(), self._admitted_at),
             price,
         )
 
@@ -302,10 +345,12 @@ def mode_controller(
     informers: InformerFactory,
     client: KubeClient,
     lifecycle: LifecycleConfig | None,
+    kueue: KueueConfig | None = None,
 ) -> Controller:
     """The mode's controller: its servers, and every object of theirs, wake it."""
-    caches = Caches.shared(informers, kind.workload)
-    mode = kind(client, caches)
+    kueue = kueue or KueueConfig()
+    caches = Caches.shared(informers, kind.workload, kueue=kueue.enabled)
+    mode = kind(client, caches, kueue)
     reconciler = DevServerReconciler(
         client, caches, mode, lifecycle or LifecycleConfig(), shared_fleet_metrics()
     )
@@ -355,4 +400,25 @@ def mode_controller(
         return note.old is None or note.obj.spec.team != note.old.spec.team
 
     controller.watch_mapped(caches.users, servers_of, team_changed)
+    if caches.queue is not None:
+        pods = caches.pods.store
+
+        def server_of_workload(workload: KubeObject) -> list[ObjectKey]:
+            return [
+                key
+                for found in (pods.get(k) for k in pod_key(workload))
+                if found is not None
+                for key in by_label(found)
+            ]
+
+        controller.watch_mapped(caches.queue.workloads, server_of_workload, queue_changed)
     return controller
+
+
+def queue_changed(note: Notification[Any]) -> bool:
+    """What Kueue says of a workload changed (its conditions), or it came or went."""
+    if note.old is None or note.obj is note.old:
+        return True
+    status = note.obj.extra.get("status") or {}
+    before = note.old.extra.get("status") or {}
+    return bool(status.get("conditions") != before.get("conditions"))

@@ -120,12 +120,16 @@ async def scale_to_zero(
     client: KubeClient, resource: Resource[Any], live: KubeObject | None
 ) -> None:
     """A stop needs no flavor: with the flavor gone or invalid, the workload is still scaled to
-    zero (its template untouched), so a stopped server never keeps its GPUs."""
+    zero (its template untouched), so a stopped server never keeps its GPUs. Through the scale
+    subresource, which no admission webhook of Kueue's intercepts: a stop works while Kueue is
+    down."""
     if live is None or not (live.extra.get("spec") or {}).get("replicas"):
         return
     patch = {"spec": {"replicas": 0}}
     try:
-        await client.patch(resource, live.metadata.name, patch, live.metadata.namespace)
+        await client.patch(
+            resource, live.metadata.name, patch, live.metadata.namespace, subresource="scale"
+        )
     except ApiError as error:
         if error.status != 404:  # gone already (the garbage collector was first): nothing held
             raise

@@ -10,10 +10,15 @@
   pod (`pod`); a running pod is replaced only for a change its user made (`running_template`).
 - Service `<name>`: port 22 when SSH is enabled, deleted when it is not.
 
-Status: Running only when the pod is Ready; Pending with the scheduler's own words when no node
+With Kueue (`reconcilers.kueue`), the Deployment carries the user's LocalQueue from its creation
+or a start, and Kueue admits its pod when the GPU quota holds it.
+
+Status: Running only when the pod is Ready; Queued, with Kueue's words and the place in the
+queue, while Kueue holds the pod back; Pending with the scheduler's own words when no node
 fits, or the API server's when no pod may be created at all (QuotaExceeded: more GPUs than the
-user's quota); Degraded when the image cannot be pulled; LifetimeCapped when the operator's
-maximum lifetime shortened the requested deadline.
+user's quota; AdmissionUnavailable: a webhook, Kueue's, does not answer); Degraded when the
+image cannot be pulled; LifetimeCapped when the operator's maximum lifetime shortened the
+requested deadline.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from typing import Any
 from devserver.api.devserver import DevServer, Mode, Phase
 from devserver.api.flavor import DevServerFlavor
 from devserver.api.meta import KubeObject, ObjectKey
-from devserver.api.names import FIELD_MANAGER, flavor_of
+from devserver.api.names import FIELD_MANAGER, KUEUE_QUEUE_LABEL, flavor_of
 from devserver.api.quantity import QuantityError, parse_quantity
 from devserver.api.resources import (
     DEPLOYMENTS,
@@ -33,6 +38,7 @@ from devserver.api.resources import (
 )
 from devserver.api.schema import Condition
 from devserver.client.events import EventType
+from devserver.reconcilers.children import WEBHOOK_DOWN
 from devserver.reconcilers.devserver.activity_agent import ensure_agent_objects
 from devserver.reconcilers.devserver.home_volumes import retain_homes, retain_unowned_homes
 from devserver.reconcilers.devserver.pod import SSH_PORT, pod_template, template_flavor
@@ -48,6 +54,7 @@ from devserver.reconcilers.devserver.status import (
     waiting_reason,
 )
 from devserver.reconcilers.flavor import gpu_count
+from devserver.reconcilers.kueue import queue_label
 from devserver.reconcilers.naming import home_claim_name, object_meta, selector
 
 # Ready=False reasons worth a Warning (not the ordinary Creating/Starting on the way up)
@@ -88,13 +95,16 @@ def desired_home_claim(ds: DevServer, claim: KubeObject | None = None) -> dict[s
 
 
 def desired_deployment(
-    ds: DevServer, flavor: DevServerFlavor, *, replicas: int = 1
+    ds: DevServer, flavor: DevServerFlavor, *, replicas: int = 1, queue: str | None = None
 ) -> dict[str, Any]:
     home = {"name": "home", "persistentVolumeClaim": {"claimName": home_claim_name(ds)}}
+    metadata = object_meta(ds, ds.metadata.name)
+    if queue:
+        metadata["labels"] = {**metadata["labels"], KUEUE_QUEUE_LABEL: queue}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": object_meta(ds, ds.metadata.name),
+        "metadata": metadata,
         "spec": {
             "replicas": replicas,
             "strategy": {"type": "Recreate"},
@@ -135,11 +145,13 @@ def observed_status(ds: DevServer, seen: Observed) -> dict[str, Any]:
         reason, message = "FlavorUnavailable", seen.flavor_problem
     elif ready_pods:
         phase, ready, reason, message = Phase.RUNNING, True, "PodReady", "the dev server is up"
+    elif seen.queued is not None:
+        phase, reason, message = Phase.QUEUED, "Queued", seen.queued
     elif pod is None and (failure := _replica_failure(seen.workload)) is not None:
         # no pod at all: the ReplicaSet could not create one (quota, admission) — say why
-        quota = "exceeded quota" in failure
-        reason = "QuotaExceeded" if quota else "PodRefused"
-        message = f"the pod cannot be created: {failure}"
+        reason, message = pod_refused(failure)
+    elif pod is None and seen.webhook_down is not None:
+        reason, message = pod_refused(seen.webhook_down)
     elif pod is not None:
         scheduled = pod_condition(pod, "PodScheduled") or {}
         image = waiting_reason(pod)
@@ -199,6 +211,20 @@ def observed_status(ds: DevServer, seen: Observed) -> dict[str, Any]:
         status["serviceName"] = name
         status["sshEndpoint"] = f"{name}.{ds.metadata.namespace}.svc.cluster.local:{SSH_PORT}"
     return status
+
+
+def pod_refused(failure: str) -> tuple[str, str]:
+    """(reason, message) when no pod can be created: over the user's quota, or refused by an
+    admission webhook that cannot be reached (Kueue's, when Kueue is down)."""
+    if "exceeded quota" in failure:
+        return "QuotaExceeded", f"the pod cannot be created: {failure}"
+    if WEBHOOK_DOWN in failure:
+        return (
+            "AdmissionUnavailable",
+            "the server cannot be created while an admission webhook (Kueue's, if the "
+            f"platform queues GPUs) does not answer; it starts once it does: {failure}",
+        )
+    return "PodRefused", f"the pod cannot be created: {failure}"
 
 
 def _replica_failure(deployment: KubeObject | None) -> str | None:
@@ -264,8 +290,10 @@ class Standalone(ServerMode, name="devserver", workers=4, workload=DEPLOYMENTS):
             await self.ensure(PERSISTENT_VOLUME_CLAIMS, desired_home_claim(ds, claim), claim)
 
     async def _deployment(self, ds: DevServer, flavor: DevServerFlavor) -> None:
+        queue = queue_label(self.caches.workloads.store.get(ds.key), self.kueue)
+        replicas = 0 if ds.spec.stopped else 1
         await self.ensure_workload(
-            ds, desired_deployment(ds, flavor, replicas=0 if ds.spec.stopped else 1)
+            ds, desired_deployment(ds, flavor, replicas=replicas, queue=queue)
         )
 
     async def _service(self, ds: DevServer) -> None:

@@ -48,6 +48,8 @@ class Observed:
     gpus_per_pod: int = 0  # of the flavor it runs with
     now: datetime | None = None  # for billing transitions; the wall clock when unset
     applied: Condition | None = None  # whether every child was accepted (`children.Attempts`)
+    queued: str | None = None  # Kueue holds its pod back: what it says, and the place in line
+    webhook_down: str | None = None  # a child failed: an admission webhook did not answer
 
     def times(self, ds: DevServer) -> Timeline:
         now = self.now or datetime.now(UTC).replace(microsecond=0)

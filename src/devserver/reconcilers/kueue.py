@@ -1,0 +1,162 @@
+"""Kueue, when the operator is given a ClusterQueue: who queues where, and what a queued server
+is told (pure, but for the informers `QueueCaches` holds).
+
+- Each user's namespace gets a LocalQueue `devserver` (made by the user reconciler), pointing at
+  their team's ClusterQueue (`--kueue-team-queue team=queue`), else the default one
+  (`--kueue-cluster-queue`). The ClusterQueues, their ResourceFlavors and cohorts are the
+  platform's (the chart's values, or an admin's): quotas are policy, not per-user state.
+- A workload carries `kueue.x-k8s.io/queue-name` from its creation, or from a start (no ready
+  replica): Kueue refuses that label changing while a pod runs, and it would restart the pod.
+- Kueue gates each pod (`kueue.x-k8s.io/admission`) until its Workload is admitted; the server
+  is then Queued, with Kueue's own words from the Workload's QuotaReserved condition and its
+  place among the waiting servers of the same ClusterQueue.
+- The user's ResourceQuota stays the hard ceiling: it counts pods when they are created, gated
+  or not, so a server beyond it is never queued at all (QuotaExceeded, as without Kueue).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from devserver.api.meta import KubeObject, ObjectKey
+from devserver.api.names import KUEUE_ADMISSION_GATE, KUEUE_QUEUE_LABEL, LOCAL_QUEUE
+from devserver.api.resources import KUEUE_WORKLOADS
+from devserver.informers import NAMESPACE_INDEX, OWNER_UID_INDEX, Informer, InformerFactory
+
+
+@dataclass(frozen=True)
+class KueueConfig:
+    """`--kueue-cluster-queue` and `--kueue-team-queue`: empty, Kueue is not used."""
+
+    cluster_queue: str = ""
+    team_queues: tuple[tuple[str, str], ...] = field(default=())
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.cluster_queue)
+
+    def cluster_queue_of(self, team: str) -> str:
+        return dict(self.team_queues).get(team, self.cluster_queue)
+
+
+def desired_local_queue(namespace: str, cluster_queue: str, meta: dict[str, Any]) -> dict[str, Any]:
+    """The user's LocalQueue; `meta` is the user's objects' (labels, owner)."""
+    return {
+        "apiVersion": "kueue.x-k8s.io/v1beta2",
+        "kind": "LocalQueue",
+        "metadata": {**meta, "name": LOCAL_QUEUE, "namespace": namespace},
+        "spec": {"clusterQueue": cluster_queue},
+    }
+
+
+def local_queue_target(queue: KubeObject | None) -> str | None:
+    if queue is None:
+        return None
+    return str((queue.extra.get("spec") or {}).get("clusterQueue") or "") or None
+
+
+def gated(pod: KubeObject) -> bool:
+    """Held back by Kueue until admitted (its scheduling gate)."""
+    gates = (pod.extra.get("spec") or {}).get("schedulingGates") or []
+    return any(g.get("name") == KUEUE_ADMISSION_GATE for g in gates)
+
+
+def _condition(workload: KubeObject, kind: str) -> dict[str, Any] | None:
+    for c in (workload.extra.get("status") or {}).get("conditions") or []:
+        if c.get("type") == kind:
+            return dict(c)
+    return None
+
+
+def waiting(workload: KubeObject) -> bool:
+    """Not admitted and not finished: in the queue."""
+    if workload.metadata.deletion_timestamp:
+        return False
+    reserved = _condition(workload, "QuotaReserved") or {}
+    finished = _condition(workload, "Finished") or {}
+    return reserved.get("status") != "True" and finished.get("status") != "True"
+
+
+def _queued_since(workload: KubeObject) -> datetime:
+    return workload.metadata.creation_timestamp or datetime.max.replace(tzinfo=UTC)
+
+
+def _priority(workload: KubeObject) -> int:
+    value = (workload.extra.get("spec") or {}).get("priority")
+    return value if isinstance(value, int) else 0
+
+
+@dataclass(frozen=True)
+class QueueCaches:
+    """Kueue's Workloads (each owned by the pod it is for)."""
+
+    workloads: Informer[KubeObject]
+
+    @classmethod
+    def shared(cls, informers: InformerFactory) -> QueueCaches:
+        return cls(informers.informer(KUEUE_WORKLOADS))
+
+    def workload_of(self, pod: KubeObject) -> KubeObject | None:
+        found = self.workloads.store.by_index(OWNER_UID_INDEX, pod.metadata.uid)
+        return found[0] if found else None
+
+    def position(self, workload: KubeObject, same_queue: set[str]) -> int:
+        """Its place among the waiting workloads of the namespaces whose LocalQueue points at
+        the same ClusterQueue (`same_queue`), in Kueue's order: priority, then age."""
+        mine = (-_priority(workload), _queued_since(workload))
+        ahead = 0
+        for namespace in same_queue:
+            for other in self.workloads.store.by_index(NAMESPACE_INDEX, namespace):
+                if other.metadata.uid == workload.metadata.uid or not waiting(other):
+                    continue
+                if (-_priority(other), _queued_since(other)) < mine:
+                    ahead += 1
+        return ahead + 1
+
+
+def admitted_at(workload: KubeObject | None) -> datetime | None:
+    """When Kueue reserved quota for it (from then on it waits for a node, not for quota)."""
+    reserved = _condition(workload, "QuotaReserved") if workload is not None else None
+    if not reserved or reserved.get("status") != "True":
+        return None
+    try:
+        return datetime.fromisoformat(str(reserved.get("lastTransitionTime")))
+    except ValueError:
+        return None
+
+
+def queued_message(workload: KubeObject | None, position: int | None) -> str:
+    """What a queued server's status says: Kueue's own words, and its place."""
+    if workload is None:
+        return "waiting for Kueue to queue it for GPU quota"
+    said = str((_condition(workload, "QuotaReserved") or {}).get("message") or "").strip()
+    place = f"{_ordinal(position)} in the queue" if position else "in the queue"
+    return f"{place} for GPU quota: {said}" if said else f"{place} for GPU quota"
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def pod_key(workload: KubeObject) -> list[ObjectKey]:
+    """The pods a Workload is for (for mapping it back to its server)."""
+    return [
+        ObjectKey(workload.metadata.namespace, ref.name)
+        for ref in workload.metadata.owner_references
+        if ref.kind == "Pod"
+    ]
+
+
+def queue_label(live: KubeObject | None, config: KueueConfig) -> str | None:
+    """The `kueue.x-k8s.io/queue-name` a server's workload gets. A workload with a ready
+    replica keeps what it has: Kueue refuses the label changing then, and its webhook would
+    put it in the pod template (a restart). Without Kueue, a label once given is kept (Kueue
+    refuses its removal while it runs; once Kueue is gone, it means nothing)."""
+    had = live.metadata.labels.get(KUEUE_QUEUE_LABEL) if live is not None else None
+    running = live is not None and bool((live.extra.get("status") or {}).get("readyReplicas"))
+    if running or not config.enabled:
+        return had
+    return LOCAL_QUEUE
