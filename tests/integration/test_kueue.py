@@ -196,6 +196,10 @@ def test_with_kueue_down_pods_outside_dev_namespaces_are_created_as_ever(
 QUEUE = "kq-dev"  # the chart's ClusterQueue
 NODE = NodeSpec("kq-g5-1", "g5.12xlarge", "kq-gpu")  # 4 GPUs: Kueue's quota (1) is the limit
 USERS = ("kqa", "kqb")
+FLAVORS = {  # one GPU each; the second asks for more memory: another pod shape for Kueue
+    "kq-gpu": {"cpu": "100m", "memory": "256Mi", "nvidia.com/gpu": "1"},
+    "kq-gpu-big": {"cpu": "100m", "memory": "512Mi", "nvidia.com/gpu": "1"},
+}
 CHART_KUEUE = {
     "kueue.resourceFlavors": {
         "kq-gpu": {
@@ -248,19 +252,35 @@ class Platform:
             p for p in json.loads(out.stdout)["items"] if not p["metadata"].get("deletionTimestamp")
         ]
 
-    def create(self, name: str, user: str) -> None:
+    def create(self, name: str, user: str, world_size: int = 0) -> None:
+        spec: dict[str, Any] = {
+            "owner": f"{user}@example.com",
+            "flavor": "kq-gpu",
+            "image": "pytorch/pytorch:2.5.1",
+        }
+        if world_size:  # homes deleted with the server: a StatefulSet made anew must not
+            spec |= {
+                "mode": "distributed",
+                "distributed": {"worldSize": world_size},
+                "retainHomeOnDelete": False,
+            }
         self.cp.apply(
             {
                 "apiVersion": "devservers.io/v1",
                 "kind": "DevServer",
                 "metadata": {"name": name, "namespace": f"dev-{user}"},
-                "spec": {
-                    "owner": f"{user}@example.com",
-                    "flavor": "kq-gpu",
-                    "image": "pytorch/pytorch:2.5.1",
-                },
+                "spec": spec,
             }
         )
+
+    def set_gpu_quota(self, gpus: int) -> None:
+        """The ClusterQueue's nominal GPU quota (as an admin would edit it)."""
+        queue = self.get("clusterqueue", QUEUE)
+        resources = queue["spec"]["resourceGroups"][0]["flavors"][0]["resources"]
+        index = next(i for i, r in enumerate(resources) if r["name"] == "nvidia.com/gpu")
+        path = f"/spec/resourceGroups/0/flavors/0/resources/{index}/nominalQuota"
+        patch = json.dumps([{"op": "replace", "path": path, "value": str(gpus)}])
+        self.cp.kubectl("patch", "clusterqueue", QUEUE, "--type=json", "-p", patch)
 
     def set_stopped(self, name: str, user: str, stopped: bool) -> None:
         patch = json.dumps({"spec": {"stopped": stopped}})
@@ -286,18 +306,20 @@ def platform(
 ) -> Iterator[Platform]:
     cp = control_plane
     cp.add_nodes(NODE)
-    resources = {"cpu": "100m", "memory": "256Mi", "nvidia.com/gpu": "1"}
     cp.apply(
-        {
-            "apiVersion": "devservers.io/v1",
-            "kind": "DevServerFlavor",
-            "metadata": {"name": "kq-gpu"},
-            "spec": {
-                "resources": {"requests": resources, "limits": resources},
-                "nodeSelector": {"eks.amazonaws.com/nodegroup": "kq-gpu"},
-                "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}],
-            },
-        },
+        *(
+            {
+                "apiVersion": "devservers.io/v1",
+                "kind": "DevServerFlavor",
+                "metadata": {"name": name},
+                "spec": {
+                    "resources": {"requests": resources, "limits": resources},
+                    "nodeSelector": {"eks.amazonaws.com/nodegroup": "kq-gpu"},
+                    "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}],
+                },
+            }
+            for name, resources in FLAVORS.items()
+        ),
         *(
             {
                 "apiVersion": "devservers.io/v1",
@@ -316,7 +338,7 @@ def platform(
         for user in USERS:
             cp.kubectl("delete", "devuser", user, "--wait=false", check=False)
             cp.kubectl("delete", "namespace", f"dev-{user}", "--wait=false", check=False)
-        cp.kubectl("delete", "devserverflavor", "kq-gpu", check=False)
+        cp.kubectl("delete", "devserverflavor", *FLAVORS, check=False)
         cp.install_devserver()  # the chart's defaults again: no Kueue objects, no Kueue rights
         cp.remove_nodes(NODE.name)
 
@@ -436,3 +458,83 @@ def test_with_kueue_down_running_servers_stay_stops_work_and_new_servers_wait(
     finally:
         p.kueue.process.start()
     p.phase_is("kq-late", "kqa", "Running", timeout=120)
+
+
+def test_a_distributed_server_is_one_gang_no_rank_runs_until_all_are_admitted(
+    platform: Platform,
+) -> None:
+    p = platform
+    p.set_stopped("kq-late", "kqa", True)
+    p.phase_is("kq-late", "kqa", "Stopped")
+    p.set_gpu_quota(3)  # room for 3 ranks of 4
+    p.create("kq-gang", "kqb", world_size=4)
+    p.phase_is("kq-gang", "kqb", "Queued")
+    poll(lambda: len(p.pods("kq-gang", "kqb")) == 4, 60, "4 rank pods")
+    time.sleep(5)  # Kueue's cycles pass: still nobody is admitted
+    pods = p.pods("kq-gang", "kqb")
+    assert all(_gated(pod) and not pod["spec"].get("nodeName") for pod in pods), pods
+    said = p.ready("kq-gang", "kqb")["message"]
+    assert said.startswith("all 4 ranks: 1st in the queue for GPU quota"), said
+    assert p.status("kq-gang", "kqb")["readyRanks"] == 0
+
+    p.set_gpu_quota(4)  # now the whole gang fits: admitted together
+    p.phase_is("kq-gang", "kqb", "Running", timeout=90)
+    pods = p.pods("kq-gang", "kqb")
+    assert len(pods) == 4 and all(pod["spec"].get("nodeName") for pod in pods)
+
+
+def test_a_queued_gangs_world_size_and_flavor_change_by_a_restart_keeping_every_home(
+    platform: Platform,
+) -> None:
+    """Kueue refuses a new replica count or pod shape of a StatefulSet it manages: the operator
+    stops every rank, and starts them again (the StatefulSet made anew for a new shape), so the
+    user only edits the spec. Homes are deleted with the server here, and still survive."""
+    p = platform
+    p.phase_is("kq-gang", "kqb", "Running")
+
+    def homes() -> dict[str, str]:
+        out = p.cp.kubectl("get", "pvc", "-n", "dev-kqb", "-o", "json")
+        return {
+            c["metadata"]["name"]: c["metadata"]["uid"]
+            for c in json.loads(out.stdout)["items"]
+            if c["metadata"]["name"].startswith("home-kq-gang-")
+        }
+
+    before = homes()
+    assert len(before) == 4
+
+    def edit(spec: dict[str, Any]) -> None:
+        p.cp.kubectl(
+            "patch", "devservers.devservers.io", "kq-gang", "-n", "dev-kqb", "--type=merge",
+            "-p", json.dumps({"spec": spec}),
+        )  # fmt: skip
+
+    def settled(ranks: int, flavor: str) -> bool:
+        status = p.status("kq-gang", "kqb")
+        return (
+            status.get("phase") == "Running"
+            and status.get("readyRanks") == ranks
+            and len(status.get("ranks") or []) == ranks
+            and status.get("appliedFlavor") == flavor
+            and len(p.pods("kq-gang", "kqb")) == ranks
+        )
+
+    edit({"distributed": {"worldSize": 2}})
+    poll(lambda: settled(2, "kq-gpu"), 120, "2 ranks running")
+    statefulset = p.get("statefulset", "kq-gang", "dev-kqb")
+    assert statefulset["spec"]["replicas"] == 2
+    env = statefulset["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "PET_NNODES", "value": "2"} in env
+
+    edit({"flavor": "kq-gpu-big"})
+    poll(lambda: settled(2, "kq-gpu-big"), 120, "the new flavor running")
+    made_anew = p.get("statefulset", "kq-gang", "dev-kqb")
+    assert made_anew["metadata"]["uid"] != statefulset["metadata"]["uid"]
+    assert homes() == before  # every rank's home, the same volumes: none deleted or made anew
+    events = p.cp.kubectl(
+        "get", "events", "-n", "dev-kqb", "--field-selector", "involvedObject.name=kq-gang",
+        "-o", "json",
+    )  # fmt: skip
+    reasons = [e["reason"] for e in json.loads(events.stdout)["items"]]
+    assert "Restarting" in reasons, reasons
+    assert not any(r == "Failed" or r.startswith("Refused") for r in reasons), reasons

@@ -19,6 +19,9 @@ from devserver.operator import kueue_config
 from devserver.reconcilers.kueue import (
     KueueConfig,
     QueueCaches,
+    Step,
+    managed_step,
+    pod_shape,
     queue_label,
     queued_message,
 )
@@ -227,3 +230,70 @@ async def test_with_kueues_webhook_down_a_new_server_says_so_and_is_retried() ->
     assert status["phase"] == "Pending"
     assert ready(status)["reason"] == "AdmissionUnavailable"
     assert "it starts once it does" in ready(status)["message"]
+
+
+# ------------------------------------------------------------------ a managed StatefulSet
+
+
+def statefulset(
+    replicas: int, running: int, requests: dict[str, str], *, queued: bool = True
+) -> KubeObject:
+    return KubeObject.model_validate(
+        {
+            "metadata": {"name": "box", "labels": {LABEL: "devserver"} if queued else {}},
+            "spec": {"replicas": replicas, "template": template(requests)},
+            "status": {"replicas": running},
+        }
+    )
+
+
+def template(requests: dict[str, str]) -> dict[str, Any]:
+    return {"spec": {"containers": [{"name": "dev", "resources": {"requests": requests}}]}}
+
+
+def intent(replicas: int, requests: dict[str, str]) -> dict[str, Any]:
+    return {"spec": {"replicas": replicas, "template": template(requests)}}
+
+
+SMALL = {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "1"}
+BIG = {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": "1"}
+
+
+@pytest.mark.parametrize(
+    ("live", "wanted", "step"),
+    [
+        (statefulset(4, 4, SMALL), intent(4, SMALL), Step.APPLY),  # nothing Kueue holds
+        (statefulset(4, 4, SMALL), intent(0, SMALL), Step.APPLY),  # a stop: N -> 0 allowed
+        (statefulset(0, 0, SMALL), intent(4, SMALL), Step.APPLY),  # a start: 0 -> N allowed
+        (statefulset(4, 4, SMALL), intent(2, SMALL), Step.SCALE_DOWN),  # N -> M: through 0
+        (statefulset(4, 4, SMALL), intent(4, BIG), Step.SCALE_DOWN),  # a new shape: stop first
+        (statefulset(0, 3, SMALL), intent(2, SMALL), Step.APPLY),  # 0 -> M: Kueue says when
+        (statefulset(0, 3, SMALL), intent(4, BIG), Step.WAIT),  # ranks still going
+        (statefulset(0, 0, SMALL), intent(4, BIG), Step.RECREATE),  # made anew, homes orphaned
+        (statefulset(0, 0, SMALL), intent(0, BIG), Step.RECREATE),  # stopped: the same
+        (statefulset(4, 4, SMALL, queued=False), intent(2, BIG), Step.APPLY),  # not Kueue's
+    ],
+)
+def test_a_managed_statefulset_changes_only_the_way_kueue_allows(
+    live: KubeObject, wanted: dict[str, Any], step: Step
+) -> None:
+    assert managed_step(live, wanted) is step
+
+
+SAME_AMOUNTS = [
+    ("500m", "0.5"), ("1", "1000m"), ("1Gi", "1024Mi"), ("2048Ki", "2Mi"), ("1k", "1000"),
+]  # fmt: skip
+
+
+@given(st.sampled_from(SAME_AMOUNTS), st.sampled_from(["cpu", "memory", "nvidia.com/gpu"]))
+def test_the_same_amount_written_another_way_is_the_same_shape(
+    amounts: tuple[str, str], resource: str
+) -> None:
+    """The API server may store a quantity in another form than the operator wrote it: that
+    must never look like a new shape, or a running gang would restart again and again."""
+    written, stored = amounts
+    assert pod_shape(template({resource: written})["spec"]) == pod_shape(
+        template({resource: stored})["spec"]
+    )
+    live = statefulset(4, 4, {resource: stored})
+    assert managed_step(live, intent(4, {resource: written})) is Step.APPLY

@@ -99,6 +99,7 @@ USER_REMOVED_ANNOTATION = f"{DOMAIN}/user-removed"
 
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"  # on a workload: the LocalQueue it waits in
 KUEUE_ADMISSION_GATE = "kueue.x-k8s.io/admission"  # a pod's scheduling gate until admitted
+KUEUE_POD_GROUP_LABEL = "kueue.x-k8s.io/pod-group-name"  # a StatefulSet's pods: their Workload
 LOCAL_QUEUE = "devserver"  # the LocalQueue the operator makes in each user's namespace
 
 # ------------------------------------------------------------------ namespaces

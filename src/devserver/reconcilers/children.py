@@ -22,6 +22,11 @@ REFUSALS = (400, 403, 422)
 WEBHOOK_DOWN = "failed calling webhook"  # the API server's words (a 500)
 
 
+class NotYet(Exception):  # noqa: N818 - a state, not a failure
+    """A child waits for something another controller finishes (Kueue deleting the Workload of
+    a scale-down): retried with backoff, never shown as a refusal."""
+
+
 class ChildrenRefusedError(Exception):
     """Some children were refused or failed; the rest of the reconcile went on. Retried with
     backoff (a quota freed or a webhook fixed is noticed without an edit of the server)."""
@@ -35,6 +40,8 @@ class Attempts:
     async def attempt(self, what: str, action: Awaitable[Any]) -> None:
         try:
             await action
+        except NotYet as error:
+            self.failed.append(error)
         except TerminalError as error:
             self.refused.append(str(error))
         except ApiError as error:

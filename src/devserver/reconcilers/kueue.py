@@ -18,10 +18,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import Enum
 from typing import Any
 
 from devserver.api.meta import KubeObject, ObjectKey
-from devserver.api.names import KUEUE_ADMISSION_GATE, KUEUE_QUEUE_LABEL, LOCAL_QUEUE
+from devserver.api.names import (
+    KUEUE_ADMISSION_GATE,
+    KUEUE_POD_GROUP_LABEL,
+    KUEUE_QUEUE_LABEL,
+    LOCAL_QUEUE,
+)
+from devserver.api.quantity import QuantityError, parse_quantity
 from devserver.api.resources import KUEUE_WORKLOADS
 from devserver.informers import NAMESPACE_INDEX, OWNER_UID_INDEX, Informer, InformerFactory
 
@@ -99,6 +106,11 @@ class QueueCaches:
         return cls(informers.informer(KUEUE_WORKLOADS))
 
     def workload_of(self, pod: KubeObject) -> KubeObject | None:
+        """A StatefulSet's pods are one group, one Workload (named by their label); any
+        other pod has its own, owned by it."""
+        group = pod.metadata.labels.get(KUEUE_POD_GROUP_LABEL)
+        if group:
+            return self.workloads.store.get(ObjectKey(pod.metadata.namespace, group))
         found = self.workloads.store.by_index(OWNER_UID_INDEX, pod.metadata.uid)
         return found[0] if found else None
 
@@ -141,12 +153,13 @@ def _ordinal(n: int) -> str:
     return f"{n}{suffix}"
 
 
-def pod_key(workload: KubeObject) -> list[ObjectKey]:
-    """The pods a Workload is for (for mapping it back to its server)."""
+def owners(workload: KubeObject, kind: str) -> list[ObjectKey]:
+    """The objects of `kind` a Workload is for: its pod (a Deployment's), or its StatefulSet
+    (named as the server is)."""
     return [
         ObjectKey(workload.metadata.namespace, ref.name)
         for ref in workload.metadata.owner_references
-        if ref.kind == "Pod"
+        if ref.kind == kind
     ]
 
 
@@ -160,3 +173,73 @@ def queue_label(live: KubeObject | None, config: KueueConfig) -> str | None:
     if running or not config.enabled:
         return had
     return LOCAL_QUEUE
+
+
+class Step(Enum):
+    """What a StatefulSet Kueue manages takes next to reach its intent."""
+
+    APPLY = "apply"  # Kueue allows it as it is
+    SCALE_DOWN = "scale-down"  # first every rank goes (and the gang's quota with them)
+    WAIT = "wait"  # ranks are still going
+    RECREATE = "recreate"  # a new pod shape: the StatefulSet is made anew, its homes orphaned
+
+
+def managed_step(live: KubeObject, intent: dict[str, Any]) -> Step:
+    """Kueue admits a StatefulSet as one gang, so it refuses a new replica count unless from or
+    to 0, and any change of the pods' shape (requests, ports, node selector, tolerations...)
+    at all. A change of the world size or of the flavor is then a restart: every rank stops,
+    and the StatefulSet starts again with the new count — made anew when the shape changed
+    (its home claims are orphaned, not deleted, and the new one adopts them by name)."""
+    if KUEUE_QUEUE_LABEL not in live.metadata.labels:
+        return Step.APPLY
+    spec = live.extra.get("spec") or {}
+    had = spec.get("replicas", 1) or 0
+    wanted = intent["spec"].get("replicas", 1) or 0
+    shaped = pod_shape((spec.get("template") or {}).get("spec") or {}) != pod_shape(
+        (intent["spec"].get("template") or {}).get("spec") or {}
+    )
+    resized = had and wanted and had != wanted
+    if not shaped and not resized:
+        return Step.APPLY
+    if had:
+        return Step.SCALE_DOWN
+    if (live.extra.get("status") or {}).get("replicas"):
+        return Step.WAIT
+    return Step.RECREATE if shaped else Step.APPLY
+
+
+def pod_shape(spec: dict[str, Any]) -> dict[str, Any]:
+    """What Kueue holds immutable in a managed pod group's template (its `SpecShape`), with
+    quantities compared by value, as the API server may write them in another form."""
+
+    def containers(key: str) -> list[Any]:
+        return [
+            {
+                "requests": {
+                    name: _amount(value)
+                    for name, value in ((c.get("resources") or {}).get("requests") or {}).items()
+                },
+                "ports": c.get("ports") or [],
+            }
+            for c in spec.get(key) or []
+        ]
+
+    fixed = ("nodeSelector", "affinity", "tolerations", "runtimeClassName", "priority")
+    more = ("topologySpreadConstraints", "overhead", "resourceClaims")
+    return {
+        "initContainers": containers("initContainers"),
+        "containers": containers("containers"),
+        **{key: spec.get(key) or None for key in (*fixed, *more)},
+    }
+
+
+def _amount(value: Any) -> Any:
+    try:
+        return parse_quantity(str(value))
+    except QuantityError:
+        return value
+
+
+def scale_down_pending(message: str) -> bool:
+    """Kueue's refusal of a start while the last scale-down is not finished."""
+    return "scaling down is still in progress" in message or "still being deleted" in message

@@ -34,13 +34,20 @@ from typing import Any
 from devserver.api.devserver import DevServer, Mode, Phase
 from devserver.api.flavor import DevServerFlavor
 from devserver.api.meta import KubeObject
+from devserver.api.names import KUEUE_QUEUE_LABEL
 from devserver.api.resources import SERVICES, STATEFULSETS
 from devserver.client.events import EventType
+from devserver.controller import TerminalError
+from devserver.reconcilers.children import NotYet
 from devserver.reconcilers.devserver.activity_agent import ensure_agent_objects
 from devserver.reconcilers.devserver.home_volumes import retain_homes
 from devserver.reconcilers.devserver.pod import SSH_PORT, pod_template, template_flavor
 from devserver.reconcilers.devserver.reconciler import Child, ServerMode
-from devserver.reconcilers.devserver.running_template import select_as_workload
+from devserver.reconcilers.devserver.running_template import (
+    keep_running_template,
+    scale_to_zero,
+    select_as_workload,
+)
 from devserver.reconcilers.devserver.status import (
     Observed,
     Verdict,
@@ -51,6 +58,7 @@ from devserver.reconcilers.devserver.status import (
     waiting_reason,
 )
 from devserver.reconcilers.flavor import gpu_count
+from devserver.reconcilers.kueue import Step, managed_step, queue_label, scale_down_pending
 from devserver.reconcilers.naming import (
     HOME_TEMPLATE,
     home_claim_name,
@@ -118,7 +126,11 @@ def distributed_env(ds: DevServer, flavor: DevServerFlavor) -> list[dict[str, An
 
 
 def desired_statefulset(
-    ds: DevServer, flavor: DevServerFlavor, *, replicas: int | None = None
+    ds: DevServer,
+    flavor: DevServerFlavor,
+    *,
+    replicas: int | None = None,
+    queue: str | None = None,
 ) -> dict[str, Any]:
     w, _ = world(ds)
     template = pod_template(
@@ -128,10 +140,13 @@ def desired_statefulset(
         env=distributed_env(ds, flavor),
         ports=[{"name": "dist", "containerPort": DIST_PORT, "protocol": "TCP"}],
     )
+    metadata = object_meta(ds, ds.metadata.name)
+    if queue:  # Kueue admits all W ranks as one Workload: a gang
+        metadata["labels"] = {**metadata["labels"], KUEUE_QUEUE_LABEL: queue}
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
-        "metadata": object_meta(ds, ds.metadata.name),
+        "metadata": metadata,
         "spec": {
             "serviceName": ds.metadata.name,
             "replicas": w if replicas is None else replicas,
@@ -249,6 +264,9 @@ def distributed_status(ds: DevServer, seen: Observed) -> dict[str, Any]:
         message += f" — `devctl start {ds.metadata.name}`"
     elif statefulset is None and seen.flavor_problem:
         reason, message = "FlavorUnavailable", seen.flavor_problem
+    elif seen.queued is not None and ready_count < w:
+        # Kueue admits the W ranks together or not at all: none holds a GPU meanwhile
+        phase, reason, message = Phase.QUEUED, "Queued", f"all {w} ranks: {seen.queued}"
     elif ready_count == w and not rolled_out(statefulset, w):
         # every pod ready, but some still run the old shape (another WORLD_SIZE): not yet
         live = (statefulset.extra.get("status") or {}) if statefulset else {}
@@ -329,9 +347,41 @@ class Distributed(ServerMode, name="distributed", workers=2, workload=STATEFULSE
         await self.ensure(SERVICES, intent, live)
 
     async def _statefulset(self, ds: DevServer, flavor: DevServerFlavor) -> None:
-        await self.ensure_workload(
-            ds, desired_statefulset(ds, flavor, replicas=0 if ds.spec.stopped else None)
+        live = self.caches.workloads.store.get(ds.key)
+        queue = queue_label(live, self.kueue)
+        replicas = 0 if ds.spec.stopped else None
+        intent = desired_statefulset(ds, flavor, replicas=replicas, queue=queue)
+        step = (
+            Step.APPLY
+            if live is None
+            else managed_step(live, keep_running_template(intent, live, ds))
         )
+        if step is Step.SCALE_DOWN:
+            await scale_to_zero(self.client, STATEFULSETS, live)
+            await self.event(
+                ds,
+                EventType.NORMAL,
+                "Restarting",
+                "every rank restarts to take the change: Kueue admits the ranks as one gang, "
+                "so they stop together and queue again; every home volume is kept",
+            )
+            return
+        if step is Step.WAIT:
+            raise NotYet("the ranks are still stopping")
+        if step is Step.RECREATE and live is not None:
+            # orphaned, not deleted: the home claims (and nothing else: no pod is left) stay,
+            # and the new StatefulSet adopts them by name
+            await self.client.delete(
+                STATEFULSETS, ds.metadata.name, ds.metadata.namespace,
+                propagation="Orphan", uid=live.metadata.uid,
+            )  # fmt: skip
+            raise NotYet("the StatefulSet is being made anew")
+        try:
+            await self.ensure_workload(ds, intent)
+        except TerminalError as error:
+            if scale_down_pending(str(error)):
+                raise NotYet(str(error)) from None
+            raise
 
     async def announce(self, ds: DevServer, status: dict[str, Any]) -> None:
         before = ds.status

@@ -74,7 +74,7 @@ from devserver.reconcilers.kueue import (
     KueueConfig,
     admitted_at,
     gated,
-    pod_key,
+    owners,
     queued_message,
     waiting,
 )
@@ -404,12 +404,14 @@ def mode_controller(
         pods = caches.pods.store
 
         def server_of_workload(workload: KubeObject) -> list[ObjectKey]:
-            return [
+            """Its pod's server, or its StatefulSet's (named as the server is)."""
+            of_pods = [
                 key
-                for found in (pods.get(k) for k in pod_key(workload))
+                for found in (pods.get(k) for k in owners(workload, "Pod"))
                 if found is not None
                 for key in by_label(found)
             ]
+            return of_pods + owners(workload, "StatefulSet")
 
         controller.watch_mapped(caches.queue.workloads, server_of_workload, queue_changed)
     return controller
