@@ -195,7 +195,8 @@ def test_with_kueue_down_pods_outside_dev_namespaces_are_created_as_ever(
 
 QUEUE = "kq-dev"  # the chart's ClusterQueue
 NODE = NodeSpec("kq-g5-1", "g5.12xlarge", "kq-gpu")  # 4 GPUs: Kueue's quota (1) is the limit
-USERS = ("kqa", "kqb")
+USERS = {"kqa": "", "kqb": "", "kqr": "kq-red", "kqu": "kq-blue"}  # user: team
+TEAM_QUEUES = {"kq-red": "kq-red", "kq-blue": "kq-blue"}  # two teams of one cohort
 FLAVORS = {  # one GPU each; the second asks for more memory: another pod shape for Kueue
     "kq-gpu": {"cpu": "100m", "memory": "256Mi", "nvidia.com/gpu": "1"},
     "kq-gpu-big": {"cpu": "100m", "memory": "512Mi", "nvidia.com/gpu": "1"},
@@ -209,7 +210,19 @@ CHART_KUEUE = {
             ],
         }
     },
-    "kueue.clusterQueues": {QUEUE: _cluster_queue("kq-gpu", 1)},
+    "kueue.clusterQueues": {
+        QUEUE: _cluster_queue("kq-gpu", 1),
+        # one GPU each; either borrows the other's while it is unused, and reclaims it
+        **{
+            queue: _cluster_queue("kq-gpu", 1)
+            | {
+                "cohortName": "kq-cohort",
+                "preemption": {"reclaimWithinCohort": "Any", "withinClusterQueue": "Never"},
+            }
+            for queue in TEAM_QUEUES.values()
+        },
+    },
+    "kueue.teamQueues": TEAM_QUEUES,
 }
 
 
@@ -219,7 +232,9 @@ class Platform:
         self.operator = self._operator(kueue=False)
 
     def _operator(self, *, kueue: bool) -> OperatorProcess:
-        flags = ("--max-lifetime", "0", *(("--kueue-cluster-queue", QUEUE) if kueue else ()))
+        teams = [f"--kueue-team-queue={team}={queue}" for team, queue in TEAM_QUEUES.items()]
+        queues = ("--kueue-cluster-queue", QUEUE, *teams) if kueue else ()
+        flags = ("--max-lifetime", "0", *queues)
         operator = OperatorProcess(self.cp.operator_kubeconfig, flags)
         operator.start()
         operator.wait_leading()
@@ -325,9 +340,9 @@ def platform(
                 "apiVersion": "devservers.io/v1",
                 "kind": "DevUser",
                 "metadata": {"name": user},
-                "spec": {"email": f"{user}@example.com"},
+                "spec": {"email": f"{user}@example.com", **({"team": team} if team else {})},
             }
-            for user in USERS
+            for user, team in USERS.items()
         ),
     )
     platform = Platform(cp, kueue)
@@ -538,3 +553,51 @@ def test_a_queued_gangs_world_size_and_flavor_change_by_a_restart_keeping_every_
     reasons = [e["reason"] for e in json.loads(events.stdout)["items"]]
     assert "Restarting" in reasons, reasons
     assert not any(r == "Failed" or r.startswith("Refused") for r in reasons), reasons
+
+
+def test_borrowed_gpus_are_reclaimed_and_the_preempted_server_is_stopped_with_its_home(
+    platform: Platform,
+) -> None:
+    """Team red runs two servers on one GPU of its own and one borrowed from team blue, idle;
+    blue starts a server: Kueue reclaims blue's GPU by preempting one of red's, which the
+    operator stops (not left to queue unseen), home kept, with Kueue's words as the reason."""
+    p = platform
+    p.set_stopped("kq-gang", "kqb", True)  # the node's GPUs back: only quota limits here
+    p.phase_is("kq-gang", "kqb", "Stopped")
+    for user in ("kqr", "kqu"):
+        poll(lambda u=user: p.get("localqueue", "devserver", f"dev-{u}"), 30, f"{user}'s queue")
+        poll(lambda u=user: p.get("resourcequota", "dev-user", f"dev-{u}"), 30, "quota")
+    assert p.get("localqueue", "devserver", "dev-kqr")["spec"]["clusterQueue"] == "kq-red"
+    p.create("kq-r1", "kqr")
+    p.phase_is("kq-r1", "kqr", "Running")
+    p.create("kq-r2", "kqr")
+    p.phase_is("kq-r2", "kqr", "Running")  # on blue's unused GPU
+    pods = {name: p.pods(name, "kqr")[0]["metadata"]["uid"] for name in ("kq-r1", "kq-r2")}
+
+    p.create("kq-u1", "kqu")
+    p.phase_is("kq-u1", "kqu", "Running", timeout=90)
+
+    def preempted() -> str:
+        stopped = [n for n in pods if p.status(n, "kqr").get("phase") == "Stopped"]
+        return stopped[0] if len(stopped) == 1 else ""
+
+    victim = poll(preempted, 60, "one of red's servers stopped")
+    [kept] = [n for n in pods if n != victim]
+    said = p.ready(victim, "kqr")
+    assert said["reason"] == "Preempted", said
+    assert "Kueue gave its GPUs" in said["message"], said
+    assert p.status(kept, "kqr")["phase"] == "Running"
+    assert p.pods(kept, "kqr")[0]["metadata"]["uid"] == pods[kept]  # untouched
+    assert p.get("pvc", f"{victim}-home", "dev-kqr")  # its home is kept
+    events = p.cp.kubectl(
+        "get", "events", "-n", "dev-kqr", "--field-selector", f"involvedObject.name={victim}",
+        "-o", "json",
+    )  # fmt: skip
+    warned = [
+        e["message"] for e in json.loads(events.stdout)["items"] if e["reason"] == "Preempted"
+    ]
+    assert warned and "Kueue evicted it" in warned[0], warned
+
+    # started again, it queues: red's own GPU is taken, and blue now uses its own
+    p.set_stopped(victim, "kqr", False)
+    p.phase_is(victim, "kqr", "Queued")

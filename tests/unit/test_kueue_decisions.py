@@ -17,6 +17,7 @@ from devserver.api.resources import DEPLOYMENTS, KUEUE_WORKLOADS, PODS
 from devserver.informers import InformerFactory
 from devserver.operator import kueue_config
 from devserver.reconcilers.kueue import (
+    Evictions,
     KueueConfig,
     QueueCaches,
     Step,
@@ -297,3 +298,78 @@ def test_the_same_amount_written_another_way_is_the_same_shape(
     )
     live = statefulset(4, 4, {resource: stored})
     assert managed_step(live, intent(4, {resource: written})) is Step.APPLY
+
+
+# ------------------------------------------------------------------ preemption
+
+
+def evicted(uid: str, reason: str = "WorkloadEvictedDueToPreempted") -> KubeObject:
+    condition = {
+        "type": "TerminationTarget",
+        "status": "True",
+        "reason": reason,
+        "message": "Preempted to accommodate a workload due to reclamation within the cohort",
+    }
+    return KubeObject.model_validate(
+        {"metadata": {"name": f"pod-{uid}", "uid": uid}, "status": {"conditions": [condition]}}
+    )
+
+
+def server(acted: str | None = None) -> Any:
+    world = World()
+    annotations = {"devservers.io/preempted-pod": acted} if acted else {}
+    return world.server(annotations=annotations)
+
+
+def test_an_eviction_seen_on_the_watch_is_acted_on_though_the_pod_is_gone() -> None:
+    evictions = Evictions()
+    ds = server()
+    evictions.note(ds.key, evicted("p1"))
+    found = evictions.take(ds, [])  # Kueue deleted the pod before the reconcile ran
+    assert found is not None and found[0] == "p1" and "reclamation" in found[1]
+    assert evictions.take(ds, []) is None  # once
+
+
+def test_a_server_started_again_is_not_stopped_for_the_pod_it_was_stopped_for() -> None:
+    evictions = Evictions()
+    ds = server(acted="p1")
+    evictions.note(ds.key, evicted("p1"))
+    assert evictions.take(ds, [evicted("p1")]) is None  # that pod may still be going
+    assert evictions.take(ds, [evicted("p2")]) is not None  # a new eviction is
+
+
+@pytest.mark.parametrize("reason", ["WorkloadDeleted", "NotAdmitted", "NoMatchingWorkload"])
+def test_only_an_eviction_stops_a_server(reason: str) -> None:
+    """Kueue marks pods it stops for other reasons too (its Workload deleted, ...): those are
+    not the user's server being taken away."""
+    assert Evictions().take(server(), [evicted("p1", reason)]) is None
+
+
+async def test_a_preempted_server_is_stopped_with_the_reason_and_kueues_words() -> None:
+    world = World(kueue=ON)
+    gated_server(world)
+    world.child(
+        PODS,
+        "box-old",
+        metadata={"uid": "p1", "deletionTimestamp": "2026-01-05T10:00:00Z"},
+        status={
+            "conditions": [
+                {
+                    "type": "TerminationTarget",
+                    "status": "True",
+                    "reason": "WorkloadEvictedDueToPreempted",
+                    "message": "Preempted to accommodate a workload",
+                }
+            ]
+        },
+    )
+    await world.reconcile("devserver", "box")
+    [stop] = [c for c in world.kube.writes("DevServer") if c.verb == "patch"]
+    assert stop.body["spec"] == {"stopped": True}
+    assert stop.body["metadata"]["annotations"] == {
+        "devservers.io/stop-reason": "Preempted",
+        "devservers.io/preempted-pod": "p1",
+    }
+    [(kind, reason, message)] = world.kube.events()
+    assert (kind, reason) == ("Warning", "Preempted")
+    assert "Preempted to accommodate a workload" in message and "devctl start box" in message

@@ -29,6 +29,7 @@ from devserver.api.names import ACTIVITY, IDLE_SINCE, STARTED_AT, WARNED
 
 EXPIRED, IDLE, STOPPED_BY_USER = "Expired", "Idle", "StoppedByUser"
 USER_REMOVED = "UserRemoved"  # its DevUser was deleted: access revoked, data kept
+PREEMPTED = "Preempted"  # Kueue evicted it (e.g. its team's quota was reclaimed): data kept
 
 _PART = re.compile(r"([0-9]+)([smhd])")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -78,6 +78,7 @@ def flavor_of(annotations: Mapping[str, str]) -> str | None:
 
 # on a DevServer: its lifecycle, written by the operator (and devctl for extensions)
 STOP_REASON = f"{DOMAIN}/stop-reason"
+PREEMPTED_POD = f"{DOMAIN}/preempted-pod"  # the pod Kueue evicted, acted on once
 STARTED_AT = f"{DOMAIN}/started-at"  # written by devctl before 0.2; read once, clamped
 WARNED = f"{DOMAIN}/warned"
 LAST_EXTENSION = f"{DOMAIN}/last-extension"

@@ -24,7 +24,8 @@ WEBHOOK_DOWN = "failed calling webhook"  # the API server's words (a 500)
 
 class NotYet(Exception):  # noqa: N818 - a state, not a failure
     """A child waits for something another controller finishes (Kueue deleting the Workload of
-    a scale-down): retried with backoff, never shown as a refusal."""
+    a scale-down): looked at again in a second (no backoff: the wait is the other's, not a
+    failure), never shown as a refusal or counted as an error."""
 
 
 class ChildrenRefusedError(Exception):
@@ -36,12 +37,13 @@ class ChildrenRefusedError(Exception):
 class Attempts:
     refused: list[str] = field(default_factory=list)  # one sentence per refused child
     failed: list[Exception] = field(default_factory=list)  # transient: connection, 5xx, 429
+    waiting: list[str] = field(default_factory=list)  # for another controller (`NotYet`)
 
     async def attempt(self, what: str, action: Awaitable[Any]) -> None:
         try:
             await action
         except NotYet as error:
-            self.failed.append(error)
+            self.waiting.append(f"{what}: {error}")
         except TerminalError as error:
             self.refused.append(str(error))
         except ApiError as error:

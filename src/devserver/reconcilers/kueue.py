@@ -21,12 +21,14 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
+from devserver.api.devserver import DevServer
 from devserver.api.meta import KubeObject, ObjectKey
 from devserver.api.names import (
     KUEUE_ADMISSION_GATE,
     KUEUE_POD_GROUP_LABEL,
     KUEUE_QUEUE_LABEL,
     LOCAL_QUEUE,
+    PREEMPTED_POD,
 )
 from devserver.api.quantity import QuantityError, parse_quantity
 from devserver.api.resources import KUEUE_WORKLOADS
@@ -243,3 +245,45 @@ def _amount(value: Any) -> Any:
 def scale_down_pending(message: str) -> bool:
     """Kueue's refusal of a start while the last scale-down is not finished."""
     return "scaling down is still in progress" in message or "still being deleted" in message
+
+
+EVICTED = "TerminationTarget"  # the condition Kueue puts on a pod it evicts, then deletes
+
+
+def eviction(pod: KubeObject) -> tuple[str, str] | None:
+    """(uid, Kueue's words) when Kueue evicted `pod` (preempted it, or withdrew its
+    admission): it says so on the pod (reason `WorkloadEvicted`, or `WorkloadEvictedDueTo`
+    and why, e.g. `Preempted`), then deletes it."""
+    for c in (pod.extra.get("status") or {}).get("conditions") or []:
+        kind, status, reason = c.get("type"), c.get("status"), str(c.get("reason") or "")
+        if kind == EVICTED and status == "True" and reason.startswith("WorkloadEvicted"):
+            return pod.metadata.uid, str(c.get("message") or "evicted")
+    return None
+
+
+@dataclass
+class Evictions:
+    """Evictions seen on the watch, by server. Kueue deletes an evicted pod right after
+    marking it, so by the time the server's reconcile runs the cache may hold the pod no more;
+    what the watch showed is kept here until that reconcile acts on it. (Lost on a restart:
+    the server then queues again instead of stopping; it holds no GPU either way.)"""
+
+    seen: dict[ObjectKey, tuple[str, str]] = field(default_factory=dict)
+
+    def note(self, server: ObjectKey, pod: KubeObject) -> None:
+        found = eviction(pod)
+        if found is not None:
+            self.seen[server] = found
+
+    def take(self, ds: DevServer, pods: list[KubeObject]) -> tuple[str, str] | None:
+        """The eviction of a pod of `ds` not acted on yet (a server started again after such a
+        stop may still see that pod going)."""
+        recorded = self.seen.pop(ds.key, None)
+        acted = ds.metadata.annotations.get(PREEMPTED_POD)
+        for found in (*(eviction(p) for p in pods), recorded):
+            if found is not None and found[0] != acted:
+                return found
+        return None
+
+    def forget(self, server: ObjectKey) -> None:
+        self.seen.pop(server, None)

@@ -48,7 +48,7 @@ Group = tuple[str, str]  # (flavor, team)
 UNKNOWN_FLAVOR = "<unknown>"  # the label of a flavor no DevServerFlavor of that name exists for
 
 
-STOP_REASONS = ("expired", "idle", "user", "user_removed")
+STOP_REASONS = ("expired", "idle", "user", "user_removed", "preempted")
 STOPS = prometheus_client.Counter(
     "devserver_stops_total", "Dev servers stopped, by why", ("reason",)
 )

@@ -34,11 +34,12 @@ from typing import Any, ClassVar
 
 from devserver.api.devserver import DevServer, DevServerStatus
 from devserver.api.flavor import DevServerFlavor
-from devserver.api.lifecycle import EXPIRED, IDLE, USER_REMOVED, timeline
+from devserver.api.lifecycle import EXPIRED, IDLE, PREEMPTED, USER_REMOVED, timeline
 from devserver.api.meta import KubeObject, ObjectKey
 from devserver.api.names import (
     CACHE_NAME_LABEL,
     FIELD_MANAGER,
+    PREEMPTED_POD,
     STOP_REASON,
     user_namespace,
 )
@@ -71,6 +72,7 @@ from devserver.reconcilers.devserver.running_template import (
 from devserver.reconcilers.devserver.status import Observed, on_nodes
 from devserver.reconcilers.flavor import FLAVOR_INDEX, flavor_problem, gpu_count
 from devserver.reconcilers.kueue import (
+    Evictions,
     KueueConfig,
     admitted_at,
     gated,
@@ -82,8 +84,14 @@ from devserver.reconcilers.lifecycle_config import LifecycleConfig
 from devserver.reconcilers.status_writer import StatusWriter
 
 QUEUE_REFRESH = 60.0  # seconds: how often a queued server's place in the queue is looked at
+NOT_YET_RETRY = 1.0  # seconds: a child waiting for another controller (`children.NotYet`)
 # why a server stopped, as `devserver_stops_total` says it (the annotation's words are CamelCase)
-STOP_LABELS = {EXPIRED: "expired", IDLE: "idle", USER_REMOVED: "user_removed"}
+STOP_LABELS = {
+    EXPIRED: "expired",
+    IDLE: "idle",
+    USER_REMOVED: "user_removed",
+    PREEMPTED: "preempted",
+}
 
 Child = tuple[str, Callable[[], Awaitable[object]]]
 """A child: what a refusal calls it, and the write that makes it right. Started in order, each
@@ -194,6 +202,7 @@ class DevServerReconciler:
     mode: ServerMode
     lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
     fleet: FleetMetrics = field(default_factory=FleetMetrics)
+    evictions: Evictions = field(default_factory=Evictions)
     writer: StatusWriter[DevServer] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -203,11 +212,16 @@ class DevServerReconciler:
         ds = self.caches.devservers.store.get(key)
         if ds is None or ds.metadata.deletion_timestamp:
             self.writer.forget(key)
+            self.evictions.forget(key)
             self.fleet.report(key, None)
             await self._gone(key)
             return None  # owned children go with it; a retained home volume stays
         if not self.mode.owns(ds):
             return None  # the other mode's
+        evicted = self.evictions.take(ds, self.caches.made_for(self.caches.pods, key))
+        if evicted is not None and not ds.spec.stopped:
+            await self._stop_preempted(ds, *evicted)
+            return None  # the stop wakes it again: the workload then goes to zero
         tried = Attempts()
         workload = self.mode.workload
         if ds.spec.stopped:  # first, whatever else fails: a stopped server holds no GPU
@@ -252,6 +266,8 @@ class DevServerReconciler:
         if extended:
             EXTENSIONS.inc()
         tried.raise_if_any()  # after the status: retried with backoff, the user already told
+        if tried.waiting:
+            return Result(requeue_after=NOT_YET_RETRY)  # another controller finishes its part
         if seen.queued is not None:
             return Result(requeue_after=QUEUE_REFRESH)  # its place moves as others are admitted
         if activity is not None and activity.valid_until is not None and activity.fresh(now):
@@ -286,6 +302,25 @@ class DevServerReconciler:
     def _admitted_at(self, pod: KubeObject) -> datetime | None:
         queue = self.caches.queue
         return admitted_at(queue.workload_of(pod)) if queue is not None else None
+
+    async def _stop_preempted(self, ds: DevServer, pod_uid: str, why: str) -> None:
+        """Kueue evicted its pod (preempted, to give its team's quota back): the server stops
+        instead of queueing again unseen, its home kept; the user is told Kueue's words."""
+        patch = {
+            "metadata": {"annotations": {STOP_REASON: PREEMPTED, PREEMPTED_POD: pod_uid}},
+            "spec": {"stopped": True},
+        }
+        try:
+            await self.client.patch(DEVSERVERS, ds.metadata.name, patch, ds.metadata.namespace)
+        except ApiError as error:
+            if error.not_found:
+                return
+            raise
+        message = (
+            f"stopped, home volume kept: Kueue evicted it ({why}); "
+            f"`devctl start {ds.metadata.name}` queues it again"
+        )
+        await self.mode.event(ds, EventType.WARNING, PREEMPTED, message)
 
     def _running_flavor(self, ds: DevServer) -> DevServerFlavor | None:
         """The flavor its pods run with (billed, counted): the one last applied, not one asked
@@ -371,6 +406,14 @@ def mode_controller(
     controller.watch_mapped(caches.workloads, by_label)
     controller.watch_mapped(caches.claims, by_label)
     controller.watch_mapped(caches.pods, by_label)
+
+    def evicted(note: Notification[Any]) -> None:
+        for key in by_label(note.obj):
+            ds = devservers.store.get(key)
+            if ds is not None and mode.owns(ds):
+                reconciler.evictions.note(key, note.obj)
+
+    caches.pods.add_handler(f"{mode.name}-evictions", evicted)
     agent = caches.agent
     for informer in agent.all():
         if informer is agent.leases:  # routine renewals change nothing we show

@@ -23,6 +23,7 @@ from devserver.api.devserver import DevServer, Phase
 from devserver.api.lifecycle import (
     EXPIRED,
     IDLE,
+    PREEMPTED,
     USER_REMOVED,
     Activity,
     Timeline,
@@ -94,6 +95,8 @@ def stopped_reason(ds: DevServer, kept: str) -> tuple[str, str]:
         EXPIRED: "stopped at its deadline",
         IDLE: "stopped after being idle",
         USER_REMOVED: "stopped because its user was removed",
+        PREEMPTED: "stopped because Kueue gave its GPUs to a server with a better claim on "
+        "the quota (its team's own, reclaimed); a start queues it again",
     }.get(why, "stopped")
     return why, f"{said}; {kept}"
 
