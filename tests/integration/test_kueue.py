@@ -200,6 +200,8 @@ TEAM_QUEUES = {"kq-red": "kq-red", "kq-blue": "kq-blue"}  # two teams of one coh
 FLAVORS = {  # one GPU each; the second asks for more memory: another pod shape for Kueue
     "kq-gpu": {"cpu": "100m", "memory": "256Mi", "nvidia.com/gpu": "1"},
     "kq-gpu-big": {"cpu": "100m", "memory": "512Mi", "nvidia.com/gpu": "1"},
+    "kq-gpu-2": {"cpu": "100m", "memory": "256Mi", "nvidia.com/gpu": "2"},
+    "kq-huge": {"cpu": "100m", "memory": "256Mi", "nvidia.com/gpu": "8"},  # no node has 8
 }
 CHART_KUEUE = {
     "kueue.resourceFlavors": {
@@ -601,3 +603,76 @@ def test_borrowed_gpus_are_reclaimed_and_the_preempted_server_is_stopped_with_it
     # started again, it queues: red's own GPU is taken, and blue now uses its own
     p.set_stopped(victim, "kqr", False)
     p.phase_is(victim, "kqr", "Queued")
+
+
+def test_a_flavor_change_that_cannot_happen_is_parked_and_the_server_keeps_running(
+    platform: Platform,
+) -> None:
+    """To a flavor no node of its group can hold, then beyond the user's quota: each time the
+    running pod stays, and the status says why in one sentence; once the quota is raised the
+    change goes through by itself."""
+    p = platform
+    p.create("kq-move", "kqa")
+    p.phase_is("kq-move", "kqa", "Running")
+    [before] = p.pods("kq-move", "kqa")
+
+    def flavor(name: str) -> None:
+        p.cp.kubectl(
+            "patch", "devservers.devservers.io", "kq-move", "-n", "dev-kqa", "--type=merge",
+            "-p", json.dumps({"spec": {"flavor": name}}),
+        )  # fmt: skip
+
+    def parked() -> str:
+        for c in p.status("kq-move", "kqa").get("conditions") or []:
+            if c["type"] == "Resized" and c["status"] == "False":
+                return str(c["message"])
+        return ""
+
+    def gpu_quota(gpus: int) -> None:
+        patch = json.dumps({"spec": {"quota": {"gpus": gpus}}})
+        p.cp.kubectl("patch", "devuser", "kqa", "--type=merge", "-p", patch)
+        poll(
+            lambda: (
+                p.get("resourcequota", "dev-user", "dev-kqa")["status"]["hard"][
+                    "requests.nvidia.com/gpu"
+                ]
+                == str(gpus)
+            ),
+            30,
+            "the quota counted",
+        )
+
+    flavor("kq-huge")
+    said = poll(parked, 30, "the move to kq-huge parked")
+    assert said == (
+        "the move to kq-huge waits and keeps running on kq-gpu: no node it can run on is big "
+        "enough: it needs 8 GPUs, the largest has 4; pick a smaller flavor or ask an admin"
+    ), said
+    status = p.status("kq-move", "kqa")
+    assert status["phase"] == "Running" and status["appliedFlavor"] == "kq-gpu"
+
+    gpu_quota(1)
+    flavor("kq-gpu-2")
+    poll(lambda: "kq-gpu-2" in parked(), 30, "the move to kq-gpu-2 parked")
+    said = parked()
+    assert "it needs 2 GPUs and your quota allows 1" in said, said
+    [still] = p.pods("kq-move", "kqa")
+    assert still["metadata"]["uid"] == before["metadata"]["uid"]  # never stopped meanwhile
+    events = p.cp.kubectl(
+        "get", "events", "-n", "dev-kqa", "--field-selector", "involvedObject.name=kq-move",
+        "-o", "json",
+    )  # fmt: skip
+    assert "ResizeParked" in {e["reason"] for e in json.loads(events.stdout)["items"]}
+
+    gpu_quota(4)  # the reason is gone: the change is made without the user asking again
+    poll(
+        lambda: (
+            p.status("kq-move", "kqa").get("appliedFlavor") == "kq-gpu-2"
+            and p.status("kq-move", "kqa").get("phase") == "Running"
+        ),
+        90,
+        "kq-move running on kq-gpu-2",
+    )
+    assert not parked()
+    [after] = p.pods("kq-move", "kqa")
+    assert after["metadata"]["uid"] != before["metadata"]["uid"]

@@ -106,6 +106,7 @@ LOCAL_QUEUE = "devserver"  # the LocalQueue the operator makes in each user's na
 # ------------------------------------------------------------------ namespaces
 
 USER_NAMESPACE_PREFIX = "dev-"  # a DevUser's namespace: dev-<user>
+USER_QUOTA = "dev-user"  # the ResourceQuota (and LimitRange) in a user's namespace
 
 
 def user_namespace(user: str) -> str:

@@ -31,7 +31,7 @@ from devserver.api.names import (
     PREEMPTED_POD,
 )
 from devserver.api.quantity import QuantityError, parse_quantity
-from devserver.api.resources import KUEUE_WORKLOADS
+from devserver.api.resources import CLUSTER_QUEUES, KUEUE_WORKLOADS
 from devserver.informers import NAMESPACE_INDEX, OWNER_UID_INDEX, Informer, InformerFactory
 
 
@@ -99,13 +99,14 @@ def _priority(workload: KubeObject) -> int:
 
 @dataclass(frozen=True)
 class QueueCaches:
-    """Kueue's Workloads (each owned by the pod it is for)."""
+    """Kueue's Workloads (each owned by the pod it is for) and ClusterQueues (their quotas)."""
 
     workloads: Informer[KubeObject]
+    cluster_queues: Informer[KubeObject]
 
     @classmethod
     def shared(cls, informers: InformerFactory) -> QueueCaches:
-        return cls(informers.informer(KUEUE_WORKLOADS))
+        return cls(informers.informer(KUEUE_WORKLOADS), informers.informer(CLUSTER_QUEUES))
 
     def workload_of(self, pod: KubeObject) -> KubeObject | None:
         """A StatefulSet's pods are one group, one Workload (named by their label); any

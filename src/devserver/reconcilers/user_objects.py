@@ -26,6 +26,7 @@ from devserver.api.names import (
     LEGACY_USER_LABEL,
     OPERATOR,
     USER_LABEL,
+    USER_QUOTA,
     user_namespace,
     with_legacy,
 )
@@ -34,7 +35,7 @@ from devserver.api.user import DevUser
 from devserver.reconcilers.naming import SSH_KEYS_CONFIGMAP
 
 CREATED_BY = {CREATED_BY_LABEL: OPERATOR}
-ROLE = "dev-user"  # the name of the quota and limit range in a user's namespace
+ROLE = USER_QUOTA  # the name of the quota and limit range in a user's namespace
 # ClusterRoles installed with the CRDs (`user_cluster_roles`), bound in each user's namespace.
 # Binding a ClusterRole needs only `bind` on it, where writing a Role needs the operator to hold
 # every right in it (pods/exec, serviceaccounts/token cluster-wide) or `escalate`.

@@ -8,13 +8,15 @@ from dataclasses import dataclass
 from devserver.api.devserver import DevServer
 from devserver.api.flavor import DevServerFlavor
 from devserver.api.meta import KubeObject, ObjectKey
-from devserver.api.names import CACHE_NAME_LABEL, namespace_user
+from devserver.api.names import CACHE_NAME_LABEL, CACHE_USER_LABEL, namespace_user
 from devserver.api.resources import (
     DEVSERVERS,
     DEVUSERS,
     FLAVORS,
+    NODES,
     PERSISTENT_VOLUME_CLAIMS,
     PODS,
+    RESOURCE_QUOTAS,
     SERVICES,
     Resource,
 )
@@ -38,6 +40,8 @@ class Caches:
     pods: Informer[KubeObject]
     agent: AgentInformers
     users: Informer[DevUser]  # the user reconciler's: their teams label the fleet's metrics
+    quotas: Informer[KubeObject]  # the user reconciler's: a flavor change must fit (`resize`)
+    nodes: Informer[KubeObject]  # a flavor change must fit a node (`resize`)
     queue: QueueCaches | None = None  # Kueue's Workloads, when the operator uses Kueue
 
     @classmethod
@@ -55,6 +59,8 @@ class Caches:
             informers.informer(PODS, label_selector=mine, indexers=named),
             AgentInformers.shared(informers),
             informers.informer(DEVUSERS),
+            informers.informer(RESOURCE_QUOTAS, label_selector=CACHE_USER_LABEL),
+            informers.informer(NODES),
             QueueCaches.shared(informers) if kueue else None,
         )
 

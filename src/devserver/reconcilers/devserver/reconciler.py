@@ -268,8 +268,9 @@ class DevServerReconciler:
         tried.raise_if_any()  # after the status: retried with backoff, the user already told
         if tried.waiting:
             return Result(requeue_after=NOT_YET_RETRY)  # another controller finishes its part
-        if seen.queued is not None:
-            return Result(requeue_after=QUEUE_REFRESH)  # its place moves as others are admitted
+        if seen.queued is not None or parked(status):
+            # its place moves as others are admitted; a parked change may fit now
+            return Result(requeue_after=QUEUE_REFRESH)
         if activity is not None and activity.valid_until is not None and activity.fresh(now):
             # nothing wakes us when the agent falls silent: look again once its report lapses
             # (active GPU time must not run on); a reconcile, no write unless something changed
@@ -443,6 +444,12 @@ def mode_controller(
         return note.old is None or note.obj.spec.team != note.old.spec.team
 
     controller.watch_mapped(caches.users, servers_of, team_changed)
+
+    def servers_in(obj: KubeObject) -> list[ObjectKey]:
+        servers = devservers.store.by_index(NAMESPACE_INDEX, obj.metadata.namespace)
+        return [ds.key for ds in servers if mode.wakes(ds)]
+
+    controller.watch_mapped(caches.quotas, servers_in)  # a parked flavor change may fit now
     if caches.queue is not None:
         pods = caches.pods.store
 
@@ -458,6 +465,11 @@ def mode_controller(
 
         controller.watch_mapped(caches.queue.workloads, server_of_workload, queue_changed)
     return controller
+
+
+def parked(status: dict[str, Any]) -> bool:
+    """A flavor change waits (`resize`): looked at again, as nodes and queues change."""
+    return any(c["type"] == "Resized" and c["status"] == "False" for c in status["conditions"])
 
 
 def queue_changed(note: Notification[Any]) -> bool:

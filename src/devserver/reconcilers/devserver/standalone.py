@@ -29,7 +29,7 @@ from typing import Any
 from devserver.api.devserver import DevServer, Mode, Phase
 from devserver.api.flavor import DevServerFlavor
 from devserver.api.meta import KubeObject, ObjectKey
-from devserver.api.names import FIELD_MANAGER, KUEUE_QUEUE_LABEL, flavor_of
+from devserver.api.names import FIELD_MANAGER, KUEUE_QUEUE_LABEL, USER_QUOTA, flavor_of
 from devserver.api.quantity import QuantityError, parse_quantity
 from devserver.api.resources import (
     DEPLOYMENTS,
@@ -43,6 +43,7 @@ from devserver.reconcilers.devserver.activity_agent import ensure_agent_objects
 from devserver.reconcilers.devserver.home_volumes import retain_homes, retain_unowned_homes
 from devserver.reconcilers.devserver.pod import SSH_PORT, pod_template, template_flavor
 from devserver.reconcilers.devserver.reconciler import Child, ServerMode
+from devserver.reconcilers.devserver.resize import resize_problem
 from devserver.reconcilers.devserver.running_template import select_as_workload
 from devserver.reconcilers.devserver.status import (
     Observed,
@@ -130,7 +131,7 @@ def desired_service(ds: DevServer) -> dict[str, Any]:
 # ---------------------------------------------------------------------- its status (pure)
 
 
-def observed_status(ds: DevServer, seen: Observed) -> dict[str, Any]:
+def observed_status(ds: DevServer, seen: Observed, parked: str | None = None) -> dict[str, Any]:
     gen = ds.metadata.generation
     live = [p for p in seen.pods if not p.metadata.deletion_timestamp]
     ready_pods = [p for p in live if (pod_condition(p, "Ready") or {}).get("status") == "True"]
@@ -173,6 +174,8 @@ def observed_status(ds: DevServer, seen: Observed) -> dict[str, Any]:
         gen,
     )
     capped: list[Condition] = []
+    if parked is not None:  # a flavor change waits; the server runs on (`resize`)
+        capped.append(condition("Resized", False, "Parked", parked, gen))
     times = seen.times(ds)
     if times.capped and times.deadline is not None and not ds.spec.stopped:
         capped.append(
@@ -261,7 +264,7 @@ class Standalone(ServerMode, name="devserver", workers=4, workload=DEPLOYMENTS):
         return children
 
     def status(self, ds: DevServer, seen: Observed) -> dict[str, Any]:
-        return observed_status(ds, seen)
+        return observed_status(ds, seen, parked=self.resize_blocked(ds))
 
     def gpus(
         self, ds: DevServer, flavor: DevServerFlavor | None, status: dict[str, Any], placed: int
@@ -289,7 +292,36 @@ class Standalone(ServerMode, name="devserver", workers=4, workload=DEPLOYMENTS):
         else:
             await self.ensure(PERSISTENT_VOLUME_CLAIMS, desired_home_claim(ds, claim), claim)
 
+    def resize_blocked(self, ds: DevServer) -> str | None:
+        """Why moving this running server to its requested flavor must wait (`resize`)."""
+        live = self.caches.workloads.store.get(ds.key)
+        running = live is not None and (live.extra.get("status") or {}).get("readyReplicas")
+        applied = template_flavor(live)
+        if ds.spec.stopped or not running or applied in (None, ds.spec.flavor):
+            return None
+        flavors = self.caches.flavors.store
+        new = flavors.get(ObjectKey("", ds.spec.flavor))
+        if new is None:
+            return None  # FlavorValid says what is wrong; the running pod is left as it is
+        old = flavors.get(ObjectKey("", applied or ""))
+        quota = self.caches.quotas.store.get(ObjectKey(ds.metadata.namespace, USER_QUOTA))
+        cluster_queue, name = None, ""
+        if self.caches.queue is not None and self.kueue.enabled:
+            name = self.kueue.cluster_queue_of(self.caches.team_of(ds.metadata.namespace))
+            cluster_queue = self.caches.queue.cluster_queues.store.get(ObjectKey("", name))
+        return resize_problem(
+            old,
+            new,
+            quota,
+            self.caches.nodes.store.objects(),
+            cluster_queue,
+            name,
+            (gpu_count(old), gpu_count(new)),
+        )
+
     async def _deployment(self, ds: DevServer, flavor: DevServerFlavor) -> None:
+        if self.resize_blocked(ds) is not None:
+            return  # parked: the running pod stays as it is, the status says why
         queue = queue_label(self.caches.workloads.store.get(ds.key), self.kueue)
         replicas = 0 if ds.spec.stopped else 1
         await self.ensure_workload(
@@ -317,6 +349,8 @@ class Standalone(ServerMode, name="devserver", workers=4, workload=DEPLOYMENTS):
                 await self.event(ds, EventType.WARNING, c["reason"], c["message"])
             elif c["type"] == "FlavorValid" and c["status"] == "False":
                 await self.event(ds, EventType.WARNING, "FlavorUnavailable", c["message"])
+            elif c["type"] == "Resized" and c["status"] == "False":
+                await self.event(ds, EventType.WARNING, "ResizeParked", c["message"])
         await self.announce_stop(ds, status, "stopped; home volume kept")
         extension = status.get("lastExtension")
         if extension and extension != (ds.status.last_extension if ds.status else None):
