@@ -25,7 +25,7 @@ from devserver.manager import LeadershipLostError, Manager, Settings
 from devserver.observability.logging import configure_logging
 from devserver.observability.metrics import BUILD_INFO
 from devserver.reconcilers import register_all
-from devserver.reconcilers.kueue import KueueConfig
+from devserver.reconcilers.kueue import KueueConfig, kueue_served
 from devserver.reconcilers.lifecycle_config import LifecycleConfig
 from devserver.reconcilers.user_objects import UserDefaults
 from devserver.signals import run_until_signalled
@@ -103,13 +103,21 @@ async def run(settings: OperatorSettings, stop: asyncio.Event) -> None:
     async with Manager.connect(settings) as manager:
         version = await manager.client.server_version()
         log.info("connected", server_version=version, identity=settings.identity)
+        kueue = settings.kueue
+        if kueue.enabled and not await kueue_served(manager.client):
+            log.error(
+                "Kueue is not installed (kueue.x-k8s.io/v1beta2 is not served): servers are "
+                "not queued until Kueue is installed and the operator restarted",
+                cluster_queue=kueue.cluster_queue,
+            )
+            kueue = KueueConfig()
         register_all(
             manager.informers,
             manager.client,
             manager.add,
             settings.lifecycle,
             settings.users,
-            settings.kueue,
+            kueue,
         )
         await manager.run(stop)
 

@@ -22,7 +22,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from devserver.cli.main import cli
 from devserver_harness.controlplane import LocalControlPlane
 from devserver_harness.kueue import KueueProcess
 from devserver_harness.nodes import NodeSpec
@@ -38,7 +40,10 @@ QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 
 @pytest.fixture(scope="module")
 def kueue(control_plane: LocalControlPlane) -> Iterator[KueueProcess]:
-    process = KueueProcess(control_plane)
+    # usage-based admission fair sharing (Kueue's, beta in 0.17), sampled each second here
+    # (5 minutes by default) so that a test sees usage within seconds
+    fair = {"usageHalfLifeTime": "1h", "usageSamplingInterval": "1s"}
+    process = KueueProcess(control_plane, admissionFairSharing=fair)
     control_plane.apply(
         {
             "apiVersion": "v1",
@@ -213,7 +218,9 @@ CHART_KUEUE = {
         }
     },
     "kueue.clusterQueues": {
-        QUEUE: _cluster_queue("kq-gpu", 1),
+        # its users are admitted in turns: who used the least lately goes first
+        QUEUE: _cluster_queue("kq-gpu", 1)
+        | {"admissionScope": {"admissionMode": "UsageBasedAdmissionFairSharing"}},
         # one GPU each; either borrows the other's while it is unused, and reclaims it
         **{
             queue: _cluster_queue("kq-gpu", 1)
@@ -676,3 +683,58 @@ def test_a_flavor_change_that_cannot_happen_is_parked_and_the_server_keeps_runni
     assert not parked()
     [after] = p.pods("kq-move", "kqa")
     assert after["metadata"]["uid"] != before["metadata"]["uid"]
+
+
+def test_devctl_quota_shows_a_user_their_ceiling_and_their_teams_queue(
+    platform: Platform,
+) -> None:
+    """As the user, with their own token: blue's queue, its one GPU in use by their server."""
+    p = platform
+    p.phase_is("kq-u1", "kqu", "Running")
+    kubeconfig = p.cp.service_account_kubeconfig("dev-kqu", "user-kqu", duration="10m")
+    result = CliRunner().invoke(cli, ["--kubeconfig", str(kubeconfig), "quota", "-o", "json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert {"resource": "GPUs", "used": "1", "limit": "8"} in report["limits"]
+    queue = report["queue"]
+    assert (queue["clusterQueue"], queue["cohort"]) == ("kq-blue", "kq-cohort")
+    assert (queue["nominalGpus"], queue["gpusInUse"], queue["yourGpus"]) == (1, 1, 1)
+    text = CliRunner().invoke(cli, ["--kubeconfig", str(kubeconfig), "quota"]).stdout
+    assert "GPU queue devserver → kq-blue (cohort kq-cohort), shared by your team:" in text
+
+
+def test_two_users_of_one_queue_are_admitted_in_turns_not_first_come_takes_all(
+    platform: Platform,
+) -> None:
+    """One GPU, two users: kqa queues three servers, then kqb two. With usage-based admission
+    fair sharing, kqb's first server goes before kqa's second, though queued later, and each
+    user gets two of the first four turns."""
+    p = platform
+    p.set_stopped("kq-move", "kqa", True)
+    p.phase_is("kq-move", "kqa", "Stopped")
+    p.set_gpu_quota(1)
+    first = "kq-fa1"
+    p.create(first, "kqa")
+    p.phase_is(first, "kqa", "Running")
+    for name in ("kq-fa2", "kq-fa3"):
+        p.create(name, "kqa")
+        p.phase_is(name, "kqa", "Queued")
+    time.sleep(2)  # kqb's are queued later: first come would be kqa's
+    for name in ("kq-fb1", "kq-fb2"):
+        p.create(name, "kqb")
+        p.phase_is(name, "kqb", "Queued")
+    waiting = {"kq-fa2": "kqa", "kq-fa3": "kqa", "kq-fb1": "kqb", "kq-fb2": "kqb"}
+    turns, running = [], (first, "kqa")
+    for _ in range(3):
+        time.sleep(5)  # each turn holds the GPU a while: usage to weigh
+        p.set_stopped(*running, True)
+
+        def admitted() -> str:
+            found = [n for n, u in waiting.items() if p.status(n, u).get("phase") == "Running"]
+            return found[0] if len(found) == 1 else ""
+
+        name = poll(admitted, 60, "the next turn")
+        turns.append(waiting.pop(name))
+        running = (name, turns[-1])
+    assert turns[0] == "kqb", turns  # not first come: kqa has used the GPU, kqb not yet
+    assert ["kqa", *turns].count("kqa") == 2 and turns.count("kqb") == 2, turns

@@ -25,6 +25,7 @@ from devserver.reconcilers.kueue import (
     pod_shape,
     queue_label,
     queued_message,
+    shape_digest,
 )
 from tests.unit.reconcile_world import NAMESPACE, World
 
@@ -33,7 +34,7 @@ ON = KueueConfig("gpu-shared")
 T0 = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
 
 
-def deployment(label: str | None, ready: int) -> KubeObject:
+def deployment(label: str | None, replicas: int, ready: int) -> KubeObject:
     return KubeObject.model_validate(
         {
             "metadata": {
@@ -41,7 +42,7 @@ def deployment(label: str | None, ready: int) -> KubeObject:
                 "namespace": NAMESPACE,
                 "labels": {LABEL: label} if label else {},
             },
-            "spec": {"replicas": 1},
+            "spec": {"replicas": replicas},
             "status": {"readyReplicas": ready} if ready else {},
         }
     )
@@ -49,17 +50,20 @@ def deployment(label: str | None, ready: int) -> KubeObject:
 
 @given(
     had=st.sampled_from([None, "devserver", "other"]),
+    replicas=st.integers(0, 2),
     ready=st.integers(0, 2),
     enabled=st.booleans(),
     exists=st.booleans(),
 )
-def test_a_running_workload_keeps_its_queue_label_whatever_the_setting(
-    had: str | None, ready: int, enabled: bool, exists: bool
+def test_a_scaled_up_workload_keeps_its_queue_label_whatever_the_setting(
+    had: str | None, replicas: int, ready: int, enabled: bool, exists: bool
 ) -> None:
-    live = deployment(had, ready) if exists else None
+    """Even with no pod ready (a container restarting, a node gone quiet): the label would put
+    the pod in the queue, and Kueue's webhook would replace it."""
+    live = deployment(had, replicas, ready) if exists else None
     got = queue_label(live, ON if enabled else KueueConfig())
-    if exists and (ready or not enabled):
-        assert got == had  # running: Kueue refuses a change; off: never removed
+    if exists and (replicas or not enabled):
+        assert got == had  # scaled up: never touched; off: never removed
     else:
         assert got == ("devserver" if enabled else None)  # made or started: queued
 
@@ -271,7 +275,7 @@ BIG = {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": "1"}
         (statefulset(0, 3, SMALL), intent(2, SMALL), Step.APPLY),  # 0 -> M: Kueue says when
         (statefulset(0, 3, SMALL), intent(4, BIG), Step.WAIT),  # ranks still going
         (statefulset(0, 0, SMALL), intent(4, BIG), Step.RECREATE),  # made anew, homes orphaned
-        (statefulset(0, 0, SMALL), intent(0, BIG), Step.RECREATE),  # stopped: the same
+        (statefulset(0, 0, SMALL), intent(0, BIG), Step.KEEP_TEMPLATE),  # stopped: at start
         (statefulset(4, 4, SMALL, queued=False), intent(2, BIG), Step.APPLY),  # not Kueue's
     ],
 )
@@ -303,7 +307,7 @@ def test_the_same_amount_written_another_way_is_the_same_shape(
 # ------------------------------------------------------------------ preemption
 
 
-def evicted(uid: str, reason: str = "WorkloadEvictedDueToPreempted") -> KubeObject:
+def evicted(created: str, reason: str = "WorkloadEvictedDueToPreempted") -> KubeObject:
     condition = {
         "type": "TerminationTarget",
         "status": "True",
@@ -311,38 +315,54 @@ def evicted(uid: str, reason: str = "WorkloadEvictedDueToPreempted") -> KubeObje
         "message": "Preempted to accommodate a workload due to reclamation within the cohort",
     }
     return KubeObject.model_validate(
-        {"metadata": {"name": f"pod-{uid}", "uid": uid}, "status": {"conditions": [condition]}}
+        {
+            "metadata": {"name": f"pod-{created}", "creationTimestamp": created},
+            "status": {"conditions": [condition]},
+        }
     )
 
 
 def server(acted: str | None = None) -> Any:
     world = World()
-    annotations = {"devservers.io/preempted-pod": acted} if acted else {}
+    annotations = {"devservers.io/preempted-at": acted} if acted else {}
     return world.server(annotations=annotations)
 
 
 def test_an_eviction_seen_on_the_watch_is_acted_on_though_the_pod_is_gone() -> None:
     evictions = Evictions()
     ds = server()
-    evictions.note(ds.key, evicted("p1"))
-    found = evictions.take(ds, [])  # Kueue deleted the pod before the reconcile ran
-    assert found is not None and found[0] == "p1" and "reclamation" in found[1]
-    assert evictions.take(ds, []) is None  # once
+    evictions.note(ds.key, evicted("2026-01-05T10:00:00Z"))
+    found = evictions.pending(ds, [])  # Kueue deleted the pod before the reconcile ran
+    assert found is not None and "reclamation" in found.message
+    evictions.forget(ds.key)  # stopped for it
+    assert evictions.pending(ds, []) is None
 
 
-def test_a_server_started_again_is_not_stopped_for_the_pod_it_was_stopped_for() -> None:
+def test_pods_of_the_run_a_server_was_stopped_for_never_stop_it_again() -> None:
+    """The other ranks of a preempted gang, or a pod still going when the user starts the
+    server again, were made before the stop: they belong to the run that ended."""
     evictions = Evictions()
-    ds = server(acted="p1")
-    evictions.note(ds.key, evicted("p1"))
-    assert evictions.take(ds, [evicted("p1")]) is None  # that pod may still be going
-    assert evictions.take(ds, [evicted("p2")]) is not None  # a new eviction is
+    ds = server(acted="2026-01-05T10:00:05Z")
+    rank_3 = evicted("2026-01-05T10:00:00Z")
+    evictions.note(ds.key, rank_3)  # its deletion, seen after the stop
+    assert evictions.pending(ds, [rank_3]) is None
+    assert evictions.seen == {}  # nothing waits for the next start
+    assert evictions.pending(ds, [evicted("2026-01-05T12:00:00Z")]) is not None  # a new run's
 
 
-@pytest.mark.parametrize("reason", ["WorkloadDeleted", "NotAdmitted", "NoMatchingWorkload"])
-def test_only_an_eviction_stops_a_server(reason: str) -> None:
-    """Kueue marks pods it stops for other reasons too (its Workload deleted, ...): those are
-    not the user's server being taken away."""
-    assert Evictions().take(server(), [evicted("p1", reason)]) is None
+@pytest.mark.parametrize(
+    "reason",
+    [
+        "WorkloadDeleted",
+        "NotAdmitted",
+        "WorkloadEvictedDueToPodsReadyTimeout",
+        "WorkloadEvictedDueToClusterQueueStopped",
+    ],
+)
+def test_only_a_preemption_stops_a_server(reason: str) -> None:
+    """Kueue marks pods it stops for other reasons too: its Workload deleted, pods not ready
+    in time (it requeues them), a queue stopped. Those are Kueue's to requeue."""
+    assert Evictions().pending(server(), [evicted("2026-01-05T10:00:00Z", reason)]) is None
 
 
 async def test_a_preempted_server_is_stopped_with_the_reason_and_kueues_words() -> None:
@@ -351,7 +371,11 @@ async def test_a_preempted_server_is_stopped_with_the_reason_and_kueues_words() 
     world.child(
         PODS,
         "box-old",
-        metadata={"uid": "p1", "deletionTimestamp": "2026-01-05T10:00:00Z"},
+        metadata={
+            "uid": "p1",
+            "creationTimestamp": "2026-01-05T09:30:00Z",
+            "deletionTimestamp": "2026-01-05T10:00:00Z",
+        },
         status={
             "conditions": [
                 {
@@ -366,10 +390,33 @@ async def test_a_preempted_server_is_stopped_with_the_reason_and_kueues_words() 
     await world.reconcile("devserver", "box")
     [stop] = [c for c in world.kube.writes("DevServer") if c.verb == "patch"]
     assert stop.body["spec"] == {"stopped": True}
-    assert stop.body["metadata"]["annotations"] == {
-        "devservers.io/stop-reason": "Preempted",
-        "devservers.io/preempted-pod": "p1",
-    }
+    annotations = stop.body["metadata"]["annotations"]
+    assert annotations["devservers.io/stop-reason"] == "Preempted"
+    assert annotations["devservers.io/preempted-at"] > "2026-01-05T09:30:00Z"
     [(kind, reason, message)] = world.kube.events()
     assert (kind, reason) == ("Warning", "Preempted")
     assert "Preempted to accommodate a workload" in message and "devctl start box" in message
+
+
+def test_a_statefulset_getting_its_queue_label_now_is_held_to_kueues_rules_already() -> None:
+    """Kueue judges an update by the new object: a label given with a new shape is refused."""
+    live = statefulset(0, 0, SMALL, queued=False)
+    labelled = intent(4, BIG) | {"metadata": {"labels": {LABEL: "devserver"}}}
+    assert managed_step(live, labelled) is Step.RECREATE
+
+
+def test_what_the_api_server_drops_as_empty_is_not_a_new_shape() -> None:
+    """A toleration written with `key: ""` is stored without it: never a restart loop."""
+    written = {"tolerations": [{"key": "", "operator": "Exists", "value": ""}], "affinity": {}}
+    stored = {"tolerations": [{"operator": "Exists"}]}
+    assert pod_shape(written) == pod_shape(stored)
+
+
+def test_a_shape_sent_once_is_not_made_anew_for_what_the_server_changed_in_it() -> None:
+    """Another webhook may write into the template: the digest of what the operator sent says
+    it already made the StatefulSet for this shape."""
+    live = statefulset(0, 0, SMALL)
+    wanted = intent(4, BIG)
+    assert managed_step(live, wanted) is Step.RECREATE
+    live.metadata.annotations["devservers.io/pod-shape"] = shape_digest(wanted["spec"]["template"])
+    assert managed_step(live, wanted) is Step.APPLY

@@ -78,7 +78,7 @@ def flavor_of(annotations: Mapping[str, str]) -> str | None:
 
 # on a DevServer: its lifecycle, written by the operator (and devctl for extensions)
 STOP_REASON = f"{DOMAIN}/stop-reason"
-PREEMPTED_POD = f"{DOMAIN}/preempted-pod"  # the pod Kueue evicted, acted on once
+PREEMPTED_AT = f"{DOMAIN}/preempted-at"  # when it was stopped for a preemption (acted on once)
 STARTED_AT = f"{DOMAIN}/started-at"  # written by devctl before 0.2; read once, clamped
 WARNED = f"{DOMAIN}/warned"
 LAST_EXTENSION = f"{DOMAIN}/last-extension"
@@ -91,6 +91,8 @@ NOTICE = f"{DOMAIN}/notice"
 STOP_AT = f"{DOMAIN}/stop-at"  # beside the notice: the agent samples faster as it nears
 # on a pod template: a digest of what the pod is made from
 POD_INPUTS = f"{DOMAIN}/pod-inputs"
+# on a StatefulSet Kueue manages: a digest of the pod shape last sent (kueue.managed_step)
+POD_SHAPE = f"{DOMAIN}/pod-shape"
 # on a kept home's claim: its volume was set to Retain
 RETAINED_VOLUME = f"{DOMAIN}/retained-volume"
 # on a removed user's namespace: when they were removed

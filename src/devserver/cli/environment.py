@@ -113,6 +113,7 @@ COMMANDS = [
     ("extend NAME --time 2h", "more time before it stops"),
     ("stop NAME / start NAME", "no pod, no GPU, no cost; the same home comes back"),
     ("cost [NAME]", "hours on a node x flavor price"),
+    ("quota", "your GPU quota, and the queue your servers wait in"),
     ("delete NAME", "remove it (the home volume is kept)"),
     ("ssh-config", "OpenSSH config for ssh/scp/VS Code through the bastion"),
     ("test-k8s", "check your access"),

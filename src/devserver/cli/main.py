@@ -15,6 +15,7 @@ from devserver.cli.environment import info, status, test_k8s
 from devserver.cli.flavors import flavors
 from devserver.cli.lifecycle import cost, extend, start, stop
 from devserver.cli.monitor import monitor
+from devserver.cli.quota import quota
 from devserver.cli.remote import exec_, logs, ssh
 from devserver.cli.servers import create, delete, describe, list_, update
 from devserver.cli.sshconfig import ssh_config
@@ -57,6 +58,7 @@ for command in (
     start,
     extend,
     cost,
+    quota,
     monitor,
 ):
     cli.add_command(command)

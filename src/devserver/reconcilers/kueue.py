@@ -16,6 +16,8 @@ is told (pure, but for the informers `QueueCaches` holds).
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
@@ -28,11 +30,13 @@ from devserver.api.names import (
     KUEUE_POD_GROUP_LABEL,
     KUEUE_QUEUE_LABEL,
     LOCAL_QUEUE,
-    PREEMPTED_POD,
+    POD_SHAPE,
+    PREEMPTED_AT,
 )
 from devserver.api.quantity import QuantityError, parse_quantity
-from devserver.api.resources import CLUSTER_QUEUES, KUEUE_WORKLOADS
-from devserver.informers import NAMESPACE_INDEX, OWNER_UID_INDEX, Informer, InformerFactory
+from devserver.api.resources import CLUSTER_QUEUES, KUEUE_WORKLOADS, LOCAL_QUEUES
+from devserver.client import ApiError, KubeClient
+from devserver.informers import OWNER_UID_INDEX, Informer, InformerFactory
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,14 @@ def waiting(workload: KubeObject) -> bool:
     return reserved.get("status") != "True" and finished.get("status") != "True"
 
 
+WAITING_INDEX = "waiting"
+
+
+def waiting_in(workload: KubeObject) -> tuple[str, ...]:
+    """Index of the workloads in the queue, by namespace."""
+    return (workload.metadata.namespace,) if waiting(workload) else ()
+
+
 def _queued_since(workload: KubeObject) -> datetime:
     return workload.metadata.creation_timestamp or datetime.max.replace(tzinfo=UTC)
 
@@ -106,7 +118,11 @@ class QueueCaches:
 
     @classmethod
     def shared(cls, informers: InformerFactory) -> QueueCaches:
-        return cls(informers.informer(KUEUE_WORKLOADS), informers.informer(CLUSTER_QUEUES))
+        waiting_ones = {WAITING_INDEX: waiting_in}
+        return cls(
+            informers.informer(KUEUE_WORKLOADS, indexers=waiting_ones),
+            informers.informer(CLUSTER_QUEUES),
+        )
 
     def workload_of(self, pod: KubeObject) -> KubeObject | None:
         """A StatefulSet's pods are one group, one Workload (named by their label); any
@@ -122,9 +138,9 @@ class QueueCaches:
         the same ClusterQueue (`same_queue`), in Kueue's order: priority, then age."""
         mine = (-_priority(workload), _queued_since(workload))
         ahead = 0
-        for namespace in same_queue:
-            for other in self.workloads.store.by_index(NAMESPACE_INDEX, namespace):
-                if other.metadata.uid == workload.metadata.uid or not waiting(other):
+        for namespace in same_queue:  # the waiting ones only: admitted ones are most
+            for other in self.workloads.store.by_index(WAITING_INDEX, namespace):
+                if other.metadata.uid == workload.metadata.uid:
                     continue
                 if (-_priority(other), _queued_since(other)) < mine:
                     ahead += 1
@@ -167,13 +183,16 @@ def owners(workload: KubeObject, kind: str) -> list[ObjectKey]:
 
 
 def queue_label(live: KubeObject | None, config: KueueConfig) -> str | None:
-    """The `kueue.x-k8s.io/queue-name` a server's workload gets. A workload with a ready
-    replica keeps what it has: Kueue refuses the label changing then, and its webhook would
-    put it in the pod template (a restart). Without Kueue, a label once given is kept (Kueue
-    refuses its removal while it runs; once Kueue is gone, it means nothing)."""
-    had = live.metadata.labels.get(KUEUE_QUEUE_LABEL) if live is not None else None
-    running = live is not None and bool((live.extra.get("status") or {}).get("readyReplicas"))
-    if running or not config.enabled:
+    """The `kueue.x-k8s.io/queue-name` a server's workload gets: from its creation, or from a
+    start (scaled to zero until then). A workload scaled up keeps what it has, even while no
+    pod of it is ready: Kueue's webhook would put the label in the pod template (the pod
+    replaced, and queued). Without Kueue, a label once given is kept (Kueue refuses its
+    removal; once Kueue is gone, it means nothing)."""
+    if live is None:
+        return LOCAL_QUEUE if config.enabled else None
+    had = live.metadata.labels.get(KUEUE_QUEUE_LABEL)
+    scaled_up = bool((live.extra.get("spec") or {}).get("replicas", 1))
+    if scaled_up or not config.enabled:
         return had
     return LOCAL_QUEUE
 
@@ -185,22 +204,31 @@ class Step(Enum):
     SCALE_DOWN = "scale-down"  # first every rank goes (and the gang's quota with them)
     WAIT = "wait"  # ranks are still going
     RECREATE = "recreate"  # a new pod shape: the StatefulSet is made anew, its homes orphaned
+    KEEP_TEMPLATE = "keep-template"  # stopped: the new shape waits for its start
 
 
 def managed_step(live: KubeObject, intent: dict[str, Any]) -> Step:
     """Kueue admits a StatefulSet as one gang, so it refuses a new replica count unless from or
     to 0, and any change of the pods' shape (requests, ports, node selector, tolerations...)
-    at all. A change of the world size or of the flavor is then a restart: every rank stops,
-    and the StatefulSet starts again with the new count — made anew when the shape changed
-    (its home claims are orphaned, not deleted, and the new one adopts them by name)."""
-    if KUEUE_QUEUE_LABEL not in live.metadata.labels:
+    at all, once the queue label is on it (or comes with this very change). A change of the
+    world size or of the flavor is then a restart: every rank stops, and the StatefulSet
+    starts again with the new count — made anew when the shape changed (its home claims are
+    orphaned, not deleted, and the new one adopts them by name). A stopped one keeps its shape
+    until it starts: nothing is made anew for an admin's edit of a flavor nobody runs.
+
+    The shape the operator last sent is recorded (`POD_SHAPE`): a live template that differs
+    from the intent only by what the API server or a webhook normalised is the same shape,
+    so no server restarts twice for one change."""
+    labels = intent.get("metadata", {}).get("labels") or {}
+    if KUEUE_QUEUE_LABEL not in live.metadata.labels and KUEUE_QUEUE_LABEL not in labels:
         return Step.APPLY
     spec = live.extra.get("spec") or {}
     had = spec.get("replicas", 1) or 0
     wanted = intent["spec"].get("replicas", 1) or 0
+    template = intent["spec"].get("template") or {}
     shaped = pod_shape((spec.get("template") or {}).get("spec") or {}) != pod_shape(
-        (intent["spec"].get("template") or {}).get("spec") or {}
-    )
+        template.get("spec") or {}
+    ) and live.metadata.annotations.get(POD_SHAPE) != shape_digest(template)
     resized = had and wanted and had != wanted
     if not shaped and not resized:
         return Step.APPLY
@@ -208,7 +236,15 @@ def managed_step(live: KubeObject, intent: dict[str, Any]) -> Step:
         return Step.SCALE_DOWN
     if (live.extra.get("status") or {}).get("replicas"):
         return Step.WAIT
-    return Step.RECREATE if shaped else Step.APPLY
+    if not shaped:
+        return Step.APPLY
+    return Step.RECREATE if wanted else Step.KEEP_TEMPLATE
+
+
+def shape_digest(template: dict[str, Any]) -> str:
+    """A digest of the pod shape of a template the operator renders."""
+    shape = json.dumps(pod_shape(template.get("spec") or {}), sort_keys=True, default=str)
+    return hashlib.sha256(shape.encode()).hexdigest()[:16]
 
 
 def pod_shape(spec: dict[str, Any]) -> dict[str, Any]:
@@ -232,8 +268,20 @@ def pod_shape(spec: dict[str, Any]) -> dict[str, Any]:
     return {
         "initContainers": containers("initContainers"),
         "containers": containers("containers"),
-        **{key: spec.get(key) or None for key in (*fixed, *more)},
+        **{key: _pruned(spec.get(key)) for key in (*fixed, *more)},
     }
+
+
+def _pruned(value: Any) -> Any:
+    """As Go serialises it (`omitempty`): empty strings, lists and maps, and nulls dropped, so a
+    toleration written with `key: ""` equals the one the API server stores without it."""
+    if isinstance(value, dict):
+        kept = {k: _pruned(v) for k, v in value.items()}
+        return {k: v for k, v in kept.items() if v not in (None, "", [], {})} or None
+    if isinstance(value, list):
+        items = [_pruned(v) for v in value]
+        return [v for v in items if v not in (None, "", [], {})] or None
+    return None if value == "" else value
 
 
 def _amount(value: Any) -> Any:
@@ -249,42 +297,73 @@ def scale_down_pending(message: str) -> bool:
 
 
 EVICTED = "TerminationTarget"  # the condition Kueue puts on a pod it evicts, then deletes
+PREEMPTION = "WorkloadEvictedDueToPreempted"  # its reason when the quota went to another
 
 
-def eviction(pod: KubeObject) -> tuple[str, str] | None:
-    """(uid, Kueue's words) when Kueue evicted `pod` (preempted it, or withdrew its
-    admission): it says so on the pod (reason `WorkloadEvicted`, or `WorkloadEvictedDueTo`
-    and why, e.g. `Preempted`), then deletes it."""
+@dataclass(frozen=True)
+class Eviction:
+    pod_created: datetime  # the run it ended began no later than this
+    message: str
+
+
+def eviction(pod: KubeObject) -> Eviction | None:
+    """Why Kueue preempted `pod`: it says so on the pod, then deletes it. Evictions for other
+    reasons (pods not ready in time, a queue stopped) are Kueue's to requeue."""
+    created = pod.metadata.creation_timestamp
     for c in (pod.extra.get("status") or {}).get("conditions") or []:
-        kind, status, reason = c.get("type"), c.get("status"), str(c.get("reason") or "")
-        if kind == EVICTED and status == "True" and reason.startswith("WorkloadEvicted"):
-            return pod.metadata.uid, str(c.get("message") or "evicted")
+        kind, status, reason = c.get("type"), c.get("status"), c.get("reason")
+        if kind == EVICTED and status == "True" and reason == PREEMPTION and created:
+            return Eviction(created, str(c.get("message") or "preempted"))
     return None
+
+
+def _time(text: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(text))
+    except ValueError:
+        return None
 
 
 @dataclass
 class Evictions:
-    """Evictions seen on the watch, by server. Kueue deletes an evicted pod right after
+    """Preemptions seen on the watch, by server. Kueue deletes a preempted pod right after
     marking it, so by the time the server's reconcile runs the cache may hold the pod no more;
-    what the watch showed is kept here until that reconcile acts on it. (Lost on a restart:
-    the server then queues again instead of stopping; it holds no GPU either way.)"""
+    what the watch showed is kept here until the server is stopped for it. (Lost on a restart:
+    the server then queues again instead of stopping; it holds no GPU either way.)
 
-    seen: dict[ObjectKey, tuple[str, str]] = field(default_factory=dict)
+    A preemption is acted on once: the stop records when (`PREEMPTED_AT`), and the pods made
+    before it — the other ranks of the same gang, a pod still going when the user starts the
+    server again — belong to the run that ended."""
+
+    seen: dict[ObjectKey, Eviction] = field(default_factory=dict)
 
     def note(self, server: ObjectKey, pod: KubeObject) -> None:
         found = eviction(pod)
         if found is not None:
             self.seen[server] = found
 
-    def take(self, ds: DevServer, pods: list[KubeObject]) -> tuple[str, str] | None:
-        """The eviction of a pod of `ds` not acted on yet (a server started again after such a
-        stop may still see that pod going)."""
-        recorded = self.seen.pop(ds.key, None)
-        acted = ds.metadata.annotations.get(PREEMPTED_POD)
-        for found in (*(eviction(p) for p in pods), recorded):
-            if found is not None and found[0] != acted:
-                return found
-        return None
+    def pending(self, ds: DevServer, pods: list[KubeObject]) -> Eviction | None:
+        """The preemption of a pod of `ds` not acted on yet."""
+        acted = _time(ds.metadata.annotations.get(PREEMPTED_AT))
+        found = [e for e in (*(eviction(p) for p in pods), self.seen.get(ds.key)) if e]
+        fresh = [e for e in found if acted is None or e.pod_created > acted]
+        if not fresh:
+            self.seen.pop(ds.key, None)
+            return None
+        return fresh[0]
 
     def forget(self, server: ObjectKey) -> None:
         self.seen.pop(server, None)
+
+
+async def kueue_served(client: KubeClient) -> bool:
+    """Whether the API server serves what the operator reads of Kueue (v1beta2): without it,
+    those informers would never sync and the operator would not start at all."""
+    try:
+        found = json.loads(await client.request("GET", "/apis/kueue.x-k8s.io/v1beta2"))
+    except ApiError as error:
+        if error.not_found:
+            return False
+        raise
+    served = {r.get("name") for r in found.get("resources") or []}
+    return {LOCAL_QUEUES.plural, KUEUE_WORKLOADS.plural, CLUSTER_QUEUES.plural} <= served

@@ -183,6 +183,8 @@ def user_cluster_roles() -> list[dict[str, Any]]:
                     "verbs": read,
                 },
                 {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+                # `devctl quota`: their queue, where the platform queues GPUs with Kueue
+                {"apiGroups": ["kueue.x-k8s.io"], "resources": ["localqueues"], "verbs": read},
                 {
                     "apiGroups": [""],
                     "resources": ["pods/exec", "pods/portforward"],
@@ -192,8 +194,12 @@ def user_cluster_roles() -> list[dict[str, Any]]:
         ),
         cluster_role(
             FLAVOR_READER,
-            "every user reads the flavors (a ClusterRoleBinding per user)",
-            [{"apiGroups": ["devservers.io"], "resources": ["devserverflavors"], "verbs": read}],
+            "every user reads the flavors (a ClusterRoleBinding per user), and the GPU queues' "
+            "quotas (`devctl quota`)",
+            [
+                {"apiGroups": ["devservers.io"], "resources": ["devserverflavors"], "verbs": read},
+                {"apiGroups": ["kueue.x-k8s.io"], "resources": ["clusterqueues"], "verbs": read},
+            ],
         ),
         cluster_role(
             TOKEN_REQUESTER,

@@ -34,7 +34,7 @@ from typing import Any
 from devserver.api.devserver import DevServer, Mode, Phase
 from devserver.api.flavor import DevServerFlavor
 from devserver.api.meta import KubeObject
-from devserver.api.names import KUEUE_QUEUE_LABEL
+from devserver.api.names import KUEUE_QUEUE_LABEL, POD_SHAPE
 from devserver.api.resources import SERVICES, STATEFULSETS
 from devserver.client.events import EventType
 from devserver.controller import TerminalError
@@ -54,11 +54,18 @@ from devserver.reconcilers.devserver.status import (
     mode_status,
     on_nodes,
     pod_condition,
+    pod_refused,
     stopped_reason,
     waiting_reason,
 )
 from devserver.reconcilers.flavor import gpu_count
-from devserver.reconcilers.kueue import Step, managed_step, queue_label, scale_down_pending
+from devserver.reconcilers.kueue import (
+    Step,
+    managed_step,
+    queue_label,
+    scale_down_pending,
+    shape_digest,
+)
 from devserver.reconcilers.naming import (
     HOME_TEMPLATE,
     home_claim_name,
@@ -264,6 +271,8 @@ def distributed_status(ds: DevServer, seen: Observed) -> dict[str, Any]:
         message += f" — `devctl start {ds.metadata.name}`"
     elif statefulset is None and seen.flavor_problem:
         reason, message = "FlavorUnavailable", seen.flavor_problem
+    elif statefulset is None and seen.webhook_down is not None:
+        reason, message = pod_refused(seen.webhook_down)
     elif seen.queued is not None and ready_count < w:
         # Kueue admits the W ranks together or not at all: none holds a GPU meanwhile
         phase, reason, message = Phase.QUEUED, "Queued", f"all {w} ranks: {seen.queued}"
@@ -350,12 +359,14 @@ class Distributed(ServerMode, name="distributed", workers=2, workload=STATEFULSE
         live = self.caches.workloads.store.get(ds.key)
         queue = queue_label(live, self.kueue)
         replicas = 0 if ds.spec.stopped else None
-        intent = desired_statefulset(ds, flavor, replicas=replicas, queue=queue)
-        step = (
-            Step.APPLY
-            if live is None
-            else managed_step(live, keep_running_template(intent, live, ds))
+        intent = keep_running_template(
+            desired_statefulset(ds, flavor, replicas=replicas, queue=queue), live, ds
         )
+        step = Step.APPLY if live is None else managed_step(live, intent)
+        if step is Step.KEEP_TEMPLATE and live is not None:  # stopped: the new shape at start
+            intent["spec"]["template"] = (live.extra.get("spec") or {}).get("template")
+        # the shape sent, so that what the API server normalises never reads as a new one
+        intent["metadata"]["annotations"][POD_SHAPE] = shape_digest(intent["spec"]["template"])
         if step is Step.SCALE_DOWN:
             await scale_to_zero(self.client, STATEFULSETS, live)
             await self.event(
@@ -374,6 +385,7 @@ class Distributed(ServerMode, name="distributed", workers=2, workload=STATEFULSE
             await self.client.delete(
                 STATEFULSETS, ds.metadata.name, ds.metadata.namespace,
                 propagation="Orphan", uid=live.metadata.uid,
+                resource_version=live.metadata.resource_version,
             )  # fmt: skip
             raise NotYet("the StatefulSet is being made anew")
         try:

@@ -39,7 +39,7 @@ from devserver.api.meta import KubeObject, ObjectKey
 from devserver.api.names import (
     CACHE_NAME_LABEL,
     FIELD_MANAGER,
-    PREEMPTED_POD,
+    PREEMPTED_AT,
     STOP_REASON,
     user_namespace,
 )
@@ -203,6 +203,7 @@ class DevServerReconciler:
     lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
     fleet: FleetMetrics = field(default_factory=FleetMetrics)
     evictions: Evictions = field(default_factory=Evictions)
+    queue_members: dict[str, set[str]] | None = None  # ClusterQueue: its users' namespaces
     writer: StatusWriter[DevServer] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -218,9 +219,10 @@ class DevServerReconciler:
             return None  # owned children go with it; a retained home volume stays
         if not self.mode.owns(ds):
             return None  # the other mode's
-        evicted = self.evictions.take(ds, self.caches.made_for(self.caches.pods, key))
+        evicted = self.evictions.pending(ds, self.caches.made_for(self.caches.pods, key))
         if evicted is not None and not ds.spec.stopped:
-            await self._stop_preempted(ds, *evicted)
+            await self._stop_preempted(ds, evicted.message)
+            self.evictions.forget(key)  # once stopped: a failed patch is retried with it
             return None  # the stop wakes it again: the workload then goes to zero
         tried = Attempts()
         workload = self.mode.workload
@@ -291,24 +293,27 @@ class DevServerReconciler:
         return queued_message(workload, position)
 
     def _same_queue(self, namespace: str) -> set[str]:
-        """The user namespaces whose LocalQueue points at the ClusterQueue this one's does."""
+        """The user namespaces whose LocalQueue points at the ClusterQueue this one's does
+        (worked out once for all users until one of them changes)."""
         kueue = self.mode.kueue
+        if self.queue_members is None:
+            members: dict[str, set[str]] = {}
+            for u in self.caches.users.store.objects():
+                queue = kueue.cluster_queue_of(u.spec.team or "")
+                members.setdefault(queue, set()).add(user_namespace(u.metadata.name))
+            self.queue_members = members
         mine = kueue.cluster_queue_of(self.caches.team_of(namespace))
-        return {namespace} | {
-            user_namespace(u.metadata.name)
-            for u in self.caches.users.store.objects()
-            if kueue.cluster_queue_of(u.spec.team or "") == mine
-        }
+        return {namespace} | self.queue_members.get(mine, set())
 
     def _admitted_at(self, pod: KubeObject) -> datetime | None:
         queue = self.caches.queue
         return admitted_at(queue.workload_of(pod)) if queue is not None else None
 
-    async def _stop_preempted(self, ds: DevServer, pod_uid: str, why: str) -> None:
+    async def _stop_preempted(self, ds: DevServer, why: str) -> None:
         """Kueue evicted its pod (preempted, to give its team's quota back): the server stops
         instead of queueing again unseen, its home kept; the user is told Kueue's words."""
         patch = {
-            "metadata": {"annotations": {STOP_REASON: PREEMPTED, PREEMPTED_POD: pod_uid}},
+            "metadata": {"annotations": {STOP_REASON: PREEMPTED, PREEMPTED_AT: _stamp()}},
             "spec": {"stopped": True},
         }
         try:
@@ -445,6 +450,11 @@ def mode_controller(
 
     controller.watch_mapped(caches.users, servers_of, team_changed)
 
+    def users_changed(note: Notification[Any]) -> None:
+        reconciler.queue_members = None  # who shares a ClusterQueue, worked out again
+
+    caches.users.add_handler(f"{mode.name}-queue-members", users_changed)
+
     def servers_in(obj: KubeObject) -> list[ObjectKey]:
         servers = devservers.store.by_index(NAMESPACE_INDEX, obj.metadata.namespace)
         return [ds.key for ds in servers if mode.wakes(ds)]
@@ -465,6 +475,10 @@ def mode_controller(
 
         controller.watch_mapped(caches.queue.workloads, server_of_workload, queue_changed)
     return controller
+
+
+def _stamp() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def parked(status: dict[str, Any]) -> bool:

@@ -38,7 +38,6 @@ from devserver.api.resources import (
 )
 from devserver.api.schema import Condition
 from devserver.client.events import EventType
-from devserver.reconcilers.children import WEBHOOK_DOWN
 from devserver.reconcilers.devserver.activity_agent import ensure_agent_objects
 from devserver.reconcilers.devserver.home_volumes import retain_homes, retain_unowned_homes
 from devserver.reconcilers.devserver.pod import SSH_PORT, pod_template, template_flavor
@@ -51,6 +50,7 @@ from devserver.reconcilers.devserver.status import (
     condition,
     mode_status,
     pod_condition,
+    pod_refused,
     stopped_reason,
     waiting_reason,
 )
@@ -214,20 +214,6 @@ def observed_status(ds: DevServer, seen: Observed, parked: str | None = None) ->
         status["serviceName"] = name
         status["sshEndpoint"] = f"{name}.{ds.metadata.namespace}.svc.cluster.local:{SSH_PORT}"
     return status
-
-
-def pod_refused(failure: str) -> tuple[str, str]:
-    """(reason, message) when no pod can be created: over the user's quota, or refused by an
-    admission webhook that cannot be reached (Kueue's, when Kueue is down)."""
-    if "exceeded quota" in failure:
-        return "QuotaExceeded", f"the pod cannot be created: {failure}"
-    if WEBHOOK_DOWN in failure:
-        return (
-            "AdmissionUnavailable",
-            "the server cannot be created while an admission webhook (Kueue's, if the "
-            f"platform queues GPUs) does not answer; it starts once it does: {failure}",
-        )
-    return "PodRefused", f"the pod cannot be created: {failure}"
 
 
 def _replica_failure(deployment: KubeObject | None) -> str | None:

@@ -32,6 +32,7 @@ from devserver.api.lifecycle import (
 from devserver.api.meta import KubeObject
 from devserver.api.names import LAST_EXTENSION, STOP_REASON
 from devserver.api.schema import Condition, ConditionStatus
+from devserver.reconcilers.children import WEBHOOK_DOWN
 from devserver.reconcilers.conditions import merge_conditions
 
 IMAGE_PROBLEMS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
@@ -99,6 +100,20 @@ def stopped_reason(ds: DevServer, kept: str) -> tuple[str, str]:
         "the quota (its team's own, reclaimed); a start queues it again",
     }.get(why, "stopped")
     return why, f"{said}; {kept}"
+
+
+def pod_refused(failure: str) -> tuple[str, str]:
+    """(reason, message) when no pod can be created: over the user's quota, or refused by an
+    admission webhook that cannot be reached (Kueue's, when Kueue is down)."""
+    if "exceeded quota" in failure:
+        return "QuotaExceeded", f"the pod cannot be created: {failure}"
+    if WEBHOOK_DOWN in failure:
+        return (
+            "AdmissionUnavailable",
+            "the server cannot be created while an admission webhook (Kueue's, if the "
+            f"platform queues GPUs) does not answer; it starts once it does: {failure}",
+        )
+    return "PodRefused", f"the pod cannot be created: {failure}"
 
 
 @dataclass(frozen=True)
