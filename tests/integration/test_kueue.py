@@ -200,8 +200,10 @@ def test_with_kueue_down_pods_outside_dev_namespaces_are_created_as_ever(
 
 QUEUE = "kq-dev"  # the chart's ClusterQueue
 NODE = NodeSpec("kq-g5-1", "g5.12xlarge", "kq-gpu")  # 4 GPUs: Kueue's quota (1) is the limit
-USERS = {"kqa": "", "kqb": "", "kqr": "kq-red", "kqu": "kq-blue"}  # user: team
-TEAM_QUEUES = {"kq-red": "kq-red", "kq-blue": "kq-blue"}  # two teams of one cohort
+USERS = {"kqa": "", "kqb": "", "kqr": "kq-red", "kqu": "kq-blue", "kqg": "kq-gangs"}  # team
+COHORT = {"kq-red": "kq-red", "kq-blue": "kq-blue"}  # two teams of one cohort
+GANGS = "kq-gangs"  # the distributed servers' team and queue, of their own
+TEAM_QUEUES = {**COHORT, GANGS: GANGS}
 FLAVORS = {  # one GPU each; the second asks for more memory: another pod shape for Kueue
     "kq-gpu": {"cpu": "100m", "memory": "256Mi", "nvidia.com/gpu": "1"},
     "kq-gpu-big": {"cpu": "100m", "memory": "512Mi", "nvidia.com/gpu": "1"},
@@ -228,8 +230,9 @@ CHART_KUEUE = {
                 "cohortName": "kq-cohort",
                 "preemption": {"reclaimWithinCohort": "Any", "withinClusterQueue": "Never"},
             }
-            for queue in TEAM_QUEUES.values()
+            for queue in COHORT.values()
         },
+        GANGS: _cluster_queue("kq-gpu", 1),
     },
     "kueue.teamQueues": TEAM_QUEUES,
 }
@@ -297,14 +300,14 @@ class Platform:
             }
         )
 
-    def set_gpu_quota(self, gpus: int) -> None:
-        """The ClusterQueue's nominal GPU quota (as an admin would edit it)."""
-        queue = self.get("clusterqueue", QUEUE)
+    def set_gpu_quota(self, gpus: int, name: str = QUEUE) -> None:
+        """A ClusterQueue's nominal GPU quota (as an admin would edit it)."""
+        queue = self.get("clusterqueue", name)
         resources = queue["spec"]["resourceGroups"][0]["flavors"][0]["resources"]
         index = next(i for i, r in enumerate(resources) if r["name"] == "nvidia.com/gpu")
         path = f"/spec/resourceGroups/0/flavors/0/resources/{index}/nominalQuota"
         patch = json.dumps([{"op": "replace", "path": path, "value": str(gpus)}])
-        self.cp.kubectl("patch", "clusterqueue", QUEUE, "--type=json", "-p", patch)
+        self.cp.kubectl("patch", "clusterqueue", name, "--type=json", "-p", patch)
 
     def set_stopped(self, name: str, user: str, stopped: bool) -> None:
         patch = json.dumps({"spec": {"stopped": stopped}})
@@ -490,20 +493,22 @@ def test_a_distributed_server_is_one_gang_no_rank_runs_until_all_are_admitted(
     p = platform
     p.set_stopped("kq-late", "kqa", True)
     p.phase_is("kq-late", "kqa", "Stopped")
-    p.set_gpu_quota(3)  # room for 3 ranks of 4
-    p.create("kq-gang", "kqb", world_size=4)
-    p.phase_is("kq-gang", "kqb", "Queued")
-    poll(lambda: len(p.pods("kq-gang", "kqb")) == 4, 60, "4 rank pods")
+    poll(lambda: p.get("localqueue", "devserver", "dev-kqg"), 30, "dev-kqg's queue")
+    poll(lambda: p.get("resourcequota", "dev-user", "dev-kqg"), 30, "dev-kqg's quota")
+    p.set_gpu_quota(3, GANGS)  # room for 3 ranks of 4
+    p.create("kq-gang", "kqg", world_size=4)
+    p.phase_is("kq-gang", "kqg", "Queued")
+    poll(lambda: len(p.pods("kq-gang", "kqg")) == 4, 60, "4 rank pods")
     time.sleep(5)  # Kueue's cycles pass: still nobody is admitted
-    pods = p.pods("kq-gang", "kqb")
+    pods = p.pods("kq-gang", "kqg")
     assert all(_gated(pod) and not pod["spec"].get("nodeName") for pod in pods), pods
-    said = p.ready("kq-gang", "kqb")["message"]
+    said = p.ready("kq-gang", "kqg")["message"]
     assert said.startswith("all 4 ranks: 1st in the queue for GPU quota"), said
-    assert p.status("kq-gang", "kqb")["readyRanks"] == 0
+    assert p.status("kq-gang", "kqg")["readyRanks"] == 0
 
-    p.set_gpu_quota(4)  # now the whole gang fits: admitted together
-    p.phase_is("kq-gang", "kqb", "Running", timeout=90)
-    pods = p.pods("kq-gang", "kqb")
+    p.set_gpu_quota(4, GANGS)  # now the whole gang fits: admitted together
+    p.phase_is("kq-gang", "kqg", "Running", timeout=90)
+    pods = p.pods("kq-gang", "kqg")
     assert len(pods) == 4 and all(pod["spec"].get("nodeName") for pod in pods)
 
 
@@ -514,10 +519,10 @@ def test_a_queued_gangs_world_size_and_flavor_change_by_a_restart_keeping_every_
     stops every rank, and starts them again (the StatefulSet made anew for a new shape), so the
     user only edits the spec. Homes are deleted with the server here, and still survive."""
     p = platform
-    p.phase_is("kq-gang", "kqb", "Running")
+    p.phase_is("kq-gang", "kqg", "Running")
 
     def homes() -> dict[str, str]:
-        out = p.cp.kubectl("get", "pvc", "-n", "dev-kqb", "-o", "json")
+        out = p.cp.kubectl("get", "pvc", "-n", "dev-kqg", "-o", "json")
         return {
             c["metadata"]["name"]: c["metadata"]["uid"]
             for c in json.loads(out.stdout)["items"]
@@ -529,34 +534,34 @@ def test_a_queued_gangs_world_size_and_flavor_change_by_a_restart_keeping_every_
 
     def edit(spec: dict[str, Any]) -> None:
         p.cp.kubectl(
-            "patch", "devservers.devservers.io", "kq-gang", "-n", "dev-kqb", "--type=merge",
+            "patch", "devservers.devservers.io", "kq-gang", "-n", "dev-kqg", "--type=merge",
             "-p", json.dumps({"spec": spec}),
         )  # fmt: skip
 
     def settled(ranks: int, flavor: str) -> bool:
-        status = p.status("kq-gang", "kqb")
+        status = p.status("kq-gang", "kqg")
         return (
             status.get("phase") == "Running"
             and status.get("readyRanks") == ranks
             and len(status.get("ranks") or []) == ranks
             and status.get("appliedFlavor") == flavor
-            and len(p.pods("kq-gang", "kqb")) == ranks
+            and len(p.pods("kq-gang", "kqg")) == ranks
         )
 
     edit({"distributed": {"worldSize": 2}})
     poll(lambda: settled(2, "kq-gpu"), 120, "2 ranks running")
-    statefulset = p.get("statefulset", "kq-gang", "dev-kqb")
+    statefulset = p.get("statefulset", "kq-gang", "dev-kqg")
     assert statefulset["spec"]["replicas"] == 2
     env = statefulset["spec"]["template"]["spec"]["containers"][0]["env"]
     assert {"name": "PET_NNODES", "value": "2"} in env
 
     edit({"flavor": "kq-gpu-big"})
     poll(lambda: settled(2, "kq-gpu-big"), 120, "the new flavor running")
-    made_anew = p.get("statefulset", "kq-gang", "dev-kqb")
+    made_anew = p.get("statefulset", "kq-gang", "dev-kqg")
     assert made_anew["metadata"]["uid"] != statefulset["metadata"]["uid"]
     assert homes() == before  # every rank's home, the same volumes: none deleted or made anew
     events = p.cp.kubectl(
-        "get", "events", "-n", "dev-kqb", "--field-selector", "involvedObject.name=kq-gang",
+        "get", "events", "-n", "dev-kqg", "--field-selector", "involvedObject.name=kq-gang",
         "-o", "json",
     )  # fmt: skip
     reasons = [e["reason"] for e in json.loads(events.stdout)["items"]]
@@ -571,8 +576,8 @@ def test_borrowed_gpus_are_reclaimed_and_the_preempted_server_is_stopped_with_it
     blue starts a server: Kueue reclaims blue's GPU by preempting one of red's, which the
     operator stops (not left to queue unseen), home kept, with Kueue's words as the reason."""
     p = platform
-    p.set_stopped("kq-gang", "kqb", True)  # the node's GPUs back: only quota limits here
-    p.phase_is("kq-gang", "kqb", "Stopped")
+    p.set_stopped("kq-gang", "kqg", True)  # the node's GPUs back: only quota limits here
+    p.phase_is("kq-gang", "kqg", "Stopped")
     for user in ("kqr", "kqu"):
         poll(lambda u=user: p.get("localqueue", "devserver", f"dev-{u}"), 30, f"{user}'s queue")
         poll(lambda u=user: p.get("resourcequota", "dev-user", f"dev-{u}"), 30, "quota")
@@ -619,6 +624,7 @@ def test_a_flavor_change_that_cannot_happen_is_parked_and_the_server_keeps_runni
     running pod stays, and the status says why in one sentence; once the quota is raised the
     change goes through by itself."""
     p = platform
+    p.set_gpu_quota(4)  # the queue has room: the user's quota and the nodes limit here
     p.create("kq-move", "kqa")
     p.phase_is("kq-move", "kqa", "Running")
     [before] = p.pods("kq-move", "kqa")

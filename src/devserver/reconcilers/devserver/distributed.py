@@ -29,6 +29,7 @@ with `readyRanks` counting; Pending with the first problem in rank order otherwi
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from devserver.api.devserver import DevServer, Mode, Phase
@@ -75,6 +76,7 @@ from devserver.reconcilers.naming import (
 )
 
 DIST_PORT = 29500
+KUEUE_PATIENCE = 30.0  # seconds Kueue may refuse a start for a scale-down it has not finished
 POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
 EFA_RESOURCE = "vpc.amazonaws.com/efa"
 NCCL_DEFAULTS = {"NCCL_SOCKET_IFNAME": "^lo,docker", "NCCL_DEBUG": "WARN"}
@@ -380,20 +382,34 @@ class Distributed(ServerMode, name="distributed", workers=2, workload=STATEFULSE
         if step is Step.WAIT:
             raise NotYet("the ranks are still stopping")
         if step is Step.RECREATE and live is not None:
-            # orphaned, not deleted: the home claims (and nothing else: no pod is left) stay,
-            # and the new StatefulSet adopts them by name
-            await self.client.delete(
-                STATEFULSETS, ds.metadata.name, ds.metadata.namespace,
-                propagation="Orphan", uid=live.metadata.uid,
-                resource_version=live.metadata.resource_version,
-            )  # fmt: skip
-            raise NotYet("the StatefulSet is being made anew")
+            await self._make_anew(live)
         try:
             await self.ensure_workload(ds, intent)
         except TerminalError as error:
-            if scale_down_pending(str(error)):
+            if not scale_down_pending(str(error)) or live is None:
+                raise
+            first = self.waiting_since.setdefault(ds.key, time.monotonic())
+            if time.monotonic() - first < KUEUE_PATIENCE or live.extra.get("status", {}).get(
+                "replicas"
+            ):
                 raise NotYet(str(error)) from None
-            raise
+            # Kueue has said for a while that the last scale-down's Workload is still being
+            # deleted though no rank is left (seen with Kueue 0.17: its cache kept a deleted
+            # Workload): a StatefulSet made anew has a Workload of another name
+            self.waiting_since.pop(ds.key, None)
+            await self._make_anew(live)
+        self.waiting_since.pop(ds.key, None)
+
+    async def _make_anew(self, live: KubeObject) -> None:
+        """Delete a StatefulSet with no pod left so that it is made anew: orphaned, not deleted,
+        its home claims stay, and the new one adopts them by name. Guarded by its uid and
+        resourceVersion: a StatefulSet that changed since (scaled up) is left alone."""
+        meta = live.metadata
+        await self.client.delete(
+            STATEFULSETS, meta.name, meta.namespace,
+            propagation="Orphan", uid=meta.uid, resource_version=meta.resource_version,
+        )  # fmt: skip
+        raise NotYet("the StatefulSet is being made anew")
 
     async def announce(self, ds: DevServer, status: dict[str, Any]) -> None:
         before = ds.status

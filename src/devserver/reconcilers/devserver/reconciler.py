@@ -109,6 +109,8 @@ class ServerMode(ABC):
     client: KubeClient
     caches: Caches
     kueue: KueueConfig = field(default_factory=KueueConfig)
+    # since when a server's child has been waiting for another controller (`NotYet`)
+    waiting_since: dict[ObjectKey, float] = field(default_factory=dict)
 
     def __init_subclass__(
         cls, *, name: str, workers: int, workload: Resource[KubeObject], **kwargs: Any
