@@ -269,10 +269,10 @@ BIG = {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": "1"}
     [
         (statefulset(4, 4, SMALL), intent(4, SMALL), Step.APPLY),  # nothing Kueue holds
         (statefulset(4, 4, SMALL), intent(0, SMALL), Step.APPLY),  # a stop: N -> 0 allowed
-        (statefulset(0, 0, SMALL), intent(4, SMALL), Step.APPLY),  # a start: 0 -> N allowed
+        (statefulset(0, 0, SMALL), intent(4, SMALL), Step.RECREATE),  # a start: a new Workload
         (statefulset(4, 4, SMALL), intent(2, SMALL), Step.SCALE_DOWN),  # N -> M: through 0
         (statefulset(4, 4, SMALL), intent(4, BIG), Step.SCALE_DOWN),  # a new shape: stop first
-        (statefulset(0, 3, SMALL), intent(2, SMALL), Step.APPLY),  # 0 -> M: Kueue says when
+        (statefulset(0, 3, SMALL), intent(2, SMALL), Step.WAIT),  # ranks still going
         (statefulset(0, 3, SMALL), intent(4, BIG), Step.WAIT),  # ranks still going
         (statefulset(0, 0, SMALL), intent(4, BIG), Step.RECREATE),  # made anew, homes orphaned
         (statefulset(0, 0, SMALL), intent(0, BIG), Step.KEEP_TEMPLATE),  # stopped: at start
@@ -415,8 +415,8 @@ def test_what_the_api_server_drops_as_empty_is_not_a_new_shape() -> None:
 def test_a_shape_sent_once_is_not_made_anew_for_what_the_server_changed_in_it() -> None:
     """Another webhook may write into the template: the digest of what the operator sent says
     it already made the StatefulSet for this shape."""
-    live = statefulset(0, 0, SMALL)
+    live = statefulset(4, 4, SMALL)
     wanted = intent(4, BIG)
-    assert managed_step(live, wanted) is Step.RECREATE
+    assert managed_step(live, wanted) is Step.SCALE_DOWN
     live.metadata.annotations["devservers.io/pod-shape"] = shape_digest(wanted["spec"]["template"])
     assert managed_step(live, wanted) is Step.APPLY

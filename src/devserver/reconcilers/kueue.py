@@ -212,9 +212,9 @@ def managed_step(live: KubeObject, intent: dict[str, Any]) -> Step:
     to 0, and any change of the pods' shape (requests, ports, node selector, tolerations...)
     at all, once the queue label is on it (or comes with this very change). A change of the
     world size or of the flavor is then a restart: every rank stops, and the StatefulSet
-    starts again with the new count — made anew when the shape changed (its home claims are
-    orphaned, not deleted, and the new one adopts them by name). A stopped one keeps its shape
-    until it starts: nothing is made anew for an admin's edit of a flavor nobody runs.
+    starts again with the new count. Every start makes it anew (its home claims are orphaned,
+    not deleted, and the new one adopts them by name): see below. A stopped one keeps its
+    shape until it starts: nothing is made anew for an admin's edit of a flavor nobody runs.
 
     The shape the operator last sent is recorded (`POD_SHAPE`): a live template that differs
     from the intent only by what the API server or a webhook normalised is the same shape,
@@ -230,14 +230,17 @@ def managed_step(live: KubeObject, intent: dict[str, Any]) -> Step:
         template.get("spec") or {}
     ) and live.metadata.annotations.get(POD_SHAPE) != shape_digest(template)
     resized = had and wanted and had != wanted
-    if not shaped and not resized:
+    starting = not had and wanted
+    if not shaped and not resized and not starting:
         return Step.APPLY
     if had:
         return Step.SCALE_DOWN
     if (live.extra.get("status") or {}).get("replicas"):
         return Step.WAIT
-    if not shaped:
-        return Step.APPLY
+    # every start is a StatefulSet made anew: Kueue names a gang's Workload after its
+    # StatefulSet's uid, and one started again under the same name raced the deletion of the
+    # last run's (Kueue 0.17 then refused the start, or went on counting the deleted one's
+    # GPUs); a new uid is a new name
     return Step.RECREATE if wanted else Step.KEEP_TEMPLATE
 
 

@@ -379,6 +379,8 @@ class Distributed(ServerMode, name="distributed", workers=2, workload=STATEFULSE
                 "so they stop together and queue again; every home volume is kept",
             )
             return
+        if step is Step.RECREATE and self.caches.made_for(self.caches.pods, ds.key):
+            step = Step.WAIT  # a pod still going would be adopted, and named as a new rank
         if step is Step.WAIT:
             raise NotYet("the ranks are still stopping")
         if step is Step.RECREATE and live is not None:
