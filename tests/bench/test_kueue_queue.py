@@ -9,7 +9,7 @@ their own, Kueue v0.17 as a local process, devserver installed by its chart with
 1. Fill: seconds until 50 servers run and 450 are Queued (each with its place in the queue).
 2. Churn: ROUNDS times, STOPS running servers are stopped at once; for each, how long until the
    next queued server is admitted by Kueue (its Workload reserves quota, as a poller sees it
-   every 0.2 s) and until that server reports Running. Between rounds, a sampler integrates the
+   every 0.5 s) and until that server reports Running. Between rounds, a sampler integrates the
    GPUs left unreserved while servers wait: the goal is none beyond Kueue's own cycle.
 3. CPU seconds of the operator, Kueue and the control plane over the whole run.
 
@@ -48,7 +48,7 @@ SERVERS = USERS * PER_USER
 GPUS = int(os.environ.get("KUEUE_BENCH_GPUS", "50"))
 ROUNDS, STOPS = 10, 5
 CONCURRENCY = 32
-SAMPLE_SECONDS = 0.2
+SAMPLE_SECONDS = 0.5
 TICKS = os.sysconf("SC_CLK_TCK")
 GROUP = "bench-gpu"
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")

@@ -216,6 +216,7 @@ class DevServerReconciler:
         if ds is None or ds.metadata.deletion_timestamp:
             self.writer.forget(key)
             self.evictions.forget(key)
+            self.mode.waiting_since.pop(key, None)
             self.fleet.report(key, None)
             await self._gone(key)
             return None  # owned children go with it; a retained home volume stays
