@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from devserver.api.kueue_gpus import GPU, gpu_quota, gpus_in
 from devserver.api.meta import KubeObject
 from devserver.api.names import LOCAL_QUEUE, USER_QUOTA
 from devserver.api.quantity import QuantityError, format_binary, parse_quantity
@@ -22,7 +23,6 @@ from devserver.cli.output import OUTPUT_OPTION, emit, table
 from devserver.client import ApiError
 from devserver.client.blocking import BlockingKubeClient
 
-GPU = "nvidia.com/gpu"
 LIMITS = (  # (the quota's key, what people call it)
     (f"requests.{GPU}", "GPUs"),
     ("requests.cpu", "CPUs"),
@@ -43,27 +43,6 @@ def _show(key: str, text: Any) -> str:
     if key.endswith(("memory", "storage")):
         return format_binary(_amount(text))
     return f"{_amount(text).normalize():f}"
-
-
-def _gpus(flavors: Any, field: str = "total") -> int:
-    """The GPUs in a Kueue status list (flavorsReservation/flavorsUsage), over all flavors."""
-    total = Decimal(0)
-    for flavor in flavors or []:
-        for resource in flavor.get("resources") or []:
-            if resource.get("name") == GPU:
-                total += _amount(resource.get(field, 0))
-    return int(total)
-
-
-def _quota_gpus(spec: dict[str, Any], field: str) -> int | None:
-    """A ClusterQueue's nominal quota (or limit) of GPUs over its flavors; None when unset."""
-    found = None
-    for group in spec.get("resourceGroups") or []:
-        for flavor in group.get("flavors") or []:
-            for resource in flavor.get("resources") or []:
-                if resource.get("name") == GPU and resource.get(field) is not None:
-                    found = (found or 0) + int(_amount(resource[field]))
-    return found
 
 
 def quota_report(
@@ -91,21 +70,21 @@ def quota_report(
     queue: dict[str, Any] = {
         "localQueue": local_queue.metadata.name,
         "clusterQueue": lq_spec.get("clusterQueue"),
-        "yourGpus": _gpus(lq_status.get("flavorsReservation")),
+        "yourGpus": gpus_in(lq_status.get("flavorsReservation")),
         "yourWaiting": int(lq_status.get("pendingWorkloads") or 0),
     }
     if cluster_queue is not None:
         spec = cluster_queue.extra.get("spec") or {}
         cq_status = cluster_queue.extra.get("status") or {}
-        nominal = _quota_gpus(spec, "nominalQuota") or 0
-        in_use = _gpus(cq_status.get("flavorsReservation"))
+        nominal = gpu_quota(spec) or 0
+        in_use = gpus_in(cq_status.get("flavorsReservation"))
         queue |= {
             "cohort": spec.get("cohortName"),
             "nominalGpus": nominal,
             "gpusInUse": in_use,
-            "gpusBorrowed": _gpus(cq_status.get("flavorsReservation"), "borrowed"),
+            "gpusBorrowed": gpus_in(cq_status.get("flavorsReservation"), "borrowed"),
             "gpusFree": max(0, nominal - in_use),
-            "borrowingLimit": _quota_gpus(spec, "borrowingLimit"),
+            "borrowingLimit": gpu_quota(spec, "borrowingLimit"),
             "waiting": int(cq_status.get("pendingWorkloads") or 0),
         }
     report["queue"] = queue

@@ -28,6 +28,7 @@ from decimal import Decimal
 from typing import Any
 
 from devserver.api.flavor import DevServerFlavor
+from devserver.api.kueue_gpus import gpu_quota, gpus_in
 from devserver.api.meta import KubeObject
 from devserver.api.quantity import QuantityError, parse_quantity
 from devserver.reconcilers.flavor import GPU_RESOURCE
@@ -129,22 +130,13 @@ def queue_problem(
     """Whether the server's ClusterQueue has the GPUs free now (the running pod's given back)."""
     if cluster_queue is None or new_gpus <= old_gpus:
         return None
-    nominal = Decimal(0)
-    for group in (cluster_queue.extra.get("spec") or {}).get("resourceGroups") or []:
-        for flavor in group.get("flavors") or []:
-            for resource in flavor.get("resources") or []:
-                if resource.get("name") == GPU_RESOURCE:
-                    nominal += _amounts({"q": resource.get("nominalQuota", 0)}).get("q", 0)
-    reserved = Decimal(0)
-    for flavor in (cluster_queue.extra.get("status") or {}).get("flavorsReservation") or []:
-        for resource in flavor.get("resources") or []:
-            if resource.get("name") == GPU_RESOURCE:
-                reserved += _amounts({"q": resource.get("total", 0)}).get("q", 0)
+    nominal = gpu_quota(cluster_queue.extra.get("spec") or {}) or 0
+    reserved = gpus_in((cluster_queue.extra.get("status") or {}).get("flavorsReservation"))
     free = nominal - reserved + old_gpus
     if new_gpus <= free:
         return None
     return (
-        f"it needs {new_gpus} GPUs and the queue {queue} has {max(free, Decimal(0)):f} free for "
+        f"it needs {new_gpus} GPUs and the queue {queue} has {max(free, 0)} free for "
         "it now; it moves when GPUs free up"
     )
 

@@ -1,0 +1,39 @@
+"""The GPUs a Kueue ClusterQueue or LocalQueue speaks of (pure): its quota over all its flavors,
+and what its status says is reserved, used or borrowed."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from devserver.api.quantity import QuantityError, parse_quantity
+
+GPU = "nvidia.com/gpu"
+
+
+def _amount(text: Any) -> Decimal:
+    try:
+        return parse_quantity(str(text))
+    except QuantityError:
+        return Decimal(0)
+
+
+def gpus_in(flavors: Any, field: str = "total") -> int:
+    """The GPUs of a status list (`flavorsReservation`, `flavorsUsage`), over all flavors."""
+    total = Decimal(0)
+    for flavor in flavors or []:
+        for resource in flavor.get("resources") or []:
+            if resource.get("name") == GPU:
+                total += _amount(resource.get(field, 0))
+    return int(total)
+
+
+def gpu_quota(spec: dict[str, Any], field: str = "nominalQuota") -> int | None:
+    """A ClusterQueue's quota (or limit) of GPUs over its flavors; None when none is set."""
+    found = None
+    for group in spec.get("resourceGroups") or []:
+        for flavor in group.get("flavors") or []:
+            for resource in flavor.get("resources") or []:
+                if resource.get("name") == GPU and resource.get(field) is not None:
+                    found = (found or 0) + int(_amount(resource[field]))
+    return found
