@@ -25,7 +25,7 @@ from devserver.manager import LeadershipLostError, Manager, Settings
 from devserver.observability.logging import configure_logging
 from devserver.observability.metrics import BUILD_INFO
 from devserver.reconcilers import register_all
-from devserver.reconcilers.kueue import KueueConfig, kueue_served
+from devserver.reconcilers.kueue import KueueConfig, kueue_served, missing_priority_classes
 from devserver.reconcilers.lifecycle_config import LifecycleConfig
 from devserver.reconcilers.user_objects import UserDefaults
 from devserver.signals import run_until_signalled
@@ -78,7 +78,9 @@ def user_defaults(quota: str, bastion: str) -> UserDefaults:
     )
 
 
-def kueue_config(cluster_queue: str, team_queues: tuple[str, ...]) -> KueueConfig:
+def kueue_config(
+    cluster_queue: str, team_queues: tuple[str, ...], idle_yield_after: str = ""
+) -> KueueConfig:
     """The `--kueue-*` flags; ValueError with one sentence when malformed."""
     names = [cluster_queue] if cluster_queue else []
     pairs = []
@@ -95,7 +97,13 @@ def kueue_config(cluster_queue: str, team_queues: tuple[str, ...]) -> KueueConfi
         )
     if pairs and not cluster_queue:
         raise ValueError("--kueue-team-queue needs --kueue-cluster-queue for users of no team")
-    return KueueConfig(cluster_queue, tuple(pairs))
+    try:
+        after = None if idle_yield_after in ("", "0") else parse_ttl(idle_yield_after)
+    except ValueError as error:
+        raise ValueError(f"--kueue-idle-yield-after: {error}") from None
+    if after is not None and not cluster_queue:
+        raise ValueError("--kueue-idle-yield-after needs --kueue-cluster-queue")
+    return KueueConfig(cluster_queue, tuple(pairs), after)
 
 
 async def run(settings: OperatorSettings, stop: asyncio.Event) -> None:
@@ -111,6 +119,14 @@ async def run(settings: OperatorSettings, stop: asyncio.Event) -> None:
                 cluster_queue=kueue.cluster_queue,
             )
             kueue = KueueConfig()
+        if kueue.yields and (missing := await missing_priority_classes(manager.client)):
+            log.error(
+                "the WorkloadPriorityClasses idle servers yield by are missing: idle servers "
+                "do not yield until they are made (the chart's kueue.idleYieldAfter makes them) "
+                "and the operator restarted",
+                missing=missing,
+            )
+            kueue = replace(kueue, idle_yield_after=None)
         register_all(
             manager.informers,
             manager.client,
@@ -178,6 +194,14 @@ def _leadership_lost(error: LeadershipLostError) -> None:
     multiple=True,
     help="team=clusterqueue: the ClusterQueue of a team's users (repeat per team).",
 )
+@click.option(
+    "--kueue-idle-yield-after",
+    default="0",
+    show_default=True,
+    help="A server idle this long (its agent says) is marked to yield: Kueue preempts it first "
+    "when a queued server needs its GPUs (a ClusterQueue with withinClusterQueue: "
+    "LowerPriority). 0: idle servers do not yield.",
+)
 @click.option("--log-json/--no-log-json", default=True, show_default=True)
 def main(
     max_lifetime: str,
@@ -187,6 +211,7 @@ def main(
     bastion_service_account: str,
     kueue_cluster_queue: str,
     kueue_team_queue: tuple[str, ...],
+    kueue_idle_yield_after: str,
     log_json: bool,
     **flags: Any,
 ) -> None:
@@ -203,7 +228,7 @@ def main(
             ),
         )
         users = user_defaults(user_quota, bastion_service_account)
-        kueue = kueue_config(kueue_cluster_queue, kueue_team_queue)
+        kueue = kueue_config(kueue_cluster_queue, kueue_team_queue, kueue_idle_yield_after)
     except ValueError as error:
         raise click.BadParameter(str(error)) from None
     settings = OperatorSettings(lifecycle=lifecycle, users=users, kueue=kueue, **flags)

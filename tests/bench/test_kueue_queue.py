@@ -23,7 +23,9 @@ import asyncio
 import json
 import os
 import statistics
+import sys
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -56,6 +58,10 @@ COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-schedul
 
 def report(lines: list[str]) -> None:
     print("\n" + "\n".join(lines))  # noqa: T201
+
+
+def progress(line: str) -> None:
+    print(f"[kueue bench {time.strftime('%H:%M:%S')}] {line}", file=sys.stderr)  # noqa: T201
 
 
 def chart_values() -> dict[str, Any]:
@@ -123,6 +129,7 @@ def bench() -> Iterator[Bench]:
             "kueue.enabled=true", "kueue.clusterQueue=bench", json_values=chart_values()
         )
         plane.apply(FLAVOR)
+        plane.wait_quota_counts_devservers()  # else users' quotas refuse servers for 5 min
         operator = OperatorProcess(
             plane.operator_kubeconfig,
             (
@@ -274,6 +281,7 @@ async def test_500_servers_queued_against_50_gpus_with_a_churn_of_stops(
                 break
             await asyncio.sleep(1)
     filled = time.monotonic() - started
+    progress(f"filled in {filled:.1f} s")
     placed = [
         s
         for s in servers
@@ -309,24 +317,33 @@ async def test_500_servers_queued_against_50_gpus_with_a_churn_of_stops(
                     for s in running
                 )
             )
-            async with asyncio.timeout(120):
-                while True:  # as many newly admitted as were stopped, and Running
-                    fresh = [u for u in sampler.first_reserved if u not in held_before]
-                    servers = await items(kube, DEVSERVERS.path())
-                    now_running = [
-                        s
-                        for s in servers
-                        if phase(s) == "Running"
-                        and s["metadata"]["namespace"] + "/" + s["metadata"]["name"]
-                        in queued_before
-                    ]
-                    if len(fresh) >= len(running) and len(now_running) >= len(running):
-                        break
-                    await asyncio.sleep(SAMPLE_SECONDS)
+            deadline = t0 + 120
+            while True:  # as many newly admitted as were stopped, and Running
+                fresh = [u for u in sampler.first_reserved if u not in held_before]
+                servers = await items(kube, DEVSERVERS.path())
+                now_running = [
+                    s
+                    for s in servers
+                    if phase(s) == "Running"
+                    and s["metadata"]["namespace"] + "/" + s["metadata"]["name"] in queued_before
+                ]
+                if len(fresh) >= len(running) and len(now_running) >= len(running):
+                    break
+                if time.monotonic() > deadline:
+                    workloads = await items(kube, KUEUE_WORKLOADS.path())
+                    pytest.fail(
+                        f"round {len(admitted_after) // STOPS + 1}: {len(running)} stopped, "
+                        f"{len(fresh)} newly admitted, {len(now_running)} of the queued Running "
+                        f"after 120 s; phases {sorted(Counter(map(phase, servers)).items())}; "
+                        f"workloads reserved {sum(map(reserved, workloads))}, "
+                        f"finished {sum(map(finished, workloads))}, all {len(workloads)}"
+                    )
+                await asyncio.sleep(SAMPLE_SECONDS)
             admitted_after += sorted(sampler.first_reserved[u] - t0 for u in fresh)[: len(running)]
             for s in now_running[: len(running)]:
                 ready = next(c for c in s["status"]["conditions"] if c["type"] == "Ready")
                 running_after.append(max(0.0, _epoch(ready["lastTransitionTime"]) - wall))
+            progress(f"round {len(admitted_after) // STOPS} done")
             await asyncio.sleep(3)  # the queue settles; idle GPUs here would count
     finally:
         stop.set()

@@ -25,6 +25,7 @@ import pytest
 from click.testing import CliRunner
 
 from devserver.cli.main import cli
+from devserver_harness.agent import report_activity
 from devserver_harness.controlplane import LocalControlPlane
 from devserver_harness.kueue import KueueProcess
 from devserver_harness.nodes import NodeSpec
@@ -200,10 +201,15 @@ def test_with_kueue_down_pods_outside_dev_namespaces_are_created_as_ever(
 
 QUEUE = "kq-dev"  # the chart's ClusterQueue
 NODE = NodeSpec("kq-g5-1", "g5.12xlarge", "kq-gpu")  # 4 GPUs: Kueue's quota (1) is the limit
-USERS = {"kqa": "", "kqb": "", "kqr": "kq-red", "kqu": "kq-blue", "kqg": "kq-gangs"}  # team
+USERS = {  # and their teams
+    **{"kqa": "", "kqb": "", "kqr": "kq-red", "kqu": "kq-blue", "kqg": "kq-gangs"},
+    "kqy": "kq-yield",
+}
 COHORT = {"kq-red": "kq-red", "kq-blue": "kq-blue"}  # two teams of one cohort
 GANGS = "kq-gangs"  # the distributed servers' team and queue, of their own
-TEAM_QUEUES = {**COHORT, GANGS: GANGS}
+YIELD = "kq-yield"  # a team whose idle servers yield to its queued ones
+TEAM_QUEUES = {**COHORT, GANGS: GANGS, YIELD: YIELD}
+IDLE_YIELD_AFTER = "1m"
 FLAVORS = {  # one GPU each; the second asks for more memory: another pod shape for Kueue
     "kq-gpu": {"cpu": "100m", "memory": "256Mi", "nvidia.com/gpu": "1"},
     "kq-gpu-big": {"cpu": "100m", "memory": "512Mi", "nvidia.com/gpu": "1"},
@@ -233,8 +239,12 @@ CHART_KUEUE = {
             for queue in COHORT.values()
         },
         GANGS: _cluster_queue("kq-gpu", 1),
+        # a queued server preempts one of lower priority: an idle one (`kueue.idleYield`)
+        YIELD: _cluster_queue("kq-gpu", 1)
+        | {"preemption": {"withinClusterQueue": "LowerPriority"}},
     },
     "kueue.teamQueues": TEAM_QUEUES,
+    "kueue.idleYield.after": IDLE_YIELD_AFTER,
 }
 
 
@@ -245,7 +255,11 @@ class Platform:
 
     def _operator(self, *, kueue: bool) -> OperatorProcess:
         teams = [f"--kueue-team-queue={team}={queue}" for team, queue in TEAM_QUEUES.items()]
-        queues = ("--kueue-cluster-queue", QUEUE, *teams) if kueue else ()
+        queues = (
+            ("--kueue-cluster-queue", QUEUE, *teams, f"--kueue-idle-yield-after={IDLE_YIELD_AFTER}")
+            if kueue
+            else ()
+        )
         flags = ("--max-lifetime", "0", *queues)
         operator = OperatorProcess(self.cp.operator_kubeconfig, flags)
         operator.start()
@@ -744,3 +758,49 @@ def test_two_users_of_one_queue_are_admitted_in_turns_not_first_come_takes_all(
         running = (name, turns[-1])
     assert turns[0] == "kqb", turns  # not first come: kqa has used the GPU, kqb not yet
     assert ["kqa", *turns].count("kqa") == 2 and turns.count("kqb") == 2, turns
+
+
+def test_an_idle_server_yields_its_gpu_to_a_queued_one_and_an_active_one_never_does(
+    platform: Platform,
+) -> None:
+    """Team kq-yield has one GPU, and a queue that preempts only lower priorities. Its first
+    server runs, active; a second queues and stays queued (an active server never yields).
+    Once the first's agent reports it idle for longer than `--kueue-idle-yield-after`, the
+    operator marks its pod idle, Kueue preempts it for the queued one, and it is stopped with
+    its home and told why."""
+    p = platform
+    others = {"kq-u1": "kqu", "kq-r1": "kqr", "kq-r2": "kqr", "kq-fa1": "kqa", "kq-fb1": "kqb"}
+    others |= {"kq-fa2": "kqa", "kq-fa3": "kqa", "kq-fb2": "kqb"}
+    for name, user in others.items():  # the node's GPUs free: only the quota limits here
+        if p.status(name, user).get("phase") not in (None, "Stopped"):
+            p.set_stopped(name, user, True)
+    poll(lambda: p.get("localqueue", "devserver", "dev-kqy"), 30, "dev-kqy's queue")
+    poll(lambda: p.get("resourcequota", "dev-user", "dev-kqy"), 30, "dev-kqy's quota")
+    p.create("kq-y1", "kqy")
+    p.phase_is("kq-y1", "kqy", "Running", timeout=90)
+    [pod] = p.pods("kq-y1", "kqy")
+    assert pod["metadata"]["labels"]["kueue.x-k8s.io/priority-class"] == "devserver-active"
+    report_activity(p.cp, "kq-y1-activity", "dev-kqy", idle=False)
+
+    p.create("kq-y2", "kqy")
+    p.phase_is("kq-y2", "kqy", "Queued")
+    time.sleep(5)  # Kueue has had its cycles: among equals, nobody is preempted
+    assert p.status("kq-y1", "kqy")["phase"] == "Running"
+    assert p.pods("kq-y1", "kqy")[0]["metadata"]["uid"] == pod["metadata"]["uid"]
+
+    report_activity(
+        p.cp, "kq-y1-activity", "dev-kqy", idle=True
+    )  # idle for 5 min, past the 1 min to yield
+    p.phase_is("kq-y1", "kqy", "Stopped", timeout=60)
+    said = p.ready("kq-y1", "kqy")
+    assert said["reason"] == "Preempted", said
+    p.phase_is("kq-y2", "kqy", "Running", timeout=60)
+    assert p.get("pvc", "kq-y1-home", "dev-kqy")  # its home is kept
+    events = p.cp.kubectl(
+        "get", "events", "-n", "dev-kqy", "--field-selector", "involvedObject.name=kq-y1",
+        "-o", "json",
+    )  # fmt: skip
+    warned = [
+        e["message"] for e in json.loads(events.stdout)["items"] if e["reason"] == "Preempted"
+    ]
+    assert warned and "it was idle and a queued server needed its GPUs" in warned[0], warned

@@ -27,6 +27,7 @@ import pytest
 
 from devserver.observability.dashboards import expressions
 from devserver.observability.rules import rule_groups
+from devserver_harness.agent import report_activity
 from devserver_harness.bastion import BastionSandbox, check_prerequisites, new_key
 from devserver_harness.controlplane import LocalControlPlane
 from devserver_harness.nodes import NodeSpec
@@ -108,26 +109,6 @@ class Platform:
 
         poll(counted, 30, f"dev-{user}'s quota")
 
-    def lease(self, name: str, ns: str, *, idle: bool) -> None:
-        """Report as the in-pod agent does: a fresh renewal, idle since a while or active."""
-        now = datetime.now(UTC)
-        stamp = (now - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
-        patch = {
-            "metadata": {
-                "annotations": {
-                    "devservers.io/idle-since": stamp if idle else None,
-                    "devservers.io/activity": "idle" if idle else "processes: python",
-                }
-            },
-            "spec": {
-                "renewTime": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-                "leaseDurationSeconds": 600,
-            },
-        }
-        self.cp.kubectl(
-            "patch", "lease", f"{name}-activity", "-n", ns, "--type=merge", "-p", json.dumps(patch)
-        )
-
 
 @pytest.fixture(scope="module")
 def platform(
@@ -195,8 +176,8 @@ def test_prometheus_sees_the_fleet_the_bastion_and_alerts_fire(platform: Platfor
         poll(lambda n=name, s=ns: p.phase(n, s) == "Running", 60, f"{name} running")
     for name in ("mon-train", "mon-idle"):
         poll(lambda n=name: p.get("lease", f"{n}-activity", "dev-val"), 30, f"{name}'s Lease")
-    p.lease("mon-train", "dev-val", idle=False)
-    p.lease("mon-idle", "dev-val", idle=True)
+    report_activity(p.cp, "mon-train-activity", "dev-val", idle=False)
+    report_activity(p.cp, "mon-idle-activity", "dev-val", idle=True)
 
     # bastion logins: accepted (with a session and its token), a refused key, an unknown user
     stranger, _ = new_key(p.keys["val"].parent, "stranger")

@@ -12,8 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from devserver.api.lifecycle import Activity
 from devserver.api.meta import KubeObject
-from devserver.api.resources import DEPLOYMENTS, KUEUE_WORKLOADS, PODS
+from devserver.api.resources import DEPLOYMENTS, KUEUE_WORKLOADS, LEASES, PODS
 from devserver.informers import InformerFactory
 from devserver.operator import kueue_config
 from devserver.reconcilers.kueue import (
@@ -23,9 +24,13 @@ from devserver.reconcilers.kueue import (
     Step,
     managed_step,
     pod_shape,
+    priority_label,
     queue_label,
     queued_message,
     shape_digest,
+    to_mark,
+    wanted_priority,
+    yields_in,
 )
 from tests.unit.reconcile_world import NAMESPACE, World
 
@@ -420,3 +425,178 @@ def test_a_shape_sent_once_is_not_made_anew_for_what_the_server_changed_in_it() 
     assert managed_step(live, wanted) is Step.SCALE_DOWN
     live.metadata.annotations["devservers.io/pod-shape"] = shape_digest(wanted["spec"]["template"])
     assert managed_step(live, wanted) is Step.APPLY
+
+
+# ------------------------------------------------------------------ idle servers yield first
+
+YIELDS = KueueConfig("gpu-shared", idle_yield_after=timedelta(minutes=15))
+CLASS = "kueue.x-k8s.io/priority-class"
+
+
+def report(renewed: datetime | None, idle_since: datetime | None, valid: int = 60) -> Activity:
+    return Activity(
+        renewed,
+        renewed + timedelta(seconds=valid) if renewed else None,
+        idle_since,
+        "",
+    )
+
+
+@given(
+    silent_for=st.integers(0, 600),
+    idle_for=st.one_of(st.none(), st.integers(0, 7200)),
+    after=st.integers(0, 3600),
+)
+def test_only_a_fresh_report_of_idleness_long_enough_marks_a_server_to_yield(
+    silent_for: int, idle_for: int | None, after: int
+) -> None:
+    now = T0 + timedelta(hours=5)
+    renewed = now - timedelta(seconds=silent_for)
+    idle_since = None if idle_for is None else now - timedelta(seconds=idle_for)
+    activity = report(renewed, idle_since)
+    wanted = wanted_priority(activity, now, timedelta(seconds=after))
+    fresh = silent_for <= 60
+    should = fresh and idle_for is not None and idle_for >= after
+    assert wanted == ("devserver-idle" if should else "devserver-active")
+    turn = yields_in(activity, now, timedelta(seconds=after))
+    if turn is not None:  # it is marked once that time has passed, not before
+        assert not should
+        assert wanted_priority(activity, now + timedelta(seconds=turn), timedelta(seconds=after))
+    assert wanted_priority(None, now, timedelta(0)) == "devserver-active"  # no agent: active
+
+
+def labelled_pod(name: str, klass: str | None, *, gated_: bool = False, gone: bool = False) -> Any:
+    return KubeObject.model_validate(
+        {
+            "metadata": {
+                "name": name,
+                "namespace": NAMESPACE,
+                "labels": {CLASS: klass} if klass else {},
+                **({"deletionTimestamp": "2026-01-05T10:00:00Z"} if gone else {}),
+            },
+            "spec": {"schedulingGates": [{"name": "kueue.x-k8s.io/admission"}]} if gated_ else {},
+        }
+    )
+
+
+def test_only_running_pods_that_have_a_class_are_marked() -> None:
+    pods = [
+        labelled_pod("a", "devserver-active"),
+        labelled_pod("b", None),  # Kueue refuses a class given to a running pod
+        labelled_pod("c", "devserver-active", gated_=True),  # queued: nothing to yield
+        labelled_pod("d", "devserver-active", gone=True),
+        labelled_pod("e", "devserver-idle"),
+    ]
+    assert [p.metadata.name for p in to_mark(pods, "devserver-idle")] == ["a"]
+    assert [p.metadata.name for p in to_mark(pods, "devserver-active")] == ["e"]
+
+
+@given(
+    had=st.sampled_from([None, "devserver-active", "devserver-idle"]), replicas=st.integers(0, 2)
+)
+def test_a_running_workload_keeps_its_class_and_a_start_is_active(
+    had: str | None, replicas: int
+) -> None:
+    live = deployment("devserver", replicas, replicas)
+    if had:
+        live.metadata.labels[CLASS] = had
+    for config in (ON, YIELDS, KueueConfig()):
+        label = priority_label(live, config)
+        if replicas or not config.yields:
+            assert label == had  # Kueue refuses adding one while it runs, or ever removing one
+        else:
+            assert label == "devserver-active"
+    assert priority_label(None, YIELDS) == "devserver-active"
+    assert priority_label(None, ON) is None
+
+
+def lease(renewed: datetime, idle_since: datetime | None) -> dict[str, Any]:
+    annotations = {"devservers.io/idle-since": idle_since.isoformat()} if idle_since else {}
+    return {
+        "metadata": {"annotations": annotations},
+        "spec": {"renewTime": renewed.isoformat(), "leaseDurationSeconds": 3600},
+    }
+
+
+def running_box(world: World, klass: str) -> None:
+    world.flavor()
+    world.server(status={"phase": "Running"})
+    world.child(
+        DEPLOYMENTS,
+        "box",
+        metadata={"labels": {"devserver.io/name": "box", LABEL: "devserver", CLASS: klass}},
+        spec={"replicas": 1},
+        status={"readyReplicas": 1},
+    )
+    world.child(
+        PODS,
+        "box-pod",
+        metadata={"uid": "p1", "labels": {"devserver.io/name": "box", CLASS: klass}},
+        status={"conditions": [{"type": "Ready", "status": "True"}]},
+    )
+
+
+@pytest.mark.parametrize(
+    ("idle_minutes", "klass", "marked"),
+    [
+        (20, "devserver-active", "devserver-idle"),
+        (5, "devserver-active", None),
+        (None, "devserver-idle", "devserver-active"),
+        (20, "devserver-idle", None),
+    ],
+)
+async def test_a_server_idle_long_enough_is_marked_to_yield_and_active_again_unmarked(
+    idle_minutes: int | None, klass: str, marked: str | None
+) -> None:
+    world = World(kueue=YIELDS)
+    running_box(world, klass)
+    now = datetime.now(UTC)
+    idle = None if idle_minutes is None else now - timedelta(minutes=idle_minutes)
+    world.child(LEASES, "box-activity", **lease(now, idle))
+    result = await world.reconcile("devserver", "box")
+    patches = [c for c in world.kube.writes("Pod") if c.verb == "patch"]
+    if marked is None:
+        assert patches == []
+    else:
+        [patch] = patches
+        assert patch.body == {"metadata": {"labels": {CLASS: marked}}}
+    if idle_minutes == 5:  # looked at again when it has been idle for 15 min
+        assert result is not None and 590 <= result.requeue_after <= 602
+
+
+async def test_without_idle_yield_no_pod_is_marked() -> None:
+    world = World(kueue=ON)
+    running_box(world, "devserver-active")
+    now = datetime.now(UTC)
+    world.child(LEASES, "box-activity", **lease(now, now - timedelta(hours=2)))
+    await world.reconcile("devserver", "box")
+    assert [c for c in world.kube.writes("Pod") if c.verb == "patch"] == []
+
+
+async def test_a_server_that_yielded_is_told_it_was_stopped_because_it_was_idle() -> None:
+    world = World(kueue=YIELDS)
+    running_box(world, "devserver-idle")
+    world.child(
+        PODS,
+        "box-pod",
+        metadata={
+            "uid": "p1",
+            "labels": {"devserver.io/name": "box", CLASS: "devserver-idle"},
+            "creationTimestamp": "2026-01-05T09:30:00Z",
+        },
+        status={
+            "conditions": [
+                {
+                    "type": "TerminationTarget",
+                    "status": "True",
+                    "reason": "WorkloadEvictedDueToPreempted",
+                    "message": "Preempted to accommodate a workload due to prioritization",
+                }
+            ]
+        },
+    )
+    await world.reconcile("devserver", "box")
+    [(kind, reason, message)] = world.kube.events()
+    assert (kind, reason) == ("Warning", "Preempted")
+    assert "it was idle and a queued server needed its GPUs" in message
+    assert "home volume kept" in message

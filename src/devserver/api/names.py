@@ -104,6 +104,12 @@ KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"  # on a workload: the LocalQueue
 KUEUE_ADMISSION_GATE = "kueue.x-k8s.io/admission"  # a pod's scheduling gate until admitted
 KUEUE_POD_GROUP_LABEL = "kueue.x-k8s.io/pod-group-name"  # a StatefulSet's pods: their Workload
 LOCAL_QUEUE = "devserver"  # the LocalQueue the operator makes in each user's namespace
+# on a workload and its pods: the WorkloadPriorityClass Kueue orders and preempts by. Servers
+# start as active; the operator marks a pod idle (`--kueue-idle-yield-after`), so Kueue preempts
+# it first when a queued server needs its GPUs (classes made by the chart)
+KUEUE_PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"
+ACTIVE_PRIORITY = "devserver-active"
+IDLE_PRIORITY = "devserver-idle"
 
 # ------------------------------------------------------------------ namespaces
 

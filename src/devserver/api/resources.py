@@ -98,3 +98,11 @@ CLUSTER_QUEUES = Resource(
     "kueue.x-k8s.io", "v1beta2", "clusterqueues", "ClusterQueue", False, KubeObject
 )
 KUEUE_WORKLOADS = Resource("kueue.x-k8s.io", "v1beta2", "workloads", "Workload", True, KubeObject)
+WORKLOAD_PRIORITY_CLASSES = Resource(
+    "kueue.x-k8s.io",
+    "v1beta2",
+    "workloadpriorityclasses",
+    "WorkloadPriorityClass",
+    False,
+    KubeObject,
+)

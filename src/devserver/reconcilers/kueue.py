@@ -19,22 +19,32 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any
 
 from devserver.api.devserver import DevServer
+from devserver.api.lifecycle import Activity
 from devserver.api.meta import KubeObject, ObjectKey
 from devserver.api.names import (
+    ACTIVE_PRIORITY,
+    IDLE_PRIORITY,
     KUEUE_ADMISSION_GATE,
     KUEUE_POD_GROUP_LABEL,
+    KUEUE_PRIORITY_LABEL,
     KUEUE_QUEUE_LABEL,
     LOCAL_QUEUE,
     POD_SHAPE,
     PREEMPTED_AT,
 )
 from devserver.api.quantity import QuantityError, parse_quantity
-from devserver.api.resources import CLUSTER_QUEUES, KUEUE_WORKLOADS, LOCAL_QUEUES
+from devserver.api.resources import (
+    CLUSTER_QUEUES,
+    KUEUE_WORKLOADS,
+    LOCAL_QUEUES,
+    PODS,
+    WORKLOAD_PRIORITY_CLASSES,
+)
 from devserver.client import ApiError, KubeClient
 from devserver.informers import OWNER_UID_INDEX, Informer, InformerFactory
 
@@ -45,10 +55,16 @@ class KueueConfig:
 
     cluster_queue: str = ""
     team_queues: tuple[tuple[str, str], ...] = field(default=())
+    # `--kueue-idle-yield-after`: a server idle this long is marked to yield its GPUs first
+    idle_yield_after: timedelta | None = None
 
     @property
     def enabled(self) -> bool:
         return bool(self.cluster_queue)
+
+    @property
+    def yields(self) -> bool:
+        return self.enabled and self.idle_yield_after is not None
 
     def cluster_queue_of(self, team: str) -> str:
         return dict(self.team_queues).get(team, self.cluster_queue)
@@ -191,10 +207,70 @@ def queue_label(live: KubeObject | None, config: KueueConfig) -> str | None:
     if live is None:
         return LOCAL_QUEUE if config.enabled else None
     had = live.metadata.labels.get(KUEUE_QUEUE_LABEL)
-    scaled_up = bool((live.extra.get("spec") or {}).get("replicas", 1))
-    if scaled_up or not config.enabled:
+    if _scaled_up(live) or not config.enabled:
         return had
     return LOCAL_QUEUE
+
+
+def priority_label(live: KubeObject | None, config: KueueConfig) -> str | None:
+    """The WorkloadPriorityClass a standalone server's workload gets where idle servers yield:
+    active, from its creation or a start, as the queue label. Kueue refuses giving a running
+    workload a class, and ever taking one away: a class once given is kept."""
+    had = live.metadata.labels.get(KUEUE_PRIORITY_LABEL) if live is not None else None
+    if not config.yields or (live is not None and _scaled_up(live)):
+        return had
+    return ACTIVE_PRIORITY
+
+
+def _scaled_up(live: KubeObject) -> bool:
+    return bool((live.extra.get("spec") or {}).get("replicas", 1))
+
+
+# ---------------------------------------------------------------------- idle servers yield
+
+
+def wanted_priority(activity: Activity | None, now: datetime, after: timedelta) -> str:
+    """Idle: the agent reports, fresh, that nothing has happened for `after` or longer. A
+    silent agent, or none, counts as active: a server is never made to yield on a guess."""
+    if activity is None or not activity.fresh(now) or activity.idle_since is None:
+        return ACTIVE_PRIORITY
+    return IDLE_PRIORITY if now - activity.idle_since >= after else ACTIVE_PRIORITY
+
+
+def yields_in(activity: Activity | None, now: datetime, after: timedelta) -> float | None:
+    """Seconds until an idle server's pods are marked to yield; None when that is not ahead."""
+    if activity is None or not activity.fresh(now) or activity.idle_since is None:
+        return None
+    left = (activity.idle_since + after - now).total_seconds()
+    return left if left > 0 else None
+
+
+def to_mark(pods: list[KubeObject], wanted: str) -> list[KubeObject]:
+    """The running pods whose class is not `wanted`. Only pods that have a class are marked
+    (Kueue refuses one given to a running pod), and none it still holds back."""
+    return [
+        p
+        for p in pods
+        if not p.metadata.deletion_timestamp
+        and not gated(p)
+        and p.metadata.labels.get(KUEUE_PRIORITY_LABEL) not in (None, wanted)
+    ]
+
+
+def marked_idle(pods: list[KubeObject]) -> bool:
+    return any(p.metadata.labels.get(KUEUE_PRIORITY_LABEL) == IDLE_PRIORITY for p in pods)
+
+
+async def mark_pods(client: KubeClient, pods: list[KubeObject], wanted: str) -> None:
+    """Give the server's running pods the class `wanted`; Kueue moves their Workload to its
+    priority (a pod label, not the template's: the pod is not replaced)."""
+    patch = {"metadata": {"labels": {KUEUE_PRIORITY_LABEL: wanted}}}
+    for pod in to_mark(pods, wanted):
+        try:
+            await client.patch(PODS, pod.metadata.name, patch, pod.metadata.namespace)
+        except ApiError as error:
+            if not error.not_found:
+                raise
 
 
 class Step(Enum):
@@ -307,6 +383,7 @@ PREEMPTION = "WorkloadEvictedDueToPreempted"  # its reason when the quota went t
 class Eviction:
     pod_created: datetime  # the run it ended began no later than this
     message: str
+    idle: bool = False  # the pod was marked to yield (`to_mark`)
 
 
 def eviction(pod: KubeObject) -> Eviction | None:
@@ -316,7 +393,8 @@ def eviction(pod: KubeObject) -> Eviction | None:
     for c in (pod.extra.get("status") or {}).get("conditions") or []:
         kind, status, reason = c.get("type"), c.get("status"), c.get("reason")
         if kind == EVICTED and status == "True" and reason == PREEMPTION and created:
-            return Eviction(created, str(c.get("message") or "preempted"))
+            message = str(c.get("message") or "preempted")
+            return Eviction(created, message, marked_idle([pod]))
     return None
 
 
@@ -370,3 +448,17 @@ async def kueue_served(client: KubeClient) -> bool:
         raise
     served = {r.get("name") for r in found.get("resources") or []}
     return {LOCAL_QUEUES.plural, KUEUE_WORKLOADS.plural, CLUSTER_QUEUES.plural} <= served
+
+
+async def missing_priority_classes(client: KubeClient) -> list[str]:
+    """The WorkloadPriorityClasses idle servers yield by that are not there (the chart makes
+    them): a pod naming a missing one would never be admitted."""
+    missing = []
+    for name in (ACTIVE_PRIORITY, IDLE_PRIORITY):
+        try:
+            await client.get(WORKLOAD_PRIORITY_CLASSES, name)
+        except ApiError as error:
+            if not error.not_found:
+                raise
+            missing.append(name)
+    return missing

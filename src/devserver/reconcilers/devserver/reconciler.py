@@ -76,9 +76,13 @@ from devserver.reconcilers.kueue import (
     KueueConfig,
     admitted_at,
     gated,
+    mark_pods,
+    marked_idle,
     owners,
     queued_message,
     waiting,
+    wanted_priority,
+    yields_in,
 )
 from devserver.reconcilers.lifecycle_config import LifecycleConfig
 from devserver.reconcilers.status_writer import StatusWriter
@@ -224,7 +228,8 @@ class DevServerReconciler:
             return None  # the other mode's
         evicted = self.evictions.pending(ds, self.caches.made_for(self.caches.pods, key))
         if evicted is not None and not ds.spec.stopped:
-            await self._stop_preempted(ds, evicted.message)
+            idle = marked_idle(self.caches.made_for(self.caches.pods, key))
+            await self._stop_preempted(ds, evicted.message, yielded=idle or evicted.idle)
             self.evictions.forget(key)  # once stopped: a failed patch is retried with it
             return None  # the stop wakes it again: the workload then goes to zero
         tried = Attempts()
@@ -241,6 +246,10 @@ class DevServerReconciler:
         billed = self._running_flavor(recorded)
         pods = self.caches.made_for(self.caches.pods, key)
         activity = self.caches.agent.activity(recorded)
+        after = self.mode.kueue.idle_yield_after if self.mode.kueue.yields else None
+        if after is not None and not ds.spec.stopped:
+            marking = mark_pods(self.client, pods, wanted_priority(activity, now, after))
+            await tried.attempt("idle mark", marking)
         times = timeline(recorded, pods, activity, self.lifecycle.max_lifetime, now)
         ds = times.ds  # the run counts from its start
         seen = Observed(
@@ -276,11 +285,14 @@ class DevServerReconciler:
         if seen.queued is not None or parked(status):
             # its place moves as others are admitted; a parked change may fit now
             return Result(requeue_after=QUEUE_REFRESH)
+        later = []
         if activity is not None and activity.valid_until is not None and activity.fresh(now):
             # nothing wakes us when the agent falls silent: look again once its report lapses
             # (active GPU time must not run on); a reconcile, no write unless something changed
-            return Result(requeue_after=(activity.valid_until - now).total_seconds() + 1)
-        return None
+            later.append((activity.valid_until - now).total_seconds() + 1)
+        if after is not None and (turn := yields_in(activity, now, after)) is not None:
+            later.append(turn + 1)  # idle long enough then: its pods are marked to yield
+        return Result(requeue_after=min(later)) if later else None
 
     def _queued(self, ds: DevServer, pods: list[KubeObject]) -> str | None:
         """What Kueue says of the pod it holds back, and its place in the queue; None when
@@ -312,9 +324,10 @@ class DevServerReconciler:
         queue = self.caches.queue
         return admitted_at(queue.workload_of(pod)) if queue is not None else None
 
-    async def _stop_preempted(self, ds: DevServer, why: str) -> None:
-        """Kueue evicted its pod (preempted, to give its team's quota back): the server stops
-        instead of queueing again unseen, its home kept; the user is told Kueue's words."""
+    async def _stop_preempted(self, ds: DevServer, why: str, *, yielded: bool = False) -> None:
+        """Kueue evicted its pod (preempted, to give its team's quota back, or as an idle server
+        yielding to a queued one): the server stops instead of queueing again unseen, its home
+        kept; the user is told why, in Kueue's words."""
         patch = {
             "metadata": {"annotations": {STOP_REASON: PREEMPTED, PREEMPTED_AT: _stamp()}},
             "spec": {"stopped": True},
@@ -325,8 +338,9 @@ class DevServerReconciler:
             if error.not_found:
                 return
             raise
+        cause = "it was idle and a queued server needed its GPUs; " if yielded else ""
         message = (
-            f"stopped, home volume kept: Kueue evicted it ({why}); "
+            f"stopped, home volume kept: {cause}Kueue evicted it ({why}); "
             f"`devctl start {ds.metadata.name}` queues it again"
         )
         await self.mode.event(ds, EventType.WARNING, PREEMPTED, message)

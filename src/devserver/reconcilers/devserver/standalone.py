@@ -29,7 +29,13 @@ from typing import Any
 from devserver.api.devserver import DevServer, Mode, Phase
 from devserver.api.flavor import DevServerFlavor
 from devserver.api.meta import KubeObject, ObjectKey
-from devserver.api.names import FIELD_MANAGER, KUEUE_QUEUE_LABEL, USER_QUOTA, flavor_of
+from devserver.api.names import (
+    FIELD_MANAGER,
+    KUEUE_PRIORITY_LABEL,
+    KUEUE_QUEUE_LABEL,
+    USER_QUOTA,
+    flavor_of,
+)
 from devserver.api.quantity import QuantityError, parse_quantity
 from devserver.api.resources import (
     DEPLOYMENTS,
@@ -55,7 +61,7 @@ from devserver.reconcilers.devserver.status import (
     waiting_reason,
 )
 from devserver.reconcilers.flavor import gpu_count
-from devserver.reconcilers.kueue import queue_label
+from devserver.reconcilers.kueue import priority_label, queue_label
 from devserver.reconcilers.naming import home_claim_name, object_meta, selector
 
 # Ready=False reasons worth a Warning (not the ordinary Creating/Starting on the way up)
@@ -96,12 +102,18 @@ def desired_home_claim(ds: DevServer, claim: KubeObject | None = None) -> dict[s
 
 
 def desired_deployment(
-    ds: DevServer, flavor: DevServerFlavor, *, replicas: int = 1, queue: str | None = None
+    ds: DevServer,
+    flavor: DevServerFlavor,
+    *,
+    replicas: int = 1,
+    queue: str | None = None,
+    priority: str | None = None,
 ) -> dict[str, Any]:
+    """`queue` and `priority`: Kueue's labels (its webhook copies them to the pod template)."""
     home = {"name": "home", "persistentVolumeClaim": {"claimName": home_claim_name(ds)}}
     metadata = object_meta(ds, ds.metadata.name)
-    if queue:
-        metadata["labels"] = {**metadata["labels"], KUEUE_QUEUE_LABEL: queue}
+    kueue = {KUEUE_QUEUE_LABEL: queue, KUEUE_PRIORITY_LABEL: priority}
+    metadata["labels"] = {**metadata["labels"], **{k: v for k, v in kueue.items() if v}}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -308,11 +320,15 @@ class Standalone(ServerMode, name="devserver", workers=4, workload=DEPLOYMENTS):
     async def _deployment(self, ds: DevServer, flavor: DevServerFlavor) -> None:
         if self.resize_blocked(ds) is not None:
             return  # parked: the running pod stays as it is, the status says why
-        queue = queue_label(self.caches.workloads.store.get(ds.key), self.kueue)
-        replicas = 0 if ds.spec.stopped else 1
-        await self.ensure_workload(
-            ds, desired_deployment(ds, flavor, replicas=replicas, queue=queue)
+        live = self.caches.workloads.store.get(ds.key)
+        intent = desired_deployment(
+            ds,
+            flavor,
+            replicas=0 if ds.spec.stopped else 1,
+            queue=queue_label(live, self.kueue),
+            priority=priority_label(live, self.kueue),
         )
+        await self.ensure_workload(ds, intent)
 
     async def _service(self, ds: DevServer) -> None:
         service = self.caches.services.store.get(ds.key)
