@@ -98,9 +98,10 @@ def kueue_config(
     if pairs and not cluster_queue:
         raise ValueError("--kueue-team-queue needs --kueue-cluster-queue for users of no team")
     try:
-        after = None if idle_yield_after in ("", "0") else parse_ttl(idle_yield_after)
+        after = parse_ttl(idle_yield_after) if idle_yield_after not in ("", "0") else None
     except ValueError as error:
         raise ValueError(f"--kueue-idle-yield-after: {error}") from None
+    after = after or None  # 0s, 0m: off, as 0
     if after is not None and not cluster_queue:
         raise ValueError("--kueue-idle-yield-after needs --kueue-cluster-queue")
     return KueueConfig(cluster_queue, tuple(pairs), after)
@@ -121,9 +122,10 @@ async def run(settings: OperatorSettings, stop: asyncio.Event) -> None:
             kueue = KueueConfig()
         if kueue.yields and (missing := await missing_priority_classes(manager.client)):
             log.error(
-                "the WorkloadPriorityClasses idle servers yield by are missing: idle servers "
-                "do not yield until they are made (the chart's kueue.idleYieldAfter makes them) "
-                "and the operator restarted",
+                "the WorkloadPriorityClasses idle servers yield by are missing or unreadable: "
+                "idle servers do not yield, and servers already labelled with them are not "
+                "admitted, until the chart (kueue.enabled) makes them and grants their read "
+                "(kueue.idleYield.after) and the operator is restarted",
                 missing=missing,
             )
             kueue = replace(kueue, idle_yield_after=None)

@@ -140,6 +140,26 @@ def test_values_the_schema_refuses_before_anything_is_made(
         render(control_plane, "--set", value)
 
 
+def test_with_kueue_the_yield_classes_are_made_and_kept_and_a_reversed_order_refused(
+    control_plane: LocalControlPlane,
+) -> None:
+    """Made whenever Kueue is on (a workload labelled with one is never admitted without it),
+    kept on uninstall; an idle class not below the active one would never yield first."""
+    docs = yaml.safe_load_all(render(control_plane, "--set", "kueue.enabled=true"))
+    classes = {d["metadata"]["name"]: d for d in docs if d and d["kind"] == "WorkloadPriorityClass"}
+    assert {n: d["value"] for n, d in classes.items()} == {
+        "devserver-active": 0,  # what Kueue gives a workload of no class
+        "devserver-idle": -100,
+    }
+    assert all(
+        d["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep" for d in classes.values()
+    )
+    with pytest.raises(RuntimeError, match="activePriority must be above idlePriority"):
+        render(
+            control_plane, "--set", "kueue.enabled=true", "--set", "kueue.idleYield.idlePriority=0"
+        )
+
+
 def test_crds_are_kept_on_uninstall_and_every_object_carries_the_charts_labels(
     control_plane: LocalControlPlane,
 ) -> None:

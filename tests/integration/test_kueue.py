@@ -202,8 +202,8 @@ def test_with_kueue_down_pods_outside_dev_namespaces_are_created_as_ever(
 QUEUE = "kq-dev"  # the chart's ClusterQueue
 NODE = NodeSpec("kq-g5-1", "g5.12xlarge", "kq-gpu")  # 4 GPUs: Kueue's quota (1) is the limit
 USERS = {  # and their teams
-    **{"kqa": "", "kqb": "", "kqr": "kq-red", "kqu": "kq-blue", "kqg": "kq-gangs"},
-    "kqy": "kq-yield",
+    **{"kqa": "", "kqb": "", "kqc": "", "kqd": "", "kqr": "kq-red", "kqu": "kq-blue"},
+    **{"kqg": "kq-gangs", "kqy": "kq-yield"},
 }
 COHORT = {"kq-red": "kq-red", "kq-blue": "kq-blue"}  # two teams of one cohort
 GANGS = "kq-gangs"  # the distributed servers' team and queue, of their own
@@ -582,6 +582,28 @@ def test_a_queued_gangs_world_size_and_flavor_change_by_a_restart_keeping_every_
     assert "Restarting" in reasons, reasons
     assert not any(r == "Failed" or r.startswith("Refused") for r in reasons), reasons
 
+    # more ranks than the gang's queue holds (4 GPUs): parked, the 2 ranks run on untouched
+    ranks = {pod["metadata"]["uid"] for pod in p.pods("kq-gang", "kqg")}
+    edit({"distributed": {"worldSize": 6}})
+
+    def parked() -> dict[str, Any]:
+        found = [c for c in p.status("kq-gang", "kqg").get("conditions") or []]
+        return next((c for c in found if c["type"] == "Resized" and c["status"] == "False"), {})
+
+    said = poll(parked, 30, "the move parked")["message"]
+    assert said.startswith("the move to 6 ranks of kq-gpu-big waits and keeps running as 2"), said
+    workloads = p.cp.kubectl("get", "workloads", "-n", "dev-kqg", "-o", "json").stdout
+    held = [
+        (w["metadata"]["name"], w["metadata"].get("deletionTimestamp"), w.get("status"))
+        for w in json.loads(workloads)["items"]
+    ]
+    assert "it needs 6 GPUs and the queue kq-gangs has" in said, (said, held)
+    time.sleep(3)
+    assert {pod["metadata"]["uid"] for pod in p.pods("kq-gang", "kqg")} == ranks
+    assert p.status("kq-gang", "kqg")["phase"] == "Running"
+    edit({"distributed": {"worldSize": 2}})  # asked back: nothing waits
+    poll(lambda: not parked(), 30, "nothing parked")
+
 
 def test_borrowed_gpus_are_reclaimed_and_the_preempted_server_is_stopped_with_its_home(
     platform: Platform,
@@ -726,25 +748,29 @@ def test_devctl_quota_shows_a_user_their_ceiling_and_their_teams_queue(
 def test_two_users_of_one_queue_are_admitted_in_turns_not_first_come_takes_all(
     platform: Platform,
 ) -> None:
-    """One GPU, two users: kqa queues three servers, then kqb two. With usage-based admission
-    fair sharing, kqb's first server goes before kqa's second, though queued later, and each
-    user gets two of the first four turns."""
+    """One GPU, two users new to the queue (no usage of earlier tests to weigh): kqc queues
+    three servers, then kqd two. With usage-based admission fair sharing, kqd's first server
+    goes before kqc's second, though queued later, and each user gets two of the first four
+    turns."""
     p = platform
     p.set_stopped("kq-move", "kqa", True)
     p.phase_is("kq-move", "kqa", "Stopped")
     p.set_gpu_quota(1)
+    for user in ("kqc", "kqd"):
+        poll(lambda u=user: p.get("localqueue", "devserver", f"dev-{u}"), 30, f"{user}'s queue")
+        poll(lambda u=user: p.get("resourcequota", "dev-user", f"dev-{u}"), 30, "quota")
     first = "kq-fa1"
-    p.create(first, "kqa")
-    p.phase_is(first, "kqa", "Running")
+    p.create(first, "kqc")
+    p.phase_is(first, "kqc", "Running")
     for name in ("kq-fa2", "kq-fa3"):
-        p.create(name, "kqa")
-        p.phase_is(name, "kqa", "Queued")
+        p.create(name, "kqc")
+        p.phase_is(name, "kqc", "Queued")
     time.sleep(2)  # kqb's are queued later: first come would be kqa's
     for name in ("kq-fb1", "kq-fb2"):
-        p.create(name, "kqb")
-        p.phase_is(name, "kqb", "Queued")
-    waiting = {"kq-fa2": "kqa", "kq-fa3": "kqa", "kq-fb1": "kqb", "kq-fb2": "kqb"}
-    turns, running = [], (first, "kqa")
+        p.create(name, "kqd")
+        p.phase_is(name, "kqd", "Queued")
+    waiting = {"kq-fa2": "kqc", "kq-fa3": "kqc", "kq-fb1": "kqd", "kq-fb2": "kqd"}
+    turns, running = [], (first, "kqc")
     for _ in range(3):
         time.sleep(5)  # each turn holds the GPU a while: usage to weigh
         p.set_stopped(*running, True)
@@ -756,8 +782,8 @@ def test_two_users_of_one_queue_are_admitted_in_turns_not_first_come_takes_all(
         name = poll(admitted, 60, "the next turn")
         turns.append(waiting.pop(name))
         running = (name, turns[-1])
-    assert turns[0] == "kqb", turns  # not first come: kqa has used the GPU, kqb not yet
-    assert ["kqa", *turns].count("kqa") == 2 and turns.count("kqb") == 2, turns
+    assert turns[0] == "kqd", turns  # not first come: kqc has used the GPU, kqd not yet
+    assert ["kqc", *turns].count("kqc") == 2 and turns.count("kqd") == 2, turns
 
 
 def test_an_idle_server_yields_its_gpu_to_a_queued_one_and_an_active_one_never_does(
@@ -769,8 +795,8 @@ def test_an_idle_server_yields_its_gpu_to_a_queued_one_and_an_active_one_never_d
     operator marks its pod idle, Kueue preempts it for the queued one, and it is stopped with
     its home and told why."""
     p = platform
-    others = {"kq-u1": "kqu", "kq-r1": "kqr", "kq-r2": "kqr", "kq-fa1": "kqa", "kq-fb1": "kqb"}
-    others |= {"kq-fa2": "kqa", "kq-fa3": "kqa", "kq-fb2": "kqb"}
+    others = {"kq-u1": "kqu", "kq-r1": "kqr", "kq-r2": "kqr", "kq-fa1": "kqc", "kq-fb1": "kqd"}
+    others |= {"kq-fa2": "kqc", "kq-fa3": "kqc", "kq-fb2": "kqd"}
     for name, user in others.items():  # the node's GPUs free: only the quota limits here
         if p.status(name, user).get("phase") not in (None, "Stopped"):
             p.set_stopped(name, user, True)

@@ -459,9 +459,11 @@ def test_only_a_fresh_report_of_idleness_long_enough_marks_a_server_to_yield(
     should = fresh and idle_for is not None and idle_for >= after
     assert wanted == ("devserver-idle" if should else "devserver-active")
     turn = yields_in(activity, now, timedelta(seconds=after))
-    if turn is not None:  # it is marked once that time has passed, not before
+    if turn is not None:  # it is marked once that time has passed, if still reported idle
         assert not should
-        assert wanted_priority(activity, now + timedelta(seconds=turn), timedelta(seconds=after))
+        then = now + timedelta(seconds=turn)
+        expected = "devserver-idle" if activity.fresh(then) else "devserver-active"
+        assert wanted_priority(activity, then, timedelta(seconds=after)) == expected
     assert wanted_priority(None, now, timedelta(0)) == "devserver-active"  # no agent: active
 
 
@@ -600,3 +602,13 @@ async def test_a_server_that_yielded_is_told_it_was_stopped_because_it_was_idle(
     assert (kind, reason) == ("Warning", "Preempted")
     assert "it was idle and a queued server needed its GPUs" in message
     assert "home volume kept" in message
+
+
+def test_idle_yield_is_off_at_zero_and_a_bad_duration_is_refused_in_one_sentence() -> None:
+    assert kueue_config("q", (), "0s").idle_yield_after is None
+    assert kueue_config("q", (), "0").idle_yield_after is None
+    assert kueue_config("q", (), "15m").idle_yield_after == timedelta(minutes=15)
+    with pytest.raises(ValueError, match="--kueue-idle-yield-after: 'soon' is not a duration"):
+        kueue_config("q", (), "soon")
+    with pytest.raises(ValueError, match="needs --kueue-cluster-queue"):
+        kueue_config("", (), "15m")

@@ -11,13 +11,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from devserver.api.flavor import DevServerFlavor
+from devserver.api.kueue_gpus import gpus_admitted
 from devserver.api.meta import KubeObject
+from devserver.api.resources import PODS, RESOURCE_QUOTAS, STATEFULSETS
 from devserver.reconcilers.devserver.resize import (
     node_problem,
     queue_problem,
     quota_problem,
     resize_problem,
 )
+from tests.unit.reconcile_world import NAMESPACE, World
 
 
 def flavor(
@@ -162,3 +165,125 @@ def test_the_sentence_says_what_waits_what_runs_and_why() -> None:
         "enough: it needs 8 GPUs, the largest has 4; pick a smaller flavor or ask an admin"
     )
     assert resize_problem(flavor("small", 1), flavor("big", 4), quota(8, 1), [node(4)]) is None
+
+
+# ------------------------------------------------------------------ a distributed server's ranks
+
+
+@given(
+    hard=st.integers(0, 32),
+    others=st.integers(0, 16),
+    before=st.integers(1, 8),
+    after=st.integers(1, 8),
+    gpus=st.integers(1, 4),
+)
+def test_a_gangs_move_counts_every_rank_against_the_quota(
+    hard: int, others: int, before: int, after: int, gpus: int
+) -> None:
+    """Every rank stops before the new gang starts: it fits iff the other servers and all its
+    new ranks fit the quota."""
+    same = flavor("g", gpus)
+    said = resize_problem(same, same, quota(hard, others + before * gpus), [], pods=(before, after))
+    assert (said is None) == (others + after * gpus <= hard)
+    if said is not None:
+        assert said.startswith(
+            f"the move to {after} ranks of g waits and keeps running as {before}"
+        )
+        assert f"it needs {after * gpus} GPUs" in said
+
+
+def gang(world: World, ranks: int) -> None:
+    """A distributed server whose `ranks` pods of gpu-small run."""
+    template = {"metadata": {"annotations": {"devservers.io/flavor": "gpu-small"}}}
+    world.child(
+        STATEFULSETS,
+        "box",
+        spec={"replicas": ranks, "template": template},
+        status={"replicas": ranks, "readyReplicas": ranks},
+    )
+    for rank in range(ranks):
+        world.child(
+            PODS,
+            f"box-{rank}",
+            metadata={"uid": f"rank-{rank}", "creationTimestamp": "2026-01-05T09:00:00Z"},
+            spec={"nodeName": "n1"},
+            status={"conditions": [{"type": "Ready", "status": "True"}]},
+        )
+
+
+async def test_a_gang_grown_past_the_quota_is_parked_and_its_ranks_run_on() -> None:
+    world = World()
+    world.flavor("gpu-small", gpus=1)
+    world.server(mode="distributed", distributed={"worldSize": 4}, status={"phase": "Running"})
+    gang(world, 2)
+    hard = {"requests.nvidia.com/gpu": "3"}
+    world.put(
+        RESOURCE_QUOTAS,
+        KubeObject.model_validate(
+            {
+                "metadata": {"name": "dev-user", "namespace": NAMESPACE},
+                "status": {"hard": hard, "used": {"requests.nvidia.com/gpu": "2"}},
+            }
+        ),
+    )
+    result = await world.reconcile("distributed", "box")
+    assert [c for c in world.kube.writes("StatefulSet")] == []  # not a rank stopped
+    parked = next(
+        c for c in world.kube.status_patches()[-1]["conditions"] if c["type"] == "Resized"
+    )
+    assert (parked["status"], parked["reason"]) == ("False", "Parked")
+    assert parked["message"] == (
+        "the move to 4 ranks of gpu-small waits and keeps running as 2 of gpu-small: it needs "
+        "4 GPUs and your quota allows 3, of which your other servers use 0: stop one "
+        "(`devctl list`) or ask an admin for more"
+    )
+    assert result is not None and result.requeue_after == 60  # looked at again
+    status = world.kube.status_patches()[-1]
+    assert (status["readyRanks"], len(status["ranks"])) == (2, 2)  # the gang as it runs
+
+    world.put(  # an admin raises the quota: the gang grows
+        RESOURCE_QUOTAS,
+        KubeObject.model_validate(
+            {
+                "metadata": {"name": "dev-user", "namespace": NAMESPACE},
+                "status": {
+                    "hard": {"requests.nvidia.com/gpu": "4"},
+                    "used": {"requests.nvidia.com/gpu": "2"},
+                },
+            }
+        ),
+    )
+    await world.reconcile("distributed", "box")
+    assert world.kube.writes("StatefulSet")
+
+
+async def test_a_gang_shrunk_is_never_parked() -> None:
+    world = World()
+    world.flavor("gpu-small", gpus=1)
+    world.server(mode="distributed", distributed={"worldSize": 2}, status={"phase": "Running"})
+    gang(world, 4)
+    await world.reconcile("distributed", "box")
+    assert world.kube.writes("StatefulSet")
+    assert not any(c["type"] == "Resized" for c in world.kube.status_patches()[-1]["conditions"])
+
+
+def test_the_queue_counts_what_its_admitted_workloads_hold_when_its_status_lags() -> None:
+    """Kueue writes a ClusterQueue's status now and then; the Workloads' admissions come on the
+    watch at once: the larger is what the queue holds."""
+    lagging = cluster_queue(8, 0)
+    assert queue_problem(1, 4, lagging, "shared") is None
+    said = queue_problem(1, 4, lagging, "shared", admitted=6)
+    assert said is not None and "the queue shared has 3 free" in said
+    admitted = {
+        "status": {
+            "conditions": [{"type": "QuotaReserved", "status": "True"}],
+            "admission": {
+                "clusterQueue": "shared",
+                "podSetAssignments": [{"resourceUsage": {"nvidia.com/gpu": "4"}, "count": 4}],
+            },
+        }
+    }
+    assert gpus_admitted(admitted, "shared") == 4  # the pod set's total
+    assert gpus_admitted(admitted, "other") == 0
+    admitted["status"]["conditions"].append({"type": "Finished", "status": "True"})
+    assert gpus_admitted(admitted, "shared") == 0

@@ -37,3 +37,20 @@ def gpu_quota(spec: dict[str, Any], field: str = "nominalQuota") -> int | None:
                 if resource.get("name") == GPU and resource.get(field) is not None:
                     found = (found or 0) + int(_amount(resource[field]))
     return found
+
+
+def gpus_admitted(workload: dict[str, Any], cluster_queue: str) -> int:
+    """The GPUs a Workload holds in `cluster_queue`: reserved for it there, and not finished."""
+    if (workload.get("metadata") or {}).get("deletionTimestamp"):
+        return 0  # going: Kueue gives its quota back
+    status = workload.get("status") or {}
+    conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
+    admission = status.get("admission") or {}
+    if conditions.get("QuotaReserved") != "True" or conditions.get("Finished") == "True":
+        return 0
+    if admission.get("clusterQueue") != cluster_queue:
+        return 0
+    total = Decimal(0)
+    for assignment in admission.get("podSetAssignments") or []:
+        total += _amount((assignment.get("resourceUsage") or {}).get(GPU, 0))
+    return int(total)

@@ -21,9 +21,11 @@ import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import Enum
+from http import HTTPStatus
 from typing import Any
 
 from devserver.api.devserver import DevServer
+from devserver.api.kueue_gpus import gpus_admitted
 from devserver.api.lifecycle import Activity
 from devserver.api.meta import KubeObject, ObjectKey
 from devserver.api.names import (
@@ -149,6 +151,16 @@ class QueueCaches:
         found = self.workloads.store.by_index(OWNER_UID_INDEX, pod.metadata.uid)
         return found[0] if found else None
 
+    def gpus_admitted(self, cluster_queue: str) -> int:
+        """The GPUs of the Workloads admitted to `cluster_queue`, as the watch saw them."""
+        return sum(
+            gpus_admitted(
+                {"metadata": {"deletionTimestamp": w.metadata.deletion_timestamp}, **w.extra},
+                cluster_queue,
+            )
+            for w in self.workloads.store.objects()
+        )
+
     def position(self, workload: KubeObject, same_queue: set[str]) -> int:
         """Its place among the waiting workloads of the namespaces whose LocalQueue points at
         the same ClusterQueue (`same_queue`), in Kueue's order: priority, then age."""
@@ -259,6 +271,11 @@ def to_mark(pods: list[KubeObject], wanted: str) -> list[KubeObject]:
 
 def marked_idle(pods: list[KubeObject]) -> bool:
     return any(p.metadata.labels.get(KUEUE_PRIORITY_LABEL) == IDLE_PRIORITY for p in pods)
+
+
+def classed(pods: list[KubeObject]) -> bool:
+    """Whether any pod has a class to move (distributed servers' have none)."""
+    return any(KUEUE_PRIORITY_LABEL in p.metadata.labels for p in pods)
 
 
 async def mark_pods(client: KubeClient, pods: list[KubeObject], wanted: str) -> None:
@@ -451,14 +468,15 @@ async def kueue_served(client: KubeClient) -> bool:
 
 
 async def missing_priority_classes(client: KubeClient) -> list[str]:
-    """The WorkloadPriorityClasses idle servers yield by that are not there (the chart makes
-    them): a pod naming a missing one would never be admitted."""
+    """The WorkloadPriorityClasses idle servers yield by that are not there, or that the
+    operator may not read (the chart makes them, and grants that): a pod naming a missing one
+    would never be admitted."""
     missing = []
     for name in (ACTIVE_PRIORITY, IDLE_PRIORITY):
         try:
             await client.get(WORKLOAD_PRIORITY_CLASSES, name)
         except ApiError as error:
-            if not error.not_found:
+            if not (error.not_found or error.status == HTTPStatus.FORBIDDEN):
                 raise
             missing.append(name)
     return missing

@@ -138,6 +138,8 @@ class KueueProcess:
                 "certDir": str(self.root / "webhook-certs"),
             },
             "leaderElection": {"leaderElect": False},
+            # as Kueue's own manifests and chart configure it (its binary alone defaults to 20/30)
+            "clientConnection": {"qps": 50, "burst": 100},
             "internalCertManagement": {"enable": False},
             "manageJobsWithoutQueueName": False,
             "managedJobsNamespaceSelector": DEV_NAMESPACES,

@@ -34,7 +34,7 @@ from typing import Any
 
 from devserver.api.devserver import DevServer, Mode, Phase
 from devserver.api.flavor import DevServerFlavor
-from devserver.api.meta import KubeObject
+from devserver.api.meta import KubeObject, ObjectKey
 from devserver.api.names import KUEUE_QUEUE_LABEL, POD_SHAPE
 from devserver.api.resources import SERVICES, STATEFULSETS
 from devserver.client.events import EventType
@@ -52,6 +52,7 @@ from devserver.reconcilers.devserver.running_template import (
 from devserver.reconcilers.devserver.status import (
     Observed,
     Verdict,
+    condition,
     mode_status,
     on_nodes,
     pod_condition,
@@ -208,8 +209,11 @@ def _rank_of(pod: KubeObject) -> int | None:
     return int(index) if index.isdigit() else None
 
 
-def rank_entries(ds: DevServer, pods: list[KubeObject]) -> list[dict[str, Any]]:
-    w, _ = world(ds)
+def rank_entries(
+    ds: DevServer, pods: list[KubeObject], w: int | None = None
+) -> list[dict[str, Any]]:
+    """Each of the `w` ranks (the spec's world size unless given)."""
+    w = world(ds)[0] if w is None else w
     by_rank = {
         rank: pod
         for pod in pods
@@ -260,10 +264,12 @@ def rolled_out(statefulset: KubeObject | None, w: int) -> bool:
     )
 
 
-def distributed_status(ds: DevServer, seen: Observed) -> dict[str, Any]:
+def distributed_status(ds: DevServer, seen: Observed, parked: str | None = None) -> dict[str, Any]:
     statefulset = seen.workload
     w, p = world(ds)
-    ranks = [] if ds.spec.stopped else rank_entries(ds, seen.pods)
+    if parked is not None and statefulset is not None:  # the gang as it runs, not as asked
+        w = int((statefulset.extra.get("spec") or {}).get("replicas") or w)
+    ranks = [] if ds.spec.stopped else rank_entries(ds, seen.pods, w)
     ready_count = sum(1 for r in ranks if r["ready"])
     phase, ready, reason = Phase.PENDING, False, "Creating"
     message = f"creating {w} ranks"
@@ -302,7 +308,14 @@ def distributed_status(ds: DevServer, seen: Observed) -> dict[str, Any]:
     # change of that count is a transition that closes the period)
     price = seen.price_per_hour * placed if seen.price_per_hour is not None else None
     gpus = seen.gpus_per_pod * placed
-    status = mode_status(ds, seen, verdict, "the ranks", home_claim_name(ds, 0), price, gpus)
+    after = (
+        []
+        if parked is None
+        else [condition("Resized", False, "Parked", parked, ds.metadata.generation)]
+    )
+    status = mode_status(
+        ds, seen, verdict, "the ranks", home_claim_name(ds, 0), price, gpus, after=after
+    )
     name, ns = ds.metadata.name, ds.metadata.namespace
     status |= {
         "ranks": ranks,
@@ -344,7 +357,26 @@ class Distributed(ServerMode, name="distributed", workers=2, workload=STATEFULSE
         return children
 
     def status(self, ds: DevServer, seen: Observed) -> dict[str, Any]:
-        return distributed_status(ds, seen)
+        return distributed_status(ds, seen, parked=self.resize_blocked(ds))
+
+    def resize_blocked(self, ds: DevServer) -> str | None:
+        """Why a running gang's move to more ranks or another flavor must wait (`resize`):
+        every rank would stop first, and the new gang might then never run."""
+        live = self.caches.workloads.store.get(ds.key)
+        spec = (live.extra.get("spec") or {}) if live is not None else {}
+        running = live is not None and (live.extra.get("status") or {}).get("readyReplicas")
+        if ds.spec.stopped or not running or live is None:
+            return None
+        applied, before = template_flavor(live), int(spec.get("replicas") or 0)
+        after, _ = world(ds)
+        if applied is None or (applied == ds.spec.flavor and after <= before):
+            return None  # nothing more is asked for
+        flavors = self.caches.flavors.store
+        new = flavors.get(ObjectKey("", ds.spec.flavor))
+        if new is None:
+            return None  # FlavorValid says what is wrong; the ranks are left as they are
+        old = flavors.get(ObjectKey("", applied))
+        return self.resize_check(ds, old, new, (before, after))
 
     def gpus(
         self, ds: DevServer, flavor: DevServerFlavor | None, status: dict[str, Any], placed: int
@@ -358,6 +390,8 @@ class Distributed(ServerMode, name="distributed", workers=2, workload=STATEFULSE
         await self.ensure(SERVICES, intent, live)
 
     async def _statefulset(self, ds: DevServer, flavor: DevServerFlavor) -> None:
+        if self.resize_blocked(ds) is not None:
+            return  # parked: the ranks run on as they are, the status says why
         live = self.caches.workloads.store.get(ds.key)
         queue = queue_label(live, self.kueue)
         replicas = 0 if ds.spec.stopped else None

@@ -41,6 +41,7 @@ from devserver.api.names import (
     FIELD_MANAGER,
     PREEMPTED_AT,
     STOP_REASON,
+    USER_QUOTA,
     user_namespace,
 )
 from devserver.api.resources import (
@@ -64,6 +65,7 @@ from devserver.reconcilers.devserver.fleet_metrics import (
     shared_fleet_metrics,
     waiting_since,
 )
+from devserver.reconcilers.devserver.resize import resize_problem
 from devserver.reconcilers.devserver.running_template import (
     adopted_selector,
     keep_running_template,
@@ -75,9 +77,9 @@ from devserver.reconcilers.kueue import (
     Evictions,
     KueueConfig,
     admitted_at,
+    classed,
     gated,
     mark_pods,
-    marked_idle,
     owners,
     queued_message,
     waiting,
@@ -181,6 +183,25 @@ class ServerMode(ABC):
                 return None
             raise
 
+    def resize_check(
+        self,
+        ds: DevServer,
+        old: DevServerFlavor | None,
+        new: DevServerFlavor,
+        pods: tuple[int, int] | None = None,
+    ) -> str | None:
+        """Why moving running `ds` from `old` to `new` (`pods` ranks before and after) must
+        wait: the user's quota, the nodes, the queue (`resize`)."""
+        namespace = ds.metadata.namespace
+        quota = self.caches.quotas.store.get(ObjectKey(namespace, USER_QUOTA))
+        cluster_queue, name, admitted = None, "", 0
+        if self.caches.queue is not None and self.kueue.enabled:
+            name = self.kueue.cluster_queue_of(self.caches.team_of(namespace))
+            cluster_queue = self.caches.queue.cluster_queues.store.get(ObjectKey("", name))
+            admitted = self.caches.queue.gpus_admitted(name)
+        nodes = self.caches.nodes.store.objects()
+        return resize_problem(old, new, quota, nodes, cluster_queue, name, pods, admitted)
+
     def workload_selector(self, ds: DevServer) -> bool:
         """Whether the workload (cached) selects by the keys of before 0.2 (api/names.py)."""
         live = self.caches.workloads.store.get(ds.key)
@@ -228,8 +249,7 @@ class DevServerReconciler:
             return None  # the other mode's
         evicted = self.evictions.pending(ds, self.caches.made_for(self.caches.pods, key))
         if evicted is not None and not ds.spec.stopped:
-            idle = marked_idle(self.caches.made_for(self.caches.pods, key))
-            await self._stop_preempted(ds, evicted.message, yielded=idle or evicted.idle)
+            await self._stop_preempted(ds, evicted.message, yielded=evicted.idle)
             self.evictions.forget(key)  # once stopped: a failed patch is retried with it
             return None  # the stop wakes it again: the workload then goes to zero
         tried = Attempts()
@@ -246,7 +266,9 @@ class DevServerReconciler:
         billed = self._running_flavor(recorded)
         pods = self.caches.made_for(self.caches.pods, key)
         activity = self.caches.agent.activity(recorded)
+        # idle servers yield: only pods that have a class are marked (a standalone server's)
         after = self.mode.kueue.idle_yield_after if self.mode.kueue.yields else None
+        after = after if after is not None and classed(pods) else None
         if after is not None and not ds.spec.stopped:
             marking = mark_pods(self.client, pods, wanted_priority(activity, now, after))
             await tried.attempt("idle mark", marking)

@@ -31,7 +31,7 @@ from devserver.api.flavor import DevServerFlavor
 from devserver.api.kueue_gpus import gpu_quota, gpus_in
 from devserver.api.meta import KubeObject
 from devserver.api.quantity import QuantityError, parse_quantity
-from devserver.reconcilers.flavor import GPU_RESOURCE
+from devserver.reconcilers.flavor import GPU_RESOURCE, gpu_count
 
 CHECKED = ("cpu", "memory", GPU_RESOURCE)  # what quotas and nodes are checked for
 NAMES = {"cpu": "CPUs", "memory": "memory", GPU_RESOURCE: "GPUs"}
@@ -125,13 +125,20 @@ def node_problem(flavor: DevServerFlavor, nodes: Iterable[KubeObject]) -> str | 
 
 
 def queue_problem(
-    old_gpus: int, new_gpus: int, cluster_queue: KubeObject | None, queue: str
+    old_gpus: int,
+    new_gpus: int,
+    cluster_queue: KubeObject | None,
+    queue: str,
+    admitted: int = 0,
 ) -> str | None:
-    """Whether the server's ClusterQueue has the GPUs free now (the running pod's given back)."""
+    """Whether the server's ClusterQueue has the GPUs free now (the running pod's given back).
+    What it holds is the larger of its status (Kueue writes it now and then) and `admitted`,
+    the GPUs of its admitted Workloads as the watch saw them last."""
     if cluster_queue is None or new_gpus <= old_gpus:
         return None
     nominal = gpu_quota(cluster_queue.extra.get("spec") or {}) or 0
-    reserved = gpus_in((cluster_queue.extra.get("status") or {}).get("flavorsReservation"))
+    status = cluster_queue.extra.get("status") or {}
+    reserved = max(gpus_in(status.get("flavorsReservation")), admitted)
     free = nominal - reserved + old_gpus
     if new_gpus <= free:
         return None
@@ -148,15 +155,27 @@ def resize_problem(
     nodes: Iterable[KubeObject],
     cluster_queue: KubeObject | None = None,
     queue: str = "",
-    gpus: tuple[int, int] = (0, 0),
+    pods: tuple[int, int] | None = None,
+    admitted: int = 0,
 ) -> str | None:
-    """One sentence when moving a running server from `old` to `new` must wait, else None."""
+    """One sentence when moving a running server from `old` to `new` must wait, else None.
+    `pods`: a distributed server's ranks before and after (each pod of its flavor)."""
+    before, after = pods or (1, 1)
     problem = (
-        quota_problem(requests_of(old), requests_of(new), quota)
+        quota_problem(_times(requests_of(old), before), _times(requests_of(new), after), quota)
         or node_problem(new, nodes)
-        or queue_problem(gpus[0], gpus[1], cluster_queue, queue)
+        or queue_problem(
+            gpu_count(old) * before, gpu_count(new) * after, cluster_queue, queue, admitted
+        )
     )
     if problem is None:
         return None
-    was = f" and keeps running on {old.metadata.name}" if old is not None else ""
-    return f"the move to {new.metadata.name} waits{was}: {problem}"
+    if pods is None:
+        was = f" and keeps running on {old.metadata.name}" if old is not None else ""
+        return f"the move to {new.metadata.name} waits{was}: {problem}"
+    was = f" and keeps running as {before} of {old.metadata.name}" if old is not None else ""
+    return f"the move to {after} ranks of {new.metadata.name} waits{was}: {problem}"
+
+
+def _times(amounts: Mapping[str, Decimal], n: int) -> dict[str, Decimal]:
+    return {name: amount * n for name, amount in amounts.items()}

@@ -33,7 +33,6 @@ from devserver.api.names import (
     FIELD_MANAGER,
     KUEUE_PRIORITY_LABEL,
     KUEUE_QUEUE_LABEL,
-    USER_QUOTA,
     flavor_of,
 )
 from devserver.api.quantity import QuantityError, parse_quantity
@@ -48,7 +47,6 @@ from devserver.reconcilers.devserver.activity_agent import ensure_agent_objects
 from devserver.reconcilers.devserver.home_volumes import retain_homes, retain_unowned_homes
 from devserver.reconcilers.devserver.pod import SSH_PORT, pod_template, template_flavor
 from devserver.reconcilers.devserver.reconciler import Child, ServerMode
-from devserver.reconcilers.devserver.resize import resize_problem
 from devserver.reconcilers.devserver.running_template import select_as_workload
 from devserver.reconcilers.devserver.status import (
     Observed,
@@ -301,21 +299,7 @@ class Standalone(ServerMode, name="devserver", workers=4, workload=DEPLOYMENTS):
         new = flavors.get(ObjectKey("", ds.spec.flavor))
         if new is None:
             return None  # FlavorValid says what is wrong; the running pod is left as it is
-        old = flavors.get(ObjectKey("", applied or ""))
-        quota = self.caches.quotas.store.get(ObjectKey(ds.metadata.namespace, USER_QUOTA))
-        cluster_queue, name = None, ""
-        if self.caches.queue is not None and self.kueue.enabled:
-            name = self.kueue.cluster_queue_of(self.caches.team_of(ds.metadata.namespace))
-            cluster_queue = self.caches.queue.cluster_queues.store.get(ObjectKey("", name))
-        return resize_problem(
-            old,
-            new,
-            quota,
-            self.caches.nodes.store.objects(),
-            cluster_queue,
-            name,
-            (gpu_count(old), gpu_count(new)),
-        )
+        return self.resize_check(ds, flavors.get(ObjectKey("", applied or "")), new)
 
     async def _deployment(self, ds: DevServer, flavor: DevServerFlavor) -> None:
         if self.resize_blocked(ds) is not None:
