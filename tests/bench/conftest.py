@@ -13,8 +13,9 @@ import pytest_asyncio
 from devserver.api.resources import CONFIGMAPS, NAMESPACES
 from devserver.client import ApiError, KubeClient, new_client
 from devserver_harness.controlplane import LocalControlPlane
+from tests.bench.scale import scaled
 
-SEEDED = 10_000
+SEEDED = scaled(10_000, 50)
 SEED_CONCURRENCY = 32
 ROOT_CA = "kube-root-ca.crt"  # published into every namespace by the controller manager
 

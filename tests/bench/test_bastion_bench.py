@@ -33,8 +33,9 @@ from devserver_harness.bastion import BastionSandbox, new_key
 from devserver_harness.controlplane import LocalControlPlane, free_port
 from devserver_harness.operator import operator_in_process
 from devserver_harness.pytest_plugin import wait_for
+from tests.bench.scale import scaled
 
-USERS, LOGINS_EACH = 20, 5
+USERS, LOGINS_EACH = scaled(20, 2), 5
 KEX = {
     "default (sntrup761x25519)": "sntrup761x25519-sha512@openssh.com",
     "curve25519": "curve25519-sha256",
@@ -179,8 +180,9 @@ async def test_a_hundred_concurrent_logins(
             assert all(ok for ok, _ in results), "every login must succeed"
             seconds = sorted(s for _, s in results)
             cpu = [b - a for a, b in zip(before, after, strict=True)]
+            p99 = seconds[round(0.99 * (len(seconds) - 1))]
             lines.append(
-                f"{label:<27}{target:<9}{statistics.median(seconds):>7.2f}{seconds[98]:>7.2f}"
+                f"{label:<27}{target:<9}{statistics.median(seconds):>7.2f}{p99:>7.2f}"
                 f"{wall:>7.2f}{statistics.median(single):>10.3f}"
                 f"{cpu[0]:>9.2f}{cpu[1]:>9.2f}{cpu[2]:>10.2f}"
                 f"{(cpu[3] - cpu[0]) / len(results) * 1000:>11.1f} ms"

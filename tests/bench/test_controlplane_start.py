@@ -8,8 +8,9 @@ from __future__ import annotations
 import statistics
 
 from devserver_harness.controlplane import LocalControlPlane
+from tests.bench.scale import scaled
 
-ROUNDS = 3
+ROUNDS = scaled(3)
 
 
 def test_report_warm_start_time() -> None:

@@ -18,8 +18,9 @@ import uuid
 from pathlib import Path
 
 from devserver_harness.controlplane import LocalControlPlane
+from tests.bench.scale import scaled
 
-SERVERS, RUNS = 50, 9
+SERVERS, RUNS = scaled(50, 5), scaled(9, 3)
 DEVCTL = str(Path(sys.prefix) / "bin" / "devctl")
 
 

@@ -1,7 +1,7 @@
 """1,000 DevServers in 100 namespaces created at once: the operator beside a bare-client floor.
 
 A report (`nox -s bench`; `-s` shows the table), not a pass/fail timing. On a control plane of its
-own, with 36 more m5.2xlarge kwok nodes so that both runs' 2,000 pods fit side by side:
+own, with 72 more m5.2xlarge kwok nodes so that every run's pods (4,000) fit side by side:
 
 A. the operator (a subprocess, no leader election) and 1,000 DevServers of the tiny `bench-tiny`
    flavor with SSH on (home PVC + Deployment + Service + the activity agent's ServiceAccount,
@@ -14,6 +14,10 @@ B. the floor, with the operator stopped: a bare client creating the same child o
    reconciler's own builders, minus ownerReferences to DevServers that do not exist) in 100 other
    namespaces, 32 servers at a time, until every Deployment has its replica available. It runs
    second, beside A's 1,000 servers: if anything, that slows the floor down.
+C. the peers (tests/bench/peers), each in turn with our operator stopped, on the same job for
+   DevServers of their own (the standalone core: home PVC, Deployment, Service, status): kopf,
+   and Go with controller-runtime. Each runs beside the servers of the runs before it: if
+   anything, that slows the later ones down (ours runs first).
 
 Goals from the issue: A within 1.5x of B, peak RSS <= 200 MiB, no steady-state writes. The only
 assertions guard the figures: every DevServer became Ready and every floor Deployment available,
@@ -28,6 +32,8 @@ import contextlib
 import json
 import os
 import statistics
+import subprocess
+import sys
 import time
 import uuid
 from collections import Counter
@@ -75,21 +81,24 @@ from devserver.reconcilers.devserver.standalone import (
 from devserver_harness.controlplane import ControlPlaneOptions, LocalControlPlane
 from devserver_harness.http import fetch
 from devserver_harness.nodes import NodeSpec, default_node_pool
+from devserver_harness.tools import ensure_tool
 from tests.bench.kubebench import USER_AGENT
+from tests.bench.scale import scaled, seconds
 
 pytestmark = pytest.mark.timeout(2400)  # two runs of up to 15 min each, a minute of steady state
 
-NAMESPACES_PER_RUN = 100
+NAMESPACES_PER_RUN = scaled(100, 2)
 PER_NAMESPACE = 10
 SERVERS = NAMESPACES_PER_RUN * PER_NAMESPACE
 CONCURRENCY = 32
-EXTRA_NODES = 36  # with cpu-1 and cpu-2: 38 x 58 pods, room for both runs
-STEADY_SECONDS = 60
-READY_TIMEOUT = 900
+EXTRA_NODES = scaled(72, 1)  # with cpu-1 and cpu-2: 74 x 58 pods, room for four runs
+STEADY_SECONDS = seconds(60, 3)
+READY_TIMEOUT = seconds(900, 120)
 POLL_SECONDS = 1.0
 GOAL_RATIO, GOAL_RSS_MIB = 1.5, 200
 BENCH_AGENT = "devserver-bench"  # not USER_AGENT's prefix: the audit log tells us apart
 OPERATOR, FLOOR = "bench@example.com", "floor@example.com"  # user labels "bench" and "floor"
+CONTENDER_LABEL = "bench.devservers.io/contender"  # a peer serves only the DevServers so marked
 WRITES = ("create", "update", "patch", "delete", "deletecollection")
 COMPONENTS = (
     "etcd",
@@ -165,11 +174,12 @@ async def kube(cluster: LocalControlPlane) -> AsyncIterator[KubeClient]:
 # ------------------------------------------------------------------------- objects
 
 
-def devserver(namespace: str, index: int, owner: str) -> dict[str, Any]:
+def devserver(namespace: str, index: int, owner: str, contender: str = "") -> dict[str, Any]:
+    labels = {CONTENDER_LABEL: contender} if contender else {}
     return {
         "apiVersion": "devservers.io/v1",
         "kind": "DevServer",
-        "metadata": {"name": f"ds-{index}", "namespace": namespace},
+        "metadata": {"name": f"ds-{index}", "namespace": namespace, "labels": labels},
         "spec": {
             "owner": owner,
             "flavor": FLAVOR["metadata"]["name"],
@@ -300,7 +310,9 @@ def client_name(event: dict[str, Any]) -> str:
     user = str((event.get("user") or {}).get("username", ""))
     if agent == "kube-controller-manager" and user.startswith("system:serviceaccount:"):
         return "kcm " + user.rsplit(":", 1)[1]
-    return {"devserver": "devserver-operator", "OpenAPI-Generator": "provisioner"}.get(agent, agent)
+    named = {"devserver": "devserver-operator", "OpenAPI-Generator": "provisioner"}
+    named |= {"kopf-peer": "kopf", "crpeer": "go"}  # the peers, by their User-Agents
+    return named.get(agent, agent)
 
 
 def audit_requests(cluster: LocalControlPlane) -> list[Request]:
@@ -427,6 +439,101 @@ async def run_floor(kube: KubeClient, cluster: LocalControlPlane) -> Run:
 
 
 @dataclass
+class Peer:
+    run: Run
+    cpu: float  # its own CPU seconds, first create -> all Ready
+    peak_rss_mib: float
+    requests: int  # its API requests during the run
+    writes: int
+
+
+PEERS = {  # name: (its command, its health endpoint)
+    "kopf": (
+        [
+            sys.executable, "-m", "kopf", "run", "--standalone", "--all-namespaces", "--quiet",
+            "--liveness=http://127.0.0.1:18081/healthz",
+            str(Path(__file__).parent / "peers" / "kopf_peer.py"),
+        ],
+        "http://127.0.0.1:18081/healthz",
+    ),
+    "go": (["crpeer", "--health-probe-bind-address=127.0.0.1:18082"], "http://127.0.0.1:18082/healthz"),
+}  # fmt: skip
+
+
+PEER_NAMES = {
+    "kopf": "kopf 1.45.2 (peers/kopf_peer.py)",
+    "go": "controller-runtime v0.24.1 (peers/crpeer)",
+}
+
+
+def start_peer(name: str, cluster: LocalControlPlane) -> subprocess.Popen[bytes]:
+    """A peer as its docs run it: one process, every namespace, admin credentials."""
+    command, _ = PEERS[name]
+    if command[0] == "crpeer":
+        command = [str(ensure_tool("crpeer")), *command[1:]]
+    return subprocess.Popen(
+        command,
+        env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,  # a pipe nobody reads would fill, and outlive the run
+    )
+
+
+async def run_peer(kube: KubeClient, cluster: LocalControlPlane, name: str) -> Peer:
+    """The same DevServers, in namespaces of their own, with our operator stopped, served by
+    peer `name`: only DevServers marked for it (`CONTENDER_LABEL`)."""
+    namespaces = await make_namespaces(kube, f"scale-{name}")
+    process = start_peer(name, cluster)
+    try:
+        async with asyncio.timeout(120):  # it is up: its health endpoint answers
+            while not _answers(PEERS[name][1]):
+                assert process.poll() is None, f"{name} exited with {process.returncode}"
+                await asyncio.sleep(0.5)
+        gate = asyncio.Semaphore(CONCURRENCY)
+
+        async def create(namespace: str, index: int) -> None:
+            body = devserver(namespace, index, f"{name}@example.com", name)
+            async with gate:
+                await kube.create(DEVSERVERS, body, namespace)
+
+        async def create_all() -> None:
+            await asyncio.gather(
+                *(create(ns, i) for ns in namespaces for i in range(PER_NAMESPACE))
+            )
+
+        cpu_before, start = _cpu(process.pid), time.time()
+        selector = f"{CONTENDER_LABEL}={name}"
+        seconds, count = await timed_until_all(
+            kube, create_all, DEVSERVERS.path(), selector, is_ready
+        )
+        end, cpu = time.time(), _cpu(process.pid) - cpu_before
+        peak = peak_rss_mib(process.pid)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:  # kopf waits for its handlers; the run is over
+            process.kill()
+            process.wait()
+    mine = [r for r in window(audit_requests(cluster), start, end) if r.client == name]
+    run = Run(seconds, count, start, end, {}, {})
+    writes = sum(1 for r in mine if r.verb in WRITES)
+    return Peer(run, cpu, peak, len(mine), writes)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return fetch(url, timeout=2)[0] == 200
+    except OSError:
+        return False
+
+
+def _cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+@dataclass
 class Operator:
     startup: list[Request]  # its API requests: from its start to the first create
     burst: list[Request]  # from the first create until all Ready
@@ -476,8 +583,12 @@ async def test_report_devserver_scale(kube: KubeClient, cluster: LocalControlPla
         b = await run_floor(kube, cluster)
         assert b.count == SERVERS, f"only {b.count} of {SERVERS} floor Deployments are available"
         requests_b = window(audit_requests(cluster), b.start, b.end)
+        contenders = {}
+        for peer in PEERS:
+            contenders[peer] = found = await run_peer(kube, cluster, peer)
+            assert found.run.count == SERVERS, f"{peer}: {found.run.count} of {SERVERS} Ready"
     finally:
-        for prefix in ("scale-op", "scale-floor"):  # not waited for: the cluster stops next
+        for prefix in ("scale-op", "scale-floor", *(f"scale-{p}" for p in PEERS)):
             for i in range(NAMESPACES_PER_RUN):
                 with contextlib.suppress(ApiError):  # never created, if a run failed early
                     await kube.delete(NAMESPACES, f"{prefix}-{i:02d}")
@@ -488,6 +599,7 @@ async def test_report_devserver_scale(kube: KubeClient, cluster: LocalControlPla
             "account, Role, binding, Lease each), "
             f"{CONCURRENCY} concurrent creates, {len(cluster.options.nodes)} kwok nodes",
             *summary(a, b, operator),
+            *peers(a, b, operator, contenders),
             f"operator /metrics at rest: {operator.scrape[0]:,} samples, "
             f"{operator.scrape[1] / 1024:,.0f} KiB (bounded labels: the same at any N)",
             "",
@@ -538,6 +650,30 @@ def summary(a: Run, b: Run, operator: Operator) -> list[str]:
         ),
     ]
     return [f"  {what:<56} {value:>9}  {goal}".rstrip() for what, value, goal in rows]
+
+
+def peers(a: Run, b: Run, operator: Operator, contenders: dict[str, Peer]) -> list[str]:
+    """Ours beside each peer on the same job, against the same floor."""
+    lines = [
+        "side by side (the same servers, in turn, on this control plane):",
+        f"  {'contender':<46} {'s':>7} {'x floor':>8} {'CPU s':>7} {'RSS MiB':>8} {'req/srv':>8}"
+        f" {'writes/srv':>10}",
+    ]
+    ours = Peer(
+        a,
+        a.cpu["devserver-operator"],
+        operator.peak_rss_mib,
+        len(operator.burst),
+        sum(1 for r in operator.burst if r.verb in WRITES),
+    )
+    named = {PEER_NAMES.get(name, name): peer for name, peer in contenders.items()}
+    for name, peer in {"devserver (all its reconcilers on)": ours, **named}.items():
+        lines.append(
+            f"  {name:<46} {peer.run.seconds:7.1f} {peer.run.seconds / b.seconds:7.2f}x"
+            f" {peer.cpu:7.1f} {peer.peak_rss_mib:8.1f} {peer.requests / SERVERS:8.1f}"
+            f" {peer.writes / SERVERS:10.1f}"
+        )
+    return lines
 
 
 def verbs(operator: Operator) -> list[str]:

@@ -26,6 +26,7 @@ from devserver.client import KubeClient
 from devserver_harness.controlplane import LocalControlPlane
 from devserver_harness.http import fetch
 from devserver_harness.operator import OperatorProcess
+from tests.bench.scale import scaled, seconds
 
 # Its first runs found a real bug: the API server's first BOOKMARK on the DevServer watch (about
 # a minute in) failed our typed model, and the reflector task died silently, freezing the cache;
@@ -34,10 +35,10 @@ from devserver_harness.operator import OperatorProcess
 pytestmark = [pytest.mark.timeout(900)]
 
 SERVERS, NAMESPACES_COUNT, SPREAD, LEAD_IN = (
-    int(os.environ.get("BENCH_SERVERS", "1000")),
+    int(os.environ.get("BENCH_SERVERS", scaled(1000, 10))),
     10,
-    60.0,
-    40.0,
+    seconds(60.0, 10.0),
+    seconds(40.0, 20.0),  # the creates must all be in before the first deadline
 )
 
 

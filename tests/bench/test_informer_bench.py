@@ -36,10 +36,11 @@ from devserver.workqueue import RateLimitingQueue, ShutDown
 from devserver_harness.controlplane import LocalControlPlane
 from tests.bench.conftest import Seeded
 from tests.bench.kubebench import USER_AGENT, bare_list, synced_informer
+from tests.bench.scale import scaled, seconds
 
 pytestmark = pytest.mark.timeout(1800)  # seeding, 12 syncs and a 60 s idle window
 
-ROUNDS = 3
+ROUNDS = scaled(3)
 GOAL = 1.3  # the target: informer sync within 1.3x the bare LIST
 REPO = Path(__file__).resolve().parents[2]
 MIB = 1024 * 1024
@@ -273,8 +274,8 @@ async def test_report_memory(
 
 # ------------------------------------------------------------------------- 3. workqueue
 
-ADDS = 100_000
-KEYS = 10_000
+ADDS = scaled(100_000, 1_000)
+KEYS = scaled(10_000, 100)
 WORKERS = 4
 YIELD_EVERY = 100  # the producer lets workers run after every 100 adds, as an event burst would
 
@@ -358,7 +359,7 @@ async def test_report_workqueue_throughput() -> None:
 
 # ------------------------------------------------------------------------- 4. idle traffic
 
-IDLE_SECONDS = 60
+IDLE_SECONDS = seconds(60, 3)
 
 
 async def test_report_idle_requests(

@@ -41,14 +41,15 @@ from devserver_harness.controlplane import ControlPlaneOptions, LocalControlPlan
 from devserver_harness.kueue import KueueProcess
 from devserver_harness.nodes import NodeSpec, default_node_pool
 from devserver_harness.operator import OperatorProcess
+from tests.bench.scale import scaled
 
 pytestmark = pytest.mark.timeout(2400)
 
-USERS = int(os.environ.get("KUEUE_BENCH_USERS", "50"))
+USERS = int(os.environ.get("KUEUE_BENCH_USERS", scaled(50, 2)))
 PER_USER = 10
 SERVERS = USERS * PER_USER
-GPUS = int(os.environ.get("KUEUE_BENCH_GPUS", "50"))
-ROUNDS, STOPS = 10, 5
+GPUS = int(os.environ.get("KUEUE_BENCH_GPUS", scaled(50, 4)))
+ROUNDS, STOPS = scaled(10, 2), min(5, GPUS)
 CONCURRENCY = 32
 SAMPLE_SECONDS = 0.5
 TICKS = os.sysconf("SC_CLK_TCK")

@@ -159,9 +159,15 @@ CASES: dict[str, dict[str, Any]] = {
         "fires": 26,  # 11 in 15 minutes from minute 11, for 15m
         "early": 20,
         "labels": {"resource": "pods"},
-        "quiet": [  # 410 Gone every minute is how watches end: not an alert
+        "quiet": [  # 410 Gone every minute is how watches end, an idle resource's silent
+            # re-watch every 90 s how it stays fresh: not an alert
             _series(
                 "devserver_watch_restarts_total", f'{OP},resource="pods",reason="gone"', "0+1x60"
+            ),
+            _series(
+                "devserver_watch_restarts_total",
+                f'{OP},resource="leases",reason="silent"',
+                "0+1x60",
             ),
         ],
     },

@@ -14,7 +14,12 @@ list (or streaming list), then watch from the list's resourceVersion, forever:
   two healthy minutes) and re-watch without relisting;
 - silence longer than the idle bound (no bytes, not even a bookmark, which the server sends
   about every minute) drops the connection and re-watches: this catches half-open TCP and
-  frozen proxies, which otherwise look like a quiet cluster forever.
+  frozen proxies, which otherwise look like a quiet cluster forever. A watch that has heard
+  nothing at all is not called stalled: the API server's watch cache sends no bookmark for a
+  resource that has not changed since it started (until etcd's progress notice, up to 10 min
+  by default), so an idle resource is silent by design. Its re-watch is counted as `silent`,
+  logged at debug, and never alerts; a watch that went silent after hearing from the server
+  is `stalled`, with a warning.
 """
 
 from __future__ import annotations
@@ -98,6 +103,7 @@ class Reflector(Generic[ObjectT]):
         self.last_progress = time.monotonic()  # any answer, attempt or event
         self.lists = 0
         self._streaming = self.options.streaming_list
+        self._heard = False
         self._metrics = metrics.ReflectorMetrics(self.name)
 
     @property
@@ -120,8 +126,14 @@ class Reflector(Generic[ObjectT]):
                 self._metrics.restart("gone")
                 list_rv = ""
             except WatchStalledError as stalled:
-                self._metrics.restart("stalled")
-                log.warning("watch stalled; reconnecting", resource=self.name, detail=str(stalled))
+                if self._heard:
+                    self._metrics.restart("stalled")
+                    log.warning(
+                        "watch stalled; reconnecting", resource=self.name, detail=str(stalled)
+                    )
+                else:  # an idle resource: the server has had nothing to say, not even a bookmark
+                    self._metrics.restart("silent")
+                    log.debug("watch silent; re-watching", resource=self.name)
             except ApiError as error:
                 if error.gone:
                     self._metrics.restart("gone")
@@ -231,6 +243,7 @@ class Reflector(Generic[ObjectT]):
     # ------------------------------------------------------------------ watch
 
     async def _watch(self, backoff: Backoff) -> None:
+        self._heard = False  # anything from the server on this watch, a bookmark included
         async with self.client.watch(
             self.resource,
             self.namespace,
@@ -242,6 +255,7 @@ class Reflector(Generic[ObjectT]):
         ) as events:
             async for event in events:
                 self.last_progress = time.monotonic()
+                self._heard = True
                 backoff.healthy()
                 self._metrics.event(event.type)
                 obj = event.object

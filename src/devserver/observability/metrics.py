@@ -101,7 +101,7 @@ MAX_CONCURRENT_RECONCILES = Gauge(
 
 WATCH_EVENT_TYPES = ("ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR")
 # Why a reflector re-opened its watch: 410 Gone, idle detector, 429, anything else.
-WATCH_RESTART_REASONS = ("gone", "stalled", "throttled", "error")
+WATCH_RESTART_REASONS = ("gone", "stalled", "silent", "throttled", "error")
 
 WATCH_RESTARTS = Counter(
     "devserver_watch_restarts_total",

@@ -147,13 +147,14 @@ OPERATOR_ALERTS = [
     ),
     Alert(
         "DevserverWatchRestarts",
-        f'sum by (resource) (increase(devserver_watch_restarts_total{{{OPERATOR},reason!="gone"}}'
-        "[15m])) > 10",
+        "sum by (resource) (increase(devserver_watch_restarts_total"
+        f'{{{OPERATOR},reason!~"gone|silent"}}[15m])) > 10',
         "15m",
         "warning",
         "devserver watches of {{ $labels.resource }} keep breaking",
         "The operator re-opened its watch of {{ $labels.resource }} more than 10 times in 15 "
-        "minutes for errors, stalls or throttling (410 Gone is normal and not counted): its "
+        "minutes for errors, stalls or throttling (410 Gone, and the re-watch of a resource "
+        "that had nothing to say, are normal and not counted): its "
         "cache lags the API server. Check the API server and the network between them.",
     ),
     Alert(

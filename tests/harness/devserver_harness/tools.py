@@ -71,6 +71,13 @@ TOOLS = {
         "sigs.k8s.io/kueue",
         "sigs.k8s.io/kueue/pkg/version.GitVersion",
     ),
+    # the scale bench's Go peer: our own source, on controller-runtime (tests/bench/peers)
+    "crpeer": Tool(
+        "crpeer",
+        ".",
+        "sigs.k8s.io/controller-runtime",
+        directory="../tests/bench/peers/crpeer",
+    ),
 }
 
 
@@ -90,8 +97,8 @@ def ensure_tool(name: str) -> Path:
     module_dir = tools_dir().parent / (tool.directory or name)
     version = pinned_version((module_dir / "go.mod").read_text(), tool.module)
     digest = hashlib.sha256()
-    for part in ("go.mod", "go.sum"):
-        digest.update((module_dir / part).read_bytes())
+    for part in ("go.mod", "go.sum", *sorted(p.name for p in module_dir.glob("*.go"))):
+        digest.update((module_dir / part).read_bytes())  # a module of ours: its source too
     digest.update(go_version().encode() + _RECIPE.encode())
     directory = cache_root() / "bin" / f"{name}-{version}_{digest.hexdigest()[:12]}"
     binary = directory / name
@@ -153,8 +160,8 @@ def prometheus_operator_crds() -> list[Path]:
         go_mod, "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring"
     )
     digest = hashlib.sha256()
-    for part in ("go.mod", "go.sum"):
-        digest.update((module_dir / part).read_bytes())
+    for part in ("go.mod", "go.sum", *sorted(p.name for p in module_dir.glob("*.go"))):
+        digest.update((module_dir / part).read_bytes())  # a module of ours: its source too
     directory = cache_root() / "crds" / f"prometheus-operator-{version}_{digest.hexdigest()[:12]}"
     files = [directory / f"monitoring.coreos.com_{name}.yaml" for name in PROMETHEUS_OPERATOR_CRDS]
     with _locked(directory.with_name(directory.name + ".lock")):

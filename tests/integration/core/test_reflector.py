@@ -103,6 +103,8 @@ async def test_a_stalled_connection_is_detected_within_the_idle_bound(
     idle = 3.0
     informer, recorder = make_informer(proxied.client, idle_timeout=idle)
     await asyncio.wait_for(informer.wait_synced(), 10)
+    await kube.create(CONFIGMAPS, configmap("before-stall", namespace), namespace)
+    await recorder.wait_for(Change.ADDED, "before-stall", timeout=10)  # the watch is heard
     proxied.proxy.freeze_existing()  # open, silent: a half-open connection
     await kube.create(CONFIGMAPS, configmap("after-stall", namespace), namespace)
     started = time.monotonic()
@@ -110,6 +112,26 @@ async def test_a_stalled_connection_is_detected_within_the_idle_bound(
     assert time.monotonic() - started <= idle + 5
     assert _restarts(informer.name, "stalled") >= 1
     assert informer.reflector.lists == 1, "a stall re-watches from the last RV"
+
+
+async def test_a_watch_that_never_heard_anything_rewatches_quietly_not_as_a_stall(
+    kube: KubeClient, namespace: str, make_informer
+) -> None:
+    """A resource with no change since the API server started gets no bookmark: its watch is
+    silent by design. It re-watches at the idle bound without being called stalled (no
+    warning, no alert), and still sees the next change."""
+    idle = 2.0
+    informer, recorder = make_informer(kube, idle_timeout=idle, label_selector="never=matched")
+    await asyncio.wait_for(informer.wait_synced(), 10)
+    stalled, silent = _restarts(informer.name, "stalled"), _restarts(informer.name, "silent")
+    await asyncio.sleep(idle * 2 + 1)
+    assert _restarts(informer.name, "silent") > silent
+    assert _restarts(informer.name, "stalled") == stalled
+    assert informer.reflector.lists == 1  # a re-watch, not a relist
+    body = configmap("finally", namespace)
+    body["metadata"]["labels"] = {"never": "matched"}
+    await kube.create(CONFIGMAPS, body, namespace)
+    await recorder.wait_for(Change.ADDED, "finally", timeout=10)
 
 
 async def test_streaming_list_syncs_without_a_list_request(
