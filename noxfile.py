@@ -88,6 +88,19 @@ def bench(session: nox.Session) -> None:
     fails CI)."""
     install(session, "test")
     session.install("kopf==1.45.2")  # the Python peer in the scale bench (tests/bench/peers)
-    given = any(Path(arg.split("::")[0]).exists() for arg in session.posargs)
-    where = [] if given else ["tests/bench"]
+    where = [] if _paths(session.posargs) else ["tests/bench"]
     session.run("pytest", *where, "-s", "-p", "no:cacheprovider", *session.posargs)
+
+
+# pytest options that take the next argument: a path there names no test to run
+_VALUED = {"-k", "-m", "-p", "-o", "--deselect", "--ignore", "--rootdir", "--basetemp",
+           "--durations", "-c", "--confcutdir", "--timeout"}  # fmt: skip
+
+
+def _paths(args: list[str]) -> list[str]:
+    """The tests given among pytest's arguments (files, directories, node ids)."""
+    return [
+        arg
+        for before, arg in zip(["", *args], args, strict=False)
+        if not arg.startswith("-") and before not in _VALUED and Path(arg.split("::")[0]).exists()
+    ]

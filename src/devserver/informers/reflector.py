@@ -14,12 +14,14 @@ list (or streaming list), then watch from the list's resourceVersion, forever:
   two healthy minutes) and re-watch without relisting;
 - silence longer than the idle bound (no bytes, not even a bookmark, which the server sends
   about every minute) drops the connection and re-watches: this catches half-open TCP and
-  frozen proxies, which otherwise look like a quiet cluster forever. A watch that has heard
-  nothing at all is not called stalled: the API server's watch cache sends no bookmark for a
-  resource that has not changed since it started (until etcd's progress notice, up to 10 min
-  by default), so an idle resource is silent by design. Its re-watch is counted as `silent`,
-  logged at debug, and never alerts; a watch that went silent after hearing from the server
-  is `stalled`, with a warning.
+  frozen proxies, which otherwise look like a quiet cluster forever. A watch the server
+  answered and then said nothing on at all is not called stalled: the API server's watch cache
+  sends no bookmark for a resource that has not changed since it started (until etcd's
+  progress notice, 10 min by default), so an idle resource is silent by design. Its re-watch
+  is counted as `silent`, logged at debug, and never alerts — for at most `silent_limit`
+  (15 min) since the server last said anything on it. A watch that went silent after hearing
+  from the server, one never answered, a silent streaming list, or silence past that limit is
+  `stalled`, with a warning.
 """
 
 from __future__ import annotations
@@ -53,6 +55,9 @@ class ReflectorOptions:
     page_size: int = 500
     watch_timeout: tuple[int, int] = (300, 600)  # timeoutSeconds drawn from [a, b)
     idle_timeout: float = 90.0  # > the apiserver's ~60 s bookmark period
+    # an idle resource's watch may be silent this long (no bookmark until etcd's progress
+    # notice, 10 min by default); silence beyond it is a stall
+    silent_limit: float = 900.0
     backoff_initial: float = 0.8
     backoff_cap: float = 30.0
     backoff_reset_after: float = 120.0
@@ -103,7 +108,8 @@ class Reflector(Generic[ObjectT]):
         self.last_progress = time.monotonic()  # any answer, attempt or event
         self.lists = 0
         self._streaming = self.options.streaming_list
-        self._heard = False
+        self._heard = self._opened = False  # the current watch: said anything; answered
+        self._last_heard = time.monotonic()  # the last list, event or bookmark
         self._metrics = metrics.ReflectorMetrics(self.name)
 
     @property
@@ -126,14 +132,14 @@ class Reflector(Generic[ObjectT]):
                 self._metrics.restart("gone")
                 list_rv = ""
             except WatchStalledError as stalled:
-                if self._heard:
+                if self._quiet_by_design():
+                    self._metrics.restart("silent")
+                    log.debug("watch silent; re-watching", resource=self.name)
+                else:
                     self._metrics.restart("stalled")
                     log.warning(
                         "watch stalled; reconnecting", resource=self.name, detail=str(stalled)
                     )
-                else:  # an idle resource: the server has had nothing to say, not even a bookmark
-                    self._metrics.restart("silent")
-                    log.debug("watch silent; re-watching", resource=self.name)
             except ApiError as error:
                 if error.gone:
                     self._metrics.restart("gone")
@@ -158,6 +164,15 @@ class Reflector(Generic[ObjectT]):
                 log.exception("watch failed unexpectedly; relisting", resource=self.name)
                 list_rv = ""
                 await asyncio.sleep(delay)
+
+    def _quiet_by_design(self) -> bool:
+        """A silent watch is an idle resource's, not a stall: the server answered it (the
+        response began) and sent nothing since, not even a bookmark, and the last word heard
+        from the server on this resource is younger than `silent_limit` (etcd's progress notice
+        makes the watch cache send bookmarks by then). A stall while listing, or a request the
+        server never answered, is always a stall."""
+        heard_for = time.monotonic() - self._last_heard
+        return self._opened and not self._heard and heard_for < self.options.silent_limit
 
     # ------------------------------------------------------------------ list
 
@@ -194,6 +209,7 @@ class Reflector(Generic[ObjectT]):
                 break
         self.sink.replace(items, unreadable)
         self.resource_version = self.list_resource_version = page.metadata.resource_version
+        self._last_heard = time.monotonic()
         self.lists += 1
         self._metrics.relist()
 
@@ -201,6 +217,7 @@ class Reflector(Generic[ObjectT]):
         """sendInitialEvents: the initial state arrives as a watch. False if unsupported."""
         if not self._streaming:
             return False
+        self._opened = False  # it must end with a bookmark: its silence is always a stall
         initial: list[ObjectT] = []
         unreadable: list[Unreadable] = []
         try:
@@ -243,7 +260,7 @@ class Reflector(Generic[ObjectT]):
     # ------------------------------------------------------------------ watch
 
     async def _watch(self, backoff: Backoff) -> None:
-        self._heard = False  # anything from the server on this watch, a bookmark included
+        self._heard = self._opened = False  # this watch: answered, and anything said since
         async with self.client.watch(
             self.resource,
             self.namespace,
@@ -253,8 +270,9 @@ class Reflector(Generic[ObjectT]):
             label_selector=self.label_selector,
             field_selector=self.field_selector,
         ) as events:
+            self._opened = True
             async for event in events:
-                self.last_progress = time.monotonic()
+                self.last_progress = self._last_heard = time.monotonic()
                 self._heard = True
                 backoff.healthy()
                 self._metrics.event(event.type)

@@ -100,7 +100,7 @@ MAX_CONCURRENT_RECONCILES = Gauge(
 # --- informers -------------------------------------------------------------------------------
 
 WATCH_EVENT_TYPES = ("ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR")
-# Why a reflector re-opened its watch: 410 Gone, idle detector, 429, anything else.
+# Why a reflector re-opened its watch: 410 Gone, a stall, an idle resource's silence, 429, other.
 WATCH_RESTART_REASONS = ("gone", "stalled", "silent", "throttled", "error")
 
 WATCH_RESTARTS = Counter(

@@ -134,6 +134,20 @@ async def test_a_watch_that_never_heard_anything_rewatches_quietly_not_as_a_stal
     await recorder.wait_for(Change.ADDED, "finally", timeout=10)
 
 
+async def test_silence_past_the_limit_is_a_stall_after_all(
+    kube: KubeClient, namespace: str, make_informer
+) -> None:
+    """The watch cache sends bookmarks once etcd's progress notice arrives: a watch silent for
+    longer than that has a broken path behind it, whatever it heard before."""
+    informer, _ = make_informer(
+        kube, idle_timeout=1.0, silent_limit=3.0, label_selector="never=matched"
+    )
+    await asyncio.wait_for(informer.wait_synced(), 10)
+    stalled = _restarts(informer.name, "stalled")
+    await asyncio.sleep(6)
+    assert _restarts(informer.name, "stalled") > stalled
+
+
 async def test_streaming_list_syncs_without_a_list_request(
     kube: KubeClient, control_plane: LocalControlPlane, namespace: str, make_informer
 ) -> None:
