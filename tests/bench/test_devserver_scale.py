@@ -472,12 +472,13 @@ def start_peer(name: str, cluster: LocalControlPlane) -> subprocess.Popen[bytes]
     command, _ = PEERS[name]
     if command[0] == "crpeer":
         command = [str(ensure_tool("crpeer")), *command[1:]]
-    return subprocess.Popen(
-        command,
-        env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)},
-        stdout=subprocess.DEVNULL,
-        stderr=(cluster.layout.logs / f"{name}-peer.log").open("wb"),  # a pipe would fill
-    )
+    with (cluster.layout.logs / f"{name}-peer.log").open("wb") as log:  # a pipe would fill
+        return subprocess.Popen(
+            command,
+            env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)},
+            stdout=subprocess.DEVNULL,
+            stderr=log,  # the child has its own copy of the descriptor
+        )
 
 
 async def run_peer(kube: KubeClient, cluster: LocalControlPlane, name: str) -> Peer:
