@@ -34,7 +34,7 @@ from devserver.informers import Informer, Store
 from devserver.observability.metrics import QueueMetrics
 from devserver.workqueue import RateLimitingQueue, ShutDown
 from devserver_harness.controlplane import LocalControlPlane
-from tests.bench.conftest import Seeded
+from tests.bench.conftest import SEEDED, Seeded
 from tests.bench.kubebench import USER_AGENT, bare_list, synced_informer
 from tests.bench.scale import scaled, seconds
 
@@ -123,7 +123,7 @@ async def test_report_initial_sync(configmaps_10k: Seeded, kube: KubeClient) -> 
     same = statistics.median(times["baseline: LIST rv=0, limit 500, json.loads"])
     pages = {None: notes["baseline None"], "0": notes["baseline 0"]}
     lines = [
-        f"initial sync of {expected:,} ConfigMaps (10,000 + kube-root-ca.crt) in {ns}; seeding "
+        f"initial sync of {expected:,} ConfigMaps ({SEEDED:,} + kube-root-ca.crt) in {ns}; seeding "
         f"took {seeded.seed_seconds:.1f} s; {ROUNDS} interleaved rounds, seconds:",
         f"  {'variant':<48} {'median':>7} {'min':>7} {'max':>7} {'/rv=0':>6} {'/unset':>6}"
         "  lists/run cache+etcd",
