@@ -6,9 +6,8 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from devserver.api.names import GPU_RESOURCE
 from devserver.api.quantity import QuantityError, parse_quantity
-
-GPU = "nvidia.com/gpu"
 
 
 def _amount(text: Any) -> Decimal:
@@ -23,7 +22,7 @@ def gpus_in(flavors: Any, field: str = "total") -> int:
     total = Decimal(0)
     for flavor in flavors or []:
         for resource in flavor.get("resources") or []:
-            if resource.get("name") == GPU:
+            if resource.get("name") == GPU_RESOURCE:
                 total += _amount(resource.get(field, 0))
     return int(total)
 
@@ -34,7 +33,7 @@ def gpu_quota(spec: dict[str, Any], field: str = "nominalQuota") -> int | None:
     for group in spec.get("resourceGroups") or []:
         for flavor in group.get("flavors") or []:
             for resource in flavor.get("resources") or []:
-                if resource.get("name") == GPU and resource.get(field) is not None:
+                if resource.get("name") == GPU_RESOURCE and resource.get(field) is not None:
                     found = (found or 0) + int(_amount(resource[field]))
     return found
 
@@ -52,5 +51,5 @@ def gpus_admitted(workload: dict[str, Any], cluster_queue: str) -> int:
         return 0
     total = Decimal(0)
     for assignment in admission.get("podSetAssignments") or []:
-        total += _amount((assignment.get("resourceUsage") or {}).get(GPU, 0))
+        total += _amount((assignment.get("resourceUsage") or {}).get(GPU_RESOURCE, 0))
     return int(total)

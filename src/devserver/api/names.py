@@ -98,6 +98,10 @@ RETAINED_VOLUME = f"{DOMAIN}/retained-volume"
 # on a removed user's namespace: when they were removed
 USER_REMOVED_ANNOTATION = f"{DOMAIN}/user-removed"
 
+# ------------------------------------------------------------------ resources
+
+GPU_RESOURCE = "nvidia.com/gpu"  # what a flavor, a quota and a Kueue queue count GPUs in
+
 # ------------------------------------------------------------------ Kueue's (kueue.x-k8s.io)
 
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"  # on a workload: the LocalQueue it waits in

@@ -5,12 +5,13 @@ from __future__ import annotations
 import click
 
 from devserver.api.flavor import DevServerFlavor
+from devserver.api.names import GPU_RESOURCE
 from devserver.api.resources import FLAVORS
 from devserver.cli.context import Devctl, pass_devctl
 from devserver.cli.output import OUTPUT_OPTION, emit, items, table
 
 INSTANCE_TYPE = "node.kubernetes.io/instance-type"
-GPU = "nvidia.com/gpu"
+GPU = GPU_RESOURCE
 
 
 def gpus(flavor: DevServerFlavor) -> int:

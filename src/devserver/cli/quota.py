@@ -13,8 +13,9 @@ from typing import Any
 
 import click
 
-from devserver.api.kueue_gpus import GPU, gpu_quota, gpus_in
+from devserver.api.kueue_gpus import gpu_quota, gpus_in
 from devserver.api.meta import KubeObject
+from devserver.api.names import GPU_RESOURCE as GPU
 from devserver.api.names import LOCAL_QUEUE, USER_QUOTA
 from devserver.api.quantity import QuantityError, format_binary, parse_quantity
 from devserver.api.resources import CLUSTER_QUEUES, LOCAL_QUEUES, RESOURCE_QUOTAS, Resource

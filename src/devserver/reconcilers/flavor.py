@@ -13,6 +13,7 @@ from typing import Any
 from devserver.api.devserver import DevServer
 from devserver.api.flavor import DevServerFlavor, DevServerFlavorSpec, DevServerFlavorStatus
 from devserver.api.meta import ObjectKey
+from devserver.api.names import GPU_RESOURCE
 from devserver.api.quantity import QuantityError, parse_quantity
 from devserver.api.resources import DEVSERVERS, FLAVORS
 from devserver.api.schema import Condition, ConditionStatus
@@ -23,7 +24,6 @@ from devserver.reconcilers.conditions import merge_conditions
 from devserver.reconcilers.status_writer import StatusWriter
 
 FLAVOR_INDEX = "flavor"
-GPU_RESOURCE = "nvidia.com/gpu"
 
 
 def by_flavor(obj: DevServer) -> tuple[str, ...]:

@@ -153,12 +153,10 @@ class QueueCaches:
 
     def gpus_admitted(self, cluster_queue: str) -> int:
         """The GPUs of the Workloads admitted to `cluster_queue`, as the watch saw them."""
-        return sum(
-            gpus_admitted(
-                {"metadata": {"deletionTimestamp": w.metadata.deletion_timestamp}, **w.extra},
-                cluster_queue,
-            )
+        return sum(  # one being deleted has given its quota back
+            gpus_admitted(w.extra, cluster_queue)
             for w in self.workloads.store.objects()
+            if not w.metadata.deletion_timestamp
         )
 
     def position(self, workload: KubeObject, same_queue: set[str]) -> int:

@@ -30,8 +30,9 @@ from typing import Any
 from devserver.api.flavor import DevServerFlavor
 from devserver.api.kueue_gpus import gpu_quota, gpus_in
 from devserver.api.meta import KubeObject
+from devserver.api.names import GPU_RESOURCE
 from devserver.api.quantity import QuantityError, parse_quantity
-from devserver.reconcilers.flavor import GPU_RESOURCE, gpu_count
+from devserver.reconcilers.flavor import gpu_count
 
 CHECKED = ("cpu", "memory", GPU_RESOURCE)  # what quotas and nodes are checked for
 NAMES = {"cpu": "CPUs", "memory": "memory", GPU_RESOURCE: "GPUs"}
