@@ -88,6 +88,7 @@ def bench(session: nox.Session) -> None:
     fails CI)."""
     install(session, "test")
     session.install("kopf==1.45.2")  # the Python peer in the scale bench (tests/bench/peers)
+    session.install("matplotlib==3.11.2")  # the scale bench's plots (PNG), beside its text
     where = [] if _paths(session.posargs) else ["tests/bench"]
     session.run("pytest", *where, "-s", "-p", "no:cacheprovider", *session.posargs)
 

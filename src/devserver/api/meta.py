@@ -3,11 +3,14 @@
 Raw JSON becomes these models at the client boundary (pydantic parses the bytes directly, in one
 pass). Only what controllers read is typed; the rest of an object (spec, status, data …) is kept
 as extra fields and written back untouched. `managedFields` is dropped on purpose: it is most of
-the bytes of a typical cached object and no controller reads it.
+the bytes of a typical cached object and no controller reads it. An informer's cache keeps less
+of kinds it only reads (`keep_only`, `Resource.cache_keeps`): an object from such a cache is
+never written back.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Generic, NamedTuple, TypeVar
@@ -25,10 +28,31 @@ class ObjectKey(NamedTuple):
         return f"{self.namespace}/{self.name}" if self.namespace else self.name
 
 
+_FIELDS_SETS: dict[frozenset[str], set[str]] = {}
+_FIELDS_SETS_MAX = 4096  # distinct combinations of given fields; beyond, instances keep their own
+
+
+def share_fields_set(model: BaseModel) -> None:
+    """pydantic gives each instance its own set of the fields it was given: 200-700 bytes, a
+    fifth of a cached object's metadata. Our models are frozen, and pydantic copies the set
+    before changing it (`model_copy`), so instances given the same fields share one set."""
+    mine = model.__pydantic_fields_set__
+    key = frozenset(mine)
+    shared = _FIELDS_SETS.get(key)
+    if shared is None:
+        if len(_FIELDS_SETS) < _FIELDS_SETS_MAX:
+            _FIELDS_SETS[key] = mine
+    elif shared is not mine:
+        object.__setattr__(model, "__pydantic_fields_set__", shared)
+
+
 class _Model(BaseModel):
     # defer_build: a schema is built when a model is first used, not when it is imported
     # (devctl imports every model and uses one or two)
     model_config = ConfigDict(populate_by_name=True, frozen=True, extra="ignore", defer_build=True)
+
+    def model_post_init(self, context: Any, /) -> None:
+        share_fields_set(self)
 
 
 class OwnerReference(_Model):
@@ -77,6 +101,38 @@ class KubeObject(_Model):
 
 
 ObjectT = TypeVar("ObjectT", bound=KubeObject)
+
+# What a cache keeps of an object's fields beyond metadata: a key maps to True (the whole value)
+# or to what it keeps of the object under that key. A key not named is dropped.
+Keep = Mapping[str, "bool | Keep"]
+
+
+def keep_only(obj: KubeObject, keep: Keep) -> None:
+    """Drop from `obj`, in place, what `keep` does not name. Only for an object no one else
+    holds yet: the informer's, between its decoding and its cache."""
+    extra = obj.__pydantic_extra__
+    if extra:
+        for name in list(extra):
+            kept = _kept(extra[name], keep.get(name, False))
+            if kept is _DROP:
+                del extra[name]
+            else:
+                extra[name] = kept
+
+
+_DROP = object()
+
+
+def _kept(value: Any, keep: bool | Keep) -> Any:
+    if keep is True:
+        return value
+    if keep is False or not isinstance(value, dict):
+        return _DROP if keep is False else value
+    kept = {}
+    for name, inner in value.items():
+        if (chosen := _kept(inner, keep.get(name, False))) is not _DROP:
+            kept[name] = chosen
+    return kept
 
 
 class Unreadable(KubeObject):

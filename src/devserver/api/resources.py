@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic
 
 from devserver.api.devserver import DevServer
 from devserver.api.flavor import DevServerFlavor
-from devserver.api.meta import KubeObject, ObjectT
+from devserver.api.meta import Keep, KubeObject, ObjectT
 from devserver.api.user import DevUser
 
 
@@ -19,6 +19,8 @@ class Resource(Generic[ObjectT]):
     kind: str
     namespaced: bool
     model: type[ObjectT]
+    # what an informer's cache keeps beyond metadata (None: all); the readers are named below
+    cache_keeps: Keep | None = field(default=None, compare=False)
 
     @property
     def api_version(self) -> str:
@@ -43,10 +45,28 @@ class Resource(Generic[ObjectT]):
 
 CONFIGMAPS = Resource("", "v1", "configmaps", "ConfigMap", True, KubeObject)
 SECRETS = Resource("", "v1", "secrets", "Secret", True, KubeObject)
-PODS = Resource("", "v1", "pods", "Pod", True, KubeObject)
+# Read from the cache: spec.nodeName (status.on_nodes, distributed ranks, fleet metrics),
+# spec.schedulingGates (kueue.gated), status conditions (readiness, Kueue's eviction), container
+# statuses (readiness, the reason a start fails), startTime; never applied or compared. The pod
+# spec is two thirds of a cached pod.
+POD_CACHE: Keep = {
+    "spec": {"nodeName": True, "schedulingGates": True},
+    "status": {
+        "phase": True,
+        "conditions": True,
+        "containerStatuses": True,
+        "startTime": True,
+        "reason": True,
+        "message": True,
+    },
+}
+PODS = Resource("", "v1", "pods", "Pod", True, KubeObject, cache_keeps=POD_CACHE)
 SERVICES = Resource("", "v1", "services", "Service", True, KubeObject)
 NAMESPACES = Resource("", "v1", "namespaces", "Namespace", False, KubeObject)
-NODES = Resource("", "v1", "nodes", "Node", False, KubeObject)
+# Read from the cache: labels, spec.taints and status.allocatable (resize.node_problem). A node's
+# status lists every image it holds: tens of KB per node on a real cluster.
+NODE_CACHE: Keep = {"spec": {"taints": True}, "status": {"allocatable": True}}
+NODES = Resource("", "v1", "nodes", "Node", False, KubeObject, cache_keeps=NODE_CACHE)
 PERSISTENT_VOLUME_CLAIMS = Resource(
     "", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", True, KubeObject
 )
@@ -97,7 +117,18 @@ LOCAL_QUEUES = Resource("kueue.x-k8s.io", "v1beta2", "localqueues", "LocalQueue"
 CLUSTER_QUEUES = Resource(
     "kueue.x-k8s.io", "v1beta2", "clusterqueues", "ClusterQueue", False, KubeObject
 )
-KUEUE_WORKLOADS = Resource("kueue.x-k8s.io", "v1beta2", "workloads", "Workload", True, KubeObject)
+# Read from the cache: spec.priority (the queue's order) and status (admission, conditions). Its
+# spec.podSets repeats the whole pod template.
+WORKLOAD_CACHE: Keep = {"spec": {"priority": True, "queueName": True}, "status": True}
+KUEUE_WORKLOADS = Resource(
+    "kueue.x-k8s.io",
+    "v1beta2",
+    "workloads",
+    "Workload",
+    True,
+    KubeObject,
+    cache_keeps=WORKLOAD_CACHE,
+)
 WORKLOAD_PRIORITY_CLASSES = Resource(
     "kueue.x-k8s.io",
     "v1beta2",

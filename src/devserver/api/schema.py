@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from devserver.api.meta import share_fields_set
 
 # USD per hour: no instance costs this much; the bound keeps every cost sum finite
 MAX_PRICE_PER_HOUR = 1_000_000.0
@@ -17,6 +20,9 @@ class SpecModel(BaseModel):
     # defer_build: a schema is built when a model is first used, not when it is imported
     # (devctl imports every model and uses one or two)
     model_config = ConfigDict(populate_by_name=True, frozen=True, extra="ignore", defer_build=True)
+
+    def model_post_init(self, context: Any, /) -> None:
+        share_fields_set(self)
 
 
 class ConditionStatus(StrEnum):

@@ -1,6 +1,7 @@
 """The standalone DevServer job in kopf, as its docs show it: a creation handler makes the
-children (adopted: owner references) from the spec and the flavor, and an event handler on the
-Deployments it labelled writes the DevServer's status once the pod is available.
+children (adopted: owner references) from the spec and the flavor, an update handler makes the
+Deployment follow a changed spec (flavor, stop), and an event handler on the Deployments it
+labelled writes the DevServer's status once the pod is available.
 
 Settings: kopf's defaults (smart progress storage in annotations and status, Kubernetes Events
 posted for handler outcomes, a worker per object), plus what its docs recommend at scale:
@@ -87,18 +88,22 @@ def _children(name: str, spec: dict[str, Any], flavor: dict[str, Any]) -> list[d
     return [claim, deployment, service]
 
 
-@kopf.on.create(GROUP, VERSION, "devservers", labels={"bench.devservers.io/contender": "kopf"})
-async def create_devserver(
-    spec: kopf.Spec, name: str, namespace: str, body: kopf.Body, **_: Any
-) -> dict[str, Any]:
+async def _flavor(spec: kopf.Spec) -> dict[str, Any]:
     assert _api is not None
-    custom = client.CustomObjectsApi(_api)
     try:
-        flavor = await custom.get_cluster_custom_object(
+        found: dict[str, Any] = await client.CustomObjectsApi(_api).get_cluster_custom_object(
             GROUP, VERSION, "devserverflavors", spec["flavor"]
         )
     except ApiException as error:
         raise kopf.TemporaryError(f"flavor {spec['flavor']}: {error.reason}", delay=10) from None
+    return found
+
+
+@kopf.on.create(GROUP, VERSION, "devservers", labels={"bench.devservers.io/contender": "kopf"})
+async def create_devserver(
+    spec: kopf.Spec, name: str, namespace: str, body: kopf.Body, **_: Any
+) -> dict[str, Any]:
+    flavor = await _flavor(spec)
     children = _children(name, dict(spec), flavor)
     kopf.adopt(children, owner=body)
     core, apps = client.CoreV1Api(_api), client.AppsV1Api(_api)
@@ -114,6 +119,21 @@ async def create_devserver(
             if error.status != 409:  # made by an earlier try of this handler
                 raise
     return {"children": [c["kind"] for c in children]}
+
+
+@kopf.on.update(
+    GROUP, VERSION, "devservers", field="spec", labels={"bench.devservers.io/contender": "kopf"}
+)
+async def update_devserver(spec: kopf.Spec, name: str, namespace: str, **_: Any) -> None:
+    """A changed flavor, image or stop: the Deployment follows (a strategic merge patch)."""
+    flavor = await _flavor(spec)
+    deployment = _children(name, dict(spec), flavor)[1]
+    await client.AppsV1Api(_api).patch_namespaced_deployment(
+        name,
+        namespace,
+        {"spec": deployment["spec"]},
+        _content_type="application/strategic-merge-patch+json",
+    )
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
