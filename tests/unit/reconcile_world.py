@@ -15,7 +15,7 @@ from typing import Any
 
 from devserver.api.devserver import DevServer
 from devserver.api.flavor import DevServerFlavor
-from devserver.api.meta import KubeObject, ObjectKey, ObjectList
+from devserver.api.meta import KubeObject, ObjectKey, ObjectList, keep_only
 from devserver.api.resources import DEVSERVERS, FLAVORS, Resource
 from devserver.client import ApiError
 from devserver.controller import Controller
@@ -154,9 +154,14 @@ class World:
         )
 
     def put(self, resource: Resource[Any], obj: KubeObject) -> None:
-        """As a watch event would: into every cache of that resource."""
+        """As a watch event would: into every cache of that resource, as much of it as the
+        cache keeps (`Resource.cache_keeps`), so that a reconciler reading a field its cache
+        drops fails here too."""
         for informer in self.factory:
             if informer.resource == resource:
+                if resource.cache_keeps is not None:  # on a copy: the test keeps its object
+                    obj = type(obj).model_validate(obj.model_dump(by_alias=True, mode="json"))
+                    keep_only(obj, resource.cache_keeps)
                 informer.store.upsert(obj)
 
     async def reconcile(self, controller: str, server: DevServer | str) -> Any:

@@ -12,6 +12,7 @@ from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import BaseModel
 
 from devserver.api.devserver import DevServer
 from devserver.api.meta import KubeObject, keep_only
@@ -173,3 +174,27 @@ def test_instances_share_their_set_of_given_fields_and_copies_do_not_leak() -> N
     assert first.metadata.creation_timestamp == datetime.fromisoformat(
         body["metadata"]["creationTimestamp"]
     ).astimezone(UTC)
+
+
+def _subclasses(cls: type[BaseModel]) -> list[type[BaseModel]]:
+    found = []
+    for sub in cls.__subclasses__():
+        found += [sub, *_subclasses(sub)]
+    return found
+
+
+def test_every_model_that_shares_its_fields_set_is_frozen() -> None:
+    """A shared set is safe only while no instance can change its fields in place."""
+    import importlib
+    import pkgutil
+
+    import devserver.api
+    from devserver.api.meta import _Model
+
+    for module in pkgutil.iter_modules(devserver.api.__path__):  # every model defined
+        importlib.import_module(f"devserver.api.{module.name}")
+    from devserver.api.schema import SpecModel
+
+    models = _subclasses(_Model) + _subclasses(SpecModel)
+    assert DevServer in models
+    assert [m.__name__ for m in models if not m.model_config.get("frozen")] == []
