@@ -98,7 +98,6 @@ NAMESPACES_PER_RUN = scaled(200, 2)  # N/5, as users with a few servers each
 PER_NAMESPACE = 5
 SERVERS = NAMESPACES_PER_RUN * PER_NAMESPACE
 CONCURRENCY = 32
-EXTRA_NODES = scaled(72, 1)  # with cpu-1 and cpu-2: 74 x 58 pods, room for four runs
 STEADY_SECONDS = min(60.0, seconds(60, 3))  # at rest: the same window at any N
 WAVE = min(SERVERS, 1000)  # servers changed, then stopped, at once (1,000 at any larger N)
 RESTART_SECONDS = min(60.0, seconds(60, 10))  # after a kill -9 and a start: writes counted
@@ -658,6 +657,9 @@ PEERS = {  # name: (its command, its health endpoint)
 # which peers run (comma-separated; "" for none, to measure ours and the floor alone)
 RESULTS = Path(os.environ.get("DEVSERVER_BENCH_RESULTS", "bench-results"))  # text and plots
 CHOSEN_PEERS = os.environ.get("DEVSERVER_BENCH_PEERS", ",".join(PEERS))
+RUNS = 2 + len([p for p in PEERS if p in CHOSEN_PEERS.split(",")])  # ours, the floor, peers
+# with cpu-1 and cpu-2, 58 pods each: room for every run's pods side by side (72 at N = 1,000)
+EXTRA_NODES = max(1, -(-SERVERS * RUNS // 56))
 
 
 PEER_NAMES = {
@@ -792,6 +794,11 @@ async def test_report_devserver_scale(kube: KubeClient, cluster: LocalControlPla
             cluster, "devserver-operator", process.kill, process.start, url + "/readyz"
         )
         changed = await wave(kube, cluster, "scale-op", "devserver-operator")
+        print(  # noqa: T201  # now: if a later run fails or is stopped, this much is known
+            f"\nA: {a.count:,} Ready in {a.seconds:.1f} s, operator CPU"
+            f" {a.cpu['devserver-operator']:.1f} s, peak RSS {peak:.1f} MiB; {restart}; {changed}",
+            flush=True,
+        )
         process.stop()  # the floor's children carry the same labels: it must not see them
         requests = audit_requests(cluster)  # now: the log rotates, run B could push A out
         operator = Operator(
@@ -937,11 +944,11 @@ def plot(a: Run, b: Run, contenders: dict[str, Peer]) -> None:
     runs = {"devserver": a, "floor (bare client)": b}
     runs |= {PEER_NAMES.get(n, n): p.run for n, p in contenders.items()}
     figure, (ready, memory) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for name, run in runs.items():
-        t = [s[0] for s in run.series]
-        ready.plot(t, [s[1] for s in run.series], label=name)
+    for (name, run), color in zip(runs.items(), ("C0", "C1", "C2", "C3"), strict=False):
+        t = [s[0] for s in run.series]  # one color per contender in both panels
+        ready.plot(t, [s[1] for s in run.series], label=name, color=color)
         if any(s[2] for s in run.series):
-            memory.plot(t, [s[2] for s in run.series], label=name)
+            memory.plot(t, [s[2] for s in run.series], label=name, color=color)
     ready.set(xlabel="s after the first create", ylabel="Ready", title=f"{SERVERS:,} servers")
     memory.set(xlabel="s after the first create", ylabel="RSS, MiB", title="process RSS")
     for axes in (ready, memory):
