@@ -39,9 +39,9 @@ def gpu_quota(spec: dict[str, Any], field: str = "nominalQuota") -> int | None:
 
 
 def gpus_admitted(workload: dict[str, Any], cluster_queue: str) -> int:
-    """The GPUs a Workload (its fields beyond metadata) holds in `cluster_queue`: reserved for
-    it there, and not finished. One being deleted has given its quota back: the caller, which
-    has its metadata, leaves it out (`QueueCaches.gpus_admitted`)."""
+    """The GPUs a Workload holds in `cluster_queue`: reserved for it there, and not finished."""
+    if (workload.get("metadata") or {}).get("deletionTimestamp"):
+        return 0  # going: Kueue gives its quota back
     status = workload.get("status") or {}
     conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
     admission = status.get("admission") or {}

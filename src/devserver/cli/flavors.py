@@ -11,11 +11,12 @@ from devserver.cli.context import Devctl, pass_devctl
 from devserver.cli.output import OUTPUT_OPTION, emit, items, table
 
 INSTANCE_TYPE = "node.kubernetes.io/instance-type"
+GPU = GPU_RESOURCE
 
 
 def gpus(flavor: DevServerFlavor) -> int:
     resources = flavor.spec.resources
-    return int(resources.limits.get(GPU_RESOURCE) or resources.requests.get(GPU_RESOURCE) or 0)
+    return int(resources.limits.get(GPU) or resources.requests.get(GPU) or 0)
 
 
 @click.command()

@@ -15,7 +15,8 @@ import click
 
 from devserver.api.kueue_gpus import gpu_quota, gpus_in
 from devserver.api.meta import KubeObject
-from devserver.api.names import GPU_RESOURCE, LOCAL_QUEUE, USER_QUOTA
+from devserver.api.names import GPU_RESOURCE as GPU
+from devserver.api.names import LOCAL_QUEUE, USER_QUOTA
 from devserver.api.quantity import QuantityError, format_binary, parse_quantity
 from devserver.api.resources import CLUSTER_QUEUES, LOCAL_QUEUES, RESOURCE_QUOTAS, Resource
 from devserver.cli.context import Devctl, pass_devctl
@@ -24,7 +25,7 @@ from devserver.client import ApiError
 from devserver.client.blocking import BlockingKubeClient
 
 LIMITS = (  # (the quota's key, what people call it)
-    (f"requests.{GPU_RESOURCE}", "GPUs"),
+    (f"requests.{GPU}", "GPUs"),
     ("requests.cpu", "CPUs"),
     ("requests.memory", "memory"),
     ("requests.storage", "storage"),

@@ -193,8 +193,9 @@ class Informer(Generic[ObjectT]):
 
     def remove(self, obj: ObjectT) -> None:
         self.unreadable_now.pop(obj.key, None)
+        self._kept(obj)
         old = self.store.delete(obj.key)
-        self._fan_out(Notification(Change.DELETED, old if old is not None else self._kept(obj)))
+        self._fan_out(Notification(Change.DELETED, old if old is not None else obj))
 
     # ------------------------------------------------------------------ internals
 
