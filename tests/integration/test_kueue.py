@@ -562,15 +562,25 @@ def test_a_queued_gangs_world_size_and_flavor_change_by_a_restart_keeping_every_
             and len(p.pods("kq-gang", "kqg")) == ranks
         )
 
+    def settle(ranks: int, flavor: str, what: str) -> None:
+        """Wait; on a timeout, say what the server, its ranks and Kueue were at."""
+        try:
+            poll(lambda: settled(ranks, flavor), 120, what)
+        except TimeoutError as error:
+            kinds = "statefulsets,pods,workloads,events"
+            seen = p.cp.kubectl("get", kinds, "-n", "dev-kqg", "-o", "wide", check=False).stdout
+            log = "\n".join(p.operator.output().splitlines()[-40:])
+            raise AssertionError(f"{error}\n{p.status('kq-gang', 'kqg')}\n{seen}\n{log}") from None
+
     edit({"distributed": {"worldSize": 2}})
-    poll(lambda: settled(2, "kq-gpu"), 120, "2 ranks running")
+    settle(2, "kq-gpu", "2 ranks running")
     statefulset = p.get("statefulset", "kq-gang", "dev-kqg")
     assert statefulset["spec"]["replicas"] == 2
     env = statefulset["spec"]["template"]["spec"]["containers"][0]["env"]
     assert {"name": "PET_NNODES", "value": "2"} in env
 
     edit({"flavor": "kq-gpu-big"})
-    poll(lambda: settled(2, "kq-gpu-big"), 120, "the new flavor running")
+    settle(2, "kq-gpu-big", "the new flavor running")
     made_anew = p.get("statefulset", "kq-gang", "dev-kqg")
     assert made_anew["metadata"]["uid"] != statefulset["metadata"]["uid"]
     assert homes() == before  # every rank's home, the same volumes: none deleted or made anew
