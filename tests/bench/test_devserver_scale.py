@@ -154,7 +154,8 @@ def report(lines: list[str]) -> str:
     text = "\n".join(lines)
     print("\n" + text)  # noqa: T201
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"devserver-scale-{SERVERS}.txt").write_text(f"{provenance()}\n\n{text}\n")
+    suffix = f"-{ALONE}" if ALONE else ""
+    (RESULTS / f"devserver-scale-{SERVERS}{suffix}.txt").write_text(f"{provenance()}\n\n{text}\n")
     return text
 
 
@@ -657,7 +658,12 @@ PEERS = {  # name: (its command, its health endpoint)
 # which peers run (comma-separated; "" for none, to measure ours and the floor alone)
 RESULTS = Path(os.environ.get("DEVSERVER_BENCH_RESULTS", "bench-results"))  # text and plots
 CHOSEN_PEERS = os.environ.get("DEVSERVER_BENCH_PEERS", ",".join(PEERS))
-RUNS = 2 + len([p for p in PEERS if p in CHOSEN_PEERS.split(",")])  # ours, the floor, peers
+# "ours" or "floor": that contender alone on a control plane of its own, for a run in two
+# halves. At 10,000 the objects of the runs before slow the next one down (the floor made ~115
+# servers a minute beside ours' 10,000), so a floor measured after ours is no floor there.
+ALONE = os.environ.get("DEVSERVER_BENCH_ALONE", "")
+assert ALONE in ("", "ours", "floor"), f"DEVSERVER_BENCH_ALONE={ALONE!r}: say ours or floor"
+RUNS = 1 if ALONE else 2 + len([p for p in PEERS if p in CHOSEN_PEERS.split(",")])
 # with cpu-1 and cpu-2, 58 pods each: room for every run's pods side by side (72 at N = 1,000)
 EXTRA_NODES = max(1, -(-SERVERS * RUNS // 56))
 
@@ -773,6 +779,13 @@ class Operator:
 
 async def test_report_devserver_scale(kube: KubeClient, cluster: LocalControlPlane) -> None:
     started = time.time()
+    if ALONE == "floor":
+        b = await run_floor(kube, cluster)
+        assert b.count == SERVERS, f"only {b.count} of {SERVERS} floor Deployments are available"
+        report(
+            [f"the floor alone: {SERVERS:,} servers ({CONCURRENCY} concurrent creates)", *alone(b)]
+        )
+        return
     # admin, as the floor's client: like for like. Under the chart's ServiceAccount every
     # request is authorized by RBAC and every Role it writes is checked against its own
     # rights, which costs the 2-core API server ~20 CPU seconds more over the 1,000 servers
@@ -800,6 +813,9 @@ async def test_report_devserver_scale(kube: KubeClient, cluster: LocalControlPla
             flush=True,
         )
         process.stop()  # the floor's children carry the same labels: it must not see them
+        if ALONE == "ours":
+            report([f"ours alone: {SERVERS:,} servers; {restart}; {changed}", *alone(a, peak)])
+            return
         requests = audit_requests(cluster)  # now: the log rotates, run B could push A out
         operator = Operator(
             window(requests, started, a.start, "devserver-operator"),
@@ -849,6 +865,16 @@ async def test_report_devserver_scale(kube: KubeClient, cluster: LocalControlPla
             *clients(window(requests, a.start, a.end), requests_b),
         ]
     )
+
+
+def alone(run: Run, peak: float | None = None) -> list[str]:
+    """One contender's run on a control plane of its own (`ALONE`): its time, and the CPU of
+    every component (on 2 cores the API server's is most of it)."""
+    lines = [f"  first create -> all Ready, s: {run.seconds:.1f} ({run.count:,} Ready)"]
+    if peak is not None:
+        lines.append(f"  operator peak RSS (VmHWM), MiB: {peak:.1f}")
+    lines += [f"  CPU s, {name}: {cpu:.1f}" for name, cpu in sorted(run.cpu.items())]
+    return lines
 
 
 def verdict(ok: bool) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +15,13 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from devserver.api.devserver import DevServer
-from devserver.api.meta import KubeObject, keep_only
-from devserver.api.resources import KUEUE_WORKLOADS, NODES, PODS
-from devserver.informers import Informer
+from devserver.api.meta import KubeObject, ObjectKey, keep_only
+from devserver.api.resources import (
+    KUEUE_WORKLOADS,
+    NODES,
+    PODS,
+)
+from devserver.informers import OWNER_UID_INDEX, Informer, Store
 from devserver.reconcilers.devserver.resize import node_problem
 from devserver.reconcilers.devserver.status import on_nodes, pod_condition, waiting_reason
 from devserver.reconcilers.kueue import _priority, eviction, gated, waiting
@@ -198,3 +202,183 @@ def test_every_model_that_shares_its_fields_set_is_frozen() -> None:
     models = _subclasses(_Model) + _subclasses(SpecModel)
     assert DevServer in models
     assert [m.__name__ for m in models if not m.model_config.get("frozen")] == []
+
+
+# ------------------------------------------------------------------ packed stores
+
+wire_leaf = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),  # what JSON (and the API server) carries
+    st.text(max_size=6),
+)
+wire_value = st.recursive(
+    wire_leaf,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
+    max_leaves=10,
+)
+zones = st.integers(-1439, 1439).map(lambda m: timezone(timedelta(minutes=m)))  # RFC 3339's
+times = st.datetimes(timezones=zones).map(lambda t: t.isoformat())
+durations = st.lists(
+    st.tuples(st.integers(0, 10**9), st.sampled_from("smhd")), min_size=1, max_size=12
+).map(lambda parts: "".join(f"{n}{u}" for n, u in parts))
+
+
+def _server_body(name: str, given: dict[str, Any]) -> dict[str, Any]:
+    """A DevServer the API server would accept, with generated spec and status values."""
+    lifecycle = {
+        k: v
+        for k, v in {
+            "idleTimeout": given["idle"],
+            "timeToLive": given["ttl"],
+            "expirationTime": given["expires"],
+        }.items()
+        if v is not None
+    }
+    status = {
+        "phase": given["phase"],
+        "startedAt": given["started"],
+        "billing": {"seconds": given["seconds"], "cost": given["cost"], "since": given["started"]},
+    }
+    return {
+        "apiVersion": "devservers.io/v1",
+        "kind": "DevServer",
+        "metadata": {"name": name, "namespace": "dev-a", "resourceVersion": given["rv"]},
+        "spec": {
+            "owner": given["owner"],
+            "flavor": "gpu",
+            "image": "pytorch/pytorch:2.5.1",
+            "stopped": given["stopped"],
+            "lifecycle": lifecycle,
+            **(
+                {"mode": "distributed", "distributed": {"worldSize": given["world"]}}
+                if given["world"]
+                else {}
+            ),
+        },
+        "status": {k: v for k, v in status.items() if v is not None}
+        | {
+            "conditions": [
+                {"type": "Ready", "status": "True", "reason": "Running", "message": given["owner"]}
+            ],
+            "ranks": [{"rank": i, "pod": f"box-{i}", "ready": True} for i in range(given["world"])],
+        },
+    }
+
+
+servers = st.fixed_dictionaries(
+    {
+        "rv": st.integers(1, 10**12).map(str),
+        "owner": st.text(max_size=20),
+        "stopped": st.booleans(),
+        "idle": st.one_of(st.none(), st.integers(60, 10**12)),  # past the bound: a legacy value
+        "ttl": st.one_of(st.none(), durations),
+        "expires": st.one_of(st.none(), times),
+        "world": st.one_of(st.just(0), st.integers(1, 64)),
+        "phase": st.one_of(st.none(), st.sampled_from(["Pending", "Running", "Stopped"])),
+        "started": st.one_of(st.none(), times),
+        "seconds": st.floats(0, 1e12),
+        "cost": st.floats(0, 1e9),
+    }
+)
+
+
+def same(a: BaseModel | None, b: BaseModel | None) -> bool:
+    """Equal as a reader sees them, to the type of each value and the offset of each time,
+    and with the same fields given (what a later `exclude_unset` dump writes)."""
+    if a is None or b is None:
+        return a is b
+    return (a.model_dump_json(), a.model_dump_json(exclude_unset=True)) == (
+        b.model_dump_json(),
+        b.model_dump_json(exclude_unset=True),
+    )
+
+
+@given(servers, st.sampled_from(["json", "dict"]))
+def test_a_packed_devserver_reads_back_as_the_one_decoded_from_the_wire(
+    given_: dict[str, Any], path: str
+) -> None:
+    body = _server_body("box", given_)
+    decoded = (  # the reflector's way, and the fallback's (`client/decoding.py`)
+        DevServer.model_validate_json(json.dumps(body))
+        if path == "json"
+        else DevServer.model_validate(json.loads(json.dumps(body)))
+    )
+    store: Store[DevServer] = Store(packed=DevServer)
+    store.upsert(decoded)
+    store.upsert(DevServer.model_validate_json(json.dumps(_server_body("other", given_))))
+    read = store.get(decoded.key)  # decoded from its bytes: the other is the recent one
+    assert same(read, decoded)
+    assert read is not None and read.model_fields_set == decoded.model_fields_set
+    assert read.spec.model_fields_set == decoded.spec.model_fields_set
+
+
+operations = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("upsert"),
+            st.sampled_from(["a", "b", "c"]),
+            st.integers(1, 3).map(str),
+            st.lists(st.sampled_from(["u1", "u2"]), max_size=2, unique=True),
+            st.dictionaries(st.sampled_from(["spec", "status", "data"]), wire_value),
+        ),
+        st.tuples(st.just("delete"), st.sampled_from(["a", "b", "c"])),
+        st.tuples(
+            st.just("replace"),
+            st.lists(
+                st.tuples(
+                    st.sampled_from(["a", "b", "c"]),
+                    st.integers(1, 3).map(str),
+                    st.lists(st.sampled_from(["u1", "u2"]), max_size=2, unique=True),
+                    st.dictionaries(st.sampled_from(["spec", "status"]), wire_value),
+                )
+            ),
+        ),
+    ),
+    max_size=12,
+)
+
+
+@given(operations)
+def test_a_packed_store_answers_every_reader_as_a_plain_one(ops: list[tuple[Any, ...]]) -> None:
+    """The same changes into a plain store and a packed one: every answer the same, including
+    what a change reports (old objects for updates, the deleted ones' last state)."""
+    plain: Store[KubeObject] = Store()
+    packed: Store[KubeObject] = Store(packed=KubeObject)
+    same_all = lambda xs, ys: len(xs) == len(ys) and all(map(same, xs, ys))  # noqa: E731
+
+    def wire(name: str, rv: str, owners: list[str], extras: dict[str, Any]) -> KubeObject:
+        refs = [{"apiVersion": "v1", "kind": "X", "name": u, "uid": u} for u in owners]
+        body = {"metadata": {"name": name, "namespace": "ns", "resourceVersion": rv}}
+        body["metadata"] |= {"ownerReferences": refs} if refs else {}
+        return KubeObject.model_validate_json(json.dumps(body | extras))
+
+    def keyed(objects: list[KubeObject]) -> list[KubeObject]:
+        return sorted(objects, key=lambda o: o.metadata.name)
+
+    for op in ops:
+        if op[0] == "upsert":
+            obj = wire(*op[1:])
+            assert same(plain.upsert(obj), packed.upsert(obj))
+        elif op[0] == "delete":
+            key = ObjectKey("ns", op[1])
+            assert same(plain.delete(key), packed.delete(key))
+        else:
+            objs = list({o.key: o for o in (wire(*args) for args in op[1])}.values())
+            a, b = plain.replace(objs), packed.replace(objs)
+            assert same_all(keyed(a.added), keyed(b.added))
+            assert same_all(keyed(a.deleted), keyed(b.deleted))
+            updates = [sorted(r.updated, key=lambda p: p[0].key.name) for r in (a, b)]
+            assert same_all(
+                [o for pair in updates[0] for o in pair], [o for pair in updates[1] for o in pair]
+            )
+        assert same_all(keyed(plain.objects()), keyed(packed.objects()))
+        for uid in ("u1", "u2"):
+            assert same_all(
+                keyed(plain.by_index(OWNER_UID_INDEX, uid)),
+                keyed(packed.by_index(OWNER_UID_INDEX, uid)),
+            )
+            assert plain.index_keys(OWNER_UID_INDEX, uid) == packed.index_keys(OWNER_UID_INDEX, uid)
+        for name in "abc":
+            assert same(plain.get(ObjectKey("ns", name)), packed.get(ObjectKey("ns", name)))

@@ -21,6 +21,9 @@ class Resource(Generic[ObjectT]):
     model: type[ObjectT]
     # what an informer's cache keeps beyond metadata (None: all); the readers are named below
     cache_keeps: Keep | None = field(default=None, compare=False)
+    # held packed (compressed JSON, decoded on each read: informers/store.py): the kinds with an
+    # object or more per server, never read whole
+    cache_packed: bool = field(default=False, compare=False)
 
     @property
     def api_version(self) -> str:
@@ -60,20 +63,26 @@ POD_CACHE: Keep = {
         "message": True,
     },
 }
-PODS = Resource("", "v1", "pods", "Pod", True, KubeObject, cache_keeps=POD_CACHE)
-SERVICES = Resource("", "v1", "services", "Service", True, KubeObject)
+PODS = Resource("", "v1", "pods", "Pod", True, KubeObject, cache_keeps=POD_CACHE, cache_packed=True)
+SERVICES = Resource("", "v1", "services", "Service", True, KubeObject, cache_packed=True)
 NAMESPACES = Resource("", "v1", "namespaces", "Namespace", False, KubeObject)
 # Read from the cache: labels, spec.taints and status.allocatable (resize.node_problem). A node's
 # status lists every image it holds: tens of KB per node on a real cluster.
 NODE_CACHE: Keep = {"spec": {"taints": True}, "status": {"allocatable": True}}
 NODES = Resource("", "v1", "nodes", "Node", False, KubeObject, cache_keeps=NODE_CACHE)
 PERSISTENT_VOLUME_CLAIMS = Resource(
-    "", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", True, KubeObject
+    "", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", True, KubeObject, cache_packed=True
 )
 EVENTS = Resource("", "v1", "events", "Event", True, KubeObject)
-DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment", True, KubeObject)
-STATEFULSETS = Resource("apps", "v1", "statefulsets", "StatefulSet", True, KubeObject)
-LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease", True, KubeObject)
+DEPLOYMENTS = Resource(
+    "apps", "v1", "deployments", "Deployment", True, KubeObject, cache_packed=True
+)
+STATEFULSETS = Resource(
+    "apps", "v1", "statefulsets", "StatefulSet", True, KubeObject, cache_packed=True
+)
+LEASES = Resource(
+    "coordination.k8s.io", "v1", "leases", "Lease", True, KubeObject, cache_packed=True
+)
 CUSTOM_RESOURCE_DEFINITIONS = Resource(
     "apiextensions.k8s.io",
     "v1",
@@ -84,17 +93,29 @@ CUSTOM_RESOURCE_DEFINITIONS = Resource(
 )
 
 
-DEVSERVERS = Resource("devservers.io", "v1", "devservers", "DevServer", True, DevServer)
+DEVSERVERS = Resource(
+    "devservers.io", "v1", "devservers", "DevServer", True, DevServer, cache_packed=True
+)
 FLAVORS = Resource(
     "devservers.io", "v1", "devserverflavors", "DevServerFlavor", False, DevServerFlavor
 )
 DEVUSERS = Resource("devservers.io", "v1", "devusers", "DevUser", False, DevUser)
-SERVICE_ACCOUNTS = Resource("", "v1", "serviceaccounts", "ServiceAccount", True, KubeObject)
+SERVICE_ACCOUNTS = Resource(
+    "", "v1", "serviceaccounts", "ServiceAccount", True, KubeObject, cache_packed=True
+)
 RESOURCE_QUOTAS = Resource("", "v1", "resourcequotas", "ResourceQuota", True, KubeObject)
 LIMIT_RANGES = Resource("", "v1", "limitranges", "LimitRange", True, KubeObject)
-ROLES = Resource("rbac.authorization.k8s.io", "v1", "roles", "Role", True, KubeObject)
+ROLES = Resource(
+    "rbac.authorization.k8s.io", "v1", "roles", "Role", True, KubeObject, cache_packed=True
+)
 ROLE_BINDINGS = Resource(
-    "rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", True, KubeObject
+    "rbac.authorization.k8s.io",
+    "v1",
+    "rolebindings",
+    "RoleBinding",
+    True,
+    KubeObject,
+    cache_packed=True,
 )
 CLUSTER_ROLE_BINDINGS = Resource(
     "rbac.authorization.k8s.io",
@@ -110,7 +131,9 @@ CLUSTER_ROLES = Resource(
 NETWORK_POLICIES = Resource(
     "networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True, KubeObject
 )
-PERSISTENT_VOLUMES = Resource("", "v1", "persistentvolumes", "PersistentVolume", False, KubeObject)
+PERSISTENT_VOLUMES = Resource(
+    "", "v1", "persistentvolumes", "PersistentVolume", False, KubeObject, cache_packed=True
+)
 
 # Kueue's, used only when the operator is given a ClusterQueue (`--kueue-cluster-queue`)
 LOCAL_QUEUES = Resource("kueue.x-k8s.io", "v1beta2", "localqueues", "LocalQueue", True, KubeObject)

@@ -79,7 +79,8 @@ class Informer(Generic[ObjectT]):
         options: ReflectorOptions | None = None,
     ) -> None:
         self.resource = resource
-        self.store: Store[ObjectT] = Store(indexers)
+        packed = resource.model if resource.cache_packed else None
+        self.store: Store[ObjectT] = Store(indexers, packed=packed)
         self.reflector = Reflector(
             client,
             resource,

@@ -27,6 +27,12 @@ from devserver.reconcilers.flavor import FLAVOR_INDEX, by_flavor
 from devserver.reconcilers.kueue import QueueCaches
 from devserver.reconcilers.naming import NAME_INDEX, by_devserver_name
 
+MODE_INDEX = "mode"  # the servers of each mode: woken by key, none decoded (informers/store.py)
+
+
+def by_mode(ds: DevServer) -> tuple[str, ...]:
+    return (ds.spec.mode.value,)
+
 
 @dataclass(frozen=True)
 class Caches:
@@ -51,7 +57,7 @@ class Caches:
         mine = CACHE_NAME_LABEL  # only objects we made: smaller caches, fewer events
         named = {NAME_INDEX: by_devserver_name}
         return cls(
-            informers.informer(DEVSERVERS, indexers={FLAVOR_INDEX: by_flavor}),
+            informers.informer(DEVSERVERS, indexers={FLAVOR_INDEX: by_flavor, MODE_INDEX: by_mode}),
             informers.informer(FLAVORS),
             informers.informer(workload, label_selector=mine),
             informers.informer(SERVICES, label_selector=mine),

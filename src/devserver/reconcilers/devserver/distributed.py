@@ -336,11 +336,10 @@ def distributed_status(ds: DevServer, seen: Observed, parked: str | None = None)
 
 
 class Distributed(ServerMode, name="distributed", workers=2, workload=STATEFULSETS):
+    woken_by = Mode.DISTRIBUTED  # a standalone server's changes are the standalone mode's
+
     def owns(self, ds: DevServer) -> bool:
         return ds.spec.mode is Mode.DISTRIBUTED and ds.spec.distributed is not None
-
-    def wakes(self, ds: DevServer) -> bool:
-        return ds.spec.mode is Mode.DISTRIBUTED
 
     def children(self, ds: DevServer, flavor: DevServerFlavor | None) -> list[Child]:
         caches, key = self.caches, ds.key

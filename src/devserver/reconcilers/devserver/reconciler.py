@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from devserver.api.devserver import DevServer, DevServerStatus
+from devserver.api.devserver import DevServer, DevServerStatus, Mode
 from devserver.api.flavor import DevServerFlavor
 from devserver.api.lifecycle import EXPIRED, IDLE, PREEMPTED, USER_REMOVED, timeline
 from devserver.api.meta import KubeObject, ObjectKey
@@ -55,7 +55,7 @@ from devserver.controller.applied import apply_if_changed
 from devserver.informers import NAMESPACE_INDEX, InformerFactory, Notification
 from devserver.reconcilers.children import Attempts
 from devserver.reconcilers.devserver.activity_agent import idle_report_changed
-from devserver.reconcilers.devserver.caches import Caches
+from devserver.reconcilers.devserver.caches import MODE_INDEX, Caches
 from devserver.reconcilers.devserver.fleet_metrics import (
     EXTENSIONS,
     STOPS,
@@ -111,6 +111,7 @@ class ServerMode(ABC):
     name: ClassVar[str]  # its controller's, in metrics and logs
     workers: ClassVar[int]
     workload: ClassVar[Resource[KubeObject]]  # scaled to zero when stopped or gone
+    woken_by: ClassVar[Mode | None] = None  # the servers of one mode wake it; None: every one
 
     client: KubeClient
     caches: Caches
@@ -128,9 +129,9 @@ class ServerMode(ABC):
     def owns(self, ds: DevServer) -> bool:
         """Whether this mode reconciles `ds` (a deleted server is every mode's to scale down)."""
 
-    @abstractmethod
     def wakes(self, ds: DevServer) -> bool:
         """Whether a change of `ds`, or of its flavor or namespace, is worth a reconcile."""
+        return self.woken_by is None or ds.spec.mode is self.woken_by
 
     @abstractmethod
     def children(self, ds: DevServer, flavor: DevServerFlavor | None) -> list[Child]:
@@ -440,6 +441,14 @@ def mode_controller(
     def woken(note: Notification[Any]) -> bool:
         return isinstance(note.obj, DevServer) and mode.wakes(note.obj)
 
+    def woken_in(index: str, value: str) -> list[ObjectKey]:
+        """The servers under `value` in `index` that this mode wakes for, from the indexes
+        alone: the cache of servers is packed, and a flavor may have thousands of them."""
+        keys = devservers.store.index_keys(index, value)
+        if mode.woken_by is not None:
+            keys &= devservers.store.index_keys(MODE_INDEX, mode.woken_by.value)
+        return list(keys)
+
     controller.watch(devservers, woken)
     controller.watch_owned(caches.services, DEVSERVERS)
 
@@ -466,22 +475,19 @@ def mode_controller(
         elif informer is agent.config_maps:  # one per namespace, for all its servers
 
             def in_namespace(obj: KubeObject) -> list[ObjectKey]:
-                servers = devservers.store.by_index(NAMESPACE_INDEX, obj.metadata.namespace)
-                return [ds.key for ds in servers if mode.wakes(ds)]
+                return woken_in(NAMESPACE_INDEX, obj.metadata.namespace)
 
             controller.watch_mapped(informer, in_namespace)
         else:
             controller.watch_mapped(informer, by_label)
 
     def users_of(flavor: KubeObject) -> list[ObjectKey]:
-        users = devservers.store.by_index(FLAVOR_INDEX, flavor.metadata.name)
-        return [ds.key for ds in users if mode.wakes(ds)]
+        return woken_in(FLAVOR_INDEX, flavor.metadata.name)
 
     controller.watch_mapped(caches.flavors, users_of)
 
     def servers_of(user: KubeObject) -> list[ObjectKey]:
-        servers = devservers.store.by_index(NAMESPACE_INDEX, user_namespace(user.metadata.name))
-        return [ds.key for ds in servers if mode.wakes(ds)]
+        return woken_in(NAMESPACE_INDEX, user_namespace(user.metadata.name))
 
     def team_changed(note: Notification[Any]) -> bool:
         """A user's new team labels their servers' GPU-hours from now on."""
@@ -495,8 +501,7 @@ def mode_controller(
     caches.users.add_handler(f"{mode.name}-queue-members", users_changed)
 
     def servers_in(obj: KubeObject) -> list[ObjectKey]:
-        servers = devservers.store.by_index(NAMESPACE_INDEX, obj.metadata.namespace)
-        return [ds.key for ds in servers if mode.wakes(ds)]
+        return woken_in(NAMESPACE_INDEX, obj.metadata.namespace)
 
     controller.watch_mapped(caches.quotas, servers_in)  # a parked flavor change may fit now
     if caches.queue is not None:

@@ -242,9 +242,6 @@ class Standalone(ServerMode, name="devserver", workers=4, workload=DEPLOYMENTS):
     def owns(self, ds: DevServer) -> bool:
         return ds.spec.mode is not Mode.DISTRIBUTED
 
-    def wakes(self, ds: DevServer) -> bool:
-        return True  # every server: a distributed one ends at `owns` (deleted: at `_gone`)
-
     def children(self, ds: DevServer, flavor: DevServerFlavor | None) -> list[Child]:
         key, caches = ds.key, self.caches
         claim = caches.claims.store.get(ObjectKey(key.namespace, home_claim_name(ds)))
