@@ -12,7 +12,8 @@ A. the operator (a subprocess, no leader election) and N DevServers of the tiny 
    created 32 at a time: seconds until every one is Ready, the operator's CPU seconds and peak
    RSS, its API requests by verb (from the audit log; the benchmark's own client sends another
    User-Agent), its writes during 60 s at rest (goal: none), then a kill -9 and a start: seconds
-   until it is ready again, until its last write, and how many (goal: none);
+   until it is ready again, until its last write, how many (goal: none), and the new process's
+   peak RSS (a start lists every object);
 B. the floor, with the operator stopped: a bare client creating the same child objects (the
    reconciler's own builders, minus ownerReferences to DevServers that do not exist) in other
    namespaces, 32 servers at a time, until every Deployment has its replica available. It runs
@@ -21,6 +22,10 @@ C. the peers (tests/bench/peers), each in turn with our operator stopped, on the
    DevServers of their own (the standalone core: home PVC, Deployment, Service, status): kopf,
    and Go with controller-runtime; at rest and after a kill -9 as A. Each runs beside the
    servers of the runs before it: if anything, that slows the later ones down (ours runs first).
+
+DEVSERVER_BENCH_ALONE=ours (or floor) runs that contender alone, on a control plane of its own:
+at 10,000 a run beside the objects of the runs before is far slower, so the ratio there comes
+from two such runs.
 
 The text and a plot (Ready servers and RSS over time per contender) go to DEVSERVER_BENCH_RESULTS
 (default bench-results/) with the machine and the versions. The only assertions guard the
@@ -530,6 +535,7 @@ class Restart:
     synced: float  # s from its start until its readiness (ours) or health (peers) answers
     converged: float  # s from its start until its last write in RESTART_SECONDS (synced if none)
     writes: int  # its writes in the RESTART_SECONDS after its start
+    peak_rss_mib: float  # the new process's peak RSS by the end of RESTART_SECONDS (its lists)
 
 
 @dataclass(frozen=True)
@@ -623,13 +629,14 @@ class Peer:
 
 async def restarted(
     cluster: LocalControlPlane, client: str, kill: Callable[[], None],
-    start: Callable[[], None], ready_url: str,
+    start: Callable[[], int], ready_url: str,
 ) -> Restart:  # fmt: skip
-    """Kill -9 the contender, start it again: how soon it is synced, how long it writes, and
-    how much (the audit log; its client name is `client`)."""
+    """Kill -9 the contender, start it again (`start` gives the new pid): how soon it is
+    synced, how long it writes, how much (the audit log; its client name is `client`), and
+    its peak RSS meanwhile: a start lists every object, all of them at once in memory."""
     kill()
     began = time.time()
-    start()
+    pid = start()
     async with asyncio.timeout(120):
         while True:
             if _answers(ready_url):
@@ -641,7 +648,8 @@ async def restarted(
         r for r in window(audit_requests(cluster), began, began + RESTART_SECONDS, client)
         if r.verb in WRITES
     ]  # fmt: skip
-    return Restart(synced, max([synced, *(r.at - began for r in writes)]), len(writes))
+    converged = max([synced, *(r.at - began for r in writes)])
+    return Restart(synced, converged, len(writes), peak_rss_mib(pid))
 
 
 PEERS = {  # name: (its command, its health endpoint)
@@ -730,10 +738,11 @@ async def run_peer(kube: KubeClient, cluster: LocalControlPlane, name: str) -> P
             running[-1].kill()
             running[-1].wait()
 
-        restart = await restarted(
-            cluster, name, kill, lambda: running.append(start_peer(name, cluster)),
-            PEERS[name][1],
-        )  # fmt: skip
+        def start_again() -> int:
+            running.append(start_peer(name, cluster))
+            return running[-1].pid
+
+        restart = await restarted(cluster, name, kill, start_again, PEERS[name][1])
         changed = await wave(kube, cluster, f"scale-{name}", name)
     finally:
         for process in running:
@@ -803,8 +812,14 @@ async def test_report_devserver_scale(kube: KubeClient, cluster: LocalControlPla
         peak = peak_rss_mib(process.pid)
         scraped = fetch(url + "/metrics", timeout=10)[1]
         samples = sum(1 for line in scraped.splitlines() if line and not line.startswith(b"#"))
+
+        def start_again() -> int:
+            process.start()
+            assert process.pid is not None
+            return process.pid
+
         restart = await restarted(
-            cluster, "devserver-operator", process.kill, process.start, url + "/readyz"
+            cluster, "devserver-operator", process.kill, start_again, url + "/readyz"
         )
         changed = await wave(kube, cluster, "scale-op", "devserver-operator")
         print(  # noqa: T201  # now: if a later run fails or is stopped, this much is known
@@ -944,16 +959,19 @@ def peers(a: Run, b: Run, operator: Operator, contenders: dict[str, Peer]) -> li
         )
     lines += [
         f"then: writes in {STEADY_SECONDS:.0f} s at rest; after a kill -9 and a start, seconds"
-        f" until ready and until its last write within {RESTART_SECONDS:.0f} s, and its writes;"
+        f" until ready and until its last write within {RESTART_SECONDS:.0f} s, its writes and"
+        " its peak RSS (MiB);"
         f" the wave ({WAVE:,} flavor changes, then {WAVE:,} stops), seconds to converge"
         " each and its writes:",
-        f"  {'contender':<44} {'rest wr':>7} | {'ready':>6} {'last wr':>7} {'writes':>6} |"
+        f"  {'contender':<44} {'rest wr':>7} | {'ready':>6} {'last wr':>7} {'writes':>6}"
+        f" {'RSS':>6} |"
         f" {'resize':>6} {'stop':>6} {'writes':>6}",
     ]
     for name, peer in everyone.items():
         lines.append(
             f"  {name:<44} {peer.rest_writes:7d} | {peer.restart.synced:6.1f}"
-            f" {peer.restart.converged:7.1f} {peer.restart.writes:6d} |"
+            f" {peer.restart.converged:7.1f} {peer.restart.writes:6d}"
+            f" {peer.restart.peak_rss_mib:6.1f} |"
             f" {peer.wave.resized:6.1f} {peer.wave.stopped:6.1f} {peer.wave.writes:6d}"
         )
     plot(a, b, contenders)

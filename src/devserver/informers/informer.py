@@ -146,15 +146,16 @@ class Informer(Generic[ObjectT]):
 
     # ------------------------------------------------------------------ ReflectorSink
 
-    def _kept(self, obj: ObjectT) -> ObjectT:
-        """What the cache keeps of a decoded object (`Resource.cache_keeps`)."""
+    def kept(self, obj: ObjectT) -> ObjectT:
+        """What the cache keeps of a decoded object (`Resource.cache_keeps`); the same object
+        again when it was kept already."""
         if self.resource.cache_keeps is not None:
             keep_only(obj, self.resource.cache_keeps)
         return obj
 
     def replace(self, objects: list[ObjectT], unreadable: list[Unreadable] | None = None) -> None:
         self.unreadable_now = {obj.key: obj for obj in unreadable or []}
-        result = self.store.replace(self._kept(obj) for obj in objects)
+        result = self.store.replace(self.kept(obj) for obj in objects)
         for obj in result.added:
             self._fan_out(Notification(Change.ADDED, obj))
         for old, new in result.updated:
@@ -185,7 +186,7 @@ class Informer(Generic[ObjectT]):
 
     def upsert(self, obj: ObjectT) -> None:
         self.unreadable_now.pop(obj.key, None)
-        old = self.store.upsert(self._kept(obj))
+        old = self.store.upsert(self.kept(obj))
         self._fan_out(
             Notification(Change.ADDED, obj)
             if old is None
@@ -194,7 +195,7 @@ class Informer(Generic[ObjectT]):
 
     def remove(self, obj: ObjectT) -> None:
         self.unreadable_now.pop(obj.key, None)
-        self._kept(obj)
+        self.kept(obj)
         old = self.store.delete(obj.key)
         self._fan_out(Notification(Change.DELETED, old if old is not None else obj))
 

@@ -44,6 +44,11 @@ log = structlog.get_logger("devserver.reflector")
 
 
 class ReflectorSink(Protocol[ObjectT]):
+    def kept(self, obj: ObjectT) -> ObjectT:
+        """What the cache keeps of a listed object, as soon as its page is in: a start lists
+        every object, and holds them all until the list ends."""
+        ...
+
     def replace(self, objects: list[ObjectT], unreadable: list[Unreadable]) -> None: ...
     def upsert(self, obj: ObjectT) -> None: ...
     def remove(self, obj: ObjectT) -> None: ...
@@ -202,7 +207,7 @@ class Reflector(Generic[ObjectT]):
                     continue
                 raise
             self.last_progress = time.monotonic()
-            items.extend(page.items)
+            items.extend(self.sink.kept(obj) for obj in page.items)
             unreadable.extend(page.unreadable)
             continue_token = page.metadata.continue_
             if not continue_token:
@@ -236,7 +241,7 @@ class Reflector(Generic[ObjectT]):
                     if event.type is EventType.ADDED and isinstance(event.object, Unreadable):
                         unreadable.append(event.object)
                     elif event.type is EventType.ADDED:
-                        initial.append(event.object)
+                        initial.append(self.sink.kept(event.object))
                     elif event.type is EventType.BOOKMARK:
                         annotations = event.object.metadata.annotations
                         if annotations.get(INITIAL_EVENTS_END) == "true":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -12,7 +13,7 @@ from prometheus_client import REGISTRY
 from devserver.api.meta import KubeObject, ObjectKey
 from devserver.api.resources import CONFIGMAPS, CUSTOM_RESOURCE_DEFINITIONS, Resource
 from devserver.client import ApiError, KubeClient
-from devserver.informers import Change, Informer
+from devserver.informers import Change, Informer, ReflectorOptions
 from devserver_harness.controlplane import LocalControlPlane
 from tests.integration.core.conftest import USER_AGENT, Proxied, Recorder, configmap
 
@@ -239,3 +240,52 @@ async def test_label_selector_is_sent_on_list_and_watch(
     await asyncio.sleep(0.5)
     for query in _queries(control_plane, namespace):
         assert query["labelSelector"] == ["app=a"]
+
+
+# a ConfigMap cache that keeps one key of its data, packed as the per-server kinds are
+KEPT_CONFIGMAPS = Resource(
+    "", "v1", "configmaps", "ConfigMap", True, KubeObject,
+    cache_keeps={"data": {"kept": True}}, cache_packed=True,
+)  # fmt: skip
+
+
+class _Listed(Informer[KubeObject]):
+    """An informer that remembers what each list handed it, object by object."""
+
+    seen: dict[str, Any]  # each object's data as the list handed it over
+
+    def replace(self, objects: list[KubeObject], unreadable: list[Any] | None = None) -> None:
+        self.seen = {o.metadata.name: dict(o.extra.get("data") or {}) for o in objects}
+        super().replace(objects, unreadable)
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+async def test_a_list_keeps_only_what_the_cache_keeps_page_by_page_and_reads_back_whole(
+    kube: KubeClient, namespace: str, streaming: bool
+) -> None:
+    """A start holds every listed object until the list ends: each is cut to what the cache
+    keeps as its page arrives, not after; the packed cache then reads back what was kept,
+    and a watched change replaces it."""
+    blob = "x" * 4096  # what a cached pod's spec is to its cache: read by no one
+    for i in range(5):
+        body = configmap(f"k{i}", namespace) | {"data": {"kept": f"v{i}", "dropped": blob}}
+        await kube.create(CONFIGMAPS, body, namespace)
+    options = ReflectorOptions(page_size=2, streaming_list=streaming)
+    informer = _Listed(kube, KEPT_CONFIGMAPS, namespace=namespace, options=options)
+    recorder = Recorder()
+    informer.add_handler("recorder", recorder)
+    informer.start()
+    try:
+        await asyncio.wait_for(informer.wait_synced(), 10)
+        assert informer.reflector.lists == 1
+        assert {f"k{i}": {"kept": f"v{i}"} for i in range(5)}.items() <= informer.seen.items()
+        cached = informer.store.get(ObjectKey(namespace, "k3"))
+        assert cached is not None and cached.extra == {"data": {"kept": "v3"}}
+        assert cached.metadata.resource_version  # metadata whole
+        update = configmap("k3", namespace) | {"data": {"kept": "new", "dropped": blob}}
+        await kube.replace(CONFIGMAPS, update)
+        await recorder.wait_for(Change.UPDATED, "k3")
+        changed = informer.store.get(ObjectKey(namespace, "k3"))
+        assert changed is not None and changed.extra == {"data": {"kept": "new"}}
+    finally:
+        await informer.stop()
