@@ -243,3 +243,34 @@ def test_an_apply_body_is_yaml_that_reads_back_as_the_same_text(text: str) -> No
     surrogates = any(0xD800 <= ord(c) <= 0xDFFF for c in text)
     if not surrogates:  # the API server never sends a lone surrogate (Go strings are UTF-8)
         assert yaml.safe_load(body.decode()) == {"v": text}
+
+
+async def test_a_written_status_is_held_only_until_the_cache_has_it() -> None:
+    """Read-your-writes while the cache is behind; once it has caught up, the writer holds
+    nothing more for the server (not a copy of every status), and a later status written by
+    another is the one read."""
+    from devserver.api.devserver import DevServer, DevServerStatus
+    from devserver.api.resources import DEVSERVERS
+    from devserver.reconcilers.status_writer import StatusWriter
+
+    patches: list[dict[str, Any]] = []
+
+    class Client:
+        async def patch(self, *args: Any, **kwargs: Any) -> None:
+            patches.append(args[2])
+
+    def with_status(ds: DevServer, phase: str) -> DevServer:
+        return ds.model_copy(update={"status": DevServerStatus.model_validate({"phase": phase})})
+
+    spec = {"owner": "a@example.com", "flavor": "f", "image": "i"}
+    ds = DevServer.model_validate({"metadata": {"name": "box", "uid": "u1"}, "spec": spec})
+    writer: StatusWriter[DevServer] = StatusWriter(Client(), DEVSERVERS, DevServerStatus)  # type: ignore[arg-type]
+    await writer.write(ds, {"phase": "Pending", "conditions": []})  # as the cache reads it
+    assert patches == [{"status": {"phase": "Pending", "conditions": []}}]
+    behind = writer.latest(ds)
+    assert behind.status is not None and behind.status.phase == "Pending"
+    caught_up = with_status(ds, "Pending")
+    assert writer.latest(caught_up) is caught_up
+    edited = with_status(ds, "Stopped")  # by someone else, after the cache caught up
+    assert writer.latest(edited) is edited
+    assert writer.latest(ds) is ds  # nothing held: the cache is the truth again

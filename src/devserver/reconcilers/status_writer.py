@@ -51,14 +51,19 @@ class StatusWriter(Generic[T]):
     _written: dict[ObjectKey, tuple[str, dict[str, Any]]] = field(default_factory=dict)
 
     def latest(self, obj: T) -> T:
-        """`obj` with the status we last wrote for it, if the cache is behind."""
+        """`obj` with the status we last wrote for it, if the cache is behind. Once the cache
+        has it (or another's since), it is forgotten: only writes in flight are held, not a
+        copy of every server's status."""
         written = self._written.get(obj.key)
+        if written is None:
+            return obj
         unreadable_then = obj.status is not None and any(
             c.reason == "Unreadable" for c in obj.status.conditions
         )  # written by the unreadable reporter since: the cache is the newer one
-        if written is not None and written[0] == obj.metadata.uid and not unreadable_then:
-            return obj.model_copy(update={"status": self.status_model.model_validate(written[1])})
-        return obj
+        if written[0] != obj.metadata.uid or unreadable_then or current_status(obj) == written[1]:
+            del self._written[obj.key]
+            return obj
+        return obj.model_copy(update={"status": self.status_model.model_validate(written[1])})
 
     async def write(
         self, obj: T, status: dict[str, Any], announce: Announce[T] | None = None
