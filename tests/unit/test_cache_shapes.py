@@ -384,5 +384,6 @@ def test_a_packed_store_answers_every_reader_as_a_plain_one(ops: list[tuple[Any,
             }
             assert plain.index_keys(OWNER_UID_INDEX, uid) == owned
             assert packed.index_keys(OWNER_UID_INDEX, uid) == owned
+            assert packed.index_count(OWNER_UID_INDEX, uid) == len(owned)
         for name in "abc":
             assert same(plain.get(ObjectKey("ns", name)), packed.get(ObjectKey("ns", name)))

@@ -439,3 +439,26 @@ async def test_a_fresh_agent_report_is_looked_at_again_when_it_lapses() -> None:
 
     assert result is not None and 55 <= result.requeue_after <= 62
     assert _fleet(world).report_of(KEY).active
+
+
+def test_a_flavors_status_write_wakes_none_of_its_servers_and_a_spec_edit_wakes_them_all() -> None:
+    """The flavor's count of servers changes with every create; at 10,000 servers each such
+    status write woke all 10,000 again."""
+    from devserver.api.resources import FLAVORS
+    from devserver.informers import Change, Notification
+
+    world = World()
+    flavor = world.flavor()
+    for name in ("a", "b", "c"):
+        world.server(name)
+    informer = next(i for i in world.factory if i.resource == FLAVORS)
+    wake = next(r.handler for r in informer._handlers if r.name == "devserver")
+    queue = world.controllers["devserver"].queue
+    counted = flavor.model_copy(update={"status": flavor.status})  # a status write: same spec
+    wake(Notification(Change.UPDATED, counted, flavor))
+    assert len(queue) == 0
+    edited = flavor.model_copy(
+        update={"metadata": flavor.metadata.model_copy(update={"generation": 2})}
+    )
+    wake(Notification(Change.UPDATED, edited, flavor))
+    assert len(queue) == 3

@@ -134,6 +134,11 @@ class Store(Generic[ObjectT]):
         """The keys of the objects under `value` in `index`, nothing decoded (a copy)."""
         return set(_keys(self._indices[index].get(value)))
 
+    def index_count(self, index: str, value: str) -> int:
+        """How many objects are under `value` in `index`, nothing copied."""
+        bucket = self._indices[index].get(value)
+        return len(bucket) if isinstance(bucket, set) else int(bucket is not None)
+
     def index_values(self, index: str) -> list[str]:
         return list(self._indices[index])
 

@@ -114,7 +114,7 @@ class FlavorReconciler:
         if flavor is None:
             self.writer.forget(key)
             return None
-        users = len(self.devservers.store.index_keys(FLAVOR_INDEX, key.name))  # none decoded
+        users = self.devservers.store.index_count(FLAVOR_INDEX, key.name)  # none decoded
         desired = desired_status(flavor, users)
         await self.writer.write(flavor, desired)
         return None

@@ -52,6 +52,7 @@ from devserver.client import ApiError, KubeClient
 from devserver.client.events import EventType, record_event
 from devserver.controller import Controller, Result, TerminalError
 from devserver.controller.applied import apply_if_changed
+from devserver.controller.predicates import generation_changed
 from devserver.informers import NAMESPACE_INDEX, InformerFactory, Notification
 from devserver.reconcilers.children import Attempts
 from devserver.reconcilers.devserver.activity_agent import idle_report_changed
@@ -484,7 +485,9 @@ def mode_controller(
     def users_of(flavor: KubeObject) -> list[ObjectKey]:
         return woken_in(FLAVOR_INDEX, flavor.metadata.name)
 
-    controller.watch_mapped(caches.flavors, users_of)
+    # a spec change wakes them, never a status write (the flavor's count of servers changes
+    # with every create: at 10,000 servers each such write woke all 10,000)
+    controller.watch_mapped(caches.flavors, users_of, generation_changed)
 
     def servers_of(user: KubeObject) -> list[ObjectKey]:
         return woken_in(NAMESPACE_INDEX, user_namespace(user.metadata.name))
