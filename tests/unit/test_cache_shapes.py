@@ -387,3 +387,27 @@ def test_a_packed_store_answers_every_reader_as_a_plain_one(ops: list[tuple[Any,
             assert packed.index_count(OWNER_UID_INDEX, uid) == len(owned)
         for name in "abc":
             assert same(plain.get(ObjectKey("ns", name)), packed.get(ObjectKey("ns", name)))
+
+
+async def test_a_start_tells_its_handlers_a_batch_at_a_time_never_every_object_at_once() -> None:
+    """Each notification holds its object decoded until its handler has seen it: a list of
+    thousands is handed out in batches with a yield between them, not all at once."""
+    import asyncio
+
+    from devserver.informers.informer import FAN_OUT_BATCH
+
+    informer: Informer[KubeObject] = Informer(None, PODS)  # type: ignore[arg-type]  # no reflector
+    waiting: list[int] = []
+    informer.add_handler("h", lambda note: waiting.append(runner.queue.qsize()))
+    runner = informer._handlers[0]
+    task = asyncio.create_task(runner.run())
+    listed = informer.replacement()
+    body = _fixture("pods")
+    for i in range(1000):
+        pod = KubeObject.model_validate({**body, "metadata": {**body["metadata"], "name": f"p{i}"}})
+        listed.add(informer.kept(pod))
+    await informer.replace(listed)
+    await asyncio.sleep(0)
+    task.cancel()
+    assert len(waiting) == 1000 and informer.has_synced
+    assert max(waiting) < FAN_OUT_BATCH

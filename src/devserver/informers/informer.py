@@ -21,10 +21,14 @@ from devserver.api.meta import ObjectKey, ObjectT, Unreadable, keep_only
 from devserver.api.resources import Resource
 from devserver.client import KubeClient
 from devserver.informers.reflector import Reflector, ReflectorOptions
-from devserver.informers.store import IndexFunc, Store
+from devserver.informers.store import IndexFunc, Replacement, Store
 from devserver.observability import metrics
 
 log = structlog.get_logger("devserver.informer")
+
+# notifications of a list handed out between two yields to the handlers: each holds its object
+# decoded until every handler has seen it, so not all of a 10,000-object start at once
+FAN_OUT_BATCH = 256
 
 
 class Change(StrEnum):
@@ -153,18 +157,38 @@ class Informer(Generic[ObjectT]):
             keep_only(obj, self.resource.cache_keeps)
         return obj
 
-    def replace(self, objects: list[ObjectT], unreadable: list[Unreadable] | None = None) -> None:
+    def replacement(self) -> Replacement[ObjectT]:
+        """Where a list puts what it reads, object by object (kept first: `kept`)."""
+        return self.store.replacement()
+
+    async def replace(
+        self, listed: Replacement[ObjectT], unreadable: list[Unreadable] | None = None
+    ) -> None:
+        """Swap the listed objects in, then tell the handlers what changed, a batch at a time
+        with a yield between batches: the objects are decoded as they are told, and dropped
+        once every handler has seen them."""
         self.unreadable_now = {obj.key: obj for obj in unreadable or []}
-        result = self.store.replace(self.kept(obj) for obj in objects)
-        for obj in result.added:
-            self._fan_out(Notification(Change.ADDED, obj))
-        for old, new in result.updated:
-            self._fan_out(Notification(Change.UPDATED, new, old))
-        for gone in result.deleted:
-            self._fan_out(Notification(Change.DELETED, gone))
+        changes = self.store.swap(listed)
+        store, told = self.store, 0
+        for key in changes.added:
+            if (obj := store.get(key)) is not None:  # it is: nothing changes it meanwhile
+                self._fan_out(Notification(Change.ADDED, obj))
+            told = await self._pace(told)
+        for key, old in changes.updated:
+            if (obj := store.get(key)) is not None:
+                self._fan_out(Notification(Change.UPDATED, obj, store.decoded(old)))
+            told = await self._pace(told)
+        for gone in changes.deleted:
+            self._fan_out(Notification(Change.DELETED, store.decoded(gone)))
+            told = await self._pace(told)
         self._synced.set()
         for bad in unreadable or []:
             self._report_unreadable(bad)
+
+    async def _pace(self, told: int) -> int:
+        if told % FAN_OUT_BATCH == FAN_OUT_BATCH - 1:
+            await asyncio.sleep(0)  # the handlers take what they were told
+        return told + 1
 
     def unreadable(self, obj: Unreadable) -> None:
         """Stored, but not readable by our model: out of the cache (a reconciler sees it as

@@ -38,6 +38,7 @@ import structlog
 from devserver.api.meta import INITIAL_EVENTS_END, EventType, ObjectT, Unreadable
 from devserver.api.resources import Resource
 from devserver.client import ApiError, KubeClient, WatchStalledError
+from devserver.informers.store import Replacement
 from devserver.observability import metrics
 
 log = structlog.get_logger("devserver.reflector")
@@ -45,11 +46,12 @@ log = structlog.get_logger("devserver.reflector")
 
 class ReflectorSink(Protocol[ObjectT]):
     def kept(self, obj: ObjectT) -> ObjectT:
-        """What the cache keeps of a listed object, as soon as its page is in: a start lists
-        every object, and holds them all until the list ends."""
+        """What the cache keeps of a listed object, as soon as its page is in (then packed
+        into the replacement): a start lists every object, and must not hold them all whole."""
         ...
 
-    def replace(self, objects: list[ObjectT], unreadable: list[Unreadable]) -> None: ...
+    def replacement(self) -> Replacement[ObjectT]: ...
+    async def replace(self, listed: Replacement[ObjectT], unreadable: list[Unreadable]) -> None: ...
     def upsert(self, obj: ObjectT) -> None: ...
     def remove(self, obj: ObjectT) -> None: ...
     def unreadable(self, obj: Unreadable) -> None: ...
@@ -182,7 +184,7 @@ class Reflector(Generic[ObjectT]):
     # ------------------------------------------------------------------ list
 
     async def _list(self, resource_version: str) -> None:
-        items: list[ObjectT] = []
+        listed = self.sink.replacement()
         unreadable: list[Unreadable] = []
         continue_token = ""
         rv = resource_version
@@ -203,16 +205,18 @@ class Reflector(Generic[ObjectT]):
                 if (error.gone or too_large) and (rv or continue_token):
                     # an expired continue token or an RV the server can't serve: start over
                     # with a consistent read
-                    items, unreadable, continue_token, rv = [], [], "", ""
+                    listed, unreadable = self.sink.replacement(), []
+                    continue_token, rv = "", ""
                     continue
                 raise
             self.last_progress = time.monotonic()
-            items.extend(self.sink.kept(obj) for obj in page.items)
+            for obj in page.items:
+                listed.add(self.sink.kept(obj))
             unreadable.extend(page.unreadable)
             continue_token = page.metadata.continue_
             if not continue_token:
                 break
-        self.sink.replace(items, unreadable)
+        await self.sink.replace(listed, unreadable)
         self.resource_version = self.list_resource_version = page.metadata.resource_version
         self._last_heard = time.monotonic()
         self.lists += 1
@@ -223,7 +227,7 @@ class Reflector(Generic[ObjectT]):
         if not self._streaming:
             return False
         self._opened = False  # it must end with a bookmark: its silence is always a stall
-        initial: list[ObjectT] = []
+        listed = self.sink.replacement()
         unreadable: list[Unreadable] = []
         try:
             async with self.client.watch(
@@ -241,11 +245,11 @@ class Reflector(Generic[ObjectT]):
                     if event.type is EventType.ADDED and isinstance(event.object, Unreadable):
                         unreadable.append(event.object)
                     elif event.type is EventType.ADDED:
-                        initial.append(self.sink.kept(event.object))
+                        listed.add(self.sink.kept(event.object))
                     elif event.type is EventType.BOOKMARK:
                         annotations = event.object.metadata.annotations
                         if annotations.get(INITIAL_EVENTS_END) == "true":
-                            self.sink.replace(initial, unreadable)
+                            await self.sink.replace(listed, unreadable)
                             rv = event.object.metadata.resource_version
                             self.resource_version = self.list_resource_version = rv
                             self.lists += 1
