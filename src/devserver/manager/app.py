@@ -59,7 +59,13 @@ class Settings:
     lease_name: str = OPERATOR
     identity: str = field(default_factory=default_identity)
     drain_timeout: float = 30.0
-    reflector: ReflectorOptions = field(default_factory=ReflectorOptions)
+    # the operator's informers start with a streaming list: the initial state arrives object by
+    # object, each kept and packed as it comes. A LIST served from the watch cache (RV 0) is one
+    # page of every object whatever the limit (10,000 whole pods: ~320 MB decoded at once).
+    # LIST where the API server refuses it.
+    reflector: ReflectorOptions = field(
+        default_factory=lambda: ReflectorOptions(streaming_list=True)
+    )
 
 
 class _Started:
