@@ -444,6 +444,7 @@ async def test_a_fresh_agent_report_is_looked_at_again_when_it_lapses() -> None:
 def test_a_flavors_status_write_wakes_none_of_its_servers_and_a_spec_edit_wakes_them_all() -> None:
     """The flavor's count of servers changes with every create; at 10,000 servers each such
     status write woke all 10,000 again."""
+    from devserver.api.flavor import DevServerFlavorStatus
     from devserver.api.resources import FLAVORS
     from devserver.informers import Change, Notification
 
@@ -454,7 +455,12 @@ def test_a_flavors_status_write_wakes_none_of_its_servers_and_a_spec_edit_wakes_
     informer = next(i for i in world.factory if i.resource == FLAVORS)
     wake = next(r.handler for r in informer._handlers if r.name == "devserver")
     queue = world.controllers["devserver"].queue
-    counted = flavor.model_copy(update={"status": flavor.status})  # a status write: same spec
+    counted = flavor.model_copy(  # a status write: a new count and resourceVersion, same spec
+        update={
+            "status": DevServerFlavorStatus.model_validate({"devServers": 3}),
+            "metadata": flavor.metadata.model_copy(update={"resource_version": "2"}),
+        }
+    )
     wake(Notification(Change.UPDATED, counted, flavor))
     assert len(queue) == 0
     edited = flavor.model_copy(
@@ -462,3 +468,14 @@ def test_a_flavors_status_write_wakes_none_of_its_servers_and_a_spec_edit_wakes_
     )
     wake(Notification(Change.UPDATED, edited, flavor))
     assert len(queue) == 3
+    made_again = flavor.model_copy(  # deleted and made again while the watch was down
+        update={"metadata": flavor.metadata.model_copy(update={"uid": "uid-new"})}
+    )
+    fresh = World()
+    fresh.flavor()
+    for name in ("a", "b"):
+        fresh.server(name)
+    informer = next(i for i in fresh.factory if i.resource == FLAVORS)
+    wake = next(r.handler for r in informer._handlers if r.name == "devserver")
+    wake(Notification(Change.UPDATED, made_again, flavor))
+    assert len(fresh.controllers["devserver"].queue) == 2

@@ -43,6 +43,8 @@ from devserver.observability import metrics
 
 log = structlog.get_logger("devserver.reflector")
 
+STREAM_ENDS_BEFORE_LIST = 3  # streaming lists ending early in a row before LIST is used instead
+
 
 class ReflectorSink(Protocol[ObjectT]):
     def kept(self, obj: ObjectT) -> ObjectT:
@@ -115,6 +117,7 @@ class Reflector(Generic[ObjectT]):
         self.last_progress = time.monotonic()  # any answer, attempt or event
         self.lists = 0
         self._streaming = self.options.streaming_list
+        self._stream_ends = 0  # streaming lists in a row that ended before their bookmark
         self._heard = self._opened = False  # the current watch: said anything; answered
         self._last_heard = time.monotonic()  # the last list, event or bookmark
         self._metrics = metrics.ReflectorMetrics(self.name)
@@ -252,13 +255,23 @@ class Reflector(Generic[ObjectT]):
                             await self.sink.replace(listed, unreadable)
                             rv = event.object.metadata.resource_version
                             self.resource_version = self.list_resource_version = rv
+                            self._last_heard = time.monotonic()
+                            self._stream_ends = 0
                             self.lists += 1
                             self._metrics.relist()
                             return True
                     elif event.type is EventType.ERROR:
-                        if int(event.object.extra.get("code", 0)) == 410:
+                        code = int(event.object.extra.get("code", 0))
+                        if code == 410:
                             raise _GoneError  # a stale RV, not a server without the feature
-                        break
+                        said = event.object.extra  # 400, 422: refused (LIST then); else transient
+                        reason, message = str(said.get("reason", "")), str(said.get("message", ""))
+                        raise ApiError(code, reason, message)
+            # ended before its bookmark: a server going down (a rolling upgrade) does that, and
+            # so does one that ignores the parameter; the first is retried, the second is not
+            self._stream_ends += 1
+            if self._stream_ends < STREAM_ENDS_BEFORE_LIST:
+                raise ApiError(0, "StreamEnded", "the streaming list ended before its bookmark")
         except ApiError as error:
             if error.status not in (400, 422):
                 raise

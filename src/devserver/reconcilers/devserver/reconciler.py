@@ -485,9 +485,14 @@ def mode_controller(
     def users_of(flavor: KubeObject) -> list[ObjectKey]:
         return woken_in(FLAVOR_INDEX, flavor.metadata.name)
 
-    # a spec change wakes them, never a status write (the flavor's count of servers changes
-    # with every create: at 10,000 servers each such write woke all 10,000)
-    controller.watch_mapped(caches.flavors, users_of, generation_changed)
+    def flavor_changed(note: Notification[Any]) -> bool:
+        """A new spec, or a flavor deleted and made again (a relist sees an update with a new
+        uid); never a status write: the flavor's count of servers changes with every create,
+        and at 10,000 servers each such write woke all 10,000."""
+        replaced = note.old is not None and note.old.metadata.uid != note.obj.metadata.uid
+        return replaced or generation_changed(note)
+
+    controller.watch_mapped(caches.flavors, users_of, flavor_changed)
 
     def servers_of(user: KubeObject) -> list[ObjectKey]:
         return woken_in(NAMESPACE_INDEX, user_namespace(user.metadata.name))
