@@ -362,6 +362,14 @@ async def test_an_operator_upgrade_does_not_restart_running_servers(
             return bool(live.extra["spec"]["replicas"] == 0)
 
         await wait_for(scaled_down, timeout=30, what="the stop")
+
+        async def says_stopped() -> bool:  # as a user starts it again: once it says Stopped
+            found = await kube.get(DEVSERVERS, "old", namespace)
+            return found.status is not None and found.status.phase == "Stopped"
+
+        # (a start the operator reads before its cache has the scale-down keeps the running
+        # template until the next start: the cache says the old one still runs)
+        await wait_for(says_stopped, timeout=30, what="Stopped")
         await kube.patch(DEVSERVERS, "old", {"spec": {"stopped": False}}, namespace)
         await until_ready(kube, namespace, "old")
         deployment = await kube.get(DEPLOYMENTS, "old", namespace)
