@@ -285,6 +285,14 @@ class Platform:
                 return dict(c)
         return {}
 
+    def events(self, name: str, user: str) -> list[tuple[str, str]]:
+        """(reason, message) of the Events about server `name`, oldest first."""
+        out = self.cp.kubectl(
+            "get", "events", "-n", f"dev-{user}", "--field-selector",
+            f"involvedObject.name={name}", "-o", "json",
+        )  # fmt: skip
+        return [(e["reason"], e.get("message", "")) for e in json.loads(out.stdout)["items"]]
+
     def pods(self, name: str, user: str) -> list[dict[str, Any]]:
         out = self.cp.kubectl(
             "get", "pods", "-n", f"dev-{user}", "-l", f"devservers.io/name={name}", "-o", "json"
@@ -448,11 +456,7 @@ def test_over_the_quota_a_server_is_queued_with_kueues_reason_and_runs_when_gpus
     p.set_stopped("kq-early", "kqa", True)  # the GPU comes back: the queued server gets it
     p.phase_is("kq-early", "kqa", "Stopped")
     p.phase_is("kq-next", "kqb", "Running", timeout=90)
-    events = p.cp.kubectl(
-        "get", "events", "-n", "dev-kqb", "--field-selector", "involvedObject.name=kq-next",
-        "-o", "json",
-    )  # fmt: skip
-    reasons = {e["reason"] for e in json.loads(events.stdout)["items"]}
+    reasons = {reason for reason, _ in p.events("kq-next", "kqb")}
     assert "Ready" in reasons, reasons  # the user is told it is up
 
 
@@ -584,11 +588,7 @@ def test_a_queued_gangs_world_size_and_flavor_change_by_a_restart_keeping_every_
     made_anew = p.get("statefulset", "kq-gang", "dev-kqg")
     assert made_anew["metadata"]["uid"] != statefulset["metadata"]["uid"]
     assert homes() == before  # every rank's home, the same volumes: none deleted or made anew
-    events = p.cp.kubectl(
-        "get", "events", "-n", "dev-kqg", "--field-selector", "involvedObject.name=kq-gang",
-        "-o", "json",
-    )  # fmt: skip
-    reasons = [e["reason"] for e in json.loads(events.stdout)["items"]]
+    reasons = [reason for reason, _ in p.events("kq-gang", "kqg")]
     assert "Restarting" in reasons, reasons
     assert not any(r == "Failed" or r.startswith("Refused") for r in reasons), reasons
 
@@ -613,6 +613,61 @@ def test_a_queued_gangs_world_size_and_flavor_change_by_a_restart_keeping_every_
     assert p.status("kq-gang", "kqg")["phase"] == "Running"
     edit({"distributed": {"worldSize": 2}})  # asked back: nothing waits
     poll(lambda: not parked(), 30, "nothing parked")
+
+
+def test_a_gang_workload_kueue_left_with_no_owner_is_deleted_and_the_gang_starts_again(
+    platform: Platform,
+) -> None:
+    """Kueue 0.17.0 can leave a gang's Workload admitted with no owner once the gang scales to
+    zero (kubernetes-sigs/kueue#12232, fixed in 0.17.7): it holds the gang's GPUs for nobody,
+    and the gang's next start queues behind it for good (CI saw that here). Made as Kueue
+    leaves it: a copy of the running gang's, for an earlier StatefulSet, asking the queue's
+    4 GPUs. The operator deletes it and says so; the running gang's own is untouched, and the
+    gang stops and starts again within the queue's quota."""
+    p = platform
+    p.phase_is("kq-gang", "kqg", "Running")
+
+    def gang_workloads() -> dict[str, dict[str, Any]]:
+        out = p.cp.kubectl("get", "workloads", "-n", "dev-kqg", "-o", "json").stdout
+        return {
+            w["metadata"]["name"]: w
+            for w in json.loads(out)["items"]
+            if (w["metadata"].get("annotations") or {}).get("kueue.x-k8s.io/job-owner-name")
+            == "kq-gang"
+            and not w["metadata"].get("deletionTimestamp")
+        }
+
+    [own] = poll(lambda: list(gang_workloads().values()) if len(gang_workloads()) == 1 else [],
+                 30, "the running gang's one Workload")  # fmt: skip
+    meta = own["metadata"]
+    spec = json.loads(json.dumps(own["spec"]))
+    spec["podSets"][0]["count"] = 4  # the queue's whole quota
+    p.cp.apply(
+        {
+            "apiVersion": "kueue.x-k8s.io/v1beta2",
+            "kind": "Workload",
+            "metadata": {
+                "name": "statefulset-kq-gang-left1",
+                "namespace": "dev-kqg",
+                "labels": {**meta.get("labels", {}), "kueue.x-k8s.io/job-uid": "an-earlier-one"},
+                "annotations": {
+                    k: v
+                    for k, v in meta["annotations"].items()
+                    if k.startswith("kueue.x-k8s.io/job")
+                },
+            },
+            "spec": spec,
+        }
+    )
+    poll(lambda: "statefulset-kq-gang-left1" not in gang_workloads(), 30, "the left one deleted")
+    assert own["metadata"]["uid"] in {w["metadata"]["uid"] for w in gang_workloads().values()}
+    said = [message for reason, message in p.events("kq-gang", "kqg") if reason == "QuotaReleased"]
+    assert any("statefulset-kq-gang-left1" in m for m in said), said
+
+    p.set_stopped("kq-gang", "kqg", True)
+    p.phase_is("kq-gang", "kqg", "Stopped")
+    p.set_stopped("kq-gang", "kqg", False)
+    p.phase_is("kq-gang", "kqg", "Running", timeout=120)
 
 
 def test_borrowed_gpus_are_reclaimed_and_the_preempted_server_is_stopped_with_its_home(
@@ -649,13 +704,7 @@ def test_borrowed_gpus_are_reclaimed_and_the_preempted_server_is_stopped_with_it
     assert p.status(kept, "kqr")["phase"] == "Running"
     assert p.pods(kept, "kqr")[0]["metadata"]["uid"] == pods[kept]  # untouched
     assert p.get("pvc", f"{victim}-home", "dev-kqr")  # its home is kept
-    events = p.cp.kubectl(
-        "get", "events", "-n", "dev-kqr", "--field-selector", f"involvedObject.name={victim}",
-        "-o", "json",
-    )  # fmt: skip
-    warned = [
-        e["message"] for e in json.loads(events.stdout)["items"] if e["reason"] == "Preempted"
-    ]
+    warned = [message for reason, message in p.events(victim, "kqr") if reason == "Preempted"]
     assert warned and "Kueue evicted it" in warned[0], warned
 
     # started again, it queues: red's own GPU is taken, and blue now uses its own
@@ -717,11 +766,7 @@ def test_a_flavor_change_that_cannot_happen_is_parked_and_the_server_keeps_runni
     assert "it needs 2 GPUs and your quota allows 1" in said, said
     [still] = p.pods("kq-move", "kqa")
     assert still["metadata"]["uid"] == before["metadata"]["uid"]  # never stopped meanwhile
-    events = p.cp.kubectl(
-        "get", "events", "-n", "dev-kqa", "--field-selector", "involvedObject.name=kq-move",
-        "-o", "json",
-    )  # fmt: skip
-    assert "ResizeParked" in {e["reason"] for e in json.loads(events.stdout)["items"]}
+    assert "ResizeParked" in {reason for reason, _ in p.events("kq-move", "kqa")}
 
     gpu_quota(4)  # the reason is gone: the change is made without the user asking again
     poll(
@@ -832,11 +877,5 @@ def test_an_idle_server_yields_its_gpu_to_a_queued_one_and_an_active_one_never_d
     assert said["reason"] == "Preempted", said
     p.phase_is("kq-y2", "kqy", "Running", timeout=60)
     assert p.get("pvc", "kq-y1-home", "dev-kqy")  # its home is kept
-    events = p.cp.kubectl(
-        "get", "events", "-n", "dev-kqy", "--field-selector", "involvedObject.name=kq-y1",
-        "-o", "json",
-    )  # fmt: skip
-    warned = [
-        e["message"] for e in json.loads(events.stdout)["items"] if e["reason"] == "Preempted"
-    ]
+    warned = [message for reason, message in p.events("kq-y1", "kqy") if reason == "Preempted"]
     assert warned and "it was idle and a queued server needed its GPUs" in warned[0], warned

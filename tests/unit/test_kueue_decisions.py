@@ -22,6 +22,8 @@ from devserver.reconcilers.kueue import (
     KueueConfig,
     QueueCaches,
     Step,
+    gang_in,
+    left_behind,
     managed_step,
     pod_shape,
     priority_label,
@@ -612,3 +614,80 @@ def test_idle_yield_is_off_at_zero_and_a_bad_duration_is_refused_in_one_sentence
         kueue_config("q", (), "soon")
     with pytest.raises(ValueError, match="needs --kueue-cluster-queue"):
         kueue_config("", (), "15m")
+
+
+# ---------------------------------------------------------------------- left behind by Kueue
+
+
+def gang_workload(*, owned: bool, deleting: bool, uid: str | None) -> KubeObject:
+    """A Workload Kueue made for StatefulSet `box` (made for `uid`)."""
+    meta: dict[str, Any] = {
+        "name": f"statefulset-box-{uid or 'legacy'}",
+        "namespace": NAMESPACE,
+        "uid": f"wl-{uid}",
+        "annotations": {
+            "kueue.x-k8s.io/job-owner-gvk": "apps/v1, Kind=StatefulSet",
+            "kueue.x-k8s.io/job-owner-name": "box",
+        },
+        "labels": {"kueue.x-k8s.io/job-uid": uid} if uid else {},
+    }
+    if owned:
+        meta["ownerReferences"] = [
+            {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "box", "uid": uid or "x"}
+        ]
+    if deleting:
+        meta["deletionTimestamp"] = T0.isoformat()
+    return KubeObject.model_validate({"metadata": meta, "spec": {"queueName": "devserver"}})
+
+
+def live_gang(uid: str, replicas: int, running: int) -> KubeObject:
+    return KubeObject.model_validate(
+        {
+            "metadata": {"name": "box", "namespace": NAMESPACE, "uid": uid},
+            "spec": {"replicas": replicas},
+            "status": {"replicas": running},
+        }
+    )
+
+
+def rank(group: str) -> KubeObject:
+    return KubeObject.model_validate(
+        {"metadata": {"name": "box-0", "labels": {"kueue.x-k8s.io/pod-group-name": group}}}
+    )
+
+
+@given(
+    owned=st.booleans(),
+    deleting=st.booleans(),
+    made_for=st.sampled_from(["now", "before", None]),
+    live=st.sampled_from(["running", "stopping", "stopped", "gone"]),
+    has_pod=st.booleans(),
+)
+def test_only_a_workload_nothing_will_take_back_is_deleted_and_always_that_one(
+    owned: bool, deleting: bool, made_for: str | None, live: str, has_pod: bool
+) -> None:
+    """Kueue 0.17.0 can leave a gang's Workload admitted with no owner after a scale to zero
+    (kueue#12232): the GPUs are held for nobody. That one goes; one the running StatefulSet,
+    a pod or the garbage collector may still claim never does."""
+    workload = gang_workload(owned=owned, deleting=deleting, uid=made_for)
+    statefulset = {
+        "running": live_gang("now", 2, 2),
+        "stopping": live_gang("now", 0, 1),
+        "stopped": live_gang("now", 0, 0),
+        "gone": None,
+    }[live]
+    pods = [rank(workload.metadata.name)] if has_pod else [rank("statefulset-box-other")]
+    deleted = left_behind([workload], statefulset, pods) == [workload]
+    if owned or deleting or has_pod:
+        assert not deleted  # the collector's or Kueue's to finish, or a rank runs on it
+    elif live in ("running", "stopping") and made_for in ("now", None):
+        assert not deleted  # the running StatefulSet's own (or maybe: legacy, unnamed)
+    else:
+        assert deleted  # an earlier StatefulSet's, or a stopped one's: GPUs for nobody
+
+
+def test_a_gang_workload_is_found_by_its_statefulset_even_with_no_owner_left() -> None:
+    orphan = gang_workload(owned=False, deleting=False, uid="before")
+    assert gang_in(orphan) == (f"{NAMESPACE}/box",)
+    of_a_pod = workload("solo")  # a Deployment's pod's own: not a gang's
+    assert gang_in(of_a_pod) == ()

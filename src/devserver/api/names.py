@@ -107,6 +107,11 @@ GPU_RESOURCE = "nvidia.com/gpu"  # what a flavor, a quota and a Kueue queue coun
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"  # on a workload: the LocalQueue it waits in
 KUEUE_ADMISSION_GATE = "kueue.x-k8s.io/admission"  # a pod's scheduling gate until admitted
 KUEUE_POD_GROUP_LABEL = "kueue.x-k8s.io/pod-group-name"  # a StatefulSet's pods: their Workload
+# on a Workload Kueue made for a StatefulSet: its kind, its name, and the uid it was made for
+KUEUE_JOB_OWNER_GVK = "kueue.x-k8s.io/job-owner-gvk"
+KUEUE_JOB_OWNER_NAME = "kueue.x-k8s.io/job-owner-name"
+KUEUE_JOB_UID_LABEL = "kueue.x-k8s.io/job-uid"
+KUEUE_STATEFULSET_GVK = "apps/v1, Kind=StatefulSet"  # as Kueue writes it (Go's gvk.String())
 LOCAL_QUEUE = "devserver"  # the LocalQueue the operator makes in each user's namespace
 # on a workload and its pods: the WorkloadPriorityClass Kueue orders and preempts by. Servers
 # start as active; the operator marks a pod idle (`--kueue-idle-yield-after`), so Kueue preempts

@@ -32,9 +32,13 @@ from devserver.api.names import (
     ACTIVE_PRIORITY,
     IDLE_PRIORITY,
     KUEUE_ADMISSION_GATE,
+    KUEUE_JOB_OWNER_GVK,
+    KUEUE_JOB_OWNER_NAME,
+    KUEUE_JOB_UID_LABEL,
     KUEUE_POD_GROUP_LABEL,
     KUEUE_PRIORITY_LABEL,
     KUEUE_QUEUE_LABEL,
+    KUEUE_STATEFULSET_GVK,
     LOCAL_QUEUE,
     POD_SHAPE,
     PREEMPTED_AT,
@@ -118,6 +122,58 @@ def waiting_in(workload: KubeObject) -> tuple[str, ...]:
     return (workload.metadata.namespace,) if waiting(workload) else ()
 
 
+GANG_INDEX = "gang"
+
+
+def gang_of(workload: KubeObject) -> ObjectKey | None:
+    """The StatefulSet (named as its server is) Kueue made this Workload for, from what Kueue
+    writes on it: it stays when the StatefulSet is gone and its owner reference with it."""
+    meta = workload.metadata
+    name = meta.annotations.get(KUEUE_JOB_OWNER_NAME)
+    if not name or meta.annotations.get(KUEUE_JOB_OWNER_GVK) != KUEUE_STATEFULSET_GVK:
+        return None
+    return ObjectKey(meta.namespace, name)
+
+
+def gang_in(workload: KubeObject) -> tuple[str, ...]:
+    """Index of the StatefulSets' Workloads, by `namespace/name` of the StatefulSet."""
+    gang = gang_of(workload)
+    return (f"{gang.namespace}/{gang.name}",) if gang else ()
+
+
+def left_behind(
+    workloads: list[KubeObject], live: KubeObject | None, pods: list[KubeObject]
+) -> list[KubeObject]:
+    """The Workloads of a gang's StatefulSet that nothing will ever take back or delete:
+
+    - no owner left (the garbage collector deletes one whose owners are all gone);
+    - not the running StatefulSet's: made for another uid, or the StatefulSet is gone or
+      stopped (at 0 replicas, no pod left), when Kueue's own Workload is gone too;
+    - no pod of its group left (`pods`: the server's).
+
+    Kueue 0.17.0 leaves one so when a scale to zero races the garbage collector
+    (kubernetes-sigs/kueue#12232, fixed in 0.17.7): the collector strips the deleted pods'
+    references while the StatefulSet still owns it, then Kueue removes the StatefulSet's. It
+    stays admitted and holds the gang's GPUs for good, and Kueue's webhook refuses the
+    StatefulSet's next start while it is there."""
+    running = live is not None and (
+        _scaled_up(live) or (live.extra.get("status") or {}).get("replicas")
+    )
+    grouped = {p.metadata.labels.get(KUEUE_POD_GROUP_LABEL) for p in pods}
+    return [
+        w
+        for w in workloads
+        if not w.metadata.deletion_timestamp
+        and not w.metadata.owner_references
+        and w.metadata.name not in grouped
+        and not (
+            running
+            and live is not None
+            and w.metadata.labels.get(KUEUE_JOB_UID_LABEL) in (live.metadata.uid, None)
+        )
+    ]
+
+
 def _queued_since(workload: KubeObject) -> datetime:
     return workload.metadata.creation_timestamp or datetime.max.replace(tzinfo=UTC)
 
@@ -136,9 +192,9 @@ class QueueCaches:
 
     @classmethod
     def shared(cls, informers: InformerFactory) -> QueueCaches:
-        waiting_ones = {WAITING_INDEX: waiting_in}
+        indexes = {WAITING_INDEX: waiting_in, GANG_INDEX: gang_in}
         return cls(
-            informers.informer(KUEUE_WORKLOADS, indexers=waiting_ones),
+            informers.informer(KUEUE_WORKLOADS, indexers=indexes),
             informers.informer(CLUSTER_QUEUES),
         )
 

@@ -36,7 +36,8 @@ from devserver.api.devserver import DevServer, Mode, Phase
 from devserver.api.flavor import DevServerFlavor
 from devserver.api.meta import KubeObject, ObjectKey
 from devserver.api.names import KUEUE_QUEUE_LABEL, POD_SHAPE
-from devserver.api.resources import SERVICES, STATEFULSETS
+from devserver.api.resources import KUEUE_WORKLOADS, SERVICES, STATEFULSETS
+from devserver.client import ApiError
 from devserver.client.events import EventType
 from devserver.controller import TerminalError
 from devserver.reconcilers.children import NotYet
@@ -62,7 +63,9 @@ from devserver.reconcilers.devserver.status import (
 )
 from devserver.reconcilers.flavor import gpu_count
 from devserver.reconcilers.kueue import (
+    GANG_INDEX,
     Step,
+    left_behind,
     managed_step,
     queue_label,
     scale_down_pending,
@@ -351,6 +354,8 @@ class Distributed(ServerMode, name="distributed", workers=2, workload=STATEFULSE
                 lambda: retain_homes(self.client, ds, caches.made_for(caches.claims, key)),
             ),
         ]
+        if caches.queue is not None:
+            children.append(("Kueue Workload", lambda: self._release_left_behind(ds)))
         if flavor is not None:
             children.append(("StatefulSet", lambda: self._statefulset(ds, flavor)))
         return children
@@ -435,15 +440,50 @@ class Distributed(ServerMode, name="distributed", workers=2, workload=STATEFULSE
             await self._make_anew(live)
         self.waiting_since.pop(ds.key, None)
 
+    async def _release_left_behind(self, ds: DevServer) -> None:
+        """Delete the Workloads of this server's StatefulSet that a Kueue 0.17.0 scale-down left
+        behind (`left_behind`): each holds the gang's GPUs for no pod at all, and the gang may
+        then queue for ever behind itself. Guarded by uid and resourceVersion: one that
+        changed since it was read (an owner given back) is left alone."""
+        queue = self.caches.queue
+        if queue is None:
+            return
+        gang = queue.workloads.store.by_index(GANG_INDEX, f"{ds.key.namespace}/{ds.key.name}")
+        if not gang:
+            return
+        live = self.caches.workloads.store.get(ds.key)
+        for workload in left_behind(gang, live, self.caches.made_for(self.caches.pods, ds.key)):
+            meta = workload.metadata
+            try:
+                await self.client.delete(
+                    KUEUE_WORKLOADS, meta.name, meta.namespace,
+                    uid=meta.uid, resource_version=meta.resource_version,
+                )  # fmt: skip
+            except ApiError as error:
+                if error.not_found:
+                    continue
+                raise  # changed since: read again, and decided again
+            await self.event(
+                ds,
+                EventType.NORMAL,
+                "QuotaReleased",
+                f"deleted Kueue's Workload {meta.name}: an earlier run's, with no pod and no "
+                "owner left, it held the gang's GPU quota for nothing",
+            )
+
     async def _make_anew(self, live: KubeObject) -> None:
         """Delete a StatefulSet with no pod left so that it is made anew: orphaned, not deleted,
         its home claims stay, and the new one adopts them by name. Guarded by its uid and
         resourceVersion: a StatefulSet that changed since (scaled up) is left alone."""
         meta = live.metadata
-        await self.client.delete(
-            STATEFULSETS, meta.name, meta.namespace,
-            propagation="Orphan", uid=meta.uid, resource_version=meta.resource_version,
-        )  # fmt: skip
+        try:
+            await self.client.delete(
+                STATEFULSETS, meta.name, meta.namespace,
+                propagation="Orphan", uid=meta.uid, resource_version=meta.resource_version,
+            )  # fmt: skip
+        except ApiError as error:
+            if not error.not_found:  # gone already: the cache has not seen it go yet
+                raise
         raise NotYet("the StatefulSet is being made anew")
 
     async def announce(self, ds: DevServer, status: dict[str, Any]) -> None:

@@ -79,6 +79,7 @@ from devserver.reconcilers.kueue import (
     KueueConfig,
     admitted_at,
     classed,
+    gang_of,
     gated,
     mark_pods,
     owners,
@@ -516,14 +517,16 @@ def mode_controller(
         pods = caches.pods.store
 
         def server_of_workload(workload: KubeObject) -> list[ObjectKey]:
-            """Its pod's server, or its StatefulSet's (named as the server is)."""
+            """Its pod's server, or its StatefulSet's (named as the server is), owner or not:
+            one left with no owner is the server's to delete (`left_behind`)."""
             of_pods = [
                 key
                 for found in (pods.get(k) for k in owners(workload, "Pod"))
                 if found is not None
                 for key in by_label(found)
             ]
-            return of_pods + owners(workload, "StatefulSet")
+            gang = gang_of(workload)
+            return of_pods + owners(workload, "StatefulSet") + ([gang] if gang else [])
 
         controller.watch_mapped(caches.queue.workloads, server_of_workload, queue_changed)
     return controller
@@ -539,8 +542,11 @@ def parked(status: dict[str, Any]) -> bool:
 
 
 def queue_changed(note: Notification[Any]) -> bool:
-    """What Kueue says of a workload changed (its conditions), or it came or went."""
+    """What Kueue says of a workload changed (its conditions), or its owners (the last one
+    gone: `left_behind`), or it came or went."""
     if note.old is None or note.obj is note.old:
+        return True
+    if note.obj.metadata.owner_references != note.old.metadata.owner_references:
         return True
     status = note.obj.extra.get("status") or {}
     before = note.old.extra.get("status") or {}
