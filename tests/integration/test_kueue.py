@@ -621,9 +621,9 @@ def test_a_gang_workload_kueue_left_with_no_owner_is_deleted_and_the_gang_starts
     """Kueue 0.17.0 can leave a gang's Workload admitted with no owner once the gang scales to
     zero (kubernetes-sigs/kueue#12232, fixed in 0.17.7): it holds the gang's GPUs for nobody,
     and the gang's next start queues behind it for good (CI saw that here). Made as Kueue
-    leaves it: a copy of the running gang's, for an earlier StatefulSet, asking the queue's
-    4 GPUs. The operator deletes it and says so; the running gang's own is untouched, and the
-    gang stops and starts again within the queue's quota."""
+    leaves it: a copy of the gang's, for an earlier StatefulSet, admitted to the queue's whole
+    quota while an owner held it, then its last owner taken away. The operator deletes it only
+    then, says so, and the stopped gang starts again within the queue's quota."""
     p = platform
     p.phase_is("kq-gang", "kqg", "Running")
 
@@ -634,20 +634,27 @@ def test_a_gang_workload_kueue_left_with_no_owner_is_deleted_and_the_gang_starts
             for w in json.loads(out)["items"]
             if (w["metadata"].get("annotations") or {}).get("kueue.x-k8s.io/job-owner-name")
             == "kq-gang"
-            and not w["metadata"].get("deletionTimestamp")
         }
 
     [own] = poll(lambda: list(gang_workloads().values()) if len(gang_workloads()) == 1 else [],
                  30, "the running gang's one Workload")  # fmt: skip
     meta = own["metadata"]
+    p.set_stopped("kq-gang", "kqg", True)  # the queue's 4 GPUs free
+    p.phase_is("kq-gang", "kqg", "Stopped")
+    poll(lambda: not gang_workloads(), 60, "the stopped gang's Workload gone")
+
+    holder = {"name": "kq-holder", "namespace": "dev-kqg"}
+    p.cp.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": holder})
+    holder_uid = p.get("configmap", "kq-holder", "dev-kqg")["metadata"]["uid"]
     spec = json.loads(json.dumps(own["spec"]))
     spec["podSets"][0]["count"] = 4  # the queue's whole quota
+    left = "statefulset-kq-gang-left1"
     p.cp.apply(
         {
             "apiVersion": "kueue.x-k8s.io/v1beta2",
             "kind": "Workload",
             "metadata": {
-                "name": "statefulset-kq-gang-left1",
+                "name": left,
                 "namespace": "dev-kqg",
                 "labels": {**meta.get("labels", {}), "kueue.x-k8s.io/job-uid": "an-earlier-one"},
                 "annotations": {
@@ -655,17 +662,36 @@ def test_a_gang_workload_kueue_left_with_no_owner_is_deleted_and_the_gang_starts
                     for k, v in meta["annotations"].items()
                     if k.startswith("kueue.x-k8s.io/job")
                 },
+                "ownerReferences": [
+                    {
+                        "apiVersion": "v1",
+                        "kind": "ConfigMap",
+                        "name": "kq-holder",
+                        "uid": holder_uid,
+                    }
+                ],
             },
             "spec": spec,
         }
     )
-    poll(lambda: "statefulset-kq-gang-left1" not in gang_workloads(), 30, "the left one deleted")
-    assert own["metadata"]["uid"] in {w["metadata"]["uid"] for w in gang_workloads().values()}
-    said = [message for reason, message in p.events("kq-gang", "kqg") if reason == "QuotaReleased"]
-    assert any("statefulset-kq-gang-left1" in m for m in said), said
 
-    p.set_stopped("kq-gang", "kqg", True)
-    p.phase_is("kq-gang", "kqg", "Stopped")
+    def admitted() -> bool:
+        found = gang_workloads().get(left) or {}
+        conditions = (found.get("status") or {}).get("conditions") or []
+        return any(c["type"] == "QuotaReserved" and c["status"] == "True" for c in conditions)
+
+    poll(admitted, 30, "the copy admitted: the queue's 4 GPUs held")
+    time.sleep(3)  # an owned one is the garbage collector's: the operator leaves it
+    assert left in gang_workloads()
+
+    p.cp.kubectl(
+        "patch", "workload", left, "-n", "dev-kqg", "--type=json",
+        "-p", json.dumps([{"op": "remove", "path": "/metadata/ownerReferences"}]),
+    )  # fmt: skip
+    poll(lambda: left not in gang_workloads(), 30, "the left one deleted, not just marked")
+    said = [message for reason, message in p.events("kq-gang", "kqg") if reason == "QuotaReleased"]
+    assert any(left in m for m in said), said
+
     p.set_stopped("kq-gang", "kqg", False)
     p.phase_is("kq-gang", "kqg", "Running", timeout=120)
 

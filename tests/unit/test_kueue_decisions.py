@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 from devserver.api.lifecycle import Activity
 from devserver.api.meta import KubeObject
 from devserver.api.resources import DEPLOYMENTS, KUEUE_WORKLOADS, LEASES, PODS
-from devserver.informers import InformerFactory
+from devserver.informers import Change, InformerFactory, Notification
 from devserver.operator import kueue_config
+from devserver.reconcilers.devserver.reconciler import queue_changed
 from devserver.reconcilers.kueue import (
     Evictions,
     KueueConfig,
@@ -691,3 +692,13 @@ def test_a_gang_workload_is_found_by_its_statefulset_even_with_no_owner_left() -
     assert gang_in(orphan) == (f"{NAMESPACE}/box",)
     of_a_pod = workload("solo")  # a Deployment's pod's own: not a gang's
     assert gang_in(of_a_pod) == ()
+
+
+def test_a_workload_losing_its_last_owner_wakes_its_server_and_a_routine_write_does_not() -> None:
+    """Kueue's last edit of a left-behind Workload removes its StatefulSet's owner reference:
+    nothing else about it changes, and the server must look at it then."""
+    owned = gang_workload(owned=True, deleting=False, uid="before")
+    orphan = gang_workload(owned=False, deleting=False, uid="before")
+    assert queue_changed(Notification(Change.UPDATED, orphan, owned))
+    same = gang_workload(owned=True, deleting=False, uid="before")
+    assert not queue_changed(Notification(Change.UPDATED, same, owned))

@@ -355,7 +355,7 @@ class Distributed(ServerMode, name="distributed", workers=2, workload=STATEFULSE
             ),
         ]
         if caches.queue is not None:
-            children.append(("Kueue Workload", lambda: self._release_left_behind(ds)))
+            children.append(("Kueue Workload", lambda: self._release_left_behind(key, ds)))
         if flavor is not None:
             children.append(("StatefulSet", lambda: self._statefulset(ds, flavor)))
         return children
@@ -440,7 +440,11 @@ class Distributed(ServerMode, name="distributed", workers=2, workload=STATEFULSE
             await self._make_anew(live)
         self.waiting_since.pop(ds.key, None)
 
-    async def _release_left_behind(self, ds: DevServer) -> None:
+    async def gone(self, key: ObjectKey) -> None:
+        """A deleted server's gang scaled to zero may leave its Workload behind as well."""
+        await self._release_left_behind(key, None)
+
+    async def _release_left_behind(self, key: ObjectKey, ds: DevServer | None) -> None:
         """Delete the Workloads of this server's StatefulSet that a Kueue 0.17.0 scale-down left
         behind (`left_behind`): each holds the gang's GPUs for no pod at all, and the gang may
         then queue for ever behind itself. Guarded by uid and resourceVersion: one that
@@ -448,11 +452,11 @@ class Distributed(ServerMode, name="distributed", workers=2, workload=STATEFULSE
         queue = self.caches.queue
         if queue is None:
             return
-        gang = queue.workloads.store.by_index(GANG_INDEX, f"{ds.key.namespace}/{ds.key.name}")
+        gang = queue.workloads.store.by_index(GANG_INDEX, f"{key.namespace}/{key.name}")
         if not gang:
             return
-        live = self.caches.workloads.store.get(ds.key)
-        for workload in left_behind(gang, live, self.caches.made_for(self.caches.pods, ds.key)):
+        live = self.caches.workloads.store.get(key)
+        for workload in left_behind(gang, live, self.caches.made_for(self.caches.pods, key)):
             meta = workload.metadata
             try:
                 await self.client.delete(
@@ -463,13 +467,14 @@ class Distributed(ServerMode, name="distributed", workers=2, workload=STATEFULSE
                 if error.not_found:
                     continue
                 raise  # changed since: read again, and decided again
-            await self.event(
-                ds,
-                EventType.NORMAL,
-                "QuotaReleased",
-                f"deleted Kueue's Workload {meta.name}: an earlier run's, with no pod and no "
-                "owner left, it held the gang's GPU quota for nothing",
-            )
+            if ds is not None:
+                await self.event(
+                    ds,
+                    EventType.NORMAL,
+                    "QuotaReleased",
+                    f"deleted Kueue's Workload {meta.name}: an earlier run's, with no pod and "
+                    "no owner left, it held the gang's GPU quota for nothing",
+                )
 
     async def _make_anew(self, live: KubeObject) -> None:
         """Delete a StatefulSet with no pod left so that it is made anew: orphaned, not deleted,
