@@ -4,6 +4,7 @@ same answers from a cached object as from the object the API server sent."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 from datetime import UTC, datetime, timedelta, timezone
@@ -20,8 +21,11 @@ from devserver.api.resources import (
     KUEUE_WORKLOADS,
     NODES,
     PODS,
+    SCRIPT_CONFIGMAPS,
 )
+from devserver.controller.applied import apply_if_changed
 from devserver.informers import OWNER_UID_INDEX, Informer, Store
+from devserver.reconcilers.devserver.activity_agent import desired_scripts
 from devserver.reconcilers.devserver.resize import node_problem
 from devserver.reconcilers.devserver.status import on_nodes, pod_condition, waiting_reason
 from devserver.reconcilers.kueue import _priority, eviction, gated, waiting
@@ -411,3 +415,45 @@ async def test_a_start_tells_its_handlers_a_batch_at_a_time_never_every_object_a
     task.cancel()
     assert len(waiting) == 1000 and informer.has_synced
     assert max(waiting) < FAN_OUT_BATCH
+
+
+class _Applies:
+    """A client that records what would be applied."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    async def apply(self, resource: Any, intent: dict[str, Any], *, field_manager: str) -> None:
+        self.sent.append(intent)
+
+
+def _scripts_as_cached(intent: dict[str, Any]) -> KubeObject:
+    served = copy.deepcopy(intent)
+    served["metadata"] |= {"uid": "u1", "resourceVersion": "7"}
+    live = KubeObject.model_validate(json.loads(json.dumps(served)))
+    keep_only(live, SCRIPT_CONFIGMAPS.cache_keeps or {})
+    return live
+
+
+@given(st.text(min_size=1, max_size=40))
+def test_the_scripts_configmap_is_cached_as_a_digest_and_rewritten_only_when_it_differs(
+    edit: str,
+) -> None:
+    """~45 KB of scripts per user namespace: the cache holds a digest of them. One as the
+    operator writes it is left alone; one an admin edited, in any way, is written again."""
+    intent = desired_scripts("dev-a")
+    live = _scripts_as_cached(intent)
+    assert isinstance(live.extra["data"], str) and len(live.extra["data"]) < 100
+    client: Any = _Applies()
+
+    def applied(cached: KubeObject) -> bool:
+        return asyncio.run(
+            apply_if_changed(client, SCRIPT_CONFIGMAPS, intent, cached, field_manager="t")
+        )
+
+    assert not applied(live) and not client.sent
+
+    edited = copy.deepcopy(intent)
+    edited["data"]["agent.py"] += edit
+    assert applied(_scripts_as_cached(edited))
+    assert client.sent == [intent]  # the whole data, not its digest

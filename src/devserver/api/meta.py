@@ -10,6 +10,8 @@ never written back.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
@@ -102,9 +104,44 @@ class KubeObject(_Model):
 
 ObjectT = TypeVar("ObjectT", bound=KubeObject)
 
-# What a cache keeps of an object's fields beyond metadata: a key maps to True (the whole value)
-# or to what it keeps of the object under that key. A key not named is dropped.
-Keep = Mapping[str, "bool | Keep"]
+
+class Digest:
+    """In a `Keep`: the cache holds only a digest of the value (`digest_of`), enough to tell
+    whether it is what the operator writes (the agent's scripts: ~45 KB per namespace, 32
+    bytes so). `as_cached` puts an intent in the same form, to be compared."""
+
+    def __repr__(self) -> str:
+        return "DIGEST"
+
+
+DIGEST = Digest()
+
+# What a cache keeps of an object's fields beyond metadata: a key maps to True (the whole value),
+# DIGEST (a digest of it) or to what it keeps of the object under that key. A key not named is
+# dropped.
+Keep = Mapping[str, "bool | Digest | Keep"]
+
+
+def digest_of(value: Any) -> str:
+    """A digest of a JSON value, the same for the same content however it was written."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def as_cached(fields: dict[str, Any], keep: Keep | None) -> dict[str, Any]:
+    """`fields` (of an intent) with each value a cache holds as a digest replaced by its
+    digest: what the cached live object holds there when it has what the intent says."""
+    if keep is None:
+        return fields
+    shaped = dict(fields)
+    for name, inner in keep.items():
+        if name not in shaped:
+            continue
+        if isinstance(inner, Digest):
+            shaped[name] = digest_of(shaped[name])
+        elif isinstance(inner, Mapping) and isinstance(shaped[name], dict):
+            shaped[name] = as_cached(shaped[name], inner)
+    return shaped
 
 
 def keep_only(obj: KubeObject, keep: Keep) -> None:
@@ -123,9 +160,11 @@ def keep_only(obj: KubeObject, keep: Keep) -> None:
 _DROP = object()
 
 
-def _kept(value: Any, keep: bool | Keep) -> Any:
+def _kept(value: Any, keep: bool | Digest | Keep) -> Any:
     if keep is True:
         return value
+    if isinstance(keep, Digest):
+        return digest_of(value)
     if keep is False or not isinstance(value, dict):
         return _DROP if keep is False else value
     kept = {}

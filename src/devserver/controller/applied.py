@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from devserver.api.meta import KubeObject, ObjectKey
+from devserver.api.meta import KubeObject, ObjectKey, as_cached
 from devserver.api.resources import Resource
 from devserver.client import ApiError, KubeClient, PatchType
 from devserver.controller.reconciler import TerminalError
@@ -45,8 +45,10 @@ async def apply_if_changed(
     becomes a TerminalError (counted, not retried; the next change of the object retries).
     """
     fields = {k: v for k, v in intent.items() if k not in ("apiVersion", "kind")}
-    if live is not None and is_applied(fields, live.model_dump(by_alias=True, mode="json")):
-        return False
+    if live is not None:  # `live` is the cache's: compared as the cache holds it
+        compared = as_cached(fields, resource.cache_keeps)
+        if is_applied(compared, live.model_dump(by_alias=True, mode="json")):
+            return False
     try:
         await client.apply(resource, intent, field_manager=field_manager)
     except ApiError as error:

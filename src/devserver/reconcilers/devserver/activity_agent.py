@@ -34,10 +34,10 @@ from devserver.api.names import (
     with_legacy,
 )
 from devserver.api.resources import (
-    CONFIGMAPS,
     LEASES,
     ROLE_BINDINGS,
     ROLES,
+    SCRIPT_CONFIGMAPS,
     SERVICE_ACCOUNTS,
     Resource,
 )
@@ -210,7 +210,7 @@ class AgentInformers:
     def shared(cls, informers: InformerFactory) -> AgentInformers:
         mine = CACHE_NAME_LABEL
         return cls(
-            informers.informer(CONFIGMAPS, label_selector=SCRIPTS_SELECTOR),
+            informers.informer(SCRIPT_CONFIGMAPS, label_selector=SCRIPTS_SELECTOR),
             informers.informer(SERVICE_ACCOUNTS, label_selector=mine),
             informers.informer(ROLES, label_selector=mine),
             informers.informer(ROLE_BINDINGS, label_selector=mine),
@@ -232,7 +232,7 @@ async def ensure_agent_objects(client: KubeClient, agent: AgentInformers, ds: De
     """The agent's ConfigMap, Lease(s), ServiceAccount and a Role for exactly those Leases."""
     ns = ds.metadata.namespace
     wanted: list[tuple[Resource[Any], dict[str, Any], Informer[KubeObject], str]] = [
-        (CONFIGMAPS, desired_scripts(ns), agent.config_maps, SCRIPTS_CONFIGMAP),
+        (SCRIPT_CONFIGMAPS, desired_scripts(ns), agent.config_maps, SCRIPTS_CONFIGMAP),
         (SERVICE_ACCOUNTS, desired_service_account(ds), agent.accounts, agent_name(ds)),
         (ROLES, desired_role(ds), agent.roles, agent_name(ds)),
     ]
