@@ -9,7 +9,7 @@ import copy
 import json
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -24,8 +24,8 @@ from devserver.api.resources import (
     SCRIPT_CONFIGMAPS,
 )
 from devserver.controller.applied import apply_if_changed
-from devserver.informers import OWNER_UID_INDEX, Informer, Store
-from devserver.reconcilers.devserver.activity_agent import desired_scripts
+from devserver.informers import OWNER_UID_INDEX, Informer, InformerFactory, Store
+from devserver.reconcilers.devserver.activity_agent import AgentInformers, desired_scripts
 from devserver.reconcilers.devserver.resize import node_problem
 from devserver.reconcilers.devserver.status import on_nodes, pod_condition, waiting_reason
 from devserver.reconcilers.kueue import _priority, eviction, gated, waiting
@@ -443,7 +443,12 @@ def test_the_scripts_configmap_is_cached_as_a_digest_and_rewritten_only_when_it_
     operator writes it is left alone; one an admin edited, in any way, is written again."""
     intent = desired_scripts("dev-a")
     live = _scripts_as_cached(intent)
-    assert isinstance(live.extra["data"], str) and len(live.extra["data"]) < 100
+    assert all(len(v) < 100 for v in live.extra["data"].values())
+    kept_twice = live.model_copy(deep=True)
+    keep_only(kept_twice, SCRIPT_CONFIGMAPS.cache_keeps or {})
+    assert kept_twice.extra["data"] == live.extra["data"]
+    operator_cache = AgentInformers.shared(InformerFactory(cast(Any, None))).config_maps
+    assert operator_cache.resource.cache_keeps is SCRIPT_CONFIGMAPS.cache_keeps
     client: Any = _Applies()
 
     def applied(cached: KubeObject) -> bool:
@@ -452,6 +457,10 @@ def test_the_scripts_configmap_is_cached_as_a_digest_and_rewritten_only_when_it_
         )
 
     assert not applied(live) and not client.sent
+
+    added = copy.deepcopy(intent)  # a key someone else wrote: ours still applied, no rewrite
+    added["data"]["extra.sh"] = edit
+    assert not applied(_scripts_as_cached(added)) and not client.sent
 
     edited = copy.deepcopy(intent)
     edited["data"]["agent.py"] += edit

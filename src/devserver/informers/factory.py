@@ -49,6 +49,13 @@ class InformerFactory:
             self._informers[key] = existing
             if self._started:
                 existing.start()
+        elif (existing.resource.cache_keeps, existing.resource.cache_packed) != (
+            resource.cache_keeps,
+            resource.cache_packed,
+        ):
+            raise ValueError(  # two shapes of one cache: the first asked would win, silently
+                f"{resource.plural} with {label_selector!r} is cached in another shape already"
+            )
         informer: Informer[ObjectT] = existing
         for name, func in (indexers or {}).items():
             informer.store.ensure_indexer(name, func)
