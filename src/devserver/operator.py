@@ -21,7 +21,7 @@ from devserver import __version__
 from devserver.api.lifecycle import parse_ttl
 from devserver.api.names import OPERATOR
 from devserver.api.user import QuotaOverrides
-from devserver.manager import LeadershipLostError, Manager, Settings
+from devserver.manager import LeadershipLostError, Manager, Settings, heap
 from devserver.observability.logging import configure_logging
 from devserver.observability.metrics import BUILD_INFO
 from devserver.reconcilers import register_all
@@ -234,4 +234,5 @@ def main(
     except ValueError as error:
         raise click.BadParameter(str(error)) from None
     settings = OperatorSettings(lifecycle=lifecycle, users=users, kueue=kueue, **flags)
+    heap.settle()
     run_until_signalled(partial(run, settings), LeadershipLostError, _leadership_lost)

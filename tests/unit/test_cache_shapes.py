@@ -24,7 +24,7 @@ from devserver.api.resources import (
     SCRIPT_CONFIGMAPS,
 )
 from devserver.controller.applied import apply_if_changed
-from devserver.informers import OWNER_UID_INDEX, Informer, InformerFactory, Store
+from devserver.informers import OWNED, OWNER_UID_INDEX, Informer, InformerFactory, Store
 from devserver.reconcilers.devserver.activity_agent import AgentInformers, desired_scripts
 from devserver.reconcilers.devserver.resize import node_problem
 from devserver.reconcilers.devserver.status import on_nodes, pod_condition, waiting_reason
@@ -348,8 +348,8 @@ operations = st.lists(
 def test_a_packed_store_answers_every_reader_as_a_plain_one(ops: list[tuple[Any, ...]]) -> None:
     """The same changes into a plain store and a packed one: every answer the same, including
     what a change reports (old objects for updates, the deleted ones' last state)."""
-    plain: Store[KubeObject] = Store()
-    packed: Store[KubeObject] = Store(packed=KubeObject)
+    plain: Store[KubeObject] = Store(OWNED)
+    packed: Store[KubeObject] = Store(OWNED, packed=KubeObject)
     same_all = lambda xs, ys: len(xs) == len(ys) and all(map(same, xs, ys))  # noqa: E731
 
     def wire(name: str, rv: str, owners: list[str], extras: dict[str, Any]) -> KubeObject:
@@ -391,30 +391,6 @@ def test_a_packed_store_answers_every_reader_as_a_plain_one(ops: list[tuple[Any,
             assert packed.index_count(OWNER_UID_INDEX, uid) == len(owned)
         for name in "abc":
             assert same(plain.get(ObjectKey("ns", name)), packed.get(ObjectKey("ns", name)))
-
-
-async def test_a_start_tells_its_handlers_a_batch_at_a_time_never_every_object_at_once() -> None:
-    """Each notification holds its object decoded until its handler has seen it: a list of
-    thousands is handed out in batches with a yield between them, not all at once."""
-    import asyncio
-
-    from devserver.informers.informer import FAN_OUT_BATCH
-
-    informer: Informer[KubeObject] = Informer(None, PODS)  # type: ignore[arg-type]  # no reflector
-    waiting: list[int] = []
-    informer.add_handler("h", lambda note: waiting.append(runner.queue.qsize()))
-    runner = informer._handlers[0]
-    task = asyncio.create_task(runner.run())
-    listed = informer.replacement()
-    body = _fixture("pods")
-    for i in range(1000):
-        pod = KubeObject.model_validate({**body, "metadata": {**body["metadata"], "name": f"p{i}"}})
-        listed.add(informer.kept(pod))
-    await informer.replace(listed)
-    await asyncio.sleep(0)
-    task.cancel()
-    assert len(waiting) == 1000 and informer.has_synced
-    assert max(waiting) < FAN_OUT_BATCH
 
 
 class _Applies:

@@ -13,7 +13,15 @@ from devserver.api.resources import CONFIGMAPS, LEASES, NODES
 from devserver.client import ApiError
 from devserver.controller.owners import owner_keys
 from devserver.controller.predicates import generation_changed
-from devserver.informers import NAMESPACE_INDEX, OWNER_UID_INDEX, Change, Notification, Store
+from devserver.informers import (
+    NAMESPACE_INDEX,
+    NAMESPACED,
+    OWNED,
+    OWNER_UID_INDEX,
+    Change,
+    Notification,
+    Store,
+)
 from devserver.informers.reflector import Backoff, ReflectorOptions
 
 
@@ -63,7 +71,7 @@ def test_models_keep_unknown_fields_and_drop_managed_fields() -> None:
 
 
 def test_store_replace_reports_added_updated_deleted_and_swaps_atomically() -> None:
-    store: Store[KubeObject] = Store()
+    store: Store[KubeObject] = Store(OWNED)
     assert not store.has_synced
     store.replace([obj("keep"), obj("change"), obj("gone", owners=("u1",))])
     assert store.has_synced
@@ -80,7 +88,7 @@ def test_store_replace_reports_added_updated_deleted_and_swaps_atomically() -> N
 
 
 def test_store_indexes_follow_upserts_and_deletes() -> None:
-    store: Store[KubeObject] = Store()
+    store: Store[KubeObject] = Store({**NAMESPACED, **OWNED})
     store.upsert(obj("x", owners=("u1",)))
     store.upsert(obj("y", ns="b", owners=("u1", "u2")))
     assert {o.metadata.name for o in store.by_index(OWNER_UID_INDEX, "u1")} == {"x", "y"}

@@ -4,18 +4,23 @@ feature; LIST only after a refusal (400/422) or 3 early ends in a row."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from devserver.api.meta import INITIAL_EVENTS_END, EventType, KubeObject, ObjectKey
-from devserver.api.resources import CONFIGMAPS
+from devserver.api.resources import CONFIGMAPS, PODS
 from devserver.client import ApiError
 from devserver.client.decoding import WatchEvent
-from devserver.informers import Informer, ReflectorOptions
-from devserver.informers.reflector import STREAM_ENDS_BEFORE_LIST
+from devserver.informers import Change, Informer, Notification, ReflectorOptions
+from devserver.informers.reflector import FAN_OUT_BATCH, STREAM_ENDS_BEFORE_LIST
 
 
 def event(kind: EventType, body: dict[str, Any]) -> WatchEvent[KubeObject]:
@@ -89,3 +94,105 @@ async def test_a_refusal_means_list_at_once(code: int) -> None:
     found = informer(Scripted([error(code)]))
     assert await found.reflector._streaming_list("0") is False
     assert not found.reflector._streaming
+
+
+# ---------------------------------------------------------------- the first list, told as it comes
+
+
+def configmap(name: str, rv: int) -> WatchEvent[KubeObject]:
+    body = {"metadata": {"name": name, "namespace": "n", "resourceVersion": str(rv)}}
+    return event(EventType.ADDED, body)
+
+
+POD_FIXTURE = Path(__file__).parents[1] / "bench" / "fixtures" / "cached-objects.json"
+
+
+class Told:
+    """A handler that keeps what it was told, and a map that follows the notifications."""
+
+    def __init__(self, informer: Informer[KubeObject]) -> None:
+        self.informer = informer
+        self.notes: list[tuple[Change, str, bool, int]] = []  # change, name, synced, waiting
+        self.world: dict[str, str] = {}  # name -> resourceVersion, as the notes tell it
+        informer.add_handler("told", self)
+        self.runner = informer._handlers[-1]
+
+    def __call__(self, note: Notification[KubeObject]) -> None:
+        meta = note.obj.metadata
+        self.notes.append(
+            (note.change, meta.name, self.informer.has_synced, self.runner.queue.qsize())
+        )
+        if note.change is Change.DELETED:
+            self.world.pop(meta.name, None)
+        else:
+            self.world[meta.name] = meta.resource_version
+
+
+async def test_a_start_decodes_each_object_once_and_tells_it_as_it_comes_a_batch_at_a_time() -> (
+    None
+):
+    """The first list puts each object into the store and tells the handlers at once, from the
+    object just read: nothing is decoded again from the store. The handlers take what they were
+    told at the reflector's yields, so no more than a batch waits decoded at any time."""
+    pod = json.loads(POD_FIXTURE.read_text())["pods"]
+    script = [
+        event(EventType.ADDED, {**pod, "metadata": {**pod["metadata"], "name": f"p{i}"}})
+        for i in range(1000)
+    ]
+    found = Informer(Scripted([*script, END]), PODS, options=ReflectorOptions(streaming_list=True))  # type: ignore[arg-type]
+    told = Told(found)
+    unpacked = []
+    real = found.store._unpack
+    found.store._unpack = lambda held: unpacked.append(1) or real(held)  # type: ignore[method-assign]
+    task = asyncio.create_task(told.runner.run())
+    assert await found.reflector._streaming_list("0") is True
+    await asyncio.sleep(0)
+    task.cancel()
+    assert [(c, n) for c, n, _, _ in told.notes] == [(Change.ADDED, f"p{i}") for i in range(1000)]
+    assert not told.notes[0][2], "told while the list was still coming, before the store synced"
+    assert max(waiting for *_, waiting in told.notes) < FAN_OUT_BATCH
+    assert not unpacked, "no object was decoded again from the store"
+    assert found.has_synced and len(found.store) == 1000
+
+
+attempt = st.lists(st.tuples(st.sampled_from("abcdefgh"), st.integers(1, 3)), max_size=8)
+
+
+@given(
+    st.lists(attempt, min_size=1, max_size=STREAM_ENDS_BEFORE_LIST - 1),
+    attempt,
+    st.sampled_from(["end", "error"]),
+)
+def test_a_first_list_that_fails_midway_and_is_retried_ends_exactly_as_the_last_one(
+    failed: list[list[tuple[str, int]]], last: list[tuple[str, int]], how: str
+) -> None:
+    """Attempts that end early (a stream cut, an ERROR) leave a partial store, not synced; the
+    attempt that ends at its bookmark leaves exactly its objects, and a handler that follows
+    the notifications sees the same world, including what only a failed attempt had (deleted).
+    A relist after that (built aside, then diffed) keeps the same promise."""
+
+    async def run() -> None:
+        ends = [error(500)] if how == "error" else []
+        scripts = [[*(configmap(n, rv) for n, rv in a), *ends] for a in failed]
+        final = [configmap(n, rv) for n, rv in last]
+        relist = [configmap(n, rv + 1) for n, rv in last[: len(last) // 2]]
+        found = informer(Scripted(*scripts, [*final, END], [*relist, END]))
+        told = Told(found)
+        task = asyncio.create_task(told.runner.run())
+        for _ in failed:
+            with pytest.raises(ApiError):
+                await found.reflector._streaming_list("0")
+            assert not found.has_synced
+        for expected in (final, relist):
+            assert await found.reflector._streaming_list("0") is True
+            await asyncio.sleep(0)
+            want = {
+                obj.object.metadata.name: obj.object.metadata.resource_version for obj in expected
+            }
+            assert {
+                o.metadata.name: o.metadata.resource_version for o in found.store.objects()
+            } == want
+            assert told.world == want
+        task.cancel()
+
+    asyncio.run(run())

@@ -65,10 +65,12 @@ async def watch_events(
         if not chunk:  # server closed the stream (timeoutSeconds, shutdown)
             return
         buffer += chunk
-        while (newline := buffer.find(b"\n")) >= 0:
-            line, buffer = buffer[:newline], buffer[newline + 1 :]
-            if line.strip():
+        start = 0  # lines are cut from one buffer, not the rest of it copied for each line
+        while (newline := buffer.find(b"\n", start)) >= 0:
+            line, start = buffer[start:newline], newline + 1
+            if line and not line.isspace():
                 yield decode_event(line, model)
+        buffer = buffer[start:]
 
 
 _SURROGATE_PAIR = re.compile(r"\\u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})")

@@ -8,10 +8,12 @@ informer per resource and selector across controllers.
 from devserver.informers.factory import InformerFactory
 from devserver.informers.informer import Change, Informer, Notification
 from devserver.informers.reflector import Reflector, ReflectorOptions
-from devserver.informers.store import NAMESPACE_INDEX, OWNER_UID_INDEX, Store
+from devserver.informers.store import NAMESPACE_INDEX, NAMESPACED, OWNED, OWNER_UID_INDEX, Store
 
 __all__ = [
+    "NAMESPACED",
     "NAMESPACE_INDEX",
+    "OWNED",
     "OWNER_UID_INDEX",
     "Change",
     "Informer",

@@ -20,15 +20,11 @@ import structlog
 from devserver.api.meta import ObjectKey, ObjectT, Unreadable, keep_only
 from devserver.api.resources import Resource
 from devserver.client import KubeClient
-from devserver.informers.reflector import Reflector, ReflectorOptions
+from devserver.informers.reflector import FAN_OUT_BATCH, Reflector, ReflectorOptions
 from devserver.informers.store import IndexFunc, Replacement, Store
 from devserver.observability import metrics
 
 log = structlog.get_logger("devserver.informer")
-
-# notifications of a list handed out between two yields to the handlers: each holds its object
-# decoded until every handler has seen it, so not all of a 10,000-object start at once
-FAN_OUT_BATCH = 256
 
 
 class Change(StrEnum):
@@ -48,19 +44,18 @@ Handler = Callable[[Notification[ObjectT]], Awaitable[None] | None]
 
 
 class _HandlerRunner(Generic[ObjectT]):
-    def __init__(self, name: str, handler: Handler[ObjectT], gauge: metrics.Backlog) -> None:
-        self.name, self.handler, self.gauge = name, handler, gauge
+    def __init__(self, name: str, handler: Handler[ObjectT], resource: str) -> None:
+        self.name, self.handler = name, handler
         self.queue: asyncio.Queue[Notification[ObjectT]] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
+        metrics.Backlog(resource, name, self.queue.qsize)
 
     def push(self, note: Notification[ObjectT]) -> None:
         self.queue.put_nowait(note)
-        self.gauge.set(self.queue.qsize())
 
     async def run(self) -> None:
         while True:
             note = await self.queue.get()
-            self.gauge.set(self.queue.qsize())
             try:
                 result = self.handler(note)
                 if inspect.isawaitable(result):
@@ -106,7 +101,7 @@ class Informer(Generic[ObjectT]):
 
     def add_handler(self, name: str, handler: Handler[ObjectT]) -> None:
         """Register before or after start; a late handler first receives every cached object."""
-        runner = _HandlerRunner(name, handler, metrics.Backlog(self.name, name))
+        runner = _HandlerRunner(name, handler, self.name)
         self._handlers.append(runner)
         for obj in self.store.objects():
             runner.push(Notification(Change.ADDED, obj))
@@ -158,16 +153,30 @@ class Informer(Generic[ObjectT]):
         return obj
 
     def replacement(self) -> Replacement[ObjectT]:
-        """Where a list puts what it reads, object by object (kept first: `kept`)."""
+        """Where a list puts what it reads, object by object (kept first: `kept`): the store
+        itself until it first syncs (`_FirstList`), else a replacement built aside."""
+        if not self.store.has_synced:
+            return _FirstList(self)
         return self.store.replacement()
 
     async def replace(
         self, listed: Replacement[ObjectT], unreadable: list[Unreadable] | None = None
     ) -> None:
-        """Swap the listed objects in, then tell the handlers what changed, a batch at a time
-        with a yield between batches: the objects are decoded as they are told, and dropped
-        once every handler has seen them."""
+        """The end of a list. A first list (`_FirstList`) is in the store and told already:
+        it is synced now. A later one is swapped in, then the handlers are told what changed,
+        a batch at a time with a yield between batches: the objects are decoded as they are
+        told, and dropped once every handler has seen them."""
         self.unreadable_now = {obj.key: obj for obj in unreadable or []}
+        if isinstance(listed, _FirstList):
+            if listed.seen is not None:  # a retry: what only a failed attempt found is gone
+                for key in set(self.store.keys()) - listed.seen:
+                    if (last := self.store.delete(key)) is not None:
+                        self._fan_out(Notification(Change.DELETED, last))
+            self.store.has_synced = True
+            self._synced.set()
+            for bad in unreadable or []:
+                self._report_unreadable(bad)
+            return
         changes = self.store.swap(listed)
         store, told = self.store, 0
         for key in changes.added:
@@ -217,6 +226,14 @@ class Informer(Generic[ObjectT]):
             else Notification(Change.UPDATED, obj, old)
         )
 
+    def _listed(self, obj: ObjectT) -> None:
+        """An object of the first list: stored and told now, decoded once (`_FirstList`)."""
+        old = self.store.upsert(obj)
+        if old is None:
+            self._fan_out(Notification(Change.ADDED, obj))
+        elif old.metadata.resource_version != obj.metadata.resource_version:
+            self._fan_out(Notification(Change.UPDATED, obj, old))  # since a failed attempt
+
     def remove(self, obj: ObjectT) -> None:
         self.unreadable_now.pop(obj.key, None)
         self.kept(obj)
@@ -236,3 +253,25 @@ class Informer(Generic[ObjectT]):
             if self.has_synced:
                 for obj in self.store.objects():
                     self._fan_out(Notification(Change.UPDATED, obj, obj))
+
+
+class _FirstList(Replacement[ObjectT]):
+    """The first list of an informer: each object goes into the store and to the handlers as
+    it arrives, so it is decoded once. A later list is built aside and diffed against the
+    store (`Informer.replace`), which decodes every object twice: once from the wire, once as
+    it is told. Until the list ends the store is partial and not synced (controllers wait for
+    that); a list that fails midway is retried into the same store, and what it no longer
+    finds is deleted at the end. The handlers get the objects as they are read, as many at a
+    time as one read of the stream holds: a handler's task empties its queue whenever the
+    reflector waits for the next bytes."""
+
+    def __init__(self, informer: Informer[ObjectT]) -> None:
+        super().__init__(informer.store)
+        self._informer = informer
+        # a retry's keys, to find what went meanwhile; a first attempt has nothing to compare
+        self.seen: set[ObjectKey] | None = set() if len(informer.store) else None
+
+    def add(self, obj: ObjectT) -> None:
+        if self.seen is not None:
+            self.seen.add(obj.key)
+        self._informer._listed(obj)

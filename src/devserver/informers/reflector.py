@@ -44,6 +44,11 @@ from devserver.observability import metrics
 log = structlog.get_logger("devserver.reflector")
 
 STREAM_ENDS_BEFORE_LIST = 3  # streaming lists ending early in a row before LIST is used instead
+# objects listed between two yields to the event loop: a first list tells the handlers each
+# object as it comes, decoded (see `Informer.replacement`), and they take what they were told
+# at a yield; so not all of a 10,000-object start is held decoded at once. A later list tells
+# them after its end, the same many at a time.
+FAN_OUT_BATCH = 256
 
 
 class ReflectorSink(Protocol[ObjectT]):
@@ -213,8 +218,10 @@ class Reflector(Generic[ObjectT]):
                     continue
                 raise
             self.last_progress = time.monotonic()
-            for obj in page.items:
+            for count, obj in enumerate(page.items, 1):
                 listed.add(self.sink.kept(obj))
+                if count % FAN_OUT_BATCH == 0:
+                    await asyncio.sleep(0)
             unreadable.extend(page.unreadable)
             continue_token = page.metadata.continue_
             if not continue_token:
@@ -232,6 +239,7 @@ class Reflector(Generic[ObjectT]):
         self._opened = False  # it must end with a bookmark: its silence is always a stall
         listed = self.sink.replacement()
         unreadable: list[Unreadable] = []
+        count = 0
         try:
             async with self.client.watch(
                 self.resource,
@@ -249,6 +257,9 @@ class Reflector(Generic[ObjectT]):
                         unreadable.append(event.object)
                     elif event.type is EventType.ADDED:
                         listed.add(self.sink.kept(event.object))
+                        count += 1
+                        if count % FAN_OUT_BATCH == 0:
+                            await asyncio.sleep(0)
                     elif event.type is EventType.BOOKMARK:
                         annotations = event.object.metadata.annotations
                         if annotations.get(INITIAL_EVENTS_END) == "true":

@@ -170,14 +170,12 @@ class ReflectorMetrics:
 
 
 class Backlog:
-    """How many notifications wait for one event handler (design item 13: observable backlog)."""
+    """How many notifications wait for one event handler (design item 13: observable backlog),
+    read from `size` when scraped: a start tells every handler of every listed object, and a
+    gauge set on each of those, under the gauge's lock, cost ~2 % of the start's CPU."""
 
-    def __init__(self, resource: str, handler: str) -> None:
-        self._gauge = HANDLER_BACKLOG.labels(resource=resource, handler=handler)
-        self._gauge.set(0)
-
-    def set(self, size: int) -> None:
-        self._gauge.set(size)
+    def __init__(self, resource: str, handler: str, size: Callable[[], int]) -> None:
+        HANDLER_BACKLOG.labels(resource=resource, handler=handler).set_function(size)
 
 
 class QueueMetrics:

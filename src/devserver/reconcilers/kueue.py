@@ -52,7 +52,7 @@ from devserver.api.resources import (
     WORKLOAD_PRIORITY_CLASSES,
 )
 from devserver.client import ApiError, KubeClient
-from devserver.informers import OWNER_UID_INDEX, Informer, InformerFactory
+from devserver.informers import OWNED, OWNER_UID_INDEX, Informer, InformerFactory
 
 
 @dataclass(frozen=True)
@@ -192,7 +192,7 @@ class QueueCaches:
 
     @classmethod
     def shared(cls, informers: InformerFactory) -> QueueCaches:
-        indexes = {WAITING_INDEX: waiting_in, GANG_INDEX: gang_in}
+        indexes = {WAITING_INDEX: waiting_in, GANG_INDEX: gang_in, **OWNED}  # `workload_of`
         return cls(
             informers.informer(KUEUE_WORKLOADS, indexers=indexes),
             informers.informer(CLUSTER_QUEUES),

@@ -52,7 +52,7 @@ from devserver.client import ApiError, KubeClient
 from devserver.controller import Controller, Result
 from devserver.controller.applied import apply_if_changed
 from devserver.controller.reconciler import TerminalError
-from devserver.informers import NAMESPACE_INDEX, Informer, InformerFactory
+from devserver.informers import NAMESPACE_INDEX, NAMESPACED, Informer, InformerFactory
 from devserver.reconcilers.children import Attempts
 from devserver.reconcilers.conditions import merge_conditions
 from devserver.reconcilers.kueue import KueueConfig, desired_local_queue, local_queue_target
@@ -317,7 +317,7 @@ def setup(
         label_selector=CACHE_USER_LABEL,
         field_selector=f"metadata.name={SSH_KEYS_CONFIGMAP}",
     )
-    devservers = informers.informer(DEVSERVERS)
+    devservers = informers.informer(DEVSERVERS, indexers=NAMESPACED)
     controller = Controller(
         "user",
         UserReconciler(client, users, made, devservers, defaults or UserDefaults(), kueue),

@@ -81,6 +81,7 @@ async def make_informer(namespace: str) -> AsyncIterator[Any]:
             namespace=namespace,
             label_selector=selector,
             resync_period=options.pop("resync_period", None),
+            indexers=options.pop("indexers", None),
             options=ReflectorOptions(**options),
         )
         recorder = Recorder()

@@ -10,7 +10,7 @@ from prometheus_client import REGISTRY
 from devserver.api.meta import ObjectKey
 from devserver.api.resources import CONFIGMAPS
 from devserver.client import KubeClient
-from devserver.informers import OWNER_UID_INDEX, Change, Informer, Notification
+from devserver.informers import OWNED, OWNER_UID_INDEX, Change, Informer, Notification
 from tests.integration.core.conftest import Recorder, configmap
 
 pytestmark = pytest.mark.integration
@@ -34,7 +34,7 @@ async def test_owner_index_follows_adds_updates_and_deletes(
 ) -> None:
     owner = await kube.create(CONFIGMAPS, configmap("owner", namespace), namespace)
     ref = {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner.metadata.uid}
-    informer, recorder = make_informer(kube)
+    informer, recorder = make_informer(kube, indexers=OWNED)
     await asyncio.wait_for(informer.wait_synced(), 10)
     await kube.create(CONFIGMAPS, configmap("kid", namespace, ownerReferences=[ref]), namespace)
     await recorder.wait_for(Change.ADDED, "kid")

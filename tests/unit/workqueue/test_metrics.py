@@ -136,8 +136,9 @@ def test_reflector_and_backlog_series_start_at_zero_and_count(queue_name: str) -
     modified = {**resource, "type": "MODIFIED"}
     assert REGISTRY.get_sample_value("devserver_watch_events_total", modified) == 1.0
 
-    backlog = Backlog(queue_name, "enqueue-owner")
+    waiting = [0]
+    Backlog(queue_name, "enqueue-owner", lambda: waiting[0])
     labels = {**resource, "handler": "enqueue-owner"}
     assert REGISTRY.get_sample_value("devserver_handler_backlog", labels) == 0.0
-    backlog.set(7)
+    waiting[0] = 7  # read when scraped
     assert REGISTRY.get_sample_value("devserver_handler_backlog", labels) == 7.0

@@ -21,7 +21,7 @@ from devserver.api.resources import (
     Resource,
 )
 from devserver.api.user import DevUser
-from devserver.informers import Informer, InformerFactory
+from devserver.informers import NAMESPACED, Informer, InformerFactory
 from devserver.reconcilers.devserver.activity_agent import AgentInformers
 from devserver.reconcilers.flavor import FLAVOR_INDEX, by_flavor
 from devserver.reconcilers.kueue import QueueCaches
@@ -56,8 +56,9 @@ class Caches:
     ) -> Caches:
         mine = CACHE_NAME_LABEL  # only objects we made: smaller caches, fewer events
         named = {NAME_INDEX: by_devserver_name}
+        woken = {FLAVOR_INDEX: by_flavor, MODE_INDEX: by_mode, **NAMESPACED}  # `woken_in`
         return cls(
-            informers.informer(DEVSERVERS, indexers={FLAVOR_INDEX: by_flavor, MODE_INDEX: by_mode}),
+            informers.informer(DEVSERVERS, indexers=woken),
             informers.informer(FLAVORS),
             informers.informer(workload, label_selector=mine),
             informers.informer(SERVICES, label_selector=mine),
