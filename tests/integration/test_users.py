@@ -11,6 +11,7 @@ import anyio
 import pytest
 import pytest_asyncio
 
+from devserver.api.names import CACHE_USER_SELECTOR
 from devserver.api.resources import (
     DEVSERVERS,
     DEVUSERS,
@@ -104,6 +105,17 @@ async def test_a_user_gets_a_guarded_namespace_and_removing_them_keeps_their_dat
             timeout=30,
             what="the home volume",
         )
+        # the user's objects are cached by a selector that leaves out what was made for a
+        # server: its agent's ServiceAccount carries the user's label too
+        await wait_for(
+            lambda: _get(kube, SERVICE_ACCOUNTS, "work-agent", "dev-cleo"),
+            timeout=30,
+            what="the server's agent ServiceAccount",
+        )
+        accounts = await kube.list_page(
+            SERVICE_ACCOUNTS, "dev-cleo", label_selector=CACHE_USER_SELECTOR
+        )
+        assert {a.metadata.name for a in accounts.items} == {"user-cleo"}
         await kube.delete(DEVUSERS, "cleo")
 
         async def stopped_for_removal() -> bool:

@@ -282,3 +282,16 @@ async def test_a_written_status_is_held_only_until_the_cache_has_it() -> None:
     edited = with_status(ds, "Stopped")  # by someone else, after the cache caught up
     assert writer.latest(edited) is edited
     assert writer.latest(ds) is ds  # nothing held: the cache is the truth again
+
+
+def test_an_index_asked_for_while_a_relist_comes_covers_every_listed_object() -> None:
+    """A relist is built aside with the indexes of when it began; one asked for meanwhile is
+    worked out whole when the list is swapped in (else: a KeyError, or objects missing)."""
+    store: Store[KubeObject] = Store(packed=KubeObject)
+    store.replace([obj("old", owners=("u1",))])
+    listed = store.replacement()
+    listed.add(obj("x", owners=("u1",)))
+    store.add_indexer(OWNER_UID_INDEX, OWNED[OWNER_UID_INDEX])
+    listed.add(obj("y", owners=("u1",)))
+    store.swap(listed)
+    assert {o.metadata.name for o in store.by_index(OWNER_UID_INDEX, "u1")} == {"x", "y"}

@@ -15,7 +15,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from devserver.api.meta import INITIAL_EVENTS_END, EventType, KubeObject, ObjectKey
+from devserver.api.meta import (
+    INITIAL_EVENTS_END,
+    EventType,
+    KubeObject,
+    ListMeta,
+    ObjectKey,
+    ObjectList,
+)
 from devserver.api.resources import CONFIGMAPS, PODS
 from devserver.client import ApiError
 from devserver.client.decoding import WatchEvent
@@ -196,3 +203,60 @@ def test_a_first_list_that_fails_midway_and_is_retried_ends_exactly_as_the_last_
         task.cancel()
 
     asyncio.run(run())
+
+
+async def test_a_relist_after_the_start_tells_what_changed_a_batch_at_a_time() -> None:
+    """A later list is diffed against the synced store, then told: no more than a batch of
+    decoded objects waits for a handler at any time."""
+    first = [configmap(f"c{i}", 1) for i in range(1000)]
+    again = [configmap(f"c{i}", 2) for i in range(1000)]
+    found = informer(Scripted([*first, END], [*again, END]))
+    told = Told(found)
+    task = asyncio.create_task(told.runner.run())
+    assert await found.reflector._streaming_list("0") is True
+    await asyncio.sleep(0)
+    told.notes.clear()
+    assert await found.reflector._streaming_list("0") is True
+    await asyncio.sleep(0)
+    task.cancel()
+    assert [(c, n) for c, n, _, _ in told.notes] == [(Change.UPDATED, f"c{i}") for i in range(1000)]
+    assert max(waiting for *_, waiting in told.notes) < FAN_OUT_BATCH
+
+
+class Paged:
+    """A client without streaming lists: pages of a LIST, the second one's continue token
+    expired (410) once, as after a long pause between pages."""
+
+    def __init__(self, pages: list[list[tuple[str, int]]], then: list[tuple[str, int]]) -> None:
+        self.pages, self.then, self.expired = pages, then, False
+
+    async def list_page(self, resource: Any, namespace: str = "", **kw: Any) -> Any:
+        index = int(kw.get("continue_token") or 0)
+        if index == 1 and not self.expired:
+            self.expired = True
+            self.pages[0] = self.then  # the first page, when listed again
+            raise ApiError(410, "Expired", "the continue token expired")
+        items = [configmap(n, rv).object for n, rv in self.pages[index]]
+        more = str(index + 1) if index + 1 < len(self.pages) else ""
+        return ObjectList[KubeObject](
+            metadata=ListMeta(resourceVersion="9", **{"continue": more}), items=items
+        )
+
+
+async def test_a_first_list_by_pages_that_starts_over_ends_exactly_as_the_list_it_gave() -> None:
+    """LIST, page by page, into the store as it comes: a continue token that expired starts
+    the list over, and what only the pages before had is deleted at the end (and told so)."""
+    client = Paged([[("a", 1), ("gone", 1)], [("b", 1)]], then=[("a", 2)])
+    found = Informer(client, CONFIGMAPS)  # type: ignore[arg-type]
+    told = Told(found)
+    task = asyncio.create_task(told.runner.run())
+    await found.reflector._list("0")
+    await asyncio.sleep(0)
+    task.cancel()
+    assert found.has_synced
+    assert {o.metadata.name: o.metadata.resource_version for o in found.store.objects()} == {
+        "a": "2",
+        "b": "1",
+    }
+    assert told.world == {"a": "2", "b": "1"}
+    assert (Change.DELETED, "gone") in [(c, n) for c, n, _, _ in told.notes]

@@ -112,6 +112,12 @@ class Controller:
         self._informers.append(informer)
         informer.add_handler(self.name, handler)
 
+    def reads(self, *informers: Informer[Any]) -> None:
+        """Informers its reconciles read without being woken by them: it waits for them to
+        sync as well. A store fills as its first list arrives, so until then it holds a part
+        (a resize would find too few nodes)."""
+        self._informers.extend(informers)
+
     # ------------------------------------------------------------------ running
 
     async def run(self, stop: asyncio.Event, *, drain_timeout: float = 30.0) -> None:

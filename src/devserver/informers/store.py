@@ -3,7 +3,9 @@
 Readers get immutable pydantic models; only the informer that owns a store mutates it, and
 every mutation is synchronous (no `await` inside), so on one event loop a reader never sees a
 half-applied change. `replace()` builds the new maps aside and swaps them in one step: readers
-see either the old world or the new one, never a mix.
+see either the old world or the new one, never a mix. An informer's first list goes into the
+store object by object instead (`Informer.replacement`): until it is synced, a store may hold
+a part of the world, and controllers wait for the stores they read (`Controller.reads`).
 
 A packed store (`packed=` the model; `Resource.cache_packed`) holds each object as its JSON,
 deflated with the first object it stored as the preset dictionary (objects of one kind differ
@@ -191,11 +193,14 @@ class Store(Generic[ObjectT]):
         if name in self._indexers:
             raise ValueError(f"indexer {name!r} already exists")
         self._indexers[name] = func
+        self._indices[name] = self._built(name, self._items)
+
+    def _built(self, name: str, items: dict[ObjectKey, ObjectT | bytes]) -> dict[str, Bucket]:
         index: dict[str, Bucket] = {}
-        for key, held in self._items.items():
-            for value in func(self._unpack(held)):
+        for key, held in items.items():
+            for value in self._indexers[name](self._unpack(held)):
                 _add(index, value, key)
-        self._indices[name] = index
+        return index
 
     def ensure_indexer(self, name: str, func: IndexFunc[ObjectT]) -> None:
         """Add the index unless it is there; the same name with another function is a bug."""
@@ -248,6 +253,8 @@ class Store(Generic[ObjectT]):
         """Make the store exactly what `listed` holds, in one step; what changed, as keys and
         the old states as held (`decoded` reads them)."""
         deleted = [held for key, held in self._items.items() if key not in listed.items]
+        for name in self._indexers.keys() - listed.indices.keys():  # asked for meanwhile
+            listed.indices[name] = self._built(name, listed.items)
         self._items, self._indices = listed.items, listed.indices
         self._recent.clear()
         self.has_synced = True
@@ -298,9 +305,8 @@ class Store(Generic[ObjectT]):
                 self._recent.popitem(last=False)
 
     def _index(self, key: ObjectKey, obj: ObjectT, indices: dict[str, dict[str, Bucket]]) -> None:
-        for name, func in self._indexers.items():
-            index = indices[name]
-            for value in func(obj):
+        for name, index in indices.items():  # a replacement's: those asked for when it began
+            for value in self._indexers[name](obj):
                 _add(index, value, key)
 
     def _unindex(self, key: ObjectKey, obj: ObjectT) -> None:

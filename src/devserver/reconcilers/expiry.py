@@ -296,6 +296,7 @@ def setup(
     )
     controller = Controller("expiry", reconciler, workers=2)
     controller.watch(devservers, lifecycle_inputs_changed)
+    controller.reads(pods)
 
     def by_label(obj: KubeObject) -> list[ObjectKey]:
         name = obj.metadata.labels.get(CACHE_NAME_LABEL)

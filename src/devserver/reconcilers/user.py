@@ -25,6 +25,7 @@ from devserver.api.lifecycle import USER_REMOVED
 from devserver.api.meta import KubeObject, ObjectKey
 from devserver.api.names import (
     CACHE_USER_LABEL,
+    CACHE_USER_SELECTOR,
     FIELD_MANAGER,
     STOP_REASON,
     USER_REMOVED_ANNOTATION,
@@ -298,7 +299,7 @@ def setup(
     kueue = kueue or KueueConfig()
     users = informers.informer(DEVUSERS)
     made = {
-        r.plural: informers.informer(r, label_selector=CACHE_USER_LABEL)
+        r.plural: informers.informer(r, label_selector=CACHE_USER_SELECTOR)
         for r in (
             NAMESPACES,
             SERVICE_ACCOUNTS,
@@ -324,6 +325,7 @@ def setup(
         workers=4,
     )
     controller.watch(users)
+    controller.reads(devservers)
 
     def by_user_label(obj: KubeObject) -> list[ObjectKey]:
         name = obj.metadata.labels.get(CACHE_USER_LABEL)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from devserver.api.devserver import DevServer
 from devserver.api.flavor import DevServerFlavor
 from devserver.api.meta import KubeObject, ObjectKey
-from devserver.api.names import CACHE_NAME_LABEL, CACHE_USER_LABEL, namespace_user
+from devserver.api.names import CACHE_NAME_LABEL, CACHE_USER_SELECTOR, namespace_user
 from devserver.api.resources import (
     DEVSERVERS,
     DEVUSERS,
@@ -66,7 +66,7 @@ class Caches:
             informers.informer(PODS, label_selector=mine, indexers=named),
             AgentInformers.shared(informers),
             informers.informer(DEVUSERS),
-            informers.informer(RESOURCE_QUOTAS, label_selector=CACHE_USER_LABEL),
+            informers.informer(RESOURCE_QUOTAS, label_selector=CACHE_USER_SELECTOR),
             informers.informer(NODES),
             QueueCaches.shared(informers) if kueue else None,
         )

@@ -453,6 +453,7 @@ def mode_controller(
 
     controller.watch(devservers, woken)
     controller.watch_owned(caches.services, DEVSERVERS)
+    controller.reads(caches.nodes, *((caches.queue.cluster_queues,) if caches.queue else ()))
 
     def by_label(obj: KubeObject) -> list[ObjectKey]:
         name = obj.metadata.labels.get(CACHE_NAME_LABEL)
