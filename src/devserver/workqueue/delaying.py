@@ -22,6 +22,9 @@ from devserver.workqueue.queue import QueueOptions, WorkQueue
 K = TypeVar("K", bound=Hashable)
 
 
+COMPACT_SLACK = 64  # superseded heap entries allowed beyond one per waiting key
+
+
 class DelayingQueue(WorkQueue[K]):
     """A :class:`WorkQueue` plus ``add_after``.
 
@@ -59,6 +62,12 @@ class DelayingQueue(WorkQueue[K]):
         seq = next(self._seq)
         self._waiting[key] = (ready_at, seq)
         heapq.heappush(self._heap, (ready_at, seq, key))
+        if len(self._heap) > 2 * len(self._waiting) + COMPACT_SLACK:
+            # superseded entries stay until their time comes, which may be hours away: a
+            # deadline read from the wall clock moves by microseconds each time it is worked
+            # out again, so every reconcile of every server would leave one behind
+            self._heap = [(at, n, k) for k, (at, n) in self._waiting.items()]
+            heapq.heapify(self._heap)
         if self._loop_task is None:
             self._loop_task = asyncio.get_running_loop().create_task(
                 self._wait_loop(), name=f"workqueue-delay:{self.name or 'unnamed'}"

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from devserver.workqueue import DelayingQueue, FakeClock
+from devserver.workqueue.delaying import COMPACT_SLACK
 
 
 async def test_add_after_fires_when_the_clock_passes_the_deadline_with_no_other_traffic(
@@ -85,3 +89,43 @@ async def test_with_the_system_clock_a_short_delay_fires_for_real() -> None:
     assert await asyncio.wait_for(queue.get(), 2) == "a"
     queue.done("a")
     await asyncio.wait_for(queue.shutdown_with_drain(), 1)
+
+
+@given(st.lists(st.tuples(st.integers(0, 30), st.floats(1.0, 3600.0)), max_size=400))
+def test_deadlines_moved_earlier_again_and_again_keep_the_queue_as_small_as_its_keys(
+    moves: list[tuple[int, float]],
+) -> None:
+    """A deadline worked out again by each reconcile moves by microseconds: each earlier one
+    supersedes the last. The queue's memory stays bounded by the keys that wait, and each key
+    still fires once, at its earliest deadline."""
+
+    async def run() -> None:
+        clock = FakeClock()
+        queue: DelayingQueue[int] = DelayingQueue(clock=clock)
+        earliest: dict[int, float] = {}
+        for key, delay in moves:
+            queue.add_after(key, delay)
+            earliest[key] = min(delay, earliest.get(key, delay))
+            assert len(queue._heap) <= 2 * len(earliest) + COMPACT_SLACK
+        fired: dict[int, float] = {}
+        for at in sorted(set(earliest.values())):
+            await clock.advance(at - clock.now() + 1e-9)  # past it, whatever the rounding
+            while len(queue):
+                key = await queue.get()
+                fired[key] = clock.now()
+                queue.done(key)
+        assert fired.keys() == earliest.keys()
+        assert all(abs(fired[k] - at) < 1e-6 for k, at in earliest.items())
+        await queue.shutdown_with_drain()
+
+    asyncio.run(run())
+
+
+async def test_a_key_rescheduled_a_little_earlier_ten_thousand_times_leaves_no_trail(
+    clock: FakeClock,
+) -> None:
+    queue: DelayingQueue[str] = DelayingQueue(clock=clock)
+    for i in range(10_000):
+        queue.add_after("a", 3600.0 - i * 1e-6)
+    assert len(queue._heap) <= 1 + COMPACT_SLACK + 2
+    await queue.shutdown_with_drain()

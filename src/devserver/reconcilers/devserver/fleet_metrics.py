@@ -67,7 +67,7 @@ for _reason in WARNING_REASONS:
     STOP_WARNINGS.labels(reason=_reason)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per server: 96 bytes, not 352 with a __dict__
 class ServerReport:
     flavor: str
     gpus: int
