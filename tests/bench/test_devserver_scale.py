@@ -196,6 +196,13 @@ def _version(package: str) -> str:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalControlPlane]:
+    with bench_control_plane() as plane:
+        yield plane
+
+
+@contextlib.contextmanager
+def bench_control_plane() -> Iterator[LocalControlPlane]:
+    """The control plane of a run: the chart's CRDs and RBAC installed, the flavors made."""
     zones = ("us-east-1a", "us-east-1b")
     extra = [
         NodeSpec(f"cpu-bench-{i:02d}", "m5.2xlarge", "cpu-bench", zones[i % 2])

@@ -295,3 +295,25 @@ def test_an_index_asked_for_while_a_relist_comes_covers_every_listed_object() ->
     listed.add(obj("y", owners=("u1",)))
     store.swap(listed)
     assert {o.metadata.name for o in store.by_index(OWNER_UID_INDEX, "u1")} == {"x", "y"}
+
+
+async def test_a_client_s_tls_connections_each_hold_a_64_kib_read_buffer_not_256() -> None:
+    """asyncio sizes each TLS connection's read buffer by `SSLProtocol.max_size` (256 KiB by
+    default); the operator holds ~25 connections. If a Python release stops reading that
+    attribute, this fails instead of the setting quietly doing nothing."""
+    import asyncio
+    import ssl
+    from asyncio.sslproto import SSLProtocol
+
+    from devserver.client.config import Auth, ClusterConfig
+    from devserver.client.kube import TLS_READ_BUFFER, KubeClient
+
+    context = ssl.create_default_context()
+    client = KubeClient(
+        ClusterConfig(server="https://127.0.0.1:6443", ssl_context=context, auth=Auth())
+    )
+    await client._client_session().close()
+    loop = asyncio.get_running_loop()
+    tls = SSLProtocol(loop, asyncio.Protocol(), context, loop.create_future())
+    tls._get_app_transport()._closed = True  # never connected: nothing to close
+    assert len(tls._ssl_buffer) == TLS_READ_BUFFER < 256 * 1024

@@ -10,6 +10,7 @@ headers or between events. The session is made on first use, inside the running 
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto
 import io
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -33,6 +34,10 @@ from devserver.observability.metrics import REST_CLIENT_REQUESTS
 
 # Connections are HTTP/1.1: every open watch holds one, so the pool must exceed the watch count.
 POOL_SIZE = 64
+# asyncio's TLS transport gives each connection a read buffer of `SSLProtocol.max_size`, 256 KiB,
+# zeroed when it connects; the operator holds one connection per watch (~25): ~7 MiB of its RSS
+# at any size. Reads of 64 KiB (a watch's events come in pieces of a few KB) lose nothing.
+TLS_READ_BUFFER = 64 * 1024
 
 
 class PatchType(StrEnum):
@@ -57,6 +62,7 @@ class KubeClient:
 
     def _client_session(self) -> aiohttp.ClientSession:
         if self._session is None:
+            asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER  # every connection after
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=POOL_SIZE, ssl=self.config.ssl_context),
                 auto_decompress=True,

@@ -1,0 +1,159 @@
+"""kill -9 restarts of the operator from this tree, side by side with a baseline commit's, on one
+platform of N servers (the scale bench's: 1,000 in 200 namespaces at scale 1).
+
+A restart is where a start's whole cost shows (decode, pack and tell the handlers of every
+object), and one run of the scale bench gives one restart, on a machine whose other tenants
+(the control plane, two cores) add seconds of noise to it. Here the servers are made once, by
+this tree's operator; then each round kills the operator and starts it from the baseline's
+source (`git archive` of DEVSERVER_BENCH_BASELINE, default HEAD), then from this tree's, and
+times each until /readyz: alternating shares the drift between the two. Per start it prints the
+seconds to ready, the operator's CPU seconds by then, the API server's CPU seconds meanwhile and
+the operator's RSS when ready; then the medians.
+
+    DEVSERVER_BENCH_BASELINE=6ef3b9b DEVSERVER_BENCH_SCALE=2 \
+        nox -s bench -- tests/bench/test_restart_ab.py
+
+The baseline runs against this tree's CRDs and chart: compare with commits whose CRDs are the
+same. Its only assertions: every server became Ready, and every start became ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import statistics
+import subprocess
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from devserver.client import new_client
+from devserver_harness.controlplane import LocalControlPlane
+from devserver_harness.http import fetch
+from tests.bench.scale import seconds
+from tests.bench.test_devserver_scale import (
+    RESULTS,
+    SERVERS,
+    _cpu,
+    bench_control_plane,
+    provenance,
+    rss_mib,
+    run_operator,
+)
+
+pytestmark = pytest.mark.timeout(round(seconds(1800, 600)))
+
+BASELINE = os.environ.get("DEVSERVER_BENCH_BASELINE", "HEAD")
+ROUNDS = min(4, round(seconds(4, 1)))  # each: the baseline's start, then this tree's
+SETTLE = min(15.0, seconds(15, 3))  # after a start is ready: its first reconciles, then kill
+REPO = Path(__file__).parents[2]
+
+
+@dataclass(frozen=True)
+class Start:
+    tree: str
+    ready_s: float
+    cpu_s: float  # the operator's, from its start until ready
+    apiserver_cpu_s: float  # meanwhile
+    rss_mib: float  # when ready
+
+
+@contextmanager
+def baseline_source(rev: str) -> Iterator[Path]:
+    """`src/` of commit `rev`, unpacked aside."""
+    with tempfile.TemporaryDirectory(prefix="devserver-baseline-") as tmp:
+        archive = subprocess.run(
+            ["git", "-C", str(REPO), "archive", rev, "src"], check=True, capture_output=True
+        ).stdout
+        path = Path(tmp) / "archive.tar"
+        path.write_bytes(archive)
+        with tarfile.open(path) as tar:
+            tar.extractall(tmp, filter="data")
+        yield Path(tmp) / "src"
+
+
+def start(args: list[str], src: Path, url: str, log: Path, apiserver: int, tree: str) -> Start:
+    """The operator from `src`, timed until /readyz answers; killed (SIGKILL) after SETTLE."""
+    env = {**os.environ, "PYTHONPATH": str(src)}  # ahead of the installed (editable) package
+    before, began = _cpu(apiserver), time.monotonic()
+    with log.open("ab") as out:
+        process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=out)
+    try:
+        while not _ready(url):
+            assert process.poll() is None, f"the operator from {src} exited; see {log}"
+            assert time.monotonic() - began < 300, f"the operator from {src} never became ready"
+            time.sleep(0.05)
+        ready = time.monotonic() - began
+        found = Start(
+            tree, ready, _cpu(process.pid), _cpu(apiserver) - before, rss_mib(process.pid)
+        )
+        time.sleep(SETTLE)
+        return found
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+
+
+def _ready(url: str) -> bool:
+    try:
+        return fetch(url + "/readyz", timeout=1)[0] == 200
+    except OSError:
+        return False
+
+
+def test_report_restarts_beside_a_baseline() -> None:
+    with bench_control_plane() as cluster, baseline_source(BASELINE) as base:
+        url = cluster.run_operator("--no-leader-elect", kubeconfig=cluster.kubeconfig)
+        process = cluster.process("devserver-operator")
+        assert process.pid is not None
+        made = asyncio.run(_servers_made(cluster, process.pid))
+        assert made == SERVERS, f"only {made} of {SERVERS} DevServers became Ready"
+        args = Path(f"/proc/{process.pid}/cmdline").read_text().split("\0")[:-1]
+        process.kill()
+        apiserver = cluster.process("kube-apiserver").pid
+        assert apiserver is not None
+        log = cluster.layout.logs / "restart-ab-operator.log"
+        trees = (("baseline", base), ("this tree", REPO / "src"))
+        starts = [
+            start(args, src, url, log, apiserver, tree)
+            for _ in range(ROUNDS)
+            for tree, src in trees
+        ]
+    lines = [
+        f"kill -9 and start, {SERVERS:,} servers: the operator from {BASELINE} (baseline) and"
+        f" from this tree, in turn, {ROUNDS} round(s)",
+        "  tree        ready s   CPU s  API server CPU s  RSS MiB",
+        *(
+            f"  {s.tree:<10} {s.ready_s:7.2f} {s.cpu_s:7.2f} {s.apiserver_cpu_s:17.2f}"
+            f" {s.rss_mib:8.1f}"
+            for s in starts
+        ),
+    ]
+    for tree, _ in trees:
+        mine = [s for s in starts if s.tree == tree]
+        lines.append(
+            f"  median {tree:<10} ready {statistics.median(s.ready_s for s in mine):.2f} s,"
+            f" CPU {statistics.median(s.cpu_s for s in mine):.2f} s,"
+            f" API server {statistics.median(s.apiserver_cpu_s for s in mine):.2f} s,"
+            f" RSS {statistics.median(s.rss_mib for s in mine):.1f} MiB"
+        )
+    text = "\n".join([provenance(), "", *lines]) + "\n"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"restart-ab-{SERVERS}.txt").write_text(text)
+    print("\n" + text)  # noqa: T201
+
+
+async def _servers_made(cluster: LocalControlPlane, pid: int) -> int:
+    """The scale bench's servers, made by this tree's operator (`pid`): how many became Ready."""
+    kube = await new_client(str(cluster.kubeconfig))
+    try:
+        return (await run_operator(kube, cluster, pid)).count
+    finally:
+        await kube.close()
