@@ -164,7 +164,7 @@ def report(lines: list[str]) -> str:
     return text
 
 
-def provenance() -> str:
+def provenance(bench: str = "tests/bench/test_devserver_scale.py") -> str:
     """What ran, where: enough to compare a run with another."""
     versions = read_versions((tools_dir() / "go.mod").read_text())
     crpeer = (Path(__file__).parent / "peers" / "crpeer" / "go.mod").read_text()
@@ -179,7 +179,7 @@ def provenance() -> str:
     dirty = subprocess.run([*git, "status", "--porcelain"], capture_output=True, text=True)
     commit = commit.stdout.strip() + (" with uncommitted changes" if dirty.stdout.strip() else "")
     return (
-        f"# tests/bench/test_devserver_scale.py, N={SERVERS}, "
+        f"# {bench}, N={SERVERS}, "
         f"{datetime.now().astimezone():%Y-%m-%d %H:%M %Z}, commit {commit or '?'}\n"
         f"# machine: {os.cpu_count()} cores, {int(memory) / 2**20:.0f} GiB, {platform.platform()}\n"
         f"# Kubernetes {versions.kubernetes}; Python {platform.python_version()}; "

@@ -144,7 +144,7 @@ def test_report_restarts_beside_a_baseline() -> None:
             f" API server {statistics.median(s.apiserver_cpu_s for s in mine):.2f} s,"
             f" RSS {statistics.median(s.rss_mib for s in mine):.1f} MiB"
         )
-    text = "\n".join([provenance(), "", *lines]) + "\n"
+    text = "\n".join([provenance("tests/bench/test_restart_ab.py"), "", *lines]) + "\n"
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"restart-ab-{SERVERS}.txt").write_text(text)
     print("\n" + text)  # noqa: T201
