@@ -35,6 +35,7 @@ class Call:
     namespace: str
     body: Any = None
     subresource: str = ""
+    version: str = field(default="", compare=False)  # the API server's answer's, if any
 
 
 @dataclass
@@ -47,6 +48,23 @@ class FakeKube:
     # objects the API server holds that the caches may not (`get` answers them); a workload's
     # selector is immutable there, as on a real API server
     stored: dict[tuple[str, str], KubeObject] = field(default_factory=dict)
+    version: int = 1000  # the API server's last resourceVersion: each write's answer is newer
+    versions: bool = False  # answers carry it (`_next_version`)
+
+    def _next_version(self) -> str:
+        """What the API server answers a write with: without `versions` (or `World.echo`), no
+        resourceVersion, as if the caches had it at once; with them, a newer one than any a
+        test gives its objects (they use small ones)."""
+        if not (self.versions or (self.world is not None and self.world.echo)):
+            return ""
+        self.version += 1
+        return str(self.version)
+
+    def _answered(self, call: Call) -> str:
+        """The version `call` made, recorded on it."""
+        version = self._next_version()
+        object.__setattr__(call, "version", version)
+        return version
 
     def refuse(self, verb: str, kind: str, status: int = 422, message: str = "") -> None:
         """The next and every later `verb` of a `kind` fails with an ApiError."""
@@ -66,16 +84,20 @@ class FakeKube:
         field_manager: str,
         force: bool = True,
         subresource: str = "",
-    ) -> None:
+    ) -> Any:
         meta = body["metadata"]
-        self._record(Call("apply", resource.kind, meta["name"], meta.get("namespace", ""), body))
+        call = Call("apply", resource.kind, meta["name"], meta.get("namespace", ""), body)
+        self._record(call)
         held = self.stored.get((resource.kind, meta["name"]))
         if held is not None and resource.kind in ("Deployment", "StatefulSet"):
             selector = (held.extra.get("spec") or {}).get("selector")
             if selector and body["spec"].get("selector") != selector:
                 raise ApiError(422, "Invalid", "spec.selector: field is immutable")
+        metadata = {**meta, "resourceVersion": self._answered(call)}
+        applied = resource.model.model_validate({**body, "metadata": metadata})
         if self.world is not None and self.world.echo:
-            self.world.put(resource, resource.model.model_validate(body))
+            self.world.put(resource, applied)
+        return applied
 
     async def patch(
         self,
@@ -86,8 +108,11 @@ class FakeKube:
         *,
         patch_type: Any = None,
         subresource: str = "",
-    ) -> None:
-        self._record(Call("patch", resource.kind, name, namespace, patch, subresource))
+    ) -> KubeObject:
+        call = Call("patch", resource.kind, name, namespace, patch, subresource)
+        self._record(call)
+        metadata = {"name": name, "namespace": namespace, "resourceVersion": self._answered(call)}
+        return KubeObject.model_validate({"metadata": metadata})
 
     async def delete(
         self, resource: Resource[Any], name: str, namespace: str = "", **_: Any
@@ -163,6 +188,19 @@ class World:
                     obj = type(obj).model_validate(obj.model_dump(by_alias=True, mode="json"))
                     keep_only(obj, resource.cache_keeps)
                 informer.store.upsert(obj)
+
+    def cached(self, resource: Resource[Any], name: str) -> KubeObject | None:
+        """Server `box`'s object `name` as the caches of `resource` hold it."""
+        for informer in self.factory:
+            if informer.resource == resource:
+                found: KubeObject | None = informer.store.get(ObjectKey(NAMESPACE, name))
+                return found
+        return None
+
+    def deliver(self, resource: Resource[Any], call: Call) -> None:
+        """What `call` (an apply) made, as its watch event brings it, late."""
+        metadata = {**call.body["metadata"], "resourceVersion": call.version}
+        self.put(resource, resource.model.model_validate({**call.body, "metadata": metadata}))
 
     async def reconcile(self, controller: str, server: DevServer | str) -> Any:
         name = server if isinstance(server, str) else server.metadata.name

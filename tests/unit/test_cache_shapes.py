@@ -399,8 +399,11 @@ class _Applies:
     def __init__(self) -> None:
         self.sent: list[dict[str, Any]] = []
 
-    async def apply(self, resource: Any, intent: dict[str, Any], *, field_manager: str) -> None:
+    async def apply(
+        self, resource: Any, intent: dict[str, Any], *, field_manager: str
+    ) -> KubeObject:
         self.sent.append(intent)
+        return KubeObject.model_validate(intent)
 
 
 def _scripts_as_cached(intent: dict[str, Any]) -> KubeObject:
@@ -428,9 +431,10 @@ def test_the_scripts_configmap_is_cached_as_a_digest_and_rewritten_only_when_it_
     client: Any = _Applies()
 
     def applied(cached: KubeObject) -> bool:
-        return asyncio.run(
+        answer = asyncio.run(
             apply_if_changed(client, SCRIPT_CONFIGMAPS, intent, cached, field_manager="t")
         )
+        return answer is not None
 
     assert not applied(live) and not client.sent
 

@@ -38,8 +38,9 @@ async def apply_if_changed(
     live: KubeObject | None,
     *,
     field_manager: str,
-) -> bool:
-    """Server-side apply `intent` unless `live` (from the cache) already has it; True if sent.
+) -> KubeObject | None:
+    """Server-side apply `intent` unless `live` (from the cache) already has it; the object as
+    the API server answered, if sent (`OwnWrites` keeps its version).
 
     A 400/403/422 means the server refuses this intent as it is: retrying cannot help, so it
     becomes a TerminalError (counted, not retried; the next change of the object retries).
@@ -48,16 +49,16 @@ async def apply_if_changed(
     if live is not None:  # `live` is the cache's: compared as the cache holds it
         compared = as_cached(fields, resource.cache_keeps)
         if is_applied(compared, live.model_dump(by_alias=True, mode="json")):
-            return False
+            return None
     try:
-        await client.apply(resource, intent, field_manager=field_manager)
+        applied: KubeObject = await client.apply(resource, intent, field_manager=field_manager)
     except ApiError as error:
         if error.status in (400, 403, 422):
             raise TerminalError(
                 f"{resource.kind} {intent['metadata']['name']}: {error.message}"
             ) from error
         raise
-    return True
+    return applied
 
 
 async def write_status_if_changed(

@@ -47,7 +47,6 @@ from devserver.reconcilers.devserver.pod import SSH_PORT, pod_template, template
 from devserver.reconcilers.devserver.reconciler import Child, ServerMode
 from devserver.reconcilers.devserver.running_template import (
     keep_running_template,
-    scale_to_zero,
     select_as_workload,
 )
 from devserver.reconcilers.devserver.status import (
@@ -408,7 +407,7 @@ class Distributed(ServerMode, name="distributed", workers=2, workload=STATEFULSE
         # the shape sent, so that what the API server normalises never reads as a new one
         intent["metadata"]["annotations"][POD_SHAPE] = shape_digest(intent["spec"]["template"])
         if step is Step.SCALE_DOWN:
-            await scale_to_zero(self.client, STATEFULSETS, live)
+            await self.scale_down(live)
             await self.event(
                 ds,
                 EventType.NORMAL,

@@ -52,6 +52,7 @@ from devserver.client import ApiError, KubeClient
 from devserver.client.events import EventType, record_event
 from devserver.controller import Controller, Result, TerminalError
 from devserver.controller.applied import apply_if_changed
+from devserver.controller.own_writes import OwnWrites
 from devserver.controller.predicates import generation_changed
 from devserver.informers import NAMESPACE_INDEX, InformerFactory, Notification
 from devserver.reconcilers.children import Attempts
@@ -120,6 +121,8 @@ class ServerMode(ABC):
     kueue: KueueConfig = field(default_factory=KueueConfig)
     # since when a server's child has been waiting for another controller (`NotYet`)
     waiting_since: dict[ObjectKey, float] = field(default_factory=dict)
+    # the version of our last write of each workload, until the cache shows it (`OwnWrites`)
+    written: OwnWrites = field(default_factory=OwnWrites)
 
     def __init_subclass__(
         cls, *, name: str, workers: int, workload: Resource[KubeObject], **kwargs: Any
@@ -161,7 +164,15 @@ class ServerMode(ABC):
         self, resource: Resource[Any], intent: dict[str, Any], live: KubeObject | None
     ) -> None:
         """Apply `intent` unless `live` has it already."""
-        await apply_if_changed(self.client, resource, intent, live, field_manager=FIELD_MANAGER)
+        await self.applied(resource, intent, live)
+
+    async def applied(
+        self, resource: Resource[Any], intent: dict[str, Any], live: KubeObject | None
+    ) -> KubeObject | None:
+        """`ensure`, answering the object as the API server returned it, if sent."""
+        return await apply_if_changed(
+            self.client, resource, intent, live, field_manager=FIELD_MANAGER
+        )
 
     async def ensure_workload(self, ds: DevServer, intent: dict[str, Any]) -> None:
         """The workload, on the selector and running template it has. One the cache does not
@@ -169,14 +180,22 @@ class ServerMode(ABC):
         so a stop still reaches it instead of failing on a selector it cannot change."""
         live = self.caches.workloads.store.get(ds.key)
         try:
-            await self.ensure(self.workload, keep_running_template(intent, live, ds), live)
+            intended = keep_running_template(intent, live, ds)
+            self.written.wrote(ds.key, await self.applied(self.workload, intended, live))
         except TerminalError:
             if live is not None:
                 raise
             live = await self.read_live(self.workload, ds)
             if live is None:
                 raise
-            await self.ensure(self.workload, keep_running_template(intent, live, ds), live)
+            intended = keep_running_template(intent, live, ds)
+            self.written.wrote(ds.key, await self.applied(self.workload, intended, live))
+
+    async def scale_down(self, live: KubeObject | None, *, stale: bool = False) -> None:
+        """The workload to zero replicas (`scale_to_zero`), its new version kept in `written`."""
+        scaled = await scale_to_zero(self.client, self.workload, live, stale=stale)
+        if live is not None:
+            self.written.wrote(live.key, scaled)
 
     async def read_live(self, resource: Resource[KubeObject], ds: DevServer) -> KubeObject | None:
         try:
@@ -257,9 +276,15 @@ class DevServerReconciler:
             return None  # the stop wakes it again: the workload then goes to zero
         tried = Attempts()
         workload = self.mode.workload
+        live = self.caches.workloads.store.get(key)
+        # the cache may still show the workload as it was before a write of an earlier
+        # reconcile: what is decided from it would undo that write (`OwnWrites`)
+        behind = self.mode.written.behind(key, live)
         if ds.spec.stopped:  # first, whatever else fails: a stopped server holds no GPU
-            live = self.caches.workloads.store.get(key)
-            await tried.attempt(workload.kind, scale_to_zero(self.client, workload, live))
+            await tried.attempt(workload.kind, self.mode.scale_down(live, stale=behind))
+        if behind:  # the rest once the cache has our write: its watch event wakes us
+            tried.raise_if_any()
+            return Result(requeue_after=NOT_YET_RETRY)
         flavor = self.caches.flavors.store.get(ObjectKey("", ds.spec.flavor))
         problem = flavor_problem(ds, flavor)
         for what, write in self.mode.children(ds, flavor if problem is None else None):
@@ -381,7 +406,8 @@ class DevServerReconciler:
         `--cascade=orphan`, or unreadable) holds no GPU: its workload goes to zero replicas
         first."""
         live = self.caches.workloads.store.get(key)
-        await scale_to_zero(self.client, self.mode.workload, live)
+        await self.mode.scale_down(live, stale=self.mode.written.behind(key, live))
+        self.mode.written.forget(key)
         await self.mode.gone(key)
 
     def _report(

@@ -117,19 +117,26 @@ def _flavor(template: dict[str, Any]) -> str | None:
 
 
 async def scale_to_zero(
-    client: KubeClient, resource: Resource[Any], live: KubeObject | None
-) -> None:
+    client: KubeClient,
+    resource: Resource[Any],
+    live: KubeObject | None,
+    *,
+    stale: bool = False,
+) -> KubeObject | None:
     """A stop needs no flavor: with the flavor gone or invalid, the workload is still scaled to
     zero (its template untouched), so a stopped server never keeps its GPUs. Through the scale
     subresource, which no admission webhook of Kueue's intercepts: a stop works while Kueue is
-    down."""
-    if live is None or not (live.extra.get("spec") or {}).get("replicas"):
-        return
+    down. A `stale` cache (`OwnWrites`) may show zero replicas where our start has set more:
+    the patch is sent whatever it shows. Returns the API server's answer, if sent."""
+    if live is None or not (stale or (live.extra.get("spec") or {}).get("replicas")):
+        return None
     patch = {"spec": {"replicas": 0}}
     try:
-        await client.patch(
+        scaled: KubeObject = await client.patch(
             resource, live.metadata.name, patch, live.metadata.namespace, subresource="scale"
         )
     except ApiError as error:
         if error.status != 404:  # gone already (the garbage collector was first): nothing held
             raise
+        return None
+    return scaled
