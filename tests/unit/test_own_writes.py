@@ -39,12 +39,14 @@ def test_a_version_that_is_not_a_plain_number_is_not_compared(odd: str) -> None:
     assert len(writes) == 0  # nothing held that could never be let go
 
 
-Step = tuple[str, int]  # ("ours" | "theirs" | "deliver" | "wait", n)
+Step = tuple[str, int]  # ("ours" | "stop" | "theirs" | "deliver" | "wait", n)
 
 
 @given(
     st.lists(
-        st.tuples(st.sampled_from(["ours", "theirs", "deliver", "wait"]), st.integers(1, 3)),
+        st.tuples(
+            st.sampled_from(["ours", "stop", "theirs", "deliver", "wait"]), st.integers(1, 3)
+        ),
         max_size=40,
     )
 )
@@ -55,12 +57,12 @@ def test_a_cache_is_behind_exactly_while_it_shows_a_version_older_than_our_last_
     writes = OwnWrites(clock=lambda: now[0])
     history = [1]  # the versions the API server made, in order
     shown = 0  # the index in `history` the cache shows
-    ours: tuple[int, float] | None = None  # our last write, and when
+    ours: tuple[int, float, bool] | None = None  # our last write, when, and if a stop
     for what, n in steps:
-        if what == "ours":
+        if what in ("ours", "stop"):
             history.append(history[-1] + n)
-            writes.wrote(KEY, version(history[-1]))
-            ours = (history[-1], now[0])
+            writes.wrote(KEY, version(history[-1]), stops=what == "stop")
+            ours = (history[-1], now[0], what == "stop")
         elif what == "theirs":
             history.append(history[-1] + n)
         elif what == "deliver":
@@ -70,6 +72,7 @@ def test_a_cache_is_behind_exactly_while_it_shows_a_version_older_than_our_last_
         cached = history[shown]
         expected = ours is not None and cached < ours[0] and now[0] - ours[1] < PATIENCE
         assert writes.behind(KEY, version(cached)) is expected
+        assert writes.stopping(KEY) is (expected and ours is not None and ours[2])
         if not expected:
             ours = None
             assert len(writes) == 0  # only writes in flight are held
@@ -115,21 +118,20 @@ async def test_a_stop_just_after_a_start_reaches_a_workload_the_watch_has_not_br
     assert result is not None and result.requeue_after is not None
     [stop] = world.kube.calls
 
-    world.deliver(resource, start)  # the start arrives: still older than the stop
     world.kube.calls.clear()
-    await world.reconcile(controller, "box")
-    assert world.kube.writes() == [scale]  # sent again: what the cache shows is running
+    await world.reconcile(controller, "box")  # woken again, the watch still behind
+    assert world.kube.writes() == []  # the stop is on its way: not sent twice
 
-    # the stop arrives (at the version of the last answer: the fake API server answers a write
-    # that changes nothing with a new version too, where a real one would not)
-    assert int(world.kube.version) > int(stop.version)
-    stopped = {**start.body["spec"], "replicas": 0}
-    metadata = {**start.body["metadata"], "resourceVersion": str(world.kube.version)}
+    world.deliver(resource, start)  # the start arrives: still older than the stop
+    await world.reconcile(controller, "box")
+    assert world.kube.writes() == []
+
+    stopped = {**start.body["spec"], "replicas": 0}  # the stop arrives
+    metadata = {**start.body["metadata"], "resourceVersion": stop.version}
     world.put(
         resource,
         resource.model.model_validate(start.body | {"metadata": metadata, "spec": stopped}),
     )
-    world.kube.calls.clear()
     await world.reconcile(controller, "box")
     assert [c for c in world.kube.writes(kind) if c.subresource == "scale"] == []
     assert world.kube.status_patches()[-1]["phase"] == "Stopped"

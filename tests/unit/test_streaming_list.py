@@ -260,3 +260,43 @@ async def test_a_first_list_by_pages_that_starts_over_ends_exactly_as_the_list_i
     }
     assert told.world == {"a": "2", "b": "1"}
     assert (Change.DELETED, "gone") in [(c, n) for c, n, _, _ in told.notes]
+
+
+class Recording(Scripted):
+    """A scripted client that keeps the resourceVersion each watch asked from."""
+
+    def __init__(self, *scripts: list[WatchEvent[KubeObject]]) -> None:
+        super().__init__(*scripts)
+        self.asked: list[str] = []
+
+    @contextlib.asynccontextmanager
+    async def watch(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        self.asked.append(kwargs["resource_version"])
+        if not self.scripts:
+            await asyncio.Event().wait()  # a watch that stays open, silent
+        async with super().watch(*args, **kwargs) as events:
+            yield events
+
+
+@given(st.sampled_from([500, 503, 429]))
+def test_a_first_list_retried_after_a_failure_midway_reads_from_etcd(code: int) -> None:
+    """The first list reads from an API server's watch cache (resourceVersion 0); one that fails
+    midway has stored and told its objects already. Its retry may reach another API server,
+    whose cache can be behind those: it reads from etcd instead, so the store never goes back."""
+
+    async def run() -> None:
+        client = Recording([ADDED, error(code)], [ADDED, END])
+        options = ReflectorOptions(streaming_list=True, backoff_initial=0.001)
+        found = Informer(client, CONFIGMAPS, options=options)  # type: ignore[arg-type]
+        task = asyncio.create_task(found.reflector.run())
+        for _ in range(200):
+            await asyncio.sleep(0.005)
+            if len(client.asked) >= 3:
+                break
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert client.asked[:2] == ["0", ""]
+        assert client.asked[2] == "6"  # then the watch, from the list's bookmark
+
+    asyncio.run(run())

@@ -46,15 +46,23 @@ class OwnWrites:
     """Per object, the version of our last write, until the cache shows it or a newer one."""
 
     clock: Callable[[], float] = time.monotonic
-    _pending: dict[ObjectKey, tuple[str, float]] = field(default_factory=dict)
+    # per object: our last write's version, when it was made, and whether it was a stop
+    _pending: dict[ObjectKey, tuple[str, float, bool]] = field(default_factory=dict)
 
-    def wrote(self, key: ObjectKey, answer: KubeObject | None) -> None:
-        """Our write of `key`, `answer` being the API server's (None: nothing was sent)."""
+    def wrote(self, key: ObjectKey, answer: KubeObject | None, *, stops: bool = False) -> None:
+        """Our write of `key`, `answer` being the API server's (None: nothing was sent);
+        `stops`: it set zero replicas."""
         if answer is None or not comparable(answer.metadata.resource_version):
             return
         held = self._pending.get(key)
         if held is None or older(held[0], answer.metadata.resource_version):
-            self._pending[key] = (answer.metadata.resource_version, self.clock())
+            self._pending[key] = (answer.metadata.resource_version, self.clock(), stops)
+
+    def stopping(self, key: ObjectKey) -> bool:
+        """Whether our last write of `key` not yet in the cache set zero replicas: a stop is
+        on its way, and sending it again while the cache is behind would only add load."""
+        held = self._pending.get(key)
+        return held is not None and held[2]
 
     def behind(self, key: ObjectKey, cached: KubeObject | None) -> bool:
         """Whether `cached` is older than our last write of `key` (and not for too long). A
@@ -63,7 +71,7 @@ class OwnWrites:
         held = self._pending.get(key)
         if held is None:
             return False
-        version, since = held
+        version, since, _ = held
         if (
             cached is not None
             and older(cached.metadata.resource_version, version)

@@ -162,6 +162,11 @@ class Reflector(Generic[ObjectT]):
                     continue
                 # transient: keep the RV and re-watch from it after a pause; no relist
                 self._metrics.restart("throttled" if error.status == 429 else "error")
+                if list_rv == "0":
+                    # a first list failed midway: its objects are stored and told already;
+                    # another API server's watch cache may be behind them, so the retry
+                    # reads from etcd (a first list is never older than what it retries)
+                    list_rv = ""
                 delay = backoff.next()
                 log.warning(
                     "api request failed; backing off",

@@ -180,22 +180,29 @@ class ServerMode(ABC):
         so a stop still reaches it instead of failing on a selector it cannot change."""
         live = self.caches.workloads.store.get(ds.key)
         try:
-            intended = keep_running_template(intent, live, ds)
-            self.written.wrote(ds.key, await self.applied(self.workload, intended, live))
+            await self._apply_workload(ds, keep_running_template(intent, live, ds), live)
         except TerminalError:
             if live is not None:
                 raise
             live = await self.read_live(self.workload, ds)
             if live is None:
                 raise
-            intended = keep_running_template(intent, live, ds)
-            self.written.wrote(ds.key, await self.applied(self.workload, intended, live))
+            await self._apply_workload(ds, keep_running_template(intent, live, ds), live)
 
-    async def scale_down(self, live: KubeObject | None, *, stale: bool = False) -> None:
-        """The workload to zero replicas (`scale_to_zero`), its new version kept in `written`."""
-        scaled = await scale_to_zero(self.client, self.workload, live, stale=stale)
-        if live is not None:
-            self.written.wrote(live.key, scaled)
+    async def _apply_workload(
+        self, ds: DevServer, intent: dict[str, Any], live: KubeObject | None
+    ) -> None:
+        answer = await self.applied(self.workload, intent, live)
+        self.written.wrote(ds.key, answer, stops=intent["spec"].get("replicas") == 0)
+
+    async def scale_down(self, live: KubeObject | None, *, behind: bool = False) -> None:
+        """The workload to zero replicas (`scale_to_zero`), its new version kept in `written`.
+        With the cache `behind` our last write, sent whatever the cache shows, unless that
+        write was a stop already (then nothing is: it is on its way)."""
+        if live is None or (behind and self.written.stopping(live.key)):
+            return
+        scaled = await scale_to_zero(self.client, self.workload, live, stale=behind)
+        self.written.wrote(live.key, scaled, stops=True)
 
     async def read_live(self, resource: Resource[KubeObject], ds: DevServer) -> KubeObject | None:
         try:
@@ -281,7 +288,7 @@ class DevServerReconciler:
         # reconcile: what is decided from it would undo that write (`OwnWrites`)
         behind = self.mode.written.behind(key, live)
         if ds.spec.stopped:  # first, whatever else fails: a stopped server holds no GPU
-            await tried.attempt(workload.kind, self.mode.scale_down(live, stale=behind))
+            await tried.attempt(workload.kind, self.mode.scale_down(live, behind=behind))
         if behind:  # the rest once the cache has our write: its watch event wakes us
             tried.raise_if_any()
             return Result(requeue_after=NOT_YET_RETRY)
@@ -406,7 +413,7 @@ class DevServerReconciler:
         `--cascade=orphan`, or unreadable) holds no GPU: its workload goes to zero replicas
         first."""
         live = self.caches.workloads.store.get(key)
-        await self.mode.scale_down(live, stale=self.mode.written.behind(key, live))
+        await self.mode.scale_down(live, behind=self.mode.written.behind(key, live))
         self.mode.written.forget(key)
         await self.mode.gone(key)
 
