@@ -162,14 +162,8 @@ class ServerMode(ABC):
 
     async def ensure(
         self, resource: Resource[Any], intent: dict[str, Any], live: KubeObject | None
-    ) -> None:
-        """Apply `intent` unless `live` has it already."""
-        await self.applied(resource, intent, live)
-
-    async def applied(
-        self, resource: Resource[Any], intent: dict[str, Any], live: KubeObject | None
     ) -> KubeObject | None:
-        """`ensure`, answering the object as the API server returned it, if sent."""
+        """Apply `intent` unless `live` has it already; the API server's answer, if sent."""
         return await apply_if_changed(
             self.client, resource, intent, live, field_manager=FIELD_MANAGER
         )
@@ -192,7 +186,7 @@ class ServerMode(ABC):
     async def _apply_workload(
         self, ds: DevServer, intent: dict[str, Any], live: KubeObject | None
     ) -> None:
-        answer = await self.applied(self.workload, intent, live)
+        answer = await self.ensure(self.workload, intent, live)
         self.written.wrote(ds.key, answer, stops=intent["spec"].get("replicas") == 0)
 
     async def scale_down(self, live: KubeObject | None, *, behind: bool = False) -> None:
