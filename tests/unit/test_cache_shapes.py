@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import itertools
 import json
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from devserver.api.devserver import DevServer
-from devserver.api.meta import KubeObject, ObjectKey, keep_only
+from devserver.api.meta import KubeObject, ObjectKey, keep_only, shared_key
 from devserver.api.resources import (
     KUEUE_WORKLOADS,
     NODES,
@@ -446,3 +447,42 @@ def test_the_scripts_configmap_is_cached_as_a_digest_and_rewritten_only_when_it_
     edited["data"]["agent.py"] += edit
     assert applied(_scripts_as_cached(edited))
     assert client.sent == [intent]  # the whole data, not its digest
+
+
+_examples = itertools.count()
+key_changes = st.lists(
+    st.tuples(st.sampled_from(["upsert", "delete"]), st.integers(0, 2), st.integers(0, 5)),
+    max_size=40,
+)
+
+
+@given(key_changes)
+def test_stores_share_one_key_per_name_and_forget_it_once_none_holds_it(
+    changes: list[tuple[str, int, int]],
+) -> None:
+    """Three stores (a server's kinds) stored and deleted in any order: a name held by two
+    stores is one key object, and a sweep drops exactly the names no store holds any more."""
+    stores: list[Store[KubeObject]] = [Store(), Store(packed=KubeObject), Store(OWNED)]
+    namespace = f"shared-keys-{next(_examples)}"  # none of another example's keys
+
+    def obj(name: int) -> KubeObject:
+        meta = {"name": f"s{name}", "namespace": namespace, "resourceVersion": "1"}
+        return KubeObject.model_validate({"metadata": meta})
+
+    def check() -> None:
+        shared_key.sweep()
+        held: dict[ObjectKey, ObjectKey] = {}
+        for each in stores:
+            for key in each.keys():  # noqa: SIM118 (a Store, not a dict)
+                assert held.setdefault(key, key) is key  # one object per name, in every store
+        for n in range(6):
+            key = ObjectKey(namespace, f"s{n}")
+            assert (key in shared_key) == (key in held)
+            assert all(each.get(key) is not None for each in stores if key in each)
+
+    for change, store, name in changes:
+        if change == "upsert":
+            stores[store].upsert(obj(name))
+        else:
+            stores[store].delete(ObjectKey(namespace, f"s{name}"))
+        check()  # its locals gone before the next sweep

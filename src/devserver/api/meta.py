@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
@@ -28,6 +29,56 @@ class ObjectKey(NamedTuple):
 
     def __str__(self) -> str:
         return f"{self.namespace}/{self.name}" if self.namespace else self.name
+
+
+class _SharedKeys:
+    """One `ObjectKey` object per namespace and name, for what holds keys for long: a server's
+    keys sit in nine stores, their indexes, the work queues and the reconcilers' books, and
+    each would otherwise hold its own copy (64 bytes each, ~10 per server). Like `sys.intern`,
+    but keys nobody else holds any more are swept out: when the table has doubled since the
+    last sweep, every key whose only references are the table's goes."""
+
+    SWEEP_FLOOR = 4096  # keys held before the first sweep
+
+    def __init__(self) -> None:
+        self._keys: dict[ObjectKey, ObjectKey] = {}
+        self._sweep_at = self.SWEEP_FLOOR
+        # the reference count a key held by the table alone shows to `_unheld`, found by
+        # asking it (the count of a reference held by the caller differs between versions)
+        probe = {ObjectKey("", ""): ObjectKey("", "")}
+        probe = {key: key for key in probe}
+        self._alone = next(n for n in range(1, 64) if self._unheld(probe, n))
+
+    @staticmethod
+    def _unheld(keys: dict[ObjectKey, ObjectKey], alone: int) -> list[ObjectKey]:
+        return [key for key in keys if sys.getrefcount(key) <= alone]
+
+    def __call__(self, key: ObjectKey) -> ObjectKey:
+        held = self._keys.get(key)
+        if held is not None:
+            return held
+        key = ObjectKey(sys.intern(key.namespace), sys.intern(key.name))
+        self._keys[key] = key
+        if len(self._keys) >= self._sweep_at:
+            self.sweep()
+        return key
+
+    def sweep(self) -> int:
+        """Drop the keys only the table holds; how many went."""
+        unheld = self._unheld(self._keys, self._alone)
+        for key in unheld:
+            del self._keys[key]
+        self._sweep_at = max(self.SWEEP_FLOOR, 2 * len(self._keys))
+        return len(unheld)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
+
+
+shared_key = _SharedKeys()
 
 
 _FIELDS_SETS: dict[frozenset[str], set[str]] = {}

@@ -21,7 +21,7 @@ from typing import Any
 
 import structlog
 
-from devserver.api.meta import KubeObject, ObjectKey
+from devserver.api.meta import KubeObject, ObjectKey, shared_key
 from devserver.api.resources import Resource
 from devserver.controller.owners import owner_keys
 from devserver.controller.predicates import Predicate, generation_changed
@@ -107,7 +107,7 @@ class Controller:
                 keys.update(mapper(note.old))
             first = urgent is not None and urgent(note)
             for key in keys:
-                self.queue.add(key, urgent=first)
+                self.queue.add(shared_key(key), urgent=first)  # held while queued or waiting
 
         self._informers.append(informer)
         informer.add_handler(self.name, handler)

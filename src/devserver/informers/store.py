@@ -14,14 +14,13 @@ take ~0.7 KB of deflated JSON where their models take 57 KB, for 5 to 40 µs a r
 one object or more per server are packed; kinds read whole (nodes, users, flavors) are not.
 Indexes are worked out when an object is stored: `index_keys` answers from them alone, without
 decoding; an index value with one object holds its key alone, not a set of one (~200 bytes),
-and keys' names are interned (a server's objects share their namespace, most their name). The
+and keys are shared (`shared_key`: a server's objects share their namespace, most their name). The
 last objects stored or read are kept decoded as well (`RECENT`): a reconcile reads the objects
 of one server several times, most often just after they changed.
 """
 
 from __future__ import annotations
 
-import sys
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
@@ -30,7 +29,7 @@ from typing import Generic
 
 from pydantic_core import PydanticSerializationError
 
-from devserver.api.meta import ObjectKey, ObjectT
+from devserver.api.meta import ObjectKey, ObjectT, shared_key
 
 IndexFunc = Callable[[ObjectT], Iterable[str]]
 
@@ -83,10 +82,6 @@ def _discard(index: dict[str, Bucket], value: str, key: ObjectKey) -> None:
         del index[value]
 
 
-def _interned(key: ObjectKey) -> ObjectKey:
-    return ObjectKey(sys.intern(key.namespace), sys.intern(key.name))
-
-
 @dataclass(frozen=True)
 class Changes(Generic[ObjectT]):
     """What a swap changed: keys, and the old states as the store held them (packed or not)."""
@@ -110,7 +105,7 @@ class Replacement(Generic[ObjectT]):
 
     def add(self, obj: ObjectT) -> None:
         store = self._store
-        key = _interned(obj.key)
+        key = shared_key(obj.key)
         self.items[key] = new = store._pack(obj)
         store._index(key, obj, self.indices)
         held = store._items.get(key)
@@ -211,7 +206,7 @@ class Store(Generic[ObjectT]):
             raise ValueError(f"indexer {name!r} already exists with another function")
 
     def upsert(self, obj: ObjectT) -> ObjectT | None:
-        key = _interned(obj.key)
+        key = shared_key(obj.key)
         new = self._pack(obj)
         held = self._items.get(key)
         old = None if held is None else self._read(key, held)
@@ -299,7 +294,7 @@ class Store(Generic[ObjectT]):
 
     def _recall(self, key: ObjectKey, held: ObjectT | bytes, obj: ObjectT) -> None:
         if isinstance(held, bytes):
-            self._recent[key] = (held, obj)
+            self._recent[shared_key(key)] = (held, obj)  # not the caller's copy of the key
             self._recent.move_to_end(key)
             if len(self._recent) > RECENT:
                 self._recent.popitem(last=False)

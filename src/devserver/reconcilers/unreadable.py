@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from devserver.api.meta import KubeObject, ObjectKey, Unreadable
+from devserver.api.meta import KubeObject, ObjectKey, Unreadable, shared_key
 from devserver.api.resources import DEVSERVERS, DEVUSERS, Resource
 from devserver.client import ApiError, KubeClient, PatchType
 from devserver.controller import Controller, Result
@@ -96,5 +96,7 @@ def setup(informers: InformerFactory, client: KubeClient) -> Controller:
 
     controller = Controller("unreadable", Both())
     for reporter in reporters:
-        reporter.informer.add_unreadable_handler(lambda obj: controller.queue.add(obj.key))
+        reporter.informer.add_unreadable_handler(
+            lambda obj: controller.queue.add(shared_key(obj.key))
+        )
     return controller

@@ -36,9 +36,10 @@ class DelayingQueue(WorkQueue[K]):
     def __init__(self, **options: Unpack[QueueOptions]) -> None:
         super().__init__(**options)
         # A min-heap of (ready_at, seq, key) with lazy deletion: an entry is live only while
-        # ``_waiting[key]`` still holds its seq, so moving a deadline earlier is a push.
+        # ``_waiting[key]`` is that entry itself, so moving a deadline earlier is a push (and a
+        # waiting key costs one tuple, not a second one of its deadline and seq).
         self._heap: list[tuple[float, int, K]] = []
-        self._waiting: dict[K, tuple[float, int]] = {}
+        self._waiting: dict[K, tuple[float, int, K]] = {}
         self._seq = itertools.count()
         self._wake: asyncio.Future[None] | None = None
         self._loop_task: asyncio.Task[None] | None = None
@@ -59,14 +60,13 @@ class DelayingQueue(WorkQueue[K]):
         if current is not None and current[0] <= ready_at:
             return
         head = self._peek()
-        seq = next(self._seq)
-        self._waiting[key] = (ready_at, seq)
-        heapq.heappush(self._heap, (ready_at, seq, key))
+        self._waiting[key] = entry = (ready_at, next(self._seq), key)
+        heapq.heappush(self._heap, entry)
         if len(self._heap) > 2 * len(self._waiting) + COMPACT_SLACK:
             # superseded entries stay until their time comes, which may be hours away: a
             # deadline read from the wall clock moves by microseconds each time it is worked
             # out again, so every reconcile of every server would leave one behind
-            self._heap = [(at, n, k) for k, (at, n) in self._waiting.items()]
+            self._heap = list(self._waiting.values())
             heapq.heapify(self._heap)
         if self._loop_task is None:
             self._loop_task = asyncio.get_running_loop().create_task(
@@ -93,9 +93,9 @@ class DelayingQueue(WorkQueue[K]):
     def _peek(self) -> float | None:
         """The earliest live deadline, discarding superseded heap entries on the way."""
         while self._heap:
-            ready_at, seq, key = self._heap[0]
-            if self._waiting.get(key) == (ready_at, seq):
-                return ready_at
+            entry = self._heap[0]
+            if self._waiting.get(entry[2]) is entry:
+                return entry[0]
             heapq.heappop(self._heap)
         return None
 

@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 from devserver.api.devserver import DevServer, DevServerStatus, Mode
 from devserver.api.flavor import DevServerFlavor
 from devserver.api.lifecycle import EXPIRED, IDLE, PREEMPTED, USER_REMOVED, timeline
-from devserver.api.meta import KubeObject, ObjectKey
+from devserver.api.meta import KubeObject, ObjectKey, shared_key
 from devserver.api.names import (
     CACHE_NAME_LABEL,
     FIELD_MANAGER,
@@ -495,7 +495,7 @@ def mode_controller(
         for key in by_label(note.obj):
             ds = devservers.store.get(key)
             if ds is not None and mode.owns(ds):
-                reconciler.evictions.note(key, note.obj)
+                reconciler.evictions.note(shared_key(key), note.obj)  # kept
 
     caches.pods.add_handler(f"{mode.name}-evictions", evicted)
     agent = caches.agent
