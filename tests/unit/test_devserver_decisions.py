@@ -12,11 +12,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from devserver.api.meta import KubeObject, ObjectKey
 from devserver.api.resources import DEPLOYMENTS, LEASES, PODS, STATEFULSETS
 from devserver.client import ApiError
-from devserver.reconcilers.children import ChildrenRefusedError
+from devserver.reconcilers.children import Attempts, ChildrenRefusedError
 from devserver.reconcilers.lifecycle_config import LifecycleConfig
 from tests.unit.reconcile_world import NAMESPACE, Call, World
 
@@ -119,6 +121,68 @@ async def test_a_refused_child_is_told_in_the_status_then_the_reconcile_fails() 
     assert applied["status"] == "False"
     assert applied["reason"] == "Refused"
     assert "PersistentVolumeClaim box-home: spec.resources: 0 is too small" in applied["message"]
+
+
+def _rbac_denial(verb: str, plural: str, name: str) -> str:
+    """The API server's words when RBAC denies the operator (its format since Kubernetes 1.x)."""
+    return (
+        f'{plural} "{name}" is forbidden: User "system:serviceaccount:devserver-system:'
+        f'devserver-operator" cannot {verb} resource "{plural}" in API group "" in the '
+        f'namespace "{NAMESPACE}"'
+    )
+
+
+async def test_a_permission_the_operator_lacks_is_told_as_the_admins_to_fix_not_the_users() -> None:
+    world = World()
+    world.flavor()
+    world.server()
+    world.kube.refuse("apply", "Service", 403, _rbac_denial("patch", "services", "box"))
+
+    with pytest.raises(ChildrenRefusedError, match="cannot patch"):
+        await world.reconcile("devserver", "box")
+
+    applied = condition(world.kube.status_patches()[-1], "Applied")
+    assert (applied["status"], applied["reason"]) == ("False", "NotPermitted")
+    assert "upgrade the devserver chart" in applied["message"]
+    assert "change the DevServer's spec" not in applied["message"]  # nothing the user can do
+    assert [c.kind for c in world.kube.writes("Deployment")] == ["Deployment"]  # hid nothing
+
+
+@given(
+    st.lists(st.sampled_from(["rbac", "quota", "policy", "invalid"]), min_size=1, max_size=4),
+    st.sampled_from(["get", "patch", "delete", "create", "update"]),
+)
+def test_only_rbac_denials_of_the_operator_are_the_admins_and_the_rest_stay_the_users(
+    refusals: list[str], verb: str
+) -> None:
+    said = {
+        "rbac": (403, _rbac_denial(verb, "workloads", "box-0")),
+        "quota": (403, 'pods "box-0" is forbidden: exceeded quota: user, requested: cpu=8'),
+        "policy": (
+            403,
+            "services \"box\" is forbidden: ValidatingAdmissionPolicy 'p' with binding 'b' "
+            'denied request: User "x" cannot use a NodePort',
+        ),
+        "invalid": (422, "spec.resources: 0 is too small"),
+    }
+
+    async def refused(status: int, message: str) -> None:
+        raise ApiError(status, "Forbidden", message)
+
+    async def attempts() -> Attempts:
+        tried = Attempts()
+        for i, kind in enumerate(refusals):
+            await tried.attempt(f"child{i}", refused(*said[kind]))
+        return tried
+
+    tried = asyncio.run(attempts())
+    applied = tried.condition(1)
+    users = [kind for kind in refusals if kind != "rbac"]
+    assert applied.reason == ("Refused" if users else "NotPermitted")
+    assert ("change the DevServer's spec" in applied.message) == bool(users)
+    assert ("upgrade the devserver chart" in applied.message) == ("rbac" in refusals)
+    with pytest.raises(ChildrenRefusedError):
+        tried.raise_if_any()
 
 
 async def test_a_refused_stop_hides_nothing_after_it() -> None:

@@ -10,6 +10,7 @@ per-key exponential backoff, so one bad object retries ever more slowly and neve
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,15 @@ from devserver.controller.reconciler import TerminalError
 
 REFUSALS = (400, 403, 422)
 WEBHOOK_DOWN = "failed calling webhook"  # the API server's words (a 500)
+# the API server's words when RBAC denies a request (a 403): the request is the operator's own,
+# so the missing permission is the installation's (a chart older than the operator, or a
+# ClusterRole edited), not anything the user wrote; a quota's or a policy's 403 reads otherwise
+RBAC_DENIAL = re.compile(r'forbidden: User "[^"]*" cannot ')
+NOT_PERMITTED_HINT = (
+    "the operator's own permissions (the Helm chart's ClusterRole) lack this: an admin should "
+    "upgrade the devserver chart to the operator's version, or restore the ClusterRole if it "
+    "was edited"
+)
 
 
 class NotYet(Exception):  # noqa: N818 - a state, not a failure
@@ -36,6 +46,7 @@ class ChildrenRefusedError(Exception):
 @dataclass
 class Attempts:
     refused: list[str] = field(default_factory=list)  # one sentence per refused child
+    not_permitted: list[str] = field(default_factory=list)  # of those, denied the operator by RBAC
     failed: list[Exception] = field(default_factory=list)  # transient: connection, 5xx, 429
     waiting: list[str] = field(default_factory=list)  # for another controller (`NotYet`)
 
@@ -44,13 +55,22 @@ class Attempts:
             await action
         except NotYet as error:
             self.waiting.append(f"{what}: {error}")
-        except TerminalError as error:
-            self.refused.append(str(error))
+        except TerminalError as error:  # an apply refused (`apply_if_changed`: its cause)
+            self._refused(str(error), error.__cause__)
         except ApiError as error:
             if error.status in REFUSALS:
-                self.refused.append(f"{what}: {error.message or error.reason}")
+                self._refused(f"{what}: {error.message or error.reason}", error)
             else:
                 self.failed.append(error)
+
+    def _refused(self, sentence: str, error: BaseException | None) -> None:
+        self.refused.append(sentence)
+        if (
+            isinstance(error, ApiError)
+            and error.status == 403
+            and RBAC_DENIAL.search(error.message or "")
+        ):
+            self.not_permitted.append(sentence)
 
     def condition(
         self,
@@ -66,11 +86,22 @@ class Attempts:
                 message="every object of the server is in place",
                 observed_generation=generation,
             )
+        mine = [sentence for sentence in self.refused if sentence not in self.not_permitted]
+        parts = []
+        if mine:
+            parts.append("the API server refused " + "; ".join(mine)[:900] + " — " + hint)
+        if self.not_permitted:
+            parts.append(
+                "the API server denied the operator "
+                + "; ".join(self.not_permitted)[:600]
+                + " — "
+                + NOT_PERMITTED_HINT
+            )
         return Condition(
             type="Applied",
             status=ConditionStatus.FALSE,
-            reason="Refused",
-            message="the API server refused " + "; ".join(self.refused)[:900] + " — " + hint,
+            reason="Refused" if mine else "NotPermitted",
+            message=". ".join(parts),
             observed_generation=generation,
         )
 

@@ -247,10 +247,10 @@ class UserReconciler:
         counted = quota_counted(getattr(quota, "status", None) if quota else None)
         refused = tried is not None and bool(tried.refused)
         if tried is not None and tried.refused:
-            reason = "Refused"
-            message = tried.condition(
+            applied = tried.condition(
                 user.metadata.generation, "change the DevUser's spec (quota values) or ask why"
-            ).message
+            )
+            reason, message = applied.reason, applied.message  # Refused, or NotPermitted
         elif taken:
             reason = "NamespaceTaken"
             message = (
