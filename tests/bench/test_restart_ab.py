@@ -13,6 +13,10 @@ the operator's RSS when ready; then the medians.
     DEVSERVER_BENCH_BASELINE=6ef3b9b DEVSERVER_BENCH_SCALE=2 \
         nox -s bench -- tests/bench/test_restart_ab.py
 
+DEVSERVER_BENCH_PYSPY=DIR records each start of this tree with py-spy (if installed) until it is
+ready, as DIR/start-K.txt (collapsed stacks, for flamegraph.pl or speedscope); the sampler
+shares the two cores, so its rounds' figures are not of record.
+
 The baseline runs against this tree's CRDs and chart: compare with commits whose CRDs are the
 same. Its only assertions: every server became Ready, and every start became ready.
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -54,6 +59,7 @@ BASELINE = os.environ.get("DEVSERVER_BENCH_BASELINE", "HEAD")
 ROUNDS = min(4, round(seconds(4, 1)))  # each: the baseline's start, then this tree's
 SETTLE = min(15.0, seconds(15, 3))  # after a start is ready: its first reconciles, then kill
 REPO = Path(__file__).parents[2]
+PYSPY = os.environ.get("DEVSERVER_BENCH_PYSPY", "")
 
 
 @dataclass(frozen=True)
@@ -85,12 +91,16 @@ def start(args: list[str], src: Path, url: str, log: Path, apiserver: int, tree:
     before, began = _cpu(apiserver), time.monotonic()
     with log.open("ab") as out:
         process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=out)
+    sampler = _sampled(process.pid) if tree == "this tree" else None
     try:
         while not _ready(url):
             assert process.poll() is None, f"the operator from {src} exited; see {log}"
             assert time.monotonic() - began < 300, f"the operator from {src} never became ready"
             time.sleep(0.05)
         ready = time.monotonic() - began
+        if sampler is not None:
+            sampler.send_signal(signal.SIGINT)  # py-spy writes its file and exits
+            sampler.wait()
         found = Start(
             tree, ready, _cpu(process.pid), _cpu(apiserver) - before, rss_mib(process.pid)
         )
@@ -99,6 +109,19 @@ def start(args: list[str], src: Path, url: str, log: Path, apiserver: int, tree:
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()
+
+
+def _sampled(pid: int) -> subprocess.Popen[bytes] | None:
+    """py-spy recording `pid` into DEVSERVER_BENCH_PYSPY, when asked for and installed."""
+    spy = shutil.which("py-spy") if PYSPY else None
+    if spy is None:
+        return None
+    out = Path(PYSPY)
+    out.mkdir(parents=True, exist_ok=True)
+    time.sleep(0.2)  # the interpreter is loaded: py-spy can read its version
+    target = out / f"start-{len(list(out.glob('start-*.txt')))}.txt"
+    argv = [spy, "record", "--pid", str(pid), "--rate", "200", "--format", "raw", "-o", str(target)]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def _ready(url: str) -> bool:

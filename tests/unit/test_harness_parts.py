@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -107,19 +106,22 @@ def test_apiserver_runs_with_real_cluster_security(tmp_path: Path) -> None:
 
 
 def test_provisioned_volume_follows_the_claim_and_the_zone() -> None:
-    claim = SimpleNamespace(
-        metadata=SimpleNamespace(uid="u1", namespace="dev-alice", name="home"),
-        spec=SimpleNamespace(
-            resources=SimpleNamespace(requests={"storage": "50Gi"}),
-            access_modes=["ReadWriteOnce"],
-            volume_mode=None,
-        ),
-    )
-    storage_class = SimpleNamespace(metadata=SimpleNamespace(name="gp3"), reclaim_policy="Retain")
+    claim = {
+        "metadata": {"uid": "u1", "namespace": "dev-alice", "name": "home"},
+        "spec": {"resources": {"requests": {"storage": "50Gi"}}, "accessModes": ["ReadWriteOnce"]},
+    }
+    storage_class = {"metadata": {"name": "gp3"}, "reclaimPolicy": "Retain"}
     volume = desired_volume(claim, storage_class, "us-east-1b")
-    assert volume.metadata.name == "pvc-u1"
-    assert volume.spec.capacity == {"storage": "50Gi"}
-    assert volume.spec.persistent_volume_reclaim_policy == "Retain"
-    assert (volume.spec.claim_ref.namespace, volume.spec.claim_ref.name) == ("dev-alice", "home")
-    term = volume.spec.node_affinity.required.node_selector_terms[0].match_expressions[0]
-    assert term.values == ["us-east-1b"]
+    assert volume["metadata"]["name"] == "pvc-u1"
+    assert volume["spec"]["capacity"] == {"storage": "50Gi"}
+    assert volume["spec"]["persistentVolumeReclaimPolicy"] == "Retain"
+    assert volume["spec"]["volumeMode"] == "Filesystem"
+    reference = volume["spec"]["claimRef"]
+    assert (reference["namespace"], reference["name"], reference["uid"]) == (
+        "dev-alice",
+        "home",
+        "u1",
+    )
+    terms = volume["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"]
+    assert terms[0]["matchExpressions"][0]["values"] == ["us-east-1b"]
+    assert "nodeAffinity" not in desired_volume(claim, storage_class, None)["spec"]
