@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import hashlib
 import itertools
 import json
 from datetime import UTC, datetime, timedelta, timezone
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from devserver.api.devserver import DevServer
-from devserver.api.meta import KubeObject, ObjectKey, keep_only, shared_key
+from devserver.api.meta import DIGEST, KubeObject, ObjectKey, as_cached, keep_only, shared_key
 from devserver.api.resources import (
     KUEUE_WORKLOADS,
     NODES,
@@ -486,3 +487,20 @@ def test_stores_share_one_key_per_name_and_forget_it_once_none_holds_it(
         else:
             stores[store].delete(ObjectKey(namespace, f"s{name}"))
         check()  # its locals gone before the next sweep
+
+
+@given(st.text(max_size=40), st.sampled_from([0, 128 * 1024 - 40, 128 * 1024 + 1]))
+def test_a_cached_text_digest_is_its_content_s_however_often_and_however_long(
+    text: str, padding: int
+) -> None:
+    """Texts are digested once each (the scripts, compared on every reconcile); a text past
+    the memo's size, or read again after others pushed it out, digests the same."""
+    value = "x" * padding + text
+    first = as_cached({"data": {"f": value}}, {"data": DIGEST})["data"]["f"]
+    for other in range(20):  # more than the memo holds
+        as_cached({"data": {"f": f"{other}{value}"}}, {"data": DIGEST})
+    again = as_cached({"data": {"f": value}}, {"data": DIGEST})["data"]["f"]
+    expected = (
+        "sha256:" + hashlib.sha256(json.dumps(value, ensure_ascii=False).encode()).hexdigest()
+    )
+    assert first == again == expected

@@ -10,6 +10,7 @@ never written back.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import sys
@@ -189,9 +190,23 @@ def _digested(value: Any) -> Any:
 
 
 def _digested_leaf(value: Any) -> str:
-    if isinstance(value, str) and len(value) == 71 and value.startswith("sha256:"):
-        return value
+    if isinstance(value, str):
+        if len(value) == 71 and value.startswith("sha256:"):
+            return value
+        if len(value) <= _MEMO_TEXT_MAX:
+            return _text_digest(value)
     return digest_of(value)
+
+
+# Every reconcile compares the same scripts (~45 KB, a few files) with its namespace's copy,
+# and a start digests 2,000 listed copies of them: a few texts, digested once each. Bounded in
+# count and size, so texts someone else writes there cannot grow it past ~2 MiB.
+_MEMO_TEXT_MAX = 128 * 1024
+
+
+@functools.lru_cache(maxsize=16)
+def _text_digest(text: str) -> str:
+    return digest_of(text)
 
 
 def as_cached(fields: dict[str, Any], keep: Keep | None) -> dict[str, Any]:
