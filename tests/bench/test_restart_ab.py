@@ -91,16 +91,15 @@ def start(args: list[str], src: Path, url: str, log: Path, apiserver: int, tree:
     before, began = _cpu(apiserver), time.monotonic()
     with log.open("ab") as out:
         process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=out)
-    sampler = _sampled(process.pid) if tree == "this tree" else None
+    sampler = None
     try:
+        sampler = _sampled(process.pid) if tree == "this tree" else None
         while not _ready(url):
             assert process.poll() is None, f"the operator from {src} exited; see {log}"
             assert time.monotonic() - began < 300, f"the operator from {src} never became ready"
             time.sleep(0.05)
         ready = time.monotonic() - began
-        if sampler is not None:
-            sampler.send_signal(signal.SIGINT)  # py-spy writes its file and exits
-            sampler.wait()
+        _stopped(sampler)
         found = Start(
             tree, ready, _cpu(process.pid), _cpu(apiserver) - before, rss_mib(process.pid)
         )
@@ -109,6 +108,19 @@ def start(args: list[str], src: Path, url: str, log: Path, apiserver: int, tree:
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()
+        _stopped(sampler)
+
+
+def _stopped(sampler: subprocess.Popen[bytes] | None) -> None:
+    """py-spy asked to write its file and exit (SIGINT); killed if it has not within 30 s."""
+    if sampler is None or sampler.poll() is not None:
+        return
+    sampler.send_signal(signal.SIGINT)
+    try:
+        sampler.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        sampler.kill()
+        sampler.wait()
 
 
 def _sampled(pid: int) -> subprocess.Popen[bytes] | None:
@@ -121,7 +133,10 @@ def _sampled(pid: int) -> subprocess.Popen[bytes] | None:
     time.sleep(0.2)  # the interpreter is loaded: py-spy can read its version
     target = out / f"start-{len(list(out.glob('start-*.txt')))}.txt"
     argv = [spy, "record", "--pid", str(pid), "--rate", "200", "--format", "raw", "-o", str(target)]
-    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except OSError:
+        return None  # no profile, the same figures
 
 
 def _ready(url: str) -> bool:

@@ -489,7 +489,7 @@ def test_stores_share_one_key_per_name_and_forget_it_once_none_holds_it(
         check()  # its locals gone before the next sweep
 
 
-@given(st.text(max_size=40), st.sampled_from([0, 128 * 1024 - 40, 128 * 1024 + 1]))
+@given(st.text(max_size=40), st.sampled_from([0, 64 * 1024 - 40, 64 * 1024 + 1]))
 def test_a_cached_text_digest_is_its_content_s_however_often_and_however_long(
     text: str, padding: int
 ) -> None:

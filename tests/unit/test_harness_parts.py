@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from kubernetes_asyncio import client
 
+from devserver_harness import provisioner
 from devserver_harness.binaries import ldflags, read_versions, tools_dir
 from devserver_harness.components import SERVICE_IP, Layout, Ports, apiserver_argv
 from devserver_harness.nodes import GPU_RESOURCE, NodeSpec, default_node_pool
 from devserver_harness.pki import create_pki
-from devserver_harness.provisioner import desired_volume
+from devserver_harness.provisioner import (
+    PROVISIONER_NAME,
+    SELECTED_NODE,
+    Provisioner,
+    desired_volume,
+)
 
 
 def test_versions_come_from_the_one_go_mod() -> None:
@@ -125,3 +137,72 @@ def test_provisioned_volume_follows_the_claim_and_the_zone() -> None:
     terms = volume["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"]
     assert terms[0]["matchExpressions"][0]["values"] == ["us-east-1b"]
     assert "nodeAffinity" not in desired_volume(claim, storage_class, None)["spec"]
+
+
+class _Body:
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.body = body
+
+    async def read(self) -> bytes:
+        return json.dumps(self.body).encode()
+
+
+class _Cluster:
+    """The three calls the provisioner makes, in memory: nodes, classes, volume creates."""
+
+    def __init__(self) -> None:
+        self.classes: list[dict[str, Any]] = []
+        self.created: list[str] = []
+        self.refused: set[str] = set()  # claim names whose volume create fails
+
+    async def list_storage_class(self, **_: Any) -> _Body:
+        return _Body({"items": self.classes, "metadata": {"resourceVersion": "1"}})
+
+    async def read_node(self, name: str) -> Any:
+        if name == "removed":
+            raise client.ApiException(status=404)
+        return SimpleNamespace(
+            metadata=SimpleNamespace(labels={"topology.kubernetes.io/zone": "z"})
+        )
+
+    async def create_persistent_volume(self, body: dict[str, Any]) -> None:
+        claim = body["spec"]["claimRef"]["name"]
+        if claim in self.refused:
+            raise client.ApiException(status=500)
+        self.created.append(claim)
+
+
+def _claim(name: str, node: str = "n1") -> dict[str, Any]:
+    return {
+        "metadata": {"uid": f"uid-{name}", "namespace": "dev", "name": name,
+                     "annotations": {SELECTED_NODE: node}},
+        "spec": {"storageClassName": "ebs", "resources": {"requests": {"storage": "1Gi"}}},
+    }  # fmt: skip
+
+
+def test_a_claim_not_handled_yet_is_tried_again_and_holds_up_no_other(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its class made after it, or its volume refused once: the claim waits and is provisioned
+    on a retry, while the claims beside it are provisioned at once; a claim on a node that
+    is gone waits for the scheduler's next pick, not for a retry."""
+    monkeypatch.setattr(provisioner, "CLASSES_REFRESH_S", 0.0)
+    cluster = _Cluster()
+    volumes = Provisioner(cluster, cluster)  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        await volumes.claim_seen(_claim("early"))  # no class "ebs" yet
+        assert volumes.waiting.keys() == {"uid-early"} and not cluster.created
+        cluster.classes.append({"metadata": {"name": "ebs"}, "provisioner": PROVISIONER_NAME,
+                                "volumeBindingMode": "WaitForFirstConsumer"})  # fmt: skip
+        cluster.refused.add("refused")
+        for name, node in (("refused", "n1"), ("fine", "n1"), ("moved", "removed")):
+            await volumes.claim_seen(_claim(name, node))
+        assert cluster.created == ["fine"]
+        assert volumes.waiting.keys() == {"uid-early", "uid-refused"}
+        cluster.refused.clear()
+        for claim in list(volumes.waiting.values()):  # what `retry_waiting` does every 2 s
+            await volumes.claim_seen(claim)
+        assert sorted(cluster.created) == ["early", "fine", "refused"] and not volumes.waiting
+
+    asyncio.run(scenario())

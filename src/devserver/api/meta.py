@@ -198,10 +198,11 @@ def _digested_leaf(value: Any) -> str:
     return digest_of(value)
 
 
-# Every reconcile compares the same scripts (~45 KB, a few files) with its namespace's copy,
+# Every reconcile compares the same scripts (~25 KB, five files) with its namespace's copy,
 # and a start digests 2,000 listed copies of them: a few texts, digested once each. Bounded in
-# count and size, so texts someone else writes there cannot grow it past ~2 MiB.
-_MEMO_TEXT_MAX = 128 * 1024
+# count and length (16 texts of at most 64 Ki characters, at most 4 bytes each), so texts
+# someone else writes there cannot make it hold more than 4 MiB.
+_MEMO_TEXT_MAX = 64 * 1024
 
 
 @functools.lru_cache(maxsize=16)
