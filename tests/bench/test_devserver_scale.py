@@ -12,8 +12,9 @@ A. the operator (a subprocess, no leader election) and N DevServers of the tiny 
    created 32 at a time: seconds until every one is Ready, the operator's CPU seconds and peak
    RSS, its API requests by verb (from the audit log; the benchmark's own client sends another
    User-Agent), its writes during 60 s at rest (goal: none), then a kill -9 and a start: seconds
-   until it is ready again, until its last write, how many (goal: none), and the new process's
-   peak RSS (a start lists every object);
+   until it is ready again, until its first reconciles are done (its /metrics: no key queued or
+   in a worker), until its last write, how many (goal: none), and the new process's peak RSS
+   (a start lists every object);
 B. the floor, with the operator stopped: a bare client creating the same child objects (the
    reconciler's own builders, minus ownerReferences to DevServers that do not exist) in other
    namespaces, 32 servers at a time, until every Deployment has its replica available. It runs
@@ -40,6 +41,7 @@ import asyncio
 import contextlib
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import statistics
@@ -547,6 +549,9 @@ class Restart:
     converged: float  # s from its start until its last write in RESTART_SECONDS (synced if none)
     writes: int  # its writes in the RESTART_SECONDS after its start
     peak_rss_mib: float  # the new process's peak RSS by the end of RESTART_SECONDS (its lists)
+    # s from its start until its first reconciles are done: no key queued, none in a worker,
+    # no notification waiting for a handler (ours: its /metrics; None where not measured)
+    drained: float | None = None
 
 
 @dataclass(frozen=True)
@@ -640,11 +645,12 @@ class Peer:
 
 async def restarted(
     cluster: LocalControlPlane, client: str, kill: Callable[[], None],
-    start: Callable[[], int], ready_url: str,
+    start: Callable[[], int], ready_url: str, metrics_url: str | None = None,
 ) -> Restart:  # fmt: skip
     """Kill -9 the contender, start it again (`start` gives the new pid): how soon it is
-    synced, how long it writes, how much (the audit log; its client name is `client`), and
-    its peak RSS meanwhile: a start lists every object, all of them at once in memory."""
+    synced, when its first reconciles are done (`metrics_url`: ours), how long it writes, how
+    much (the audit log; its client name is `client`), and its peak RSS meanwhile: a start
+    lists every object, all of them at once in memory."""
     kill()
     began = time.time()
     pid = start()
@@ -654,13 +660,32 @@ async def restarted(
                 break
             await asyncio.sleep(0.1)
     synced = time.time() - began
-    await asyncio.sleep(max(0.0, RESTART_SECONDS - synced))
+    drained = None
+    if metrics_url is not None:
+        drained = math.inf  # still working at the end of RESTART_SECONDS
+        while time.time() - began < RESTART_SECONDS:
+            if work_left(metrics_url) == 0:
+                drained = time.time() - began
+                break
+            await asyncio.sleep(0.25)  # a scrape costs the operator ~ms: not too often
+    await asyncio.sleep(max(0.0, RESTART_SECONDS - (time.time() - began)))
     writes = [
         r for r in window(audit_requests(cluster), began, began + RESTART_SECONDS, client)
         if r.verb in WRITES
     ]  # fmt: skip
     converged = max([synced, *(r.at - began for r in writes)])
-    return Restart(synced, converged, len(writes), peak_rss_mib(pid))
+    return Restart(synced, converged, len(writes), peak_rss_mib(pid), drained)
+
+
+WORK = ("workqueue_depth{", "controller_runtime_active_workers{", "devserver_handler_backlog{")
+
+
+def work_left(metrics_url: str) -> float:
+    """Work our operator has not done yet, from its /metrics: keys queued or in a worker and
+    notifications waiting for a handler, over every controller (0: a start's first reconciles
+    are done; keys waiting for a later requeue are not counted)."""
+    lines = fetch(metrics_url, timeout=5)[1].decode().splitlines()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(WORK))
 
 
 PEERS = {  # name: (its command, its health endpoint)
@@ -830,8 +855,9 @@ async def test_report_devserver_scale(kube: KubeClient, cluster: LocalControlPla
             return process.pid
 
         restart = await restarted(
-            cluster, "devserver-operator", process.kill, start_again, url + "/readyz"
-        )
+            cluster, "devserver-operator", process.kill, start_again, url + "/readyz",
+            url + "/metrics",
+        )  # fmt: skip
         changed = await wave(kube, cluster, "scale-op", "devserver-operator")
         print(  # noqa: T201  # now: if a later run fails or is stopped, this much is known
             f"\nA: {a.count:,} Ready in {a.seconds:.1f} s, operator CPU"
@@ -970,23 +996,29 @@ def peers(a: Run, b: Run, operator: Operator, contenders: dict[str, Peer]) -> li
         )
     lines += [
         f"then: writes in {STEADY_SECONDS:.0f} s at rest; after a kill -9 and a start, seconds"
-        f" until ready and until its last write within {RESTART_SECONDS:.0f} s, its writes and"
-        " its peak RSS (MiB);"
+        f" until ready, until its first reconciles are done (ours only: its /metrics) and until"
+        f" its last write within {RESTART_SECONDS:.0f} s, its writes and its peak RSS (MiB);"
         f" the wave ({WAVE:,} flavor changes, then {WAVE:,} stops), seconds to converge"
         " each and its writes:",
-        f"  {'contender':<44} {'rest wr':>7} | {'ready':>6} {'last wr':>7} {'writes':>6}"
+        f"  {'contender':<44} {'rest wr':>7} | {'ready':>6} {'drained':>7} {'last wr':>7}"
+        f" {'writes':>6}"
         f" {'RSS':>6} |"
         f" {'resize':>6} {'stop':>6} {'writes':>6}",
     ]
     for name, peer in everyone.items():
         lines.append(
             f"  {name:<44} {peer.rest_writes:7d} | {peer.restart.synced:6.1f}"
-            f" {peer.restart.converged:7.1f} {peer.restart.writes:6d}"
+            f" {_seconds(peer.restart.drained):>7} {peer.restart.converged:7.1f}"
+            f" {peer.restart.writes:6d}"
             f" {peer.restart.peak_rss_mib:6.1f} |"
             f" {peer.wave.resized:6.1f} {peer.wave.stopped:6.1f} {peer.wave.writes:6d}"
         )
     plot(a, b, contenders)
     return lines
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 def plot(a: Run, b: Run, contenders: dict[str, Peer]) -> None:

@@ -6,16 +6,18 @@ object), and one run of the scale bench gives one restart, on a machine whose ot
 (the control plane, two cores) add seconds of noise to it. Here the servers are made once, by
 this tree's operator; then each round kills the operator and starts it from the baseline's
 source (`git archive` of DEVSERVER_BENCH_BASELINE, default HEAD), then from this tree's, and
-times each until /readyz: alternating shares the drift between the two. Per start it prints the
-seconds to ready, the operator's CPU seconds by then, the API server's CPU seconds meanwhile and
-the operator's RSS when ready; then the medians.
+times each until /readyz and until its first reconciles are done (its /metrics: no key queued or
+in a worker, no notification waiting for a handler): alternating shares the drift between the
+two. Per start it prints the seconds to ready, the operator's CPU seconds by then, the API
+server's CPU seconds meanwhile, the operator's RSS when ready, and the seconds and the
+operator's CPU seconds until its first reconciles were done; then the medians.
 
     DEVSERVER_BENCH_BASELINE=6ef3b9b DEVSERVER_BENCH_SCALE=2 \
         nox -s bench -- tests/bench/test_restart_ab.py
 
-DEVSERVER_BENCH_PYSPY=DIR records each start of this tree with py-spy (if installed) until it is
-ready, as DIR/start-K.txt (collapsed stacks, for flamegraph.pl or speedscope); the sampler
-shares the two cores, so its rounds' figures are not of record.
+DEVSERVER_BENCH_PYSPY=DIR records each start of this tree with py-spy (if installed) until its
+first reconciles are done, as DIR/start-K.txt (collapsed stacks, for flamegraph.pl or
+speedscope); the sampler shares the two cores, so its rounds' figures are not of record.
 
 The baseline runs against this tree's CRDs and chart: compare with commits whose CRDs are the
 same. Its only assertions: every server became Ready, and every start became ready.
@@ -51,13 +53,14 @@ from tests.bench.test_devserver_scale import (
     provenance,
     rss_mib,
     run_operator,
+    work_left,
 )
 
 pytestmark = pytest.mark.timeout(round(seconds(1800, 600)))
 
 BASELINE = os.environ.get("DEVSERVER_BENCH_BASELINE", "HEAD")
 ROUNDS = min(4, round(seconds(4, 1)))  # each: the baseline's start, then this tree's
-SETTLE = min(15.0, seconds(15, 3))  # after a start is ready: its first reconciles, then kill
+SETTLE = min(15.0, seconds(15, 3))  # after a start has drained: at rest a while, then kill
 REPO = Path(__file__).parents[2]
 PYSPY = os.environ.get("DEVSERVER_BENCH_PYSPY", "")
 
@@ -69,6 +72,8 @@ class Start:
     cpu_s: float  # the operator's, from its start until ready
     apiserver_cpu_s: float  # meanwhile
     rss_mib: float  # when ready
+    drained_s: float  # until its first reconciles were done
+    drained_cpu_s: float  # the operator's, from its start until then
 
 
 @contextmanager
@@ -86,7 +91,8 @@ def baseline_source(rev: str) -> Iterator[Path]:
 
 
 def start(args: list[str], src: Path, url: str, log: Path, apiserver: int, tree: str) -> Start:
-    """The operator from `src`, timed until /readyz answers; killed (SIGKILL) after SETTLE."""
+    """The operator from `src`, timed until /readyz answers and until it has drained; killed
+    (SIGKILL) SETTLE s later."""
     env = {**os.environ, "PYTHONPATH": str(src)}  # ahead of the installed (editable) package
     before, began = _cpu(apiserver), time.monotonic()
     with log.open("ab") as out:
@@ -99,10 +105,13 @@ def start(args: list[str], src: Path, url: str, log: Path, apiserver: int, tree:
             assert time.monotonic() - began < 300, f"the operator from {src} never became ready"
             time.sleep(0.05)
         ready = time.monotonic() - began
+        cpu, apiserver_cpu, rss = _cpu(process.pid), _cpu(apiserver) - before, rss_mib(process.pid)
+        while work_left(url + "/metrics") > 0:
+            assert time.monotonic() - began < 300, f"the operator from {src} never drained"
+            time.sleep(0.25)  # a scrape costs the operator ~ms: not too often
+        drained = time.monotonic() - began
         _stopped(sampler)
-        found = Start(
-            tree, ready, _cpu(process.pid), _cpu(apiserver) - before, rss_mib(process.pid)
-        )
+        found = Start(tree, ready, cpu, apiserver_cpu, rss, drained, _cpu(process.pid))
         time.sleep(SETTLE)
         return found
     finally:
@@ -167,10 +176,10 @@ def test_report_restarts_beside_a_baseline() -> None:
     lines = [
         f"kill -9 and start, {SERVERS:,} servers: the operator from {BASELINE} (baseline) and"
         f" from this tree, in turn, {ROUNDS} round(s)",
-        "  tree        ready s   CPU s  API server CPU s  RSS MiB",
+        "  tree        ready s   CPU s  API server CPU s  RSS MiB  drained s   CPU s",
         *(
             f"  {s.tree:<10} {s.ready_s:7.2f} {s.cpu_s:7.2f} {s.apiserver_cpu_s:17.2f}"
-            f" {s.rss_mib:8.1f}"
+            f" {s.rss_mib:8.1f} {s.drained_s:10.2f} {s.drained_cpu_s:7.2f}"
             for s in starts
         ),
     ]
@@ -180,7 +189,9 @@ def test_report_restarts_beside_a_baseline() -> None:
             f"  median {tree:<10} ready {statistics.median(s.ready_s for s in mine):.2f} s,"
             f" CPU {statistics.median(s.cpu_s for s in mine):.2f} s,"
             f" API server {statistics.median(s.apiserver_cpu_s for s in mine):.2f} s,"
-            f" RSS {statistics.median(s.rss_mib for s in mine):.1f} MiB"
+            f" RSS {statistics.median(s.rss_mib for s in mine):.1f} MiB;"
+            f" drained {statistics.median(s.drained_s for s in mine):.2f} s,"
+            f" CPU {statistics.median(s.drained_cpu_s for s in mine):.2f} s"
         )
     text = "\n".join([provenance("tests/bench/test_restart_ab.py"), "", *lines]) + "\n"
     RESULTS.mkdir(parents=True, exist_ok=True)

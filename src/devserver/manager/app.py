@@ -3,13 +3,18 @@
 It runs a list of runnables (runnable.py). Its own two, the probes server and the informer
 caches, start at once, then every runnable that needs no leader, so a standby is warm and
 `/readyz` means "caches synced". Runnables that need the leader (controllers) run only while
-this process leads. On SIGTERM the manager stops intake, lets in-flight reconciles finish
-(≤ 30 s), releases the Lease so a standby takes over at once, then stops the other runnables
-one at a time, the last started first (so the probes answer until the very end), and returns.
-If the Lease cannot be renewed, controllers are cancelled immediately (someone else may already
-be acting) and `LeadershipLostError` propagates: the process exits non-zero and is restarted,
-as controller-runtime does. A runnable that ends on its own stops the manager as SIGTERM does;
-what it raised propagates.
+this process leads, and it runs for the Lease only once every cache has synced (as
+controller-runtime's manager starts leader election after its caches): the first reconciles of
+a start do not compete with the lists for the CPU, and none reads a cache still filling. Caches
+not synced within `sync_timeout` fail the start loudly (`CacheSyncTimeoutError`).
+
+On SIGTERM the manager stops intake, lets in-flight reconciles finish (≤ 30 s), releases the
+Lease so a standby takes over at once, then stops the other runnables one at a time, the last
+started first (so the probes answer until the very end), and returns. If the Lease cannot be
+renewed, controllers are cancelled immediately (someone else may already be acting) and
+`LeadershipLostError` propagates: the process exits non-zero and is restarted, as
+controller-runtime does. A runnable that ends on its own stops the manager as SIGTERM does; what
+it raised propagates.
 
 The Manager knows no reconciler: the operator (devserver.operator) adds its controllers, the
 bastion its account sync and sshd.
@@ -29,7 +34,7 @@ import structlog
 
 from devserver.api.names import OPERATOR
 from devserver.client import KubeClient, new_client
-from devserver.controller import Controller
+from devserver.controller import CacheSyncTimeoutError, Controller
 from devserver.informers import InformerFactory, ReflectorOptions
 from devserver.manager.leader import (
     Election,
@@ -59,6 +64,7 @@ class Settings:
     lease_name: str = OPERATOR
     identity: str = field(default_factory=default_identity)
     drain_timeout: float = 30.0
+    sync_timeout: float = 120.0  # every cache synced within it, or the start fails
     # the operator's informers start with a streaming list: the initial state arrives object by
     # object, each kept and packed as it comes. A LIST served from the watch cache (RV 0) is one
     # page of every object whatever the limit (10,000 whole pods: ~320 MB decoded at once).
@@ -181,7 +187,7 @@ class Manager:
         try:
             if not self._leader_runnables():
                 await halt.wait()
-            elif await self._lead_or_stop(halt):
+            elif await self._synced_or_stop(halt) and await self._lead_or_stop(halt):
                 await self._run_leading(halt)
         finally:
             relay.cancel()
@@ -207,6 +213,32 @@ class Manager:
             await stop.wait()
         finally:
             await self.informers.stop()
+
+    async def _synced_or_stop(self, stop: asyncio.Event) -> bool:
+        """Wait until every cache has synced; False if asked to stop first."""
+        synced = asyncio.create_task(self._caches_synced())
+        stopped = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({synced, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (synced, stopped):
+                task.cancel()
+        if synced.done() and not synced.cancelled():
+            synced.result()  # raises CacheSyncTimeoutError
+            return True
+        return False
+
+    async def _caches_synced(self) -> None:
+        informers = list(self.informers)
+        try:
+            async with asyncio.timeout(self.settings.sync_timeout):
+                await asyncio.gather(*(i.wait_synced() for i in informers))
+        except TimeoutError:
+            pending = [i.name for i in informers if not i.has_synced]
+            raise CacheSyncTimeoutError(
+                f"caches {pending} did not sync within {self.settings.sync_timeout:.0f} s;"
+                " check that the operator may list and watch them"
+            ) from None
 
     async def _lead_or_stop(self, stop: asyncio.Event) -> bool:
         """Wait for leadership; False if asked to stop first."""

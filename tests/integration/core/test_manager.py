@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
-from devserver.api.meta import ObjectKey
-from devserver.api.resources import CONFIGMAPS
+from devserver.api.meta import KubeObject, ObjectKey
+from devserver.api.resources import CONFIGMAPS, Resource
 from devserver.client import KubeClient
-from devserver.controller import Controller, Result
+from devserver.controller import CacheSyncTimeoutError, Controller, Result
 from devserver.manager import Manager, Settings
 from devserver.manager.leader import LeadershipLostError
 from devserver_harness.controlplane import OPERATOR_NAMESPACE, LocalControlPlane
@@ -64,6 +64,26 @@ async def test_sigterm_stops_intake_and_finishes_in_flight_reconciles(
     await asyncio.wait_for(task, 30)
     assert slow.finished == slow.started, "in-flight reconciles finished"
     assert time.monotonic() - started < 5
+
+
+# a kind the API server does not serve: its list answers 404, so its cache never syncs
+GHOSTS = Resource("ghosts.devserver.example", "v1", "ghosts", "Ghost", True, KubeObject)
+
+
+async def test_no_reconcile_before_every_cache_syncs_and_one_that_never_does_fails_the_start(
+    kube: KubeClient, namespace: str
+) -> None:
+    await kube.create(CONFIGMAPS, configmap("early", namespace), namespace)
+    slow = Slow(0)
+    manager = _manager(kube, namespace, slow, sync_timeout=3.0)
+    manager.informers.informer(GHOSTS, namespace=namespace)  # read by no controller
+    controller = manager.controllers[0]
+    task = asyncio.create_task(manager.run(asyncio.Event()))
+    await wait_for(lambda: controller.synced, timeout=10, what="the controller's own cache")
+    with pytest.raises(CacheSyncTimeoutError, match="ghosts"):
+        await asyncio.wait_for(task, 30)
+    assert slow.started == [], "a reconcile ran while a cache of the operator was still empty"
+    assert not manager.readyz()[0]
 
 
 async def test_ready_once_synced_and_unhealthy_when_a_watch_loop_dies(
