@@ -107,6 +107,7 @@ def start(args: list[str], src: Path, url: str, log: Path, apiserver: int, tree:
         ready = time.monotonic() - began
         cpu, apiserver_cpu, rss = _cpu(process.pid), _cpu(apiserver) - before, rss_mib(process.pid)
         while work_left(url + "/metrics") > 0:
+            assert process.poll() is None, f"the operator from {src} exited; see {log}"
             assert time.monotonic() - began < 300, f"the operator from {src} never drained"
             time.sleep(0.25)  # a scrape costs the operator ~ms: not too often
         drained = time.monotonic() - began

@@ -3,10 +3,12 @@
 It runs a list of runnables (runnable.py). Its own two, the probes server and the informer
 caches, start at once, then every runnable that needs no leader, so a standby is warm and
 `/readyz` means "caches synced". Runnables that need the leader (controllers) run only while
-this process leads, and it runs for the Lease only once every cache has synced (as
-controller-runtime's manager starts leader election after its caches): the first reconciles of
-a start do not compete with the lists for the CPU, and none reads a cache still filling. Caches
-not synced within `sync_timeout` fail the start loudly (`CacheSyncTimeoutError`).
+this process leads and every cache has synced (controller-runtime's manager, too, starts its
+controllers after its caches): the first reconciles of a start do not compete with the lists for
+the CPU, and none reads a cache still filling. It runs for the Lease from the start (unlike
+controller-runtime, which starts its election after the caches), so that the wait for a dead
+leader's Lease to expire overlaps the lists. A leader whose caches have not synced within
+`sync_timeout` fails loudly (`CacheSyncTimeoutError`).
 
 On SIGTERM the manager stops intake, lets in-flight reconciles finish (≤ 30 s), releases the
 Lease so a standby takes over at once, then stops the other runnables one at a time, the last
@@ -64,7 +66,7 @@ class Settings:
     lease_name: str = OPERATOR
     identity: str = field(default_factory=default_identity)
     drain_timeout: float = 30.0
-    sync_timeout: float = 120.0  # every cache synced within it, or the start fails
+    sync_timeout: float = 120.0  # a leader's caches synced within it, or it fails
     # the operator's informers start with a streaming list: the initial state arrives object by
     # object, each kept and packed as it comes. A LIST served from the watch cache (RV 0) is one
     # page of every object whatever the limit (10,000 whole pods: ~320 MB decoded at once).
@@ -187,7 +189,7 @@ class Manager:
         try:
             if not self._leader_runnables():
                 await halt.wait()
-            elif await self._synced_or_stop(halt) and await self._lead_or_stop(halt):
+            elif await self._lead_or_stop(halt):
                 await self._run_leading(halt)
         finally:
             relay.cancel()
@@ -213,20 +215,6 @@ class Manager:
             await stop.wait()
         finally:
             await self.informers.stop()
-
-    async def _synced_or_stop(self, stop: asyncio.Event) -> bool:
-        """Wait until every cache has synced; False if asked to stop first."""
-        synced = asyncio.create_task(self._caches_synced())
-        stopped = asyncio.create_task(stop.wait())
-        try:
-            await asyncio.wait({synced, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (synced, stopped):
-                task.cancel()
-        if synced.done() and not synced.cancelled():
-            synced.result()  # raises CacheSyncTimeoutError
-            return True
-        return False
 
     async def _caches_synced(self) -> None:
         informers = list(self.informers)
@@ -256,16 +244,25 @@ class Manager:
         return False
 
     async def _run_leading(self, stop: asyncio.Event) -> None:
+        """Hold the Lease; once every cache has synced, run the leader runnables until `stop`
+        or the Lease is lost."""
         controllers_stop = asyncio.Event()
-        running = [
-            asyncio.create_task(r.run(controllers_stop), name=r.name)
-            for r in self._leader_runnables()
-        ]
+        running: list[asyncio.Task[None]] = []
         holding = asyncio.create_task(self.elector.hold()) if self.elector else None
         stopped = asyncio.create_task(stop.wait())
-        watched = {stopped, *running, *([holding] if holding else [])}
-        done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+        synced = asyncio.create_task(self._caches_synced())
+        ending = {stopped, *([holding] if holding else [])}
         try:
+            done, _ = await asyncio.wait({synced, *ending}, return_when=asyncio.FIRST_COMPLETED)
+            if synced in done:
+                synced.result()  # raises CacheSyncTimeoutError
+                running = [
+                    asyncio.create_task(r.run(controllers_stop), name=r.name)
+                    for r in self._leader_runnables()
+                ]
+                done, _ = await asyncio.wait(
+                    {*ending, *running}, return_when=asyncio.FIRST_COMPLETED
+                )
             if holding in done:
                 for task in running:  # no drain: another leader may already be acting
                     task.cancel()
@@ -281,6 +278,7 @@ class Manager:
             await asyncio.gather(*running)
         finally:
             stopped.cancel()
+            synced.cancel()
             for task in running:
                 task.cancel()
             if holding is not None:

@@ -14,7 +14,8 @@ import pytest
 from prometheus_client import REGISTRY
 
 from devserver.api.meta import KubeObject, ObjectKey
-from devserver.api.resources import CONFIGMAPS, Resource
+from devserver.api.names import OPERATOR
+from devserver.api.resources import CONFIGMAPS, LEASES, Resource
 from devserver.client import KubeClient
 from devserver.controller import CacheSyncTimeoutError, Controller, Result
 from devserver.manager import Manager, Settings
@@ -75,15 +76,24 @@ async def test_no_reconcile_before_every_cache_syncs_and_one_that_never_does_fai
 ) -> None:
     await kube.create(CONFIGMAPS, configmap("early", namespace), namespace)
     slow = Slow(0)
-    manager = _manager(kube, namespace, slow, sync_timeout=3.0)
+    manager = _manager(
+        kube, namespace, slow, sync_timeout=8.0, leader_election=True, lease_namespace=namespace
+    )
     manager.informers.informer(GHOSTS, namespace=namespace)  # read by no controller
     controller = manager.controllers[0]
     task = asyncio.create_task(manager.run(asyncio.Event()))
-    await wait_for(lambda: controller.synced, timeout=10, what="the controller's own cache")
-    with pytest.raises(CacheSyncTimeoutError, match="ghosts"):
-        await asyncio.wait_for(task, 30)
+    try:
+        await wait_for(lambda: controller.synced, timeout=8, what="the controller's own cache")
+        # the Lease is won while a cache is still empty: a takeover's wait overlaps the lists
+        await wait_for(manager.leading.is_set, timeout=8, what="the Lease")
+        with pytest.raises(CacheSyncTimeoutError, match=r"\['ghosts[^,]*'\] did not sync"):
+            await asyncio.wait_for(task, 30)
+    finally:
+        task.cancel()
     assert slow.started == [], "a reconcile ran while a cache of the operator was still empty"
     assert not manager.readyz()[0]
+    lease = await kube.get(LEASES, OPERATOR, namespace)
+    assert lease.extra["spec"].get("holderIdentity") is None, "a failed start hands it back"
 
 
 async def test_ready_once_synced_and_unhealthy_when_a_watch_loop_dies(
