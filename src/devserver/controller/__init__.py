@@ -4,7 +4,14 @@
 objects to their owners' keys; `predicates` filters notifications; `controller` runs it all.
 """
 
-from devserver.controller.controller import CacheSyncTimeoutError, Controller
+from devserver.controller.controller import CacheSyncTimeoutError, Controller, wait_synced
 from devserver.controller.reconciler import Reconciler, Result, TerminalError
 
-__all__ = ["CacheSyncTimeoutError", "Controller", "Reconciler", "Result", "TerminalError"]
+__all__ = [
+    "CacheSyncTimeoutError",
+    "Controller",
+    "Reconciler",
+    "Result",
+    "TerminalError",
+    "wait_synced",
+]

@@ -39,6 +39,20 @@ class CacheSyncTimeoutError(RuntimeError):
     pass
 
 
+async def wait_synced(informers: list[Informer[Any]], timeout: float, who: str) -> None:
+    """Until every one of `informers` has synced; `CacheSyncTimeoutError` naming those that
+    have not within `timeout` s (a controller's own, or a manager's all)."""
+    try:
+        async with asyncio.timeout(timeout):
+            await asyncio.gather(*(i.wait_synced() for i in informers))
+    except TimeoutError:
+        pending = [i.name for i in informers if not i.has_synced]
+        raise CacheSyncTimeoutError(
+            f"{who}: caches {pending} did not sync within {timeout:.0f} s;"
+            " check that the operator may list and watch them"
+        ) from None
+
+
 class Controller:
     def __init__(
         self,
@@ -143,15 +157,7 @@ class Controller:
             log.info("controller stopped", controller=self.name)
 
     async def wait_synced(self) -> None:
-        try:
-            async with asyncio.timeout(self.sync_timeout):
-                await asyncio.gather(*(i.wait_synced() for i in self._informers))
-        except TimeoutError:
-            pending = [i.name for i in self._informers if not i.has_synced]
-            raise CacheSyncTimeoutError(
-                f"controller {self.name}: caches {pending} did not sync within "
-                f"{self.sync_timeout:.0f} s"
-            ) from None
+        await wait_synced(self._informers, self.sync_timeout, f"controller {self.name}")
 
     @property
     def synced(self) -> bool:

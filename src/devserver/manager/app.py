@@ -36,7 +36,7 @@ import structlog
 
 from devserver.api.names import OPERATOR
 from devserver.client import KubeClient, new_client
-from devserver.controller import CacheSyncTimeoutError, Controller
+from devserver.controller import Controller, wait_synced
 from devserver.informers import InformerFactory, ReflectorOptions
 from devserver.manager.leader import (
     Election,
@@ -216,18 +216,6 @@ class Manager:
         finally:
             await self.informers.stop()
 
-    async def _caches_synced(self) -> None:
-        informers = list(self.informers)
-        try:
-            async with asyncio.timeout(self.settings.sync_timeout):
-                await asyncio.gather(*(i.wait_synced() for i in informers))
-        except TimeoutError:
-            pending = [i.name for i in informers if not i.has_synced]
-            raise CacheSyncTimeoutError(
-                f"caches {pending} did not sync within {self.settings.sync_timeout:.0f} s;"
-                " check that the operator may list and watch them"
-            ) from None
-
     async def _lead_or_stop(self, stop: asyncio.Event) -> bool:
         """Wait for leadership; False if asked to stop first."""
         if self.elector is None:
@@ -250,7 +238,9 @@ class Manager:
         running: list[asyncio.Task[None]] = []
         holding = asyncio.create_task(self.elector.hold()) if self.elector else None
         stopped = asyncio.create_task(stop.wait())
-        synced = asyncio.create_task(self._caches_synced())
+        synced = asyncio.create_task(
+            wait_synced(list(self.informers), self.settings.sync_timeout, "manager")
+        )
         ending = {stopped, *([holding] if holding else [])}
         try:
             done, _ = await asyncio.wait({synced, *ending}, return_when=asyncio.FIRST_COMPLETED)
