@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from devserver.reconcilers.devserver.activity_agent import desired_role, desired_scripts
@@ -137,3 +139,65 @@ def test_monitor_shows_each_rank() -> None:
     assert "master box-0.box.dev-alice.svc.cluster.local:29500" in text
     row = next(line.split() for line in text.splitlines() if line.startswith("2 "))
     assert row == ["2", "box-2", "-", "no", "0", "Unschedulable"]
+
+
+def test_the_allreduce_smoke_test_writes_each_result_line_in_one_piece(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The ranks of a pod share one stdout, and distributed pods set PYTHONUNBUFFERED, so a line
+    written as two writes (print's text, then its newline) merges with another rank's line."""
+    import runpy
+    import sys
+    import types
+
+    class Tensor:
+        def __init__(self, value: float) -> None:
+            self.value = value
+
+        def item(self) -> float:
+            return self.value
+
+    fake_dist = types.SimpleNamespace(
+        init_process_group=lambda backend: None,
+        get_rank=lambda: 0,
+        get_world_size=lambda: 1,
+        all_reduce=lambda tensor: None,
+        all_gather=lambda out, tensor: out.__setitem__(0, tensor),
+        destroy_process_group=lambda: None,
+    )
+    fake_torch = types.SimpleNamespace(
+        cuda=types.SimpleNamespace(is_available=lambda: False),
+        device=lambda name: name,
+        int64="int64",
+        ones=lambda n, device=None: Tensor(1.0),
+        zeros=lambda n, dtype=None, device=None: Tensor(0),
+        tensor=lambda values, dtype=None, device=None: Tensor(values[0]),
+        distributed=fake_dist,
+    )
+    writes: list[str] = []
+
+    class Unbuffered:  # what PYTHONUNBUFFERED makes of stdout: every write reaches the pipe
+        def write(self, text: str) -> int:
+            writes.append(text)
+            return len(text)
+
+        def flush(self) -> None:
+            pass
+
+    monkeypatch.setitem(sys.modules, "torch", fake_torch)
+    monkeypatch.setitem(sys.modules, "torch.distributed", fake_dist)
+    monkeypatch.setattr(sys, "stdout", Unbuffered())
+    monkeypatch.setenv("DEVSERVER_BACKEND", "gloo")
+    script = Path(__file__).parents[2] / "src/devserver/podagent/devserver-allreduce"
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_path(str(script), run_name="__main__")
+    assert exit_.value.code == 0
+    assert [w for w in writes if w] == [writes[0]] and writes[0].endswith("\n"), writes
+    assert json.loads(writes[0]) == {
+        "rank": 0,
+        "world": 1,
+        "sum": 1.0,
+        "ranks": [0],
+        "backend": "gloo",
+        "ok": True,
+    }
