@@ -80,6 +80,7 @@ from devserver.reconcilers.kueue import (
     KueueConfig,
     admitted_at,
     classed,
+    eviction,
     gang_of,
     gated,
     mark_pods,
@@ -492,6 +493,8 @@ def mode_controller(
     controller.watch_mapped(caches.pods, by_label)
 
     def evicted(note: Notification[Any]) -> None:
+        if eviction(note.obj) is None:  # nearly every pod event: no server is decoded for it
+            return
         for key in by_label(note.obj):
             ds = devservers.store.get(key)
             if ds is not None and mode.owns(ds):
