@@ -25,7 +25,7 @@ from devserver.api.resources import (
     PODS,
     SCRIPT_CONFIGMAPS,
 )
-from devserver.controller.applied import apply_if_changed
+from devserver.controller.applied import apply_if_changed, live_fields
 from devserver.informers import OWNED, OWNER_UID_INDEX, Informer, InformerFactory, Store
 from devserver.reconcilers.devserver.activity_agent import AgentInformers, desired_scripts
 from devserver.reconcilers.devserver.resize import node_problem
@@ -504,3 +504,36 @@ def test_a_cached_text_digest_is_its_content_s_however_often_and_however_long(
         "sha256:" + hashlib.sha256(json.dumps(value, ensure_ascii=False).encode()).hexdigest()
     )
     assert first == again == expected
+
+
+top_keys = st.sampled_from(["metadata", "spec", "status", "data", "x", "apiVersion", "kind"])
+
+
+@given(
+    st.dictionaries(st.sampled_from(["spec", "status", "data", "x"]), json_value),
+    st.dictionaries(st.sampled_from(["a", "b"]), st.text(max_size=3)),
+    st.sets(top_keys),
+)
+def test_comparing_reads_the_live_object_as_its_whole_dump_would_show_it(
+    extras: dict[str, Any], labels: dict[str, str], keys: set[str]
+) -> None:
+    """`apply_if_changed` reads only the keys its intent sets, and extras without dumping
+    them: what it compares must be what the whole object's JSON dump holds there."""
+    meta = {"name": "n", "namespace": "ns", "uid": "u", "labels": labels,
+            "creationTimestamp": "2026-12-02T10:00:00Z"}  # fmt: skip
+    obj = KubeObject.model_validate({"apiVersion": "v1", "kind": "K", "metadata": meta, **extras})
+    whole = obj.model_dump(by_alias=True, mode="json")
+    assert live_fields(obj, keys) == {k: whole[k] for k in keys if k in whole}
+
+
+def test_a_typed_object_compares_its_modelled_fields_as_dumped() -> None:
+    server = DevServer.model_validate(
+        {
+            "metadata": {"name": "box", "namespace": "dev-a"},
+            "spec": {"flavor": "cpu-small", "owner": "a", "image": "img"},
+        }
+    )
+    whole = server.model_dump(by_alias=True, mode="json")
+    keys = {"metadata", "spec", "status"}
+    assert live_fields(server, keys) == {k: whole[k] for k in keys if k in whole}
+    assert live_fields(server, {"spec"})["spec"]["flavor"] == "cpu-small"

@@ -9,6 +9,8 @@ two are never compared.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from functools import cache
 from typing import Any
 
 from devserver.api.meta import KubeObject, ObjectKey, as_cached
@@ -31,6 +33,24 @@ def is_applied(intent: Any, live: Any) -> bool:
     return bool(intent == live)
 
 
+@cache
+def _modelled(model: type[KubeObject]) -> dict[str, str]:
+    """A model's fields by the name they have in JSON."""
+    return {field.alias or name: name for name, field in model.model_fields.items()}
+
+
+def live_fields(live: KubeObject, keys: Iterable[str]) -> dict[str, Any]:
+    """What `live` holds under `keys` (top-level JSON names), as JSON. Only modelled fields
+    (metadata) are dumped; the rest are extras, kept as their JSON was decoded (a Deployment's
+    spec: dumping it again was most of a comparison's cost)."""
+    modelled = _modelled(type(live))
+    fields = {modelled[key] for key in keys if key in modelled}
+    found = live.model_dump(by_alias=True, mode="json", include=fields) if fields else {}
+    extra = live.extra
+    found.update((key, extra[key]) for key in keys if key not in modelled and key in extra)
+    return found
+
+
 async def apply_if_changed(
     client: KubeClient,
     resource: Resource[Any],
@@ -48,7 +68,7 @@ async def apply_if_changed(
     fields = {k: v for k, v in intent.items() if k not in ("apiVersion", "kind")}
     if live is not None:  # `live` is the cache's: compared as the cache holds it
         compared = as_cached(fields, resource.cache_keeps)
-        if is_applied(compared, live.model_dump(by_alias=True, mode="json")):
+        if is_applied(compared, live_fields(live, compared)):
             return None
     try:
         applied: KubeObject = await client.apply(resource, intent, field_manager=field_manager)
