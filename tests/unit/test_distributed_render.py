@@ -141,11 +141,11 @@ def test_monitor_shows_each_rank() -> None:
     assert row == ["2", "box-2", "-", "no", "0", "Unschedulable"]
 
 
-def test_the_allreduce_smoke_test_writes_each_result_line_in_one_piece(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The ranks of a pod share one stdout, and distributed pods set PYTHONUNBUFFERED, so a line
-    written as two writes (print's text, then its newline) merges with another rank's line."""
+def run_allreduce(
+    monkeypatch: pytest.MonkeyPatch, world: int, gathered: list[int]
+) -> tuple[object, list[str]]:
+    """The smoke test run as rank 0 of `world` on a stub torch whose all-reduce sums `world`
+    ones and whose all-gather brings `gathered`: its exit code and each write to stdout."""
     import runpy
     import sys
     import types
@@ -157,12 +157,18 @@ def test_the_allreduce_smoke_test_writes_each_result_line_in_one_piece(
         def item(self) -> float:
             return self.value
 
+    def all_reduce(tensor: Tensor) -> None:
+        tensor.value = float(world)
+
+    def all_gather(out: list[Tensor], tensor: Tensor) -> None:
+        out[:] = [Tensor(r) for r in gathered]
+
     fake_dist = types.SimpleNamespace(
         init_process_group=lambda backend: None,
         get_rank=lambda: 0,
-        get_world_size=lambda: 1,
-        all_reduce=lambda tensor: None,
-        all_gather=lambda out, tensor: out.__setitem__(0, tensor),
+        get_world_size=lambda: world,
+        all_reduce=all_reduce,
+        all_gather=all_gather,
         destroy_process_group=lambda: None,
     )
     fake_torch = types.SimpleNamespace(
@@ -191,13 +197,35 @@ def test_the_allreduce_smoke_test_writes_each_result_line_in_one_piece(
     script = Path(__file__).parents[2] / "src/devserver/podagent/devserver-allreduce"
     with pytest.raises(SystemExit) as exit_:
         runpy.run_path(str(script), run_name="__main__")
-    assert exit_.value.code == 0
-    assert [w for w in writes if w] == [writes[0]] and writes[0].endswith("\n"), writes
+    return exit_.value.code, [w for w in writes if w]
+
+
+def test_the_allreduce_smoke_test_writes_each_result_line_in_one_piece(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The ranks of a pod share one stdout, and distributed pods set PYTHONUNBUFFERED, so a line
+    written as two writes (print's text, then its newline) merges with another rank's line."""
+    code, writes = run_allreduce(monkeypatch, 3, [2, 0, 1])
+    assert code == 0
+    assert len(writes) == 1 and writes[0].endswith("\n"), writes
     assert json.loads(writes[0]) == {
         "rank": 0,
-        "world": 1,
-        "sum": 1.0,
-        "ranks": [0],
+        "world": 3,
+        "sum": 3.0,
+        "missing": [],
+        "doubled": [],
         "backend": "gloo",
         "ok": True,
     }
+
+
+def test_the_allreduce_smoke_test_names_the_ranks_it_missed_in_a_bounded_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """4,096 ranks (64 pods of 64) and one answering twice: one line under a pipe's 4,096
+    bytes, failing, naming what went wrong."""
+    world = 64 * 64
+    code, writes = run_allreduce(monkeypatch, world, [0] * world)
+    result = json.loads(writes[0])
+    assert code == 1 and len(writes) == 1 and len(writes[0].encode()) < 4096
+    assert (result["ok"], result["missing"][:3], result["doubled"]) == (False, [1, 2, 3], [0])

@@ -36,13 +36,15 @@ def is_applied(intent: Any, live: Any) -> bool:
 @cache
 def _modelled(model: type[KubeObject]) -> dict[str, str]:
     """A model's fields by the name they have in JSON."""
-    return {field.alias or name: name for name, field in model.model_fields.items()}
+    fields = model.model_fields.items()
+    return {field.serialization_alias or field.alias or name: name for name, field in fields}
 
 
 def live_fields(live: KubeObject, keys: Iterable[str]) -> dict[str, Any]:
     """What `live` holds under `keys` (top-level JSON names), as JSON. Only modelled fields
     (metadata) are dumped; the rest are extras, kept as their JSON was decoded (a Deployment's
-    spec: dumping it again was most of a comparison's cost)."""
+    spec: dumping it again was most of a comparison's cost). The extras are the cached
+    object's own: read them, never change them."""
     modelled = _modelled(type(live))
     fields = {modelled[key] for key in keys if key in modelled}
     found = live.model_dump(by_alias=True, mode="json", include=fields) if fields else {}
