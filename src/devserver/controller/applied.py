@@ -9,7 +9,7 @@ two are never compared.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection
 from functools import cache
 from typing import Any
 
@@ -40,7 +40,7 @@ def _modelled(model: type[KubeObject]) -> dict[str, str]:
     return {field.serialization_alias or field.alias or name: name for name, field in fields}
 
 
-def live_fields(live: KubeObject, keys: Iterable[str]) -> dict[str, Any]:
+def live_fields(live: KubeObject, keys: Collection[str]) -> dict[str, Any]:
     """What `live` holds under `keys` (top-level JSON names), as JSON. Only modelled fields
     (metadata) are dumped; the rest are extras, kept as their JSON was decoded (a Deployment's
     spec: dumping it again was most of a comparison's cost). The extras are the cached
